@@ -1,0 +1,118 @@
+//! A lossy single-writer, many-reader broadcast ring for encoded video frames (or any
+//! byte messages) in shared memory.
+//!
+//! One writer publishes frames into a ring file (usually in `/dev/shm`); any number of
+//! reader processes copy them out. The writer never waits for readers. A reader that
+//! falls a whole lap behind loses frames, is told how many, and resumes at the newest
+//! keyframe. No torn frame is ever delivered, with or without CRC: every copy is
+//! validated against the writer's published intent after it is made.
+//!
+//! The byte layout (the seed's control block and 32-byte frame header, plus a v1 trailer)
+//! and the protocol are specified in `docs/protocol.md`.
+//!
+//! # Layers
+//! - `no_std`, no allocation: [`RegionWriter`] and [`RegionReader`] over any
+//!   `Deref<Target = [Word]>` (a heap slice, or a mapping), and the legacy single-slot
+//!   [`LegacyWriter`] / [`LegacyReader`].
+//! - `std` (default feature): [`RingWriter`] / [`RingReader`] over files, with the
+//!   single-writer lock, futex wake-ups, liveness and reopening of replaced rings.
+//!
+//! ```
+//! # #[cfg(feature = "std")] {
+//! use shmring_core::{RingWriter, RingReader, WriterOptions, ReaderOptions, FrameMeta};
+//! let dir = std::env::temp_dir().join(format!("shmring-doc-{}", std::process::id()));
+//! let path = dir.join("ring");
+//! let mut writer = RingWriter::create(&path, &WriterOptions::default()).unwrap();
+//! let mut reader = RingReader::open(&path, &ReaderOptions::default()).unwrap();
+//! writer.write(b"an access unit", FrameMeta::keyframe(42)).unwrap();
+//! let frame = reader.read_timeout(Some(std::time::Duration::from_secs(1))).unwrap().unwrap();
+//! assert_eq!(frame.payload, b"an access unit");
+//! assert_eq!(frame.info.frame_id, 42);
+//! # drop((writer, reader)); std::fs::remove_dir_all(dir).unwrap();
+//! # }
+//! ```
+#![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod error;
+pub mod layout;
+mod legacy;
+mod reader;
+mod region;
+mod sync;
+mod words;
+mod writer;
+
+#[cfg(all(feature = "std", not(shmring_loom)))]
+mod file;
+#[cfg(all(feature = "std", not(shmring_loom)))]
+mod futex;
+#[cfg(all(feature = "std", not(shmring_loom)))]
+mod lock;
+
+pub use error::{ReadError, RingStateError, WriteError};
+pub use layout::{FrameHeader, Geometry, LayoutError, WriterState};
+pub use legacy::{legacy_max_frame, LegacyReader, LegacyWriter};
+pub use reader::{FrameInfo, ReaderOptions, ReaderStats, RegionReader, StartPosition};
+pub use writer::RegionWriter;
+
+#[cfg(all(feature = "std", not(shmring_loom)))]
+pub use file::{
+    Error, Frame, LayoutChoice, RingKind, RingReader, RingStatus, RingWriter, WriterOptions, WriterStatus,
+};
+
+/// The word type regions are made of: `core`'s `AtomicU64`, or loom's under
+/// `--cfg shmring_loom`.
+#[cfg(not(shmring_loom))]
+pub use core::sync::atomic::AtomicU64 as Word;
+/// The word type regions are made of: `core`'s `AtomicU64`, or loom's under
+/// `--cfg shmring_loom`.
+#[cfg(shmring_loom)]
+pub use loom::sync::atomic::AtomicU64 as Word;
+
+/// A codec id as stored in the frame header. Values other than the constants are the
+/// application's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Codec(pub u16);
+
+impl Codec {
+    /// H.264 / AVC access units (Annex B).
+    pub const H264: Codec = Codec(1);
+    /// HEVC / H.265 access units (Annex B).
+    pub const HEVC: Codec = Codec(2);
+    /// JPEG images.
+    pub const JPEG: Codec = Codec(3);
+}
+
+/// What a writer records with each frame besides its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameMeta {
+    /// The application's id for the frame (a timestamp, a camera frame number, ...).
+    pub frame_id: u64,
+    /// True if a decoder can start at this frame.
+    pub keyframe: bool,
+    /// The payload's codec.
+    pub codec: Codec,
+}
+
+impl FrameMeta {
+    /// An H.264 keyframe with the given id.
+    pub fn keyframe(frame_id: u64) -> Self {
+        FrameMeta { frame_id, keyframe: true, codec: Codec::H264 }
+    }
+
+    /// An H.264 non-keyframe (delta frame) with the given id.
+    pub fn delta(frame_id: u64) -> Self {
+        FrameMeta { frame_id, keyframe: false, codec: Codec::H264 }
+    }
+
+    /// The same metadata with another codec.
+    pub fn with_codec(self, codec: Codec) -> Self {
+        FrameMeta { codec, ..self }
+    }
+}

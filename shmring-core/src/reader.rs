@@ -1,0 +1,421 @@
+//! The v1 reader: copies frames out of a region, validates them after the copy, detects
+//! laps by position and resynchronises at the newest keyframe.
+
+use core::ops::Deref;
+
+use crate::error::ReadError;
+use crate::layout::{record_len, trailer, FrameHeader, Geometry, FLAG_NO_CRC, HEADER_SIZE, NO_POSITION, RECORD_ALIGN};
+use crate::region::{read_geometry, RegionOffsets};
+use crate::sync::{fence, AtomicU64, Ordering};
+use crate::words;
+use crate::{Codec, LayoutError};
+
+/// Where a new reader starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartPosition {
+    /// At the newest keyframe still in the ring, so a decoder can start at once (the
+    /// default). Without one, at the next keyframe written.
+    #[default]
+    LatestKeyframe,
+    /// At the next frame written after the reader opened.
+    Next,
+    /// At the newest frame in the ring (keyframe or not).
+    Latest,
+}
+
+/// Reader settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReaderOptions {
+    /// Where to start.
+    pub start: StartPosition,
+    /// Check each payload against its CRC-32 (when the writer computed one). Torn frames
+    /// are rejected without it; this catches memory damaged by other means.
+    pub verify_crc: bool,
+    /// After losing frames (lapped, or a CRC failure), skip to a keyframe so a decoder
+    /// never sees a frame whose reference is missing. Turn off for streams of
+    /// independent messages: the reader then resumes at the newest frame.
+    pub resync_at_keyframe: bool,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        ReaderOptions { start: StartPosition::LatestKeyframe, verify_crc: true, resync_at_keyframe: true }
+    }
+}
+
+/// Description of a delivered frame; its payload is the first `size` bytes of the buffer
+/// passed to the read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// The writer's application id.
+    pub frame_id: u64,
+    /// Monotonic 1-based frame number.
+    pub frame_seq: u64,
+    /// Payload bytes.
+    pub size: usize,
+    /// Raw `FLAG_*` bits.
+    pub flags: u16,
+    /// Codec.
+    pub codec: Codec,
+    /// CRC-32 the writer stored (0 when it computed none).
+    pub crc32: u32,
+    /// Frames lost immediately before this one (like tokio broadcast's `Lagged(n)`).
+    pub lost_before: u64,
+}
+
+impl FrameInfo {
+    /// True if the frame is a keyframe.
+    pub fn keyframe(&self) -> bool {
+        self.flags & crate::layout::FLAG_KEYFRAME != 0
+    }
+
+    fn from_header(header: &FrameHeader, lost_before: u64) -> Self {
+        FrameInfo {
+            frame_id: header.frame_id.get(),
+            frame_seq: header.frame_seq.get(),
+            size: header.size.get() as usize,
+            flags: header.flags.get(),
+            codec: Codec(header.codec.get()),
+            crc32: header.crc32.get(),
+            lost_before,
+        }
+    }
+}
+
+/// Per-reader accounting. Once the reader has caught up with the writer,
+/// `delivered + lost` equals the frames written since the reader's first frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReaderStats {
+    /// Frames returned to the caller.
+    pub delivered: u64,
+    /// Frames the reader will never return: overwritten before it got to them, skipped
+    /// while waiting for a keyframe, or failed their CRC.
+    pub lost: u64,
+    /// Times the writer overwrote a record the reader had not finished with.
+    pub lapped: u64,
+    /// Frames that failed their CRC check (also counted in `lost`).
+    pub crc_errors: u64,
+    /// Impossible records skipped (a damaged or foreign ring file).
+    pub corrupt: u64,
+}
+
+/// What one record turned out to be.
+enum Record {
+    Padding { len: u64 },
+    Frame { header: FrameHeader, len: u64, copied: bool },
+    Lapped,
+    Corrupt(&'static str),
+    TooSmall(usize),
+}
+
+/// Most records one call walks before returning, so a reader facing a writer that
+/// laps it continuously, or a damaged ring, always returns.
+const STEP_BUDGET: usize = 256;
+
+/// Reads frames from a v1 ring region, never writing to it.
+///
+/// See [`crate::RegionWriter`] for an example.
+pub struct RegionReader<M: Deref<Target = [AtomicU64]>> {
+    words: M,
+    geometry: Geometry,
+    at: RegionOffsets,
+    cap: u64,
+    /// Monotonic position of the next record to read.
+    pos: u64,
+    /// frame_seq the next frame should have; 0 until the first frame is passed.
+    expected: u64,
+    /// Start position not yet applied (applied on the first read).
+    pending_start: Option<StartPosition>,
+    /// Skip non-keyframes until a keyframe arrives.
+    await_keyframe: bool,
+    options: ReaderOptions,
+    stats: ReaderStats,
+}
+
+impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
+    /// A reader over `words`, which must hold a v1 ring (its descriptor is validated).
+    pub fn new(words: M, options: ReaderOptions) -> Result<Self, LayoutError> {
+        let geometry = read_geometry(&words)?;
+        let mut reader = RegionReader {
+            at: RegionOffsets::new(&geometry),
+            cap: geometry.capacity as u64,
+            words,
+            geometry,
+            pos: 0,
+            expected: 0,
+            pending_start: Some(options.start),
+            await_keyframe: false,
+            options,
+            stats: ReaderStats::default(),
+        };
+        // Apply the start position now, so `Next` means "after the reader opened".
+        for _ in 0..STEP_BUDGET {
+            if reader.start_at(options.start) {
+                reader.pending_start = None;
+                break;
+            }
+        }
+        Ok(reader)
+    }
+
+    /// The ring's geometry.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// Accounting so far.
+    pub fn stats(&self) -> ReaderStats {
+        self.stats
+    }
+
+    /// The options the reader was opened with.
+    pub fn options(&self) -> ReaderOptions {
+        self.options
+    }
+
+    /// The region's words.
+    pub fn words(&self) -> &[AtomicU64] {
+        &self.words
+    }
+
+    /// The word a blocked reader sleeps on (low 32 bits are the futex word).
+    pub fn notify_word(&self) -> &AtomicU64 {
+        &self.words[(self.at.trailer + trailer::NOTIFY) / 8]
+    }
+
+    /// True if the writer has committed something this reader has not looked at yet.
+    pub fn has_unread(&self) -> bool {
+        self.pending_start.is_some() || self.load(self.at.write_index, Ordering::Acquire) != self.pos
+    }
+
+    /// A trailer or control word (for the file layer's status queries).
+    pub(crate) fn load(&self, off: usize, order: Ordering) -> u64 {
+        words::load(&self.words, off, order)
+    }
+
+    /// Byte offset of the trailer.
+    pub fn trailer_offset(&self) -> usize {
+        self.at.trailer
+    }
+
+    /// Reads the next frame into `buf` (which should hold the ring's max frame size).
+    ///
+    /// `Ok(None)`: nothing new. `Err(BufferTooSmall)`: nothing was consumed. Other errors
+    /// report a record that was skipped; the next call continues after it.
+    pub fn try_read(&mut self, buf: &mut [u8]) -> Result<Option<FrameInfo>, ReadError> {
+        for _ in 0..STEP_BUDGET {
+            if let Some(start) = self.pending_start {
+                if self.start_at(start) {
+                    self.pending_start = None;
+                }
+                continue;
+            }
+            // SYNC POINT (commit acquire): pairs with the writer's Release store of
+            // write_index; every record below `tail` is fully stored as of this load.
+            let tail = self.load(self.at.write_index, Ordering::Acquire);
+            if self.pos >= tail {
+                if self.pos - tail <= self.cap {
+                    return Ok(None);
+                }
+                return Err(self.corrupt(tail, "reader position is ahead of the write index"));
+            }
+            if tail - self.pos > self.cap {
+                self.lapped(tail);
+                continue;
+            }
+            match self.record_at(self.pos, tail, buf, self.await_keyframe) {
+                Record::Padding { len } => self.pos += len,
+                Record::Lapped => self.lapped(tail),
+                Record::Corrupt(reason) => return Err(self.corrupt(tail, reason)),
+                Record::TooSmall(needed) => return Err(ReadError::BufferTooSmall { needed }),
+                Record::Frame { header, len, copied } => {
+                    let seq = header.frame_seq.get();
+                    if self.expected != 0 && seq < self.expected {
+                        return Err(self.corrupt(tail, "frame_seq went backwards"));
+                    }
+                    let gap = if self.expected == 0 { 0 } else { seq - self.expected };
+                    self.pos += len;
+                    self.expected = seq + 1;
+                    if !copied {
+                        // Skipped while waiting for a keyframe.
+                        self.stats.lost += gap + 1;
+                        continue;
+                    }
+                    let size = header.size.get() as usize;
+                    if self.options.verify_crc && header.flags.get() & FLAG_NO_CRC == 0 {
+                        let computed = crc32fast::hash(&buf[..size]);
+                        if computed != header.crc32.get() {
+                            self.stats.lost += gap + 1;
+                            self.stats.crc_errors += 1;
+                            self.await_keyframe = self.options.resync_at_keyframe;
+                            return Err(ReadError::CrcMismatch { frame_seq: seq, stored: header.crc32.get(), computed });
+                        }
+                    }
+                    self.stats.lost += gap;
+                    self.stats.delivered += 1;
+                    self.await_keyframe = false;
+                    return Ok(Some(FrameInfo::from_header(&header, gap)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// "Latest wins": jumps to the newest committed frame and reads it, counting the
+    /// frames jumped over as lost. `Ok(None)` if nothing newer than the last frame read.
+    pub fn read_latest(&mut self, buf: &mut [u8]) -> Result<Option<FrameInfo>, ReadError> {
+        if self.pending_start.take().is_some() {
+            self.expected = 0;
+        }
+        let latest = self.load(self.at.trailer + trailer::LATEST_RECORD, Ordering::Acquire);
+        let tail = self.load(self.at.write_index, Ordering::Acquire);
+        if self.usable(latest, tail) && latest > self.pos {
+            self.pos = latest;
+        }
+        self.await_keyframe = false;
+        self.try_read(buf)
+    }
+
+    /// Applies a start position; false if it must be retried (the writer moved on).
+    fn start_at(&mut self, start: StartPosition) -> bool {
+        // Load order matters: sequence_number, then write_index, then the hints (see
+        // docs/protocol.md, "Starting").
+        let sequence = self.load(self.at.sequence_number, Ordering::Acquire);
+        let tail = self.load(self.at.write_index, Ordering::Acquire);
+        let keyframe = self.load(self.at.trailer + trailer::LATEST_KEYFRAME, Ordering::Acquire);
+        let latest = self.load(self.at.trailer + trailer::LATEST_RECORD, Ordering::Acquire);
+        self.expected = 0;
+        match start {
+            StartPosition::LatestKeyframe if self.usable(keyframe, tail) => {
+                self.pos = keyframe;
+                self.await_keyframe = true;
+                return true;
+            }
+            StartPosition::Latest if self.usable(latest, tail) => {
+                self.pos = latest;
+                self.await_keyframe = false;
+                return true;
+            }
+            _ => {}
+        }
+        self.await_keyframe = start == StartPosition::LatestKeyframe;
+        if latest == NO_POSITION {
+            // No frame committed yet: the next one is sequence_number + 1.
+            self.pos = tail;
+            self.expected = sequence.wrapping_add(1);
+            return true;
+        }
+        if !self.usable(latest, tail) {
+            self.pos = tail;
+            return true;
+        }
+        let mut header_only = [0u8; 0];
+        match self.record_at(latest, tail, &mut header_only, true) {
+            Record::Frame { header, len, .. } => {
+                self.pos = latest + len;
+                self.expected = header.frame_seq.get().wrapping_add(1);
+                true
+            }
+            Record::Lapped => false,
+            _ => {
+                self.stats.corrupt += 1;
+                self.pos = tail;
+                true
+            }
+        }
+    }
+
+    /// Whether `pos` can name a committed record below `tail` that is not yet overwritten.
+    fn usable(&self, pos: u64, tail: u64) -> bool {
+        pos != NO_POSITION && pos < tail && tail - pos <= self.cap && pos % RECORD_ALIGN as u64 == 0
+    }
+
+    /// The intent check: true if no byte of the record at `pos` can have been
+    /// overwritten since it was committed, so whatever was copied before this call is
+    /// exactly what the writer wrote.
+    fn intact(&self, pos: u64) -> bool {
+        // SYNC POINT (intent check): the Acquire fence pairs with the writer's Release
+        // fence after its tail_intent store. If any word copied before this fence came
+        // from a write of a later lap, that write's intent (> pos + capacity) is visible
+        // to the load below.
+        fence(Ordering::Acquire);
+        let intent = self.load(self.at.trailer + trailer::TAIL_INTENT, Ordering::Relaxed);
+        intent <= pos.saturating_add(self.cap)
+    }
+
+    /// Reads the record at `pos` (< `tail`). The payload is copied into `buf` unless
+    /// `keyframes_only` is set and the record is not a keyframe, or `buf` is empty and
+    /// only the header is wanted. Every field is validated before it is trusted.
+    fn record_at(&self, pos: u64, tail: u64, buf: &mut [u8], keyframes_only: bool) -> Record {
+        let off = self.at.frame_offset(pos, self.cap);
+        let room = (self.cap - (pos & (self.cap - 1))) as usize;
+        let header = words::load_header(&self.words, off);
+        let size = header.size.get() as usize;
+        let invalid = |reason| if self.intact(pos) { Record::Corrupt(reason) } else { Record::Lapped };
+        if header.is_padding() {
+            if size > room - HEADER_SIZE {
+                return invalid("padding record runs past the end of the region");
+            }
+            let len = record_len(size) as u64;
+            if !self.intact(pos) {
+                return Record::Lapped;
+            }
+            if pos + len > tail {
+                return Record::Corrupt("padding record runs past the write index");
+            }
+            return Record::Padding { len };
+        }
+        if size > self.geometry.max_frame_size || record_len(size) > room {
+            return invalid("frame size is larger than the ring's max frame size");
+        }
+        let len = record_len(size) as u64;
+        let header_only = buf.is_empty() && size > 0;
+        let copy = !header_only && (!keyframes_only || header.is_keyframe());
+        if copy {
+            if size > buf.len() {
+                return if self.intact(pos) { Record::TooSmall(size) } else { Record::Lapped };
+            }
+            words::copy_out(&self.words, off + HEADER_SIZE, &mut buf[..size]);
+        }
+        if !self.intact(pos) {
+            return Record::Lapped;
+        }
+        if pos + len > tail {
+            return Record::Corrupt("record runs past the write index");
+        }
+        if header.frame_seq.get() == 0 {
+            return Record::Corrupt("frame record with frame_seq 0");
+        }
+        Record::Frame { header, len, copied: copy }
+    }
+
+    fn lapped(&mut self, tail: u64) {
+        self.stats.lapped += 1;
+        self.resync(tail);
+    }
+
+    fn corrupt(&mut self, tail: u64, reason: &'static str) -> ReadError {
+        let position = self.pos;
+        self.stats.corrupt += 1;
+        self.resync(tail);
+        ReadError::Corrupt { position, reason }
+    }
+
+    /// Moves past the current position to the newest keyframe (or, without keyframe
+    /// resync, the newest record); losses are counted from the frame_seq gap when the
+    /// next frame is passed.
+    fn resync(&mut self, tail: u64) {
+        let old = self.pos;
+        if self.options.resync_at_keyframe {
+            let keyframe = self.load(self.at.trailer + trailer::LATEST_KEYFRAME, Ordering::Acquire);
+            if self.usable(keyframe, tail) && keyframe > old {
+                self.pos = keyframe;
+                self.await_keyframe = true;
+                return;
+            }
+        }
+        let latest = self.load(self.at.trailer + trailer::LATEST_RECORD, Ordering::Acquire);
+        self.pos = if self.usable(latest, tail) && latest > old { latest } else { tail };
+        self.await_keyframe = self.options.resync_at_keyframe;
+    }
+}

@@ -1,0 +1,258 @@
+//! The v1 writer: publishes records into a caller-provided region without allocating,
+//! never waiting for readers.
+
+use core::ops::Deref;
+
+use crate::error::{RingStateError, WriteError};
+use crate::layout::{
+    record_len, trailer, FrameHeader, Geometry, LayoutError, WriterState, FLAG_KEYFRAME, FLAG_NO_CRC, FLAG_WRAP,
+    FRAME_REGION_OFFSET, HEADER_SIZE, NO_POSITION, RECORD_ALIGN,
+};
+use crate::region::{read_geometry, RegionOffsets};
+use crate::sync::{fence, AtomicU64, Ordering};
+use crate::words;
+use crate::FrameMeta;
+
+/// Writes frames into a v1 ring region. Exactly one writer may exist per region; the
+/// file layer enforces that with a lock, callers of this type must ensure it themselves.
+///
+/// `M` is anything that derefs to the region's words: `&[AtomicU64]`, `Box<[AtomicU64]>`,
+/// `Arc<[AtomicU64]>`, or the file layer's mapping.
+///
+/// ```
+/// use shmring_core::{RegionWriter, RegionReader, Geometry, FrameMeta, ReaderOptions, Word};
+/// let geometry = Geometry::new(4096, 1024).unwrap();
+/// let region: Vec<Word> = (0..geometry.file_len() / 8).map(|_| Word::new(0)).collect();
+/// let mut writer = RegionWriter::format(&region[..], geometry, 0).unwrap();
+/// let mut reader = RegionReader::new(&region[..], ReaderOptions::default()).unwrap();
+/// let seq = writer.write(b"hello", FrameMeta::keyframe(7)).unwrap();
+/// let mut buf = [0u8; 1024];
+/// let info = reader.try_read(&mut buf).unwrap().unwrap();
+/// assert_eq!((info.frame_seq, info.frame_id, &buf[..info.size]), (seq, 7, &b"hello"[..]));
+/// ```
+pub struct RegionWriter<M: Deref<Target = [AtomicU64]>> {
+    words: M,
+    geometry: Geometry,
+    at: RegionOffsets,
+    /// Monotonic byte position just past the last committed record (== tail_intent
+    /// between writes).
+    tail: u64,
+    /// frame_seq of the next frame.
+    next_seq: u64,
+    /// Value last stored in the notify word.
+    notify: u64,
+    compute_crc: bool,
+}
+
+impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
+    /// Formats `words` as an empty ring with `geometry` and returns its writer.
+    /// `created_unix_ns` is recorded in the descriptor (pass 0 where there is no clock).
+    pub fn format(words: M, geometry: Geometry, created_unix_ns: u64) -> Result<Self, LayoutError> {
+        let len = words.len() * 8;
+        if len != geometry.file_len() {
+            return Err(LayoutError::Inconsistent("region length does not match the geometry"));
+        }
+        let at = RegionOffsets::new(&geometry);
+        for w in words.iter() {
+            w.store(0, Ordering::Relaxed);
+        }
+        words::copy_in(&words, at.trailer + trailer::DESCRIPTOR, zerocopy::IntoBytes::as_bytes(&geometry.descriptor(created_unix_ns)));
+        words::store(&words, at.trailer + trailer::LATEST_RECORD, NO_POSITION, Ordering::Relaxed);
+        words::store(&words, at.trailer + trailer::LATEST_KEYFRAME, NO_POSITION, Ordering::Relaxed);
+        words::store(&words, at.trailer + trailer::WRITER_EPOCH, 1, Ordering::Relaxed);
+        words::store(&words, at.trailer + trailer::WRITER_STATE, WriterState::Open.to_word(), Ordering::Relaxed);
+        // SYNC POINT (format): the file layer publishes a formatted region to other
+        // processes only by renaming the file into place; in-process readers are created
+        // after this returns. The fence orders the stores above before either.
+        fence(Ordering::Release);
+        Ok(RegionWriter { words, geometry, at, tail: 0, next_seq: 1, notify: 0, compute_crc: true })
+    }
+
+    /// Continues the stream in an existing ring: frame_seq carries on from the last
+    /// committed frame, and bytes a crashed writer left half-written are covered with
+    /// padding records before anything new is written. The writer epoch is incremented.
+    pub fn resume(words: M) -> Result<Self, RingStateError> {
+        let geometry = read_geometry(&words)?;
+        let at = RegionOffsets::new(&geometry);
+        let cap = geometry.capacity as u64;
+        let committed = words::load(&words, at.write_index, Ordering::Acquire);
+        let intent = words::load(&words, at.trailer + trailer::TAIL_INTENT, Ordering::Acquire);
+        let align = RECORD_ALIGN as u64;
+        if committed % align != 0 || intent % align != 0 {
+            return Err(RingStateError::Damaged("write position is not record aligned"));
+        }
+        if intent < committed || intent - committed > cap {
+            return Err(RingStateError::Damaged("tail intent is not within one lap of the write index"));
+        }
+        let mut sequence = words::load(&words, at.sequence_number, Ordering::Acquire);
+        // Positions published before a crash but not committed (>= write_index) point at
+        // bytes about to be covered by padding: forget them.
+        for hint in [trailer::LATEST_RECORD, trailer::LATEST_KEYFRAME] {
+            let pos = words::load(&words, at.trailer + hint, Ordering::Acquire);
+            let usable = pos != NO_POSITION && pos < committed && committed - pos <= cap && pos % align == 0;
+            if pos != NO_POSITION && !usable {
+                words::store(&words, at.trailer + hint, NO_POSITION, Ordering::Relaxed);
+            }
+            if usable && hint == trailer::LATEST_RECORD {
+                // A writer that died between storing write_index and sequence_number left
+                // the newest frame_seq only in that record's header.
+                let header = words::load_header(&words, at.frame_offset(pos, cap));
+                sequence = sequence.max(header.frame_seq.get());
+            }
+        }
+        let notify = words::load(&words, at.trailer + trailer::NOTIFY, Ordering::Relaxed);
+        let epoch = words::load(&words, at.trailer + trailer::WRITER_EPOCH, Ordering::Relaxed);
+        words::store(&words, at.trailer + trailer::WRITER_EPOCH, epoch.wrapping_add(1), Ordering::Relaxed);
+        words::store(&words, at.trailer + trailer::WRITER_STATE, WriterState::Open.to_word(), Ordering::Relaxed);
+        let mut writer = RegionWriter {
+            words,
+            geometry,
+            at,
+            tail: committed,
+            next_seq: sequence.saturating_add(1),
+            notify,
+            compute_crc: true,
+        };
+        writer.cover_gap(intent);
+        Ok(writer)
+    }
+
+    /// Fills `[tail, intent)` with padding records and commits them, so readers walk past
+    /// whatever a crashed writer left there. The intent never moves backwards.
+    fn cover_gap(&mut self, intent: u64) {
+        if intent == self.tail {
+            return;
+        }
+        let cap = self.geometry.capacity as u64;
+        // SYNC POINT (intent publish, as in `write`): pairs with the reader's
+        // fence(Acquire) + tail_intent load; the value is the crashed writer's, restored
+        // by this process so the order holds for the padding stores below.
+        words::store(&self.words, self.at.trailer + trailer::TAIL_INTENT, intent, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let mut pos = self.tail;
+        while pos < intent {
+            let off = pos & (cap - 1);
+            let len = (intent - pos).min(cap - off);
+            self.store_padding(pos, len as usize);
+            pos += len;
+        }
+        self.commit_position(intent);
+    }
+
+    fn store_padding(&self, pos: u64, len: usize) {
+        let header = FrameHeader::new(0, 0, (len - HEADER_SIZE) as u32, FLAG_WRAP, 0, 0);
+        words::store_header(&self.words, self.at.frame_offset(pos, self.geometry.capacity as u64), &header);
+    }
+
+    fn commit_position(&mut self, new_tail: u64) {
+        // SYNC POINT (commit): Release pairs with the reader's Acquire load of
+        // write_index; everything stored for the record happens-before a reader that
+        // sees the new position.
+        words::store(&self.words, self.at.write_index, new_tail, Ordering::Release);
+        self.tail = new_tail;
+        self.notify = self.notify.wrapping_add(1);
+        // SYNC POINT (notify): Release pairs with the blocking reader's Acquire load of
+        // notify before it re-checks write_index and sleeps on the futex.
+        words::store(&self.words, self.at.trailer + trailer::NOTIFY, self.notify, Ordering::Release);
+    }
+
+    /// Turns CRC computation on (the default) or off. Without it records carry
+    /// `FLAG_NO_CRC` and readers skip the check; torn frames are still never delivered.
+    pub fn set_crc(&mut self, compute: bool) {
+        self.compute_crc = compute;
+    }
+
+    /// Writes one frame and returns its frame_seq. Never blocks: readers that fall a
+    /// lap behind lose frames, the writer does not wait for them.
+    pub fn write(&mut self, payload: &[u8], meta: FrameMeta) -> Result<u64, WriteError> {
+        if payload.len() > self.geometry.max_frame_size {
+            return Err(WriteError::FrameTooLarge { size: payload.len(), max: self.geometry.max_frame_size });
+        }
+        let cap = self.geometry.capacity as u64;
+        let mut flags = if meta.keyframe { FLAG_KEYFRAME } else { 0 };
+        let crc = if self.compute_crc {
+            crc32fast::hash(payload)
+        } else {
+            flags |= FLAG_NO_CRC;
+            0
+        };
+        let rec = record_len(payload.len()) as u64;
+        let room = cap - (self.tail & (cap - 1));
+        let pad = if room < rec { room } else { 0 };
+        let start = self.tail + pad;
+        let new_tail = start + rec;
+        let seq = self.next_seq;
+
+        // SYNC POINT (intent publish): the relaxed store plus the Release fence pair with
+        // the reader's fence(Acquire) + relaxed tail_intent load after its copy. A reader
+        // that saw any byte stored below therefore sees tail_intent >= new_tail and
+        // discards what it copied if new_tail reaches into its record's lap.
+        words::store(&self.words, self.at.trailer + trailer::TAIL_INTENT, new_tail, Ordering::Relaxed);
+        fence(Ordering::Release);
+
+        if pad > 0 {
+            self.store_padding(self.tail, pad as usize);
+        }
+        let off = self.at.frame_offset(start, cap);
+        let header = FrameHeader::new(meta.frame_id, seq, payload.len() as u32, flags, meta.codec.0, crc);
+        words::store_header(&self.words, off, &header);
+        words::copy_in(&self.words, off + HEADER_SIZE, payload);
+
+        // SYNC POINT (hints): Release pairs with the reader's Acquire loads of
+        // latest_record / latest_keyframe when it starts or resyncs; it still validates
+        // the record (position below write_index, then the intent check).
+        words::store(&self.words, self.at.trailer + trailer::LATEST_RECORD, start, Ordering::Release);
+        if meta.keyframe {
+            words::store(&self.words, self.at.trailer + trailer::LATEST_KEYFRAME, start, Ordering::Release);
+        }
+        self.commit_position(new_tail);
+        // SYNC POINT (seed commit marker): stored last with Release for readers of the
+        // seed protocol, which Acquire-load sequence_number first.
+        words::store(&self.words, self.at.sequence_number, seq, Ordering::Release);
+        self.next_seq = seq + 1;
+        Ok(seq)
+    }
+
+    /// Records the writer's identity: `pid` and a heartbeat time (CLOCK_MONOTONIC ns).
+    pub fn set_writer_pid(&self, pid: u64) {
+        words::store(&self.words, self.at.trailer + trailer::WRITER_PID, pid, Ordering::Relaxed);
+    }
+
+    /// Stores a heartbeat time (CLOCK_MONOTONIC ns); readers compare it with their clock.
+    pub fn heartbeat(&self, now_ns: u64) {
+        words::store(&self.words, self.at.trailer + trailer::HEARTBEAT_NS, now_ns, Ordering::Relaxed);
+    }
+
+    /// Stores the writer state readers see (`Closed` on a clean close, `Retired` when the
+    /// ring is replaced).
+    pub fn set_state(&self, state: WriterState) {
+        // SYNC POINT (state): Release pairs with the reader's Acquire load in its
+        // retirement check, after which it reopens the path.
+        words::store(&self.words, self.at.trailer + trailer::WRITER_STATE, state.to_word(), Ordering::Release);
+    }
+
+    /// The ring's geometry.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// frame_seq the next write will get.
+    pub fn next_frame_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The word readers sleep on (its low 32 bits are the futex word); the file layer
+    /// wakes it after each write.
+    pub fn notify_word(&self) -> &AtomicU64 {
+        &self.words[(self.at.trailer + trailer::NOTIFY) / 8]
+    }
+
+    /// The region's words.
+    pub fn words(&self) -> &[AtomicU64] {
+        &self.words
+    }
+}
+
+// The frame region starts at offset 16; a record at position `pos` lives at
+// FRAME_REGION_OFFSET + (pos mod capacity).
+const _: () = assert!(FRAME_REGION_OFFSET % 8 == 0);
