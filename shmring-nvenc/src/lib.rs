@@ -9,6 +9,7 @@
 //! - [`testpattern`] draws a moving test pattern with a frame counter, for demos and
 //!   tests.
 //! - [`annexb`] splits access units into NAL units.
+//! - [`probe`] checks CUDA, the GPU and NVENC (the `validate-nvenc` binary prints it).
 //!
 //! ```
 //! use shmring_nvenc::{Encoder, EncoderConfig, EncoderChoice, OwnedAccessUnit, testpattern::TestPattern};
@@ -29,6 +30,7 @@ pub mod annexb;
 mod config;
 mod encoder;
 mod error;
+pub mod probe;
 mod sink;
 pub mod testpattern;
 
