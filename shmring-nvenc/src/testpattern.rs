@@ -174,13 +174,14 @@ impl TestPattern {
     }
 }
 
-/// Deterministic grain in -24..24 for a pixel position (a cheap integer hash).
+/// Deterministic grain in -8..=8 for a pixel position (a cheap integer hash): sensor-like
+/// noise, so frames cost bits as camera pictures do.
 fn texture(x: u64, y: u64) -> i32 {
     let mut v = x.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ y.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     v ^= v >> 29;
     v = v.wrapping_mul(0x1656_67B1_9E37_79F9);
     v ^= v >> 32;
-    (v % 49) as i32 - 24
+    (v % 17) as i32 - 8
 }
 
 /// Position bouncing between 0 and `range` for a travelled distance `t`.
