@@ -72,6 +72,20 @@ fn parse_args() -> Args {
     args
 }
 
+/// User + system CPU seconds of this process (`RUSAGE_SELF`, all its threads) or of
+/// its waited-for children (`RUSAGE_CHILDREN`). CPU time per frame compares the two
+/// encoders even when other work on the machine slows both down.
+fn cpu_seconds(who: libc::c_int) -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` is a valid, writable rusage; getrusage only writes it.
+    let rc = unsafe { libc::getrusage(who, usage.as_mut_ptr()) };
+    assert_eq!(rc, 0, "getrusage");
+    // SAFETY: getrusage succeeded, so it initialised `usage` (and zeroed is valid anyway).
+    let u = unsafe { usage.assume_init() };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -84,8 +98,8 @@ fn median(v: &mut [f64]) -> f64 {
 fn main() {
     let args = parse_args();
     log::set_level(log::Level::Fatal);
-    println!("| size | encoder | frames | shmring fps (median, min-max) | ffmpeg CLI fps (median, min-max) | ratio (median) | ring write p50 / p99 / max |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| size | encoder | frames x runs | shmring fps (median, min-max) | ffmpeg CLI fps (median, min-max) | fps ratio (median of paired runs) | CPU ms/frame shmring / ffmpeg | CPU ratio | ring write p50 / p99 / max |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &(width, height) in &args.sizes {
         // Same number of pixels per run at every size (300 frames at 720p).
         let frames =
@@ -105,12 +119,14 @@ fn main() {
         let config = EncoderConfig::new(width, height);
 
         let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ours_cpu, mut theirs_cpu) = (0.0, 0.0);
         let mut writes = Vec::new();
         let mut name = String::new();
         let mut cli = Vec::new();
         for _ in 0..args.reps {
             // Ours: open the encoder, encode every frame into the ring, flush.
             let start = Instant::now();
+            let cpu_start = cpu_seconds(libc::RUSAGE_SELF);
             let mut encoder = Encoder::new(config.clone()).expect("open the encoder");
             let ring = RingWriter::create(
                 &ring_path,
@@ -131,6 +147,7 @@ fn main() {
             }
             encoder.flush(&mut sink).expect("flush");
             let ours_s = start.elapsed().as_secs_f64();
+            ours_cpu += cpu_seconds(libc::RUSAGE_SELF) - cpu_start;
             assert_eq!(sink.write_ns.len(), frames, "every frame reached the ring");
             writes.extend_from_slice(&sink.write_ns);
             name = encoder.name().to_string();
@@ -165,11 +182,13 @@ fn main() {
             cli.extend(["-f".into(), "h264".into(), "-y".into(), "/dev/null".into()]);
             drop(encoder);
             let start = Instant::now();
+            let cpu_start = cpu_seconds(libc::RUSAGE_CHILDREN);
             let status = Command::new("ffmpeg")
                 .args(&cli)
                 .status()
                 .expect("run ffmpeg");
             let theirs_s = start.elapsed().as_secs_f64();
+            theirs_cpu += cpu_seconds(libc::RUSAGE_CHILDREN) - cpu_start;
             assert!(status.success(), "ffmpeg {}", cli.join(" "));
 
             let (a, b) = (frames as f64 / ours_s, frames as f64 / theirs_s);
@@ -188,20 +207,24 @@ fn main() {
             format!("{lo:.0}-{hi:.0}")
         };
         let (o_range, t_range) = (range(&ours), range(&theirs));
+        let per_frame = |cpu: f64| cpu * 1000.0 / (frames * args.reps) as f64;
+        eprintln!(
+            "fps ratios per run, in run order: {:?}",
+            ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>()
+        );
         println!(
-            "| {width}x{height} | {name} | {frames} x {} | {:.1} ({o_range}) | {:.1} ({t_range}) | {:.3} | {:.1} / {:.1} / {:.1} µs |",
+            "| {width}x{height} | {name} | {frames} x {} | {:.1} ({o_range}) | {:.1} ({t_range}) | {:.3} | {:.2} / {:.2} | {:.3} |  {:.1} / {:.1} / {:.1} µs |",
             args.reps,
             median(&mut ours),
             median(&mut theirs),
             median(&mut ratios),
+            per_frame(ours_cpu),
+            per_frame(theirs_cpu),
+            theirs_cpu / ours_cpu,
             percentile(&writes, 0.5) as f64 / 1000.0,
             percentile(&writes, 0.99) as f64 / 1000.0,
             *writes.last().unwrap() as f64 / 1000.0,
         );
         eprintln!("ffmpeg {}", cli.join(" "));
-        eprintln!(
-            "ratios per run: {:?}",
-            ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>()
-        );
     }
 }
