@@ -182,8 +182,8 @@ const _: () = assert!(core::mem::offset_of!(FrameHeader, codec) == 22);
 const _: () = assert!(core::mem::offset_of!(FrameHeader, crc32) == 24);
 const _: () = assert!(core::mem::offset_of!(FrameHeader, reserved) == 28);
 const _: () = assert!(trailer::DESCRIPTOR + 64 == TRAILER_SIZE);
-const _: () = assert!(HEADER_SIZE <= RECORD_ALIGN && RECORD_ALIGN % 8 == 0);
-const _: () = assert!((FRAME_REGION_OFFSET + TRAILER_GAP) % 64 == 0);
+const _: () = assert!(HEADER_SIZE <= RECORD_ALIGN && RECORD_ALIGN.is_multiple_of(8));
+const _: () = assert!((FRAME_REGION_OFFSET + TRAILER_GAP).is_multiple_of(64));
 
 impl FrameHeader {
     /// Builds a header.

@@ -359,7 +359,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
 
     /// Whether `pos` can name a committed record below `tail` that is not yet overwritten.
     fn usable(&self, pos: u64, tail: u64) -> bool {
-        pos != NO_POSITION && pos < tail && tail - pos <= self.cap && pos % RECORD_ALIGN as u64 == 0
+        pos != NO_POSITION && pos < tail && tail - pos <= self.cap && pos.is_multiple_of(RECORD_ALIGN as u64)
     }
 
     /// The intent check: true if no byte of the record at `pos` can have been

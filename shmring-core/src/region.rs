@@ -51,7 +51,7 @@ impl From<LayoutError> for RingStateError {
     }
 }
 
-const _: () = assert!(trailer::TAIL_INTENT % 64 == 0 && trailer::LATEST_RECORD % 64 == 0);
+const _: () = assert!(trailer::TAIL_INTENT.is_multiple_of(64) && trailer::LATEST_RECORD.is_multiple_of(64));
 
 /// The `writer_state` word of a v1 region.
 #[cfg(feature = "std")]

@@ -105,7 +105,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
         let committed = words::load(&words, at.write_index, Ordering::Acquire);
         let intent = words::load(&words, at.trailer + trailer::TAIL_INTENT, Ordering::Acquire);
         let align = RECORD_ALIGN as u64;
-        if committed % align != 0 || intent % align != 0 {
+        if !committed.is_multiple_of(align) || !intent.is_multiple_of(align) {
             return Err(RingStateError::Damaged("write position is not record aligned"));
         }
         if intent < committed || intent - committed > cap {
@@ -118,7 +118,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
         // bytes about to be covered by padding: forget them.
         for hint in [trailer::LATEST_RECORD, trailer::LATEST_KEYFRAME] {
             let pos = words::load(&words, at.trailer + hint, Ordering::Acquire);
-            let usable = pos != NO_POSITION && pos < committed && committed - pos <= cap && pos % align == 0;
+            let usable = pos != NO_POSITION && pos < committed && committed - pos <= cap && pos.is_multiple_of(align);
             if pos != NO_POSITION && !usable {
                 words::store(&words, at.trailer + hint, NO_POSITION, Ordering::Relaxed);
             }
@@ -341,4 +341,4 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
 
 // The frame region starts at offset 16; a record at position `pos` lives at
 // FRAME_REGION_OFFSET + (pos mod capacity).
-const _: () = assert!(FRAME_REGION_OFFSET % 8 == 0);
+const _: () = assert!(FRAME_REGION_OFFSET.is_multiple_of(8));

@@ -32,7 +32,7 @@ fn writer_role(path: &str) {
             },
         )
         .unwrap();
-        if seq % 32 == 0 {
+        if seq.is_multiple_of(32) {
             std::thread::sleep(Duration::from_micros(50));
         }
     }

@@ -234,7 +234,7 @@ fn echo_line(path: &str) {
         if v == u64::MAX {
             return;
         }
-        if v != seen && v % 2 == 0 {
+        if v != seen && v.is_multiple_of(2) {
             word.store(v + 1, Ordering::Release);
             seen = v + 1;
         }
