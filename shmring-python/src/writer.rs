@@ -235,9 +235,8 @@ impl Writer {
         _exc_type: Option<&Bound<'_, PyType>>,
         _exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
-    ) -> bool {
+    ) {
         self.close();
-        false
     }
 
     fn __repr__(&self) -> String {

@@ -67,9 +67,9 @@ class Peer:
         try:
             got = self._lines.get(timeout=timeout)
         except queue.Empty:
-            raise AssertionError(f"peer {self.proc.args} said nothing for {timeout} s") from None
+            raise AssertionError(f"peer {self.proc.args!r} said nothing for {timeout} s") from None
         if got is None:
-            raise AssertionError(f"peer {self.proc.args} exited: {self.stderr()}")
+            raise AssertionError(f"peer {self.proc.args!r} exited: {self.stderr()}")
         return got
 
     def expect(self, want: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def test_payload_is_a_bytes_object_numpy_reads_without_copy(ring_path: Path) -> 
         assert type(payload) is bytes
         assert frame.payload is payload  # the same object every time, never a fresh copy
         view = np.frombuffer(payload, dtype=np.uint8)
-        assert view.base is payload  # numpy borrows the bytes object's memory
+        assert cast(object, view.base) is payload  # numpy borrows the bytes object's memory
         assert not view.flags.owndata
         assert np.array_equal(view.reshape(image.shape), image)
 

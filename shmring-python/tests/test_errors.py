@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -134,14 +135,15 @@ def test_closed_writer(ring_path: Path) -> None:
     writer.close()
     writer.close()  # twice is fine
     assert writer.closed and "closed" in repr(writer)
-    for use in [
+    uses: list[Callable[[], object]] = [
         lambda: writer.write(b"x"),
         writer.heartbeat,
         lambda: writer.max_frame_size,
         lambda: writer.next_frame_seq,
         lambda: writer.layout,
         lambda: writer.__enter__(),
-    ]:
+    ]
+    for use in uses:
         with pytest.raises(shmring.ClosedError, match="Writer of .* is closed"):
             use()
     # The lock was released: another writer can take the ring over.
@@ -154,12 +156,13 @@ def test_closed_reader(ring_path: Path) -> None:
     with reader:
         pass
     assert reader.closed
-    for use in [
+    uses: list[Callable[[], object]] = [
         lambda: reader.read(timeout=0),
         reader.read_latest,
         lambda: reader.stats,
         lambda: reader.max_frame_size,
-    ]:
+    ]
+    for use in uses:
         with pytest.raises(shmring.ClosedError, match="Reader of .* is closed"):
             use()
     writer.write(b"after close")

@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, final
+from typing import Any, Literal, final
 
 from typing_extensions import Buffer, Self
 
@@ -85,7 +85,7 @@ class Writer:
     ) -> Self: ...
     def write(
         self,
-        data: Buffer,
+        data: Buffer | npt.NDArray[Any],
         *,
         keyframe: bool = False,
         codec: int = 1,
@@ -117,7 +117,7 @@ class Writer:
         _exc_type: type[BaseException] | None = None,
         _exc: BaseException | None = None,
         _tb: TracebackType | None = None,
-    ) -> bool: ...
+    ) -> None: ...
 
 @final
 class Frame:
@@ -199,7 +199,7 @@ class Reader:
         _exc_type: type[BaseException] | None = None,
         _exc: BaseException | None = None,
         _tb: TracebackType | None = None,
-    ) -> bool: ...
+    ) -> None: ...
 
 @final
 class VideoWriter:
@@ -234,4 +234,4 @@ class VideoWriter:
         _exc_type: type[BaseException] | None = None,
         _exc: BaseException | None = None,
         _tb: TracebackType | None = None,
-    ) -> bool: ...
+    ) -> None: ...

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# shmring-python: installs the package into .venv (made by scripts/setup), checks the
+# stubs against the compiled module (mypy stubtest) and the tests' use of them (mypy),
+# runs pytest (interop peers are separate processes), and checks that the package
+# installs and imports in a fresh virtualenv. Run from the repository root.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+py=.venv/bin/python
+
+echo "--- pip install ./shmring-python"
+$py -m pip install -q ./shmring-python
+
+echo "--- mypy stubtest"
+$py -m mypy.stubtest shmring
+
+echo "--- mypy (tests, example, benchmark)"
+$py -m mypy --strict --no-incremental shmring-python/tests examples/genesis_writer.py benches/python_write.py
+
+echo "--- Rust interop peer"
+cargo build -q -p shmring-python --release --example ring_peer
+export SHMRING_RING_PEER="$PWD/target/release/examples/ring_peer"
+
+echo "--- pytest"
+$py -m pytest shmring-python/tests -q
+
+echo "--- fresh virtualenv: pip install ./shmring-python && python -c 'import shmring'"
+fresh=$(mktemp -d)
+trap 'rm -rf "$fresh"' EXIT
+python3 -m venv "$fresh/venv"
+"$fresh/venv/bin/pip" install -q ./shmring-python
+(cd "$fresh" && "$fresh/venv/bin/python" -c "import shmring; print('import shmring OK', shmring.__version__)")
