@@ -1,6 +1,8 @@
 //! `shmring.Reader`, `shmring.Frame` and `shmring.ReaderStats`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
@@ -11,7 +13,7 @@ use shmring_core::{
     Error, FrameInfo, LayoutChoice, ReadError, ReaderOptions, RingKind, RingReader, StartPosition,
 };
 
-use crate::errors::{closed, to_py};
+use crate::errors::{closed, to_py, ClosedError, ShmringError};
 use crate::{DETACH_MIN, WAIT_SLICE};
 
 /// One frame read from a ring.
@@ -147,10 +149,46 @@ impl ReaderStats {
 ///     with shmring.Reader("/dev/shm/cam0") as r:
 ///         for frame in r:
 ///             decoder.decode(frame.payload)
-#[pyclass(module = "shmring._shmring")]
+///
+/// A reader belongs to one thread at a time: a second thread that calls ``read`` while
+/// a read is in progress gets a ``ShmringError``. ``close()``, ``stats`` and ``closed``
+/// work from any thread; closing wakes a read blocked in another thread within about
+/// 50 ms (``read`` then raises ``ClosedError``; iteration stops).
+#[pyclass(module = "shmring._shmring", frozen)]
 pub struct Reader {
-    inner: Option<RingReader>,
+    /// The ring; held by the thread that reads (through blocking waits, GIL released).
+    ring: Mutex<Option<RingReader>>,
+    /// Set by `close()`; a blocked read checks it between wait slices.
+    closing: AtomicBool,
+    /// What other threads may look at while a read holds `ring`.
+    seen: Mutex<Seen>,
     path: PathBuf,
+}
+
+/// A snapshot of the reader's state, refreshed after every read.
+#[derive(Clone, Copy)]
+struct Seen {
+    stats: shmring_core::ReaderStats,
+    kind: RingKind,
+}
+
+impl Seen {
+    fn of(ring: &RingReader) -> Self {
+        Seen {
+            stats: ring.stats(),
+            kind: ring.kind(),
+        }
+    }
+}
+
+/// Locks `mutex` even if a panic poisoned it (the state inside is still consistent: a
+/// panic can only come from PyO3 or the allocator, between complete core calls).
+fn relock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
 }
 
 fn start_position(start: &str) -> PyResult<StartPosition> {
@@ -239,29 +277,50 @@ fn next_frame(py: Python<'_>, ring: &mut RingReader) -> PyResult<Result<Option<F
 }
 
 impl Reader {
-    fn ring(&mut self) -> PyResult<&mut RingReader> {
-        self.inner
-            .as_mut()
-            .ok_or_else(|| closed("Reader", &self.path))
+    fn closed_error(&self) -> PyErr {
+        closed("Reader", &self.path)
     }
 
-    fn ring_ref(&self) -> PyResult<&RingReader> {
-        self.inner
-            .as_ref()
-            .ok_or_else(|| closed("Reader", &self.path))
+    /// The ring, for a read. Never waits: another thread reading is an error.
+    fn lock(&self) -> PyResult<MutexGuard<'_, Option<RingReader>>> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        relock(&self.ring).ok_or_else(|| {
+            ShmringError::new_err(format!(
+                "this Reader of {} is in use by another thread (a read is in progress); give each thread its own Reader",
+                self.path.display()
+            ))
+        })
+    }
+
+    fn seen(&self) -> PyResult<Seen> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        let guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(*guard)
+    }
+
+    fn publish(&self, ring: &RingReader) {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Seen::of(ring);
     }
 
     /// The blocking read shared by `read` and iteration: tries, then waits in slices of
-    /// at most `WAIT_SLICE` with the GIL released, checking for signals between slices.
+    /// at most `WAIT_SLICE` with the GIL released, checking for signals and `close()`
+    /// between slices. `Ok(None)` on timeout; closing raises `ClosedError`.
     fn read_until(
-        &mut self,
+        &self,
         py: Python<'_>,
         deadline: Option<Instant>,
         skip_damaged: bool,
     ) -> PyResult<Option<Frame>> {
-        let ring = self.ring()?;
+        let mut guard = self.lock()?;
+        let ring = guard.as_mut().ok_or_else(|| self.closed_error())?;
         loop {
-            match next_frame(py, ring)? {
+            let got = next_frame(py, ring)?;
+            self.publish(ring);
+            match got {
                 Ok(Some(frame)) => return Ok(Some(frame)),
                 Ok(None) => {}
                 Err(Error::Read(ReadError::Corrupt { .. } | ReadError::CrcMismatch { .. }))
@@ -279,6 +338,11 @@ impl Reader {
             };
             py.detach(|| ring.wait(Some(slice)))
                 .map_err(|e| to_py(py, e))?;
+            if self.closing.load(Ordering::Acquire) {
+                // close() was called from another thread while this one waited.
+                *guard = None;
+                return Err(self.closed_error());
+            }
             py.check_signals()?;
         }
     }
@@ -306,7 +370,9 @@ impl Reader {
             .detach(|| RingReader::open_layout(&path, &options, layout))
             .map_err(|e| to_py(py, e))?;
         Ok(Reader {
-            inner: Some(ring),
+            seen: Mutex::new(Seen::of(&ring)),
+            ring: Mutex::new(Some(ring)),
+            closing: AtomicBool::new(false),
             path,
         })
     }
@@ -324,43 +390,47 @@ impl Reader {
     ///
     /// After either of the first two, the reader has moved on: call ``read`` again.
     #[pyo3(signature = (timeout = None))]
-    fn read(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Frame>> {
+    fn read(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Frame>> {
         let deadline = deadline(timeout)?;
         self.read_until(py, deadline, false)
     }
 
     /// "Latest wins": the newest frame, skipping (and counting as lost) any frames in
     /// between; ``None`` if nothing is newer than the last frame read. Never waits.
-    fn read_latest(&mut self, py: Python<'_>) -> PyResult<Option<Frame>> {
-        let ring = self.ring()?;
-        match ring.read_latest() {
-            Ok(Some(frame)) => Ok(Some(Frame::new(
-                PyBytes::new(py, frame.payload),
-                &frame.info,
-            ))),
-            Ok(None) => Ok(None),
-            Err(e) => Err(to_py(py, e)),
-        }
+    fn read_latest(&self, py: Python<'_>) -> PyResult<Option<Frame>> {
+        let mut guard = self.lock()?;
+        let ring = guard.as_mut().ok_or_else(|| self.closed_error())?;
+        let frame = match ring.read_latest() {
+            Ok(Some(frame)) => Some(Frame::new(PyBytes::new(py, frame.payload), &frame.info)),
+            Ok(None) => None,
+            Err(e) => {
+                self.publish(ring);
+                return Err(to_py(py, e));
+            }
+        };
+        self.publish(ring);
+        Ok(frame)
     }
 
     /// Iterating yields frames forever, waiting for each; frames that fail their CRC or
     /// are corrupt are skipped (they are counted in ``stats``). Iteration stops when the
-    /// reader is closed.
+    /// reader is closed, also from another thread.
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }
 
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Frame>> {
-        if self.inner.is_none() {
-            return Ok(None);
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Frame>> {
+        match self.read_until(py, None, true) {
+            Err(e) if e.is_instance_of::<ClosedError>(py) => Ok(None),
+            other => other,
         }
-        self.read_until(py, None, true)
     }
 
-    /// This reader's accounting (a snapshot).
+    /// This reader's accounting (a snapshot; readable from any thread, also while
+    /// another thread reads).
     #[getter]
     fn stats(&self) -> PyResult<ReaderStats> {
-        let s = self.ring_ref()?.stats();
+        let s = self.seen()?.stats;
         Ok(ReaderStats {
             delivered: s.delivered,
             lost: s.lost,
@@ -373,13 +443,13 @@ impl Reader {
     /// Largest payload the ring holds.
     #[getter]
     fn max_frame_size(&self) -> PyResult<usize> {
-        Ok(self.ring_ref()?.max_frame_size())
+        Ok(self.seen()?.kind.max_frame_size())
     }
 
     /// ``"ring"`` or ``"legacy"``: the layout found.
     #[getter]
     fn layout(&self) -> PyResult<&'static str> {
-        Ok(match self.ring_ref()?.kind() {
+        Ok(match self.seen()?.kind {
             RingKind::V1(_) => "ring",
             RingKind::Legacy { .. } => "legacy",
         })
@@ -394,22 +464,29 @@ impl Reader {
     /// True once :meth:`close` was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.inner.is_none()
+        self.closing.load(Ordering::Acquire)
     }
 
-    /// Unmaps the ring. Closing twice is allowed.
-    fn close(&mut self) {
-        self.inner = None;
+    /// Unmaps the ring. Closing twice is allowed. Called from another thread while a
+    /// read blocks, it wakes that read within about 50 ms (the read raises
+    /// ``ClosedError``, iteration stops) and the ring is unmapped by the reading thread.
+    fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        if let Some(mut guard) = relock(&self.ring) {
+            *guard = None;
+        }
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
-        slf.borrow().ring_ref()?;
+        if slf.get().closed() {
+            return Err(slf.get().closed_error());
+        }
         Ok(slf)
     }
 
     #[pyo3(signature = (_exc_type = None, _exc = None, _tb = None))]
     fn __exit__(
-        &mut self,
+        &self,
         _exc_type: Option<&Bound<'_, PyType>>,
         _exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
@@ -418,11 +495,7 @@ impl Reader {
     }
 
     fn __repr__(&self) -> String {
-        let state = if self.inner.is_some() {
-            "open"
-        } else {
-            "closed"
-        };
+        let state = if self.closed() { "closed" } else { "open" };
         format!(
             "<shmring.Reader {:?} {state}>",
             self.path.display().to_string()

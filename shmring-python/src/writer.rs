@@ -1,6 +1,7 @@
 //! `shmring.Writer`: the one writer of a ring file.
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -34,23 +35,41 @@ use crate::DETACH_MIN;
 ///
 ///     with shmring.Writer("/dev/shm/cam0") as w:
 ///         seq = w.write(access_unit, keyframe=True)
-#[pyclass(module = "shmring._shmring")]
+///
+/// Threads may share a writer: calls are serialised (a thread waits, with the GIL
+/// released, while another one's ``write`` copies a large frame).
+#[pyclass(module = "shmring._shmring", frozen)]
 pub struct Writer {
-    inner: Option<RingWriter>,
+    ring: Mutex<Option<RingWriter>>,
     path: PathBuf,
 }
 
 impl Writer {
-    fn ring(&mut self) -> PyResult<&mut RingWriter> {
-        self.inner
-            .as_mut()
-            .ok_or_else(|| closed("Writer", &self.path))
+    /// The ring's slot, waiting (GIL released) if another thread is writing.
+    fn lock(&self, py: Python<'_>) -> MutexGuard<'_, Option<RingWriter>> {
+        loop {
+            match self.ring.try_lock() {
+                Ok(guard) => return guard,
+                // A panic mid-call leaves the writer as consistent as the core's last
+                // completed call; keep using it.
+                Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    // Wait for the other thread's call without holding the GIL it may need.
+                    py.detach(|| drop(self.ring.lock()));
+                }
+            }
+        }
     }
 
-    fn ring_ref(&self) -> PyResult<&RingWriter> {
-        self.inner
-            .as_ref()
-            .ok_or_else(|| closed("Writer", &self.path))
+    /// Runs `f` on the open ring, or raises `ClosedError`.
+    fn with_ring<T>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut RingWriter) -> PyResult<T>,
+    ) -> PyResult<T> {
+        let mut guard = self.lock(py);
+        let ring = guard.as_mut().ok_or_else(|| closed("Writer", &self.path))?;
+        f(ring)
     }
 }
 
@@ -118,7 +137,7 @@ impl Writer {
             .detach(|| RingWriter::open_or_create(&path, &options))
             .map_err(|e| to_py(py, e))?;
         Ok(Writer {
-            inner: Some(ring),
+            ring: Mutex::new(Some(ring)),
             path,
         })
     }
@@ -146,46 +165,49 @@ impl Writer {
     ///     ClosedError: the writer was closed.
     #[pyo3(signature = (data, *, keyframe = false, codec = 1, frame_id = None))]
     fn write(
-        &mut self,
+        &self,
         py: Python<'_>,
         data: &Bound<'_, PyAny>,
         keyframe: bool,
         codec: u16,
         frame_id: Option<u64>,
     ) -> PyResult<u64> {
-        let ring = self.ring()?;
-        let view = ByteView::get(data)?;
-        let meta = FrameMeta {
-            frame_id: frame_id.unwrap_or_else(|| ring.next_frame_seq()),
-            keyframe,
-            codec: Codec(codec),
-        };
-        let payload = view.as_slice();
-        let result = if payload.len() >= DETACH_MIN {
-            py.detach(|| ring.write(payload, meta))
-        } else {
-            ring.write(payload, meta)
-        };
-        result.map_err(|e| to_py(py, e))
+        self.with_ring(py, |ring| {
+            let view = ByteView::get(data)?;
+            let meta = FrameMeta {
+                frame_id: frame_id.unwrap_or_else(|| ring.next_frame_seq()),
+                keyframe,
+                codec: Codec(codec),
+            };
+            let payload = view.as_slice();
+            let result = if payload.len() >= DETACH_MIN {
+                py.detach(|| ring.write(payload, meta))
+            } else {
+                ring.write(payload, meta)
+            };
+            result.map_err(|e| to_py(py, e))
+        })
     }
 
     /// Records that the producer is alive without writing a frame (for idle producers;
     /// every write does this too). Readers see it in the ring's heartbeat age.
-    fn heartbeat(&self) -> PyResult<()> {
-        self.ring_ref()?.heartbeat();
-        Ok(())
+    fn heartbeat(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_ring(py, |ring| {
+            ring.heartbeat();
+            Ok(())
+        })
     }
 
     /// Closes the ring and releases the writer lock (readers keep the frames already
     /// written). Closing twice is allowed.
-    fn close(&mut self) {
-        self.inner = None;
+    fn close(&self, py: Python<'_>) {
+        *self.lock(py) = None;
     }
 
     /// True once :meth:`close` was called.
     #[getter]
-    fn closed(&self) -> bool {
-        self.inner.is_none()
+    fn closed(&self, py: Python<'_>) -> bool {
+        self.lock(py).is_none()
     }
 
     /// The ring file's path.
@@ -196,61 +218,63 @@ impl Writer {
 
     /// ``"ring"`` or ``"legacy"``.
     #[getter]
-    fn layout(&self) -> PyResult<&'static str> {
-        Ok(match self.ring_ref()?.kind() {
-            RingKind::V1(_) => "ring",
-            RingKind::Legacy { .. } => "legacy",
+    fn layout(&self, py: Python<'_>) -> PyResult<&'static str> {
+        self.with_ring(py, |ring| {
+            Ok(match ring.kind() {
+                RingKind::V1(_) => "ring",
+                RingKind::Legacy { .. } => "legacy",
+            })
         })
     }
 
     /// Frame-region bytes (``"ring"``) or file length (``"legacy"``).
     #[getter]
-    fn capacity(&self) -> PyResult<usize> {
-        Ok(match self.ring_ref()?.kind() {
-            RingKind::V1(g) => g.capacity,
-            RingKind::Legacy { len } => len,
+    fn capacity(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with_ring(py, |ring| {
+            Ok(match ring.kind() {
+                RingKind::V1(g) => g.capacity,
+                RingKind::Legacy { len } => len,
+            })
         })
     }
 
     /// Largest payload :meth:`write` accepts.
     #[getter]
-    fn max_frame_size(&self) -> PyResult<usize> {
-        Ok(self.ring_ref()?.max_frame_size())
+    fn max_frame_size(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with_ring(py, |ring| Ok(ring.max_frame_size()))
     }
 
     /// The frame_seq the next :meth:`write` returns.
     #[getter]
-    fn next_frame_seq(&self) -> PyResult<u64> {
-        Ok(self.ring_ref()?.next_frame_seq())
+    fn next_frame_seq(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with_ring(py, |ring| Ok(ring.next_frame_seq()))
     }
 
-    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
-        slf.borrow().ring_ref()?;
+    fn __enter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
+        slf.get().with_ring(slf.py(), |_| Ok(()))?;
         Ok(slf)
     }
 
     #[pyo3(signature = (_exc_type = None, _exc = None, _tb = None))]
     fn __exit__(
-        &mut self,
+        &self,
+        py: Python<'_>,
         _exc_type: Option<&Bound<'_, PyType>>,
         _exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
     ) {
-        self.close();
+        self.close(py);
     }
 
-    fn __repr__(&self) -> String {
-        match &self.inner {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let path = self.path.display().to_string();
+        match self.lock(py).as_ref() {
             Some(ring) => format!(
-                "<shmring.Writer {:?} max_frame_size={} next_frame_seq={}>",
-                self.path.display().to_string(),
+                "<shmring.Writer {path:?} max_frame_size={} next_frame_seq={}>",
                 ring.max_frame_size(),
                 ring.next_frame_seq()
             ),
-            None => format!(
-                "<shmring.Writer {:?} closed>",
-                self.path.display().to_string()
-            ),
+            None => format!("<shmring.Writer {path:?} closed>"),
         }
     }
 }
