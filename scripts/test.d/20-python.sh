@@ -29,3 +29,13 @@ trap 'rm -rf "$fresh"' EXIT
 python3 -m venv "$fresh/venv"
 "$fresh/venv/bin/pip" install -q ./shmring-python
 (cd "$fresh" && "$fresh/venv/bin/python" -c "import shmring; print('import shmring OK', shmring.__version__)")
+
+# Other interpreters (Genesis supports CPython 3.10 to 3.12), when asked for, e.g.
+# SHMRING_EXTRA_PYTHONS="python3.10 python3.12": each gets its own venv and the pytest run.
+for extra in ${SHMRING_EXTRA_PYTHONS:-}; do
+  echo "--- $extra: pip install ./shmring-python && pytest"
+  "$extra" -m venv "$fresh/venv-$(basename "$extra")"
+  venv_py="$fresh/venv-$(basename "$extra")/bin/python"
+  "$venv_py" -m pip install -q pytest numpy ./shmring-python
+  "$venv_py" -m pytest shmring-python/tests -q
+done
