@@ -24,12 +24,17 @@ impl<'py> ByteView<'py> {
     /// Requests a simple (contiguous, byte-addressed) buffer from `obj`. Objects without
     /// the buffer protocol raise `TypeError`; non-contiguous arrays raise `BufferError`.
     pub(crate) fn get(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
+        Self::request(obj, ffi::PyBUF_SIMPLE)
+    }
+
+    /// Requests a view with `flags`, which must ask for a contiguous buffer (all the
+    /// `PyBUF_*` requests this crate makes do).
+    fn request(obj: &Bound<'py, PyAny>, flags: std::os::raw::c_int) -> PyResult<Self> {
         let mut view = Box::new(MaybeUninit::<ffi::Py_buffer>::uninit());
         // SAFETY: `obj` is a valid object and the interpreter is attached (we hold a
         // `Bound<'py, _>`); `view` points to writable memory for one `Py_buffer`, which
         // `PyObject_GetBuffer` fills completely when it returns 0.
-        let rc =
-            unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_SIMPLE) };
+        let rc = unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), flags) };
         if rc != 0 {
             return Err(PyErr::fetch(obj.py()));
         }
@@ -53,8 +58,8 @@ impl<'py> ByteView<'py> {
             return &[];
         }
         // SAFETY:
-        // - `buf` is non-null and points to `len` contiguous bytes (PyBUF_SIMPLE: no
-        //   strides, no suboffsets), alive and not moved while the view is held, which
+        // - `buf` is non-null and points to `len` contiguous bytes (every request asks
+        //   for a contiguous buffer: PyBUF_SIMPLE or PyBUF_C_CONTIGUOUS), alive and not moved while the view is held, which
         //   outlives the returned borrow (it borrows `self`);
         // - a held export also forbids resizing (bytearray and numpy raise BufferError);
         // - the bytes are read-only for us. A writable exporter (bytearray, numpy) can
@@ -73,5 +78,65 @@ impl Drop for ByteView<'_> {
         // interpreter is attached: `ByteView` is not `Send`, and callers never drop it
         // inside `py.detach`).
         unsafe { ffi::PyBuffer_Release(&mut *self.view) };
+    }
+}
+
+/// The shape of a C-contiguous array of bytes, from a `PyBUF_C_CONTIGUOUS | PyBUF_FORMAT`
+/// view: what `VideoWriter.write` needs to check an image before encoding it.
+#[cfg(feature = "video")]
+pub(crate) struct ArrayView<'py> {
+    bytes: ByteView<'py>,
+}
+
+#[cfg(feature = "video")]
+impl<'py> ArrayView<'py> {
+    /// Requests a C-contiguous view with shape and format. Objects without the buffer
+    /// protocol raise `TypeError`; non-contiguous arrays raise `ValueError`/`BufferError`.
+    pub(crate) fn get(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let flags = ffi::PyBUF_C_CONTIGUOUS | ffi::PyBUF_FORMAT;
+        Ok(ArrayView {
+            bytes: ByteView::request(obj, flags)?,
+        })
+    }
+
+    /// The array's bytes.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        self.bytes.as_slice()
+    }
+
+    /// Size of one element in bytes.
+    pub(crate) fn itemsize(&self) -> usize {
+        usize::try_from(self.bytes.view.itemsize).unwrap_or(0)
+    }
+
+    /// The struct-module format of one element (`"B"` for `uint8`).
+    pub(crate) fn format(&self) -> String {
+        let format = self.bytes.view.format;
+        if format.is_null() {
+            // A NULL format means unsigned bytes.
+            return String::from("B");
+        }
+        // SAFETY: PyBUF_FORMAT was requested, so a non-null `format` is a NUL-terminated
+        // string owned by the exporter and valid while the view is held (it outlives
+        // this call, which copies it).
+        unsafe { std::ffi::CStr::from_ptr(format) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// The array's shape (empty for a 0-d array).
+    pub(crate) fn shape(&self) -> Vec<usize> {
+        let view = &self.bytes.view;
+        let ndim = usize::try_from(view.ndim).unwrap_or(0);
+        if ndim == 0 || view.shape.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: PyBUF_C_CONTIGUOUS includes PyBUF_ND, so a non-null `shape` points to
+        // `ndim` Py_ssize_t values owned by the exporter and valid while the view is held.
+        let shape = unsafe { std::slice::from_raw_parts(view.shape, ndim) };
+        shape
+            .iter()
+            .map(|&d| usize::try_from(d).unwrap_or(0))
+            .collect()
     }
 }

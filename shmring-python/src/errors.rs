@@ -71,6 +71,12 @@ create_exception!(
 );
 create_exception!(
     shmring,
+    EncoderError,
+    ShmringError,
+    "VideoWriter could not open an encoder or encode a frame (the message says why: no NVENC, unknown encoder, bad size, ...)."
+);
+create_exception!(
+    shmring,
     FeatureNotBuiltError,
     ShmringError,
     "This build of shmring lacks the cargo feature the call needs (the message says how to rebuild)."
@@ -92,6 +98,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CorruptFrameError", py.get_type::<CorruptFrameError>())?;
     m.add("CrcMismatchError", py.get_type::<CrcMismatchError>())?;
     m.add("ClosedError", py.get_type::<ClosedError>())?;
+    m.add("EncoderError", py.get_type::<EncoderError>())?;
     m.add(
         "FeatureNotBuiltError",
         py.get_type::<FeatureNotBuiltError>(),

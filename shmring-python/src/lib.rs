@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 
 mod buffer;
 mod errors;
+mod lock;
 mod reader;
 mod video;
 mod writer;

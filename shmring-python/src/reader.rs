@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
@@ -181,16 +181,6 @@ impl Seen {
     }
 }
 
-/// Locks `mutex` even if a panic poisoned it (the state inside is still consistent: a
-/// panic can only come from PyO3 or the allocator, between complete core calls).
-fn relock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
-    match mutex.try_lock() {
-        Ok(guard) => Some(guard),
-        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-        Err(TryLockError::WouldBlock) => None,
-    }
-}
-
 fn start_position(start: &str) -> PyResult<StartPosition> {
     match start {
         "latest_keyframe" => Ok(StartPosition::LatestKeyframe),
@@ -286,7 +276,7 @@ impl Reader {
         if self.closing.load(Ordering::Acquire) {
             return Err(self.closed_error());
         }
-        relock(&self.ring).ok_or_else(|| {
+        crate::lock::try_lock(&self.ring).ok_or_else(|| {
             ShmringError::new_err(format!(
                 "this Reader of {} is in use by another thread (a read is in progress); give each thread its own Reader",
                 self.path.display()
@@ -472,7 +462,7 @@ impl Reader {
     /// ``ClosedError``, iteration stops) and the ring is unmapped by the reading thread.
     fn close(&self) {
         self.closing.store(true, Ordering::Release);
-        if let Some(mut guard) = relock(&self.ring) {
+        if let Some(mut guard) = crate::lock::try_lock(&self.ring) {
             *guard = None;
         }
     }

@@ -6,6 +6,7 @@
 //! builds it.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use pyo3::types::PyType;
@@ -17,8 +18,15 @@ use crate::errors::closed;
 mod session;
 
 #[cfg(feature = "video")]
+#[path = "video/enabled.rs"]
+mod session;
+
+// Until shmring-nvenc is a member of this workspace, the feature cannot link it: say so
+// rather than fail on an unresolved crate. (enabled.rs was built and tested against the
+// `nvenc` branch's crate.)
+#[cfg(feature = "video")]
 compile_error!(
-    "the `video` feature needs the shmring-nvenc crate, which is not in this workspace yet"
+    "the `video` feature needs the shmring-nvenc crate, which is not in this workspace yet: merge main once it has landed"
 );
 
 /// What `VideoWriter(...)` was asked for.
@@ -33,10 +41,6 @@ pub(crate) struct Settings<'a> {
     pub(crate) bitrate: Option<u64>,
     pub(crate) gop: Option<u32>,
 }
-
-/// The command that builds the package with `VideoWriter` (shown in the error).
-pub(crate) const BUILD_COMMAND: &str =
-    "MATURIN_PEP517_ARGS=\"--features video\" pip install ./shmring-python";
 
 /// Encodes raw frames to H.264 or HEVC (NVENC when a GPU is there, libx264 otherwise)
 /// and writes each access unit into a ring as a :class:`Writer` would.
@@ -56,17 +60,26 @@ pub(crate) const BUILD_COMMAND: &str =
 ///         name such as ``"h264_nvenc"`` or ``"libx264"``.
 ///     bitrate: target bits per second (default: the encoder's choice for the size).
 ///     gop: frames between keyframes (default: one second's worth).
-#[pyclass(module = "shmring._shmring")]
+///
+/// Threads may share a video writer: calls are serialised.
+#[pyclass(module = "shmring._shmring", frozen)]
 pub struct VideoWriter {
-    inner: Option<session::Session>,
+    inner: Mutex<Option<session::Session>>,
     path: PathBuf,
 }
 
 impl VideoWriter {
-    fn session(&mut self) -> PyResult<&mut session::Session> {
-        self.inner
+    /// Runs `f` on the open session, or raises `ClosedError`.
+    fn with_session<T>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut session::Session) -> PyResult<T>,
+    ) -> PyResult<T> {
+        let mut guard = crate::lock::lock(py, &self.inner);
+        let session = guard
             .as_mut()
-            .ok_or_else(|| closed("VideoWriter", &self.path))
+            .ok_or_else(|| closed("VideoWriter", &self.path))?;
+        f(session)
     }
 }
 
@@ -97,7 +110,7 @@ impl VideoWriter {
         };
         let inner = session::Session::open(py, &path, &settings)?;
         Ok(VideoWriter {
-            inner: Some(inner),
+            inner: Mutex::new(Some(inner)),
             path,
         })
     }
@@ -105,20 +118,23 @@ impl VideoWriter {
     /// Encodes one frame, an ``(height, width, 3)`` (RGB) or ``(height, width, 4)``
     /// (RGBA) C-contiguous ``uint8`` array, and writes the access units the encoder
     /// produces; returns the frame_seq of the last one written (``None`` while the
-    /// encoder is still buffering).
-    fn write(&mut self, py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
-        self.session()?.write(py, frame)
+    /// encoder is still buffering). The GIL is released while encoding.
+    fn write(&self, py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+        self.with_session(py, |session| session.write(py, frame))
     }
 
     /// Makes the next frame a keyframe (for a reader that just joined or lost frames).
-    fn request_keyframe(&mut self) -> PyResult<()> {
-        self.session()?.request_keyframe();
-        Ok(())
+    fn request_keyframe(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_session(py, |session| {
+            session.request_keyframe();
+            Ok(())
+        })
     }
 
     /// Flushes the encoder into the ring and closes it. Closing twice is allowed.
-    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
-        match self.inner.take() {
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let session = crate::lock::lock(py, &self.inner).take();
+        match session {
             Some(session) => session.finish(py),
             None => Ok(()),
         }
@@ -126,8 +142,8 @@ impl VideoWriter {
 
     /// True once :meth:`close` was called.
     #[getter]
-    fn closed(&self) -> bool {
-        self.inner.is_none()
+    fn closed(&self, py: Python<'_>) -> bool {
+        crate::lock::lock(py, &self.inner).is_none()
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -136,7 +152,7 @@ impl VideoWriter {
 
     #[pyo3(signature = (_exc_type = None, _exc = None, _tb = None))]
     fn __exit__(
-        &mut self,
+        &self,
         py: Python<'_>,
         _exc_type: Option<&Bound<'_, PyType>>,
         _exc: Option<&Bound<'_, PyAny>>,

@@ -1,7 +1,7 @@
 //! `shmring.Writer`: the one writer of a ring file.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Mutex, MutexGuard};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -47,18 +47,7 @@ pub struct Writer {
 impl Writer {
     /// The ring's slot, waiting (GIL released) if another thread is writing.
     fn lock(&self, py: Python<'_>) -> MutexGuard<'_, Option<RingWriter>> {
-        loop {
-            match self.ring.try_lock() {
-                Ok(guard) => return guard,
-                // A panic mid-call leaves the writer as consistent as the core's last
-                // completed call; keep using it.
-                Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) => {
-                    // Wait for the other thread's call without holding the GIL it may need.
-                    py.detach(|| drop(self.ring.lock()));
-                }
-            }
-        }
+        crate::lock::lock(py, &self.ring)
     }
 
     /// Runs `f` on the open ring, or raises `ClosedError`.

@@ -22,6 +22,7 @@ ERROR_CLASSES = [
     shmring.CorruptFrameError,
     shmring.CrcMismatchError,
     shmring.ClosedError,
+    shmring.EncoderError,
     shmring.FeatureNotBuiltError,
 ]
 

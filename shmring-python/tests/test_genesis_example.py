@@ -42,8 +42,8 @@ def test_test_pattern_streams_decodable_h264(ring_path: Path) -> None:
     av = pytest.importorskip("av")
     codec = av.CodecContext.create("h264", "r")
     decoded = []
-    for frame in frames:
-        for packet in codec.parse(frame.payload):
+    for payload in [f.payload for f in frames] + [None]:  # None flushes the parser
+        for packet in codec.parse(payload):
             decoded.extend(codec.decode(packet))
     decoded.extend(codec.decode(None))
     assert len(decoded) == FRAMES

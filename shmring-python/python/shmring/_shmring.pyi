@@ -15,6 +15,7 @@ __all__ = [
     "ClosedError",
     "CorruptFrameError",
     "CrcMismatchError",
+    "EncoderError",
     "FeatureNotBuiltError",
     "Frame",
     "FrameTooLargeError",
@@ -65,6 +66,9 @@ class CrcMismatchError(ShmringError):
 
 class ClosedError(ShmringError):
     """The Writer, Reader or VideoWriter was closed."""
+
+class EncoderError(ShmringError):
+    """VideoWriter could not open an encoder or encode a frame."""
 
 class FeatureNotBuiltError(ShmringError):
     """This build of shmring lacks the cargo feature the call needs."""

@@ -5,8 +5,11 @@ use std::path::Path;
 
 use pyo3::prelude::*;
 
-use super::{Settings, BUILD_COMMAND};
+use super::Settings;
 use crate::errors::FeatureNotBuiltError;
+
+/// The command that builds the package with `VideoWriter` (shown in the error).
+const BUILD_COMMAND: &str = "MATURIN_PEP517_ARGS=\"--features video\" pip install ./shmring-python";
 
 /// Uninhabited: without the encoder there is never an open session.
 pub(crate) enum Session {}
