@@ -51,7 +51,7 @@ impl<'py> ByteView<'py> {
     /// The object's bytes.
     ///
     /// The exporter keeps them alive and at a fixed address until this view is
-    /// released; with `PyBUF_SIMPLE` they are contiguous and `len` bytes long.
+    /// released; every view this module requests is contiguous, `len` bytes long.
     pub(crate) fn as_slice(&self) -> &[u8] {
         let len = usize::try_from(self.view.len).unwrap_or(0);
         if len == 0 || self.view.buf.is_null() {
@@ -59,8 +59,9 @@ impl<'py> ByteView<'py> {
         }
         // SAFETY:
         // - `buf` is non-null and points to `len` contiguous bytes (every request asks
-        //   for a contiguous buffer: PyBUF_SIMPLE or PyBUF_C_CONTIGUOUS), alive and not moved while the view is held, which
-        //   outlives the returned borrow (it borrows `self`);
+        //   for a contiguous buffer: PyBUF_SIMPLE or PyBUF_C_CONTIGUOUS), alive and not
+        //   moved while the view is held, which outlives the returned borrow (it
+        //   borrows `self`);
         // - a held export also forbids resizing (bytearray and numpy raise BufferError);
         // - the bytes are read-only for us. A writable exporter (bytearray, numpy) can
         //   still be changed by another thread while we copy with the GIL released; that
