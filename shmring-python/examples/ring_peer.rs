@@ -18,16 +18,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use shmring_core::{
-    Codec, FrameMeta, LayoutChoice, ReaderOptions, RingReader, RingWriter, StartPosition,
-    WriterOptions,
+    Codec, FrameMeta, LayoutChoice, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions,
 };
 
 /// The payload of the `index`-th frame (1-based) a `write` peer sends: `size` bytes of a
 /// pattern that differs from frame to frame, so a reader's copy can be checked exactly.
 fn payload(index: u64, size: usize) -> Vec<u8> {
-    (0..size)
-        .map(|j| ((index * 31 + j as u64 * 7) % 251) as u8)
-        .collect()
+    (0..size).map(|j| ((index * 31 + j as u64 * 7) % 251) as u8).collect()
 }
 
 /// Every third frame (1, 4, 7, ...) is a keyframe.
@@ -111,8 +108,7 @@ fn wait_line(stdin: &mut impl BufRead) -> io::Result<()> {
 }
 
 fn write(args: &Args) -> Result<(), String> {
-    let mut writer =
-        RingWriter::open_or_create(&args.path, &writer_options(args)).map_err(|e| e.to_string())?;
+    let mut writer = RingWriter::open_or_create(&args.path, &writer_options(args)).map_err(|e| e.to_string())?;
     let mut stdin = io::stdin().lock();
     let mut out = io::stdout().lock();
     let say = |out: &mut io::StdoutLock<'_>, s: &str| -> Result<(), String> {
@@ -165,8 +161,7 @@ fn read(args: &Args) -> Result<(), String> {
         start,
         ..ReaderOptions::default()
     };
-    let mut reader =
-        RingReader::open_layout(&args.path, &options, layout).map_err(|e| e.to_string())?;
+    let mut reader = RingReader::open_layout(&args.path, &options, layout).map_err(|e| e.to_string())?;
     let mut out = io::stdout().lock();
     writeln!(out, "ready")
         .and_then(|_| out.flush())
@@ -195,8 +190,7 @@ fn read(args: &Args) -> Result<(), String> {
 
 /// Times `count` writes of one `size`-byte payload (after a warm-up of a tenth as many).
 fn bench(args: &Args) -> Result<(), String> {
-    let mut writer =
-        RingWriter::create(&args.path, &writer_options(args)).map_err(|e| e.to_string())?;
+    let mut writer = RingWriter::create(&args.path, &writer_options(args)).map_err(|e| e.to_string())?;
     let data = payload(1, args.size);
     let meta = FrameMeta::delta(0);
     for _ in 0..args.count / 10 {

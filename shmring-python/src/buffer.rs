@@ -135,9 +135,6 @@ impl<'py> ArrayView<'py> {
         // SAFETY: PyBUF_C_CONTIGUOUS includes PyBUF_ND, so a non-null `shape` points to
         // `ndim` Py_ssize_t values owned by the exporter and valid while the view is held.
         let shape = unsafe { std::slice::from_raw_parts(view.shape, ndim) };
-        shape
-            .iter()
-            .map(|&d| usize::try_from(d).unwrap_or(0))
-            .collect()
+        shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect()
     }
 }

@@ -86,8 +86,7 @@ create_exception!(
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     // A class-level default, so `err.pid` exists even on instances raised without one.
-    py.get_type::<WriterExistsError>()
-        .setattr("pid", py.None())?;
+    py.get_type::<WriterExistsError>().setattr("pid", py.None())?;
     m.add("ShmringError", py.get_type::<ShmringError>())?;
     m.add("RingIOError", py.get_type::<RingIOError>())?;
     m.add("RingNotFoundError", py.get_type::<RingNotFoundError>())?;
@@ -99,10 +98,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CrcMismatchError", py.get_type::<CrcMismatchError>())?;
     m.add("ClosedError", py.get_type::<ClosedError>())?;
     m.add("EncoderError", py.get_type::<EncoderError>())?;
-    m.add(
-        "FeatureNotBuiltError",
-        py.get_type::<FeatureNotBuiltError>(),
-    )?;
+    m.add("FeatureNotBuiltError", py.get_type::<FeatureNotBuiltError>())?;
     Ok(())
 }
 

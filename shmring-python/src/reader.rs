@@ -9,9 +9,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyType};
-use shmring_core::{
-    Error, FrameInfo, LayoutChoice, ReadError, ReaderOptions, RingKind, RingReader, StartPosition,
-};
+use shmring_core::{Error, FrameInfo, LayoutChoice, ReadError, ReaderOptions, RingKind, RingReader, StartPosition};
 
 use crate::errors::{closed, to_py, ClosedError, ShmringError};
 use crate::{DETACH_MIN, WAIT_SLICE};
@@ -230,12 +228,7 @@ fn next_frame(py: Python<'_>, ring: &mut RingReader) -> PyResult<Result<Option<F
     let mut probe = [0u8; 1];
     let mut size = match ring.try_read_into(&mut probe) {
         Ok(None) => return Ok(Ok(None)),
-        Ok(Some(info)) => {
-            return Ok(Ok(Some(Frame::new(
-                PyBytes::new(py, &probe[..info.size]),
-                &info,
-            ))))
-        }
+        Ok(Some(info)) => return Ok(Ok(Some(Frame::new(PyBytes::new(py, &probe[..info.size]), &info)))),
         Err(Error::Read(ReadError::BufferTooSmall { needed })) => needed,
         Err(e) => return Ok(Err(e)),
     };
@@ -299,12 +292,7 @@ impl Reader {
     /// The blocking read shared by `read` and iteration: tries, then waits in slices of
     /// at most `WAIT_SLICE` with the GIL released, checking for signals and `close()`
     /// between slices. `Ok(None)` on timeout; closing raises `ClosedError`.
-    fn read_until(
-        &self,
-        py: Python<'_>,
-        deadline: Option<Instant>,
-        skip_damaged: bool,
-    ) -> PyResult<Option<Frame>> {
+    fn read_until(&self, py: Python<'_>, deadline: Option<Instant>, skip_damaged: bool) -> PyResult<Option<Frame>> {
         let mut guard = self.lock()?;
         let ring = guard.as_mut().ok_or_else(|| self.closed_error())?;
         loop {
@@ -313,11 +301,7 @@ impl Reader {
             match got {
                 Ok(Some(frame)) => return Ok(Some(frame)),
                 Ok(None) => {}
-                Err(Error::Read(ReadError::Corrupt { .. } | ReadError::CrcMismatch { .. }))
-                    if skip_damaged =>
-                {
-                    continue
-                }
+                Err(Error::Read(ReadError::Corrupt { .. } | ReadError::CrcMismatch { .. })) if skip_damaged => continue,
                 Err(e) => return Err(to_py(py, e)),
             }
             let now = Instant::now();
@@ -326,8 +310,7 @@ impl Reader {
                 Some(d) => (d - now).min(WAIT_SLICE),
                 None => WAIT_SLICE,
             };
-            py.detach(|| ring.wait(Some(slice)))
-                .map_err(|e| to_py(py, e))?;
+            py.detach(|| ring.wait(Some(slice))).map_err(|e| to_py(py, e))?;
             if self.closing.load(Ordering::Acquire) {
                 // close() was called from another thread while this one waited.
                 *guard = None;
@@ -486,9 +469,6 @@ impl Reader {
 
     fn __repr__(&self) -> String {
         let state = if self.closed() { "closed" } else { "open" };
-        format!(
-            "<shmring.Reader {:?} {state}>",
-            self.path.display().to_string()
-        )
+        format!("<shmring.Reader {:?} {state}>", self.path.display().to_string())
     }
 }

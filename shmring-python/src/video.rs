@@ -21,14 +21,6 @@ mod session;
 #[path = "video/enabled.rs"]
 mod session;
 
-// Until shmring-nvenc is a member of this workspace, the feature cannot link it: say so
-// rather than fail on an unresolved crate. (enabled.rs was built and tested against the
-// `nvenc` branch's crate.)
-#[cfg(feature = "video")]
-compile_error!(
-    "the `video` feature needs the shmring-nvenc crate, which is not in this workspace yet: merge main once it has landed"
-);
-
 /// What `VideoWriter(...)` was asked for.
 // Without the `video` feature nothing reads the fields: opening fails first.
 #[cfg_attr(not(feature = "video"), allow(dead_code))]
@@ -70,15 +62,9 @@ pub struct VideoWriter {
 
 impl VideoWriter {
     /// Runs `f` on the open session, or raises `ClosedError`.
-    fn with_session<T>(
-        &self,
-        py: Python<'_>,
-        f: impl FnOnce(&mut session::Session) -> PyResult<T>,
-    ) -> PyResult<T> {
+    fn with_session<T>(&self, py: Python<'_>, f: impl FnOnce(&mut session::Session) -> PyResult<T>) -> PyResult<T> {
         let mut guard = crate::lock::lock(py, &self.inner);
-        let session = guard
-            .as_mut()
-            .ok_or_else(|| closed("VideoWriter", &self.path))?;
+        let session = guard.as_mut().ok_or_else(|| closed("VideoWriter", &self.path))?;
         f(session)
     }
 }

@@ -51,11 +51,7 @@ impl Writer {
     }
 
     /// Runs `f` on the open ring, or raises `ClosedError`.
-    fn with_ring<T>(
-        &self,
-        py: Python<'_>,
-        f: impl FnOnce(&mut RingWriter) -> PyResult<T>,
-    ) -> PyResult<T> {
+    fn with_ring<T>(&self, py: Python<'_>, f: impl FnOnce(&mut RingWriter) -> PyResult<T>) -> PyResult<T> {
         let mut guard = self.lock(py);
         let ring = guard.as_mut().ok_or_else(|| closed("Writer", &self.path))?;
         f(ring)

@@ -21,11 +21,7 @@ impl Session {
         )))
     }
 
-    pub(crate) fn write(
-        &mut self,
-        _py: Python<'_>,
-        _frame: &Bound<'_, PyAny>,
-    ) -> PyResult<Option<u64>> {
+    pub(crate) fn write(&mut self, _py: Python<'_>, _frame: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
         match *self {}
     }
 

@@ -59,38 +59,27 @@ impl Session {
     pub(crate) fn open(py: Python<'_>, path: &Path, settings: &Settings<'_>) -> PyResult<Self> {
         let config = config(settings)?;
         // Opening an encoder (NVENC probing, x264 setup) and the ring takes a while.
-        let encoder = py
-            .detach(|| Encoder::new(config.clone()))
-            .map_err(encode_err)?;
+        let encoder = py.detach(|| Encoder::new(config.clone())).map_err(encode_err)?;
         let ring = py
             .detach(|| RingWriter::open_or_create(path, &WriterOptions::default()))
             .map_err(|e| to_py(py, e))?;
-        Ok(Session {
-            encoder,
-            ring,
-            config,
-        })
+        Ok(Session { encoder, ring, config })
     }
 
-    pub(crate) fn write(
-        &mut self,
-        py: Python<'_>,
-        frame: &Bound<'_, PyAny>,
-    ) -> PyResult<Option<u64>> {
+    pub(crate) fn write(&mut self, py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
         let view = ArrayView::get(frame)?;
         let (width, height) = (self.config.width as usize, self.config.height as usize);
         let shape = view.shape();
         let channels = match shape.as_slice() {
             [h, w, c @ (3 | 4)] if (*h, *w) == (height, width) => *c,
             _ => {
+                let want = format!("({height}, {width}, 3) RGB or ({height}, {width}, 4) RGBA");
                 return Err(PyValueError::new_err(format!(
-                    "frame must be a ({height}, {width}, 3) RGB or ({height}, {width}, 4) RGBA array, not shape {shape:?}"
-                )))
+                    "frame must be a {want} array, not shape {shape:?}"
+                )));
             }
         };
-        if view.itemsize() != 1
-            || !matches!(view.format().as_str(), "B" | "=B" | "<B" | ">B" | "|B")
-        {
+        if view.itemsize() != 1 || !matches!(view.format().as_str(), "B" | "=B" | "<B" | ">B" | "|B") {
             return Err(PyValueError::new_err(format!(
                 "frame must be a uint8 array, not format {:?}",
                 view.format()
@@ -113,9 +102,7 @@ impl Session {
                 input,
                 ..self.config.clone()
             };
-            self.encoder = py
-                .detach(|| Encoder::new(config.clone()))
-                .map_err(encode_err)?;
+            self.encoder = py.detach(|| Encoder::new(config.clone())).map_err(encode_err)?;
             self.config = config;
         }
         let frame_id = self.encoder.frames_in();
