@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# shmring-python: installs the package with the `video` feature (VideoWriter; FFmpeg's
+# development libraries come from scripts/setup) into .venv, checks the stubs against
+# the compiled module (mypy stubtest) and the tests' use of them (mypy), runs pytest
+# (interop peers are separate processes); then installs the default build, which needs
+# no FFmpeg, into a fresh virtualenv, imports it and runs pytest there too (VideoWriter
+# must raise FeatureNotBuiltError). Run from the repository root.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+py=.venv/bin/python
+
+echo "--- pip install ./shmring-python (with the video feature)"
+MATURIN_PEP517_ARGS="--features video" $py -m pip install -q ./shmring-python
+$py -c "import shmring; assert shmring.VIDEO_FEATURE, 'built without the video feature'"
+
+echo "--- mypy stubtest"
+$py -m mypy.stubtest shmring
+
+echo "--- mypy (tests, example, benchmark)"
+$py -m mypy --strict --no-incremental shmring-python/tests examples/genesis_writer.py benches/python_write.py
+
+echo "--- Rust interop peer"
+cargo build -q -p shmring-python --release --example ring_peer
+export SHMRING_RING_PEER="$PWD/target/release/examples/ring_peer"
+
+echo "--- pytest"
+$py -m pytest shmring-python/tests -q
+
+echo "--- fresh virtualenv: pip install ./shmring-python && python -c 'import shmring'"
+fresh=$(mktemp -d)
+trap 'rm -rf "$fresh"' EXIT
+python3 -m venv "$fresh/venv"
+"$fresh/venv/bin/pip" install -q ./shmring-python
+(cd "$fresh" && "$fresh/venv/bin/python" -c "import shmring; print('import shmring OK', shmring.__version__)")
+"$fresh/venv/bin/pip" install -q pytest numpy
+"$fresh/venv/bin/python" -m pytest shmring-python/tests -q
+
+# Other interpreters (Genesis supports CPython 3.10 to 3.12), when asked for, e.g.
+# SHMRING_EXTRA_PYTHONS="python3.10 python3.12": each gets its own venv and the pytest run.
+for extra in ${SHMRING_EXTRA_PYTHONS:-}; do
+  echo "--- $extra: pip install ./shmring-python && pytest"
+  "$extra" -m venv "$fresh/venv-$(basename "$extra")"
+  venv_py="$fresh/venv-$(basename "$extra")/bin/python"
+  "$venv_py" -m pip install -q pytest numpy ./shmring-python
+  "$venv_py" -m pytest shmring-python/tests -q
+done

@@ -1,0 +1,149 @@
+//! `shmring.VideoWriter`: raw RGB/RGBA frames in, encoded access units into a ring.
+//!
+//! The class always exists so code and stubs are the same in every build; the encoder
+//! behind it needs the `video` cargo feature (FFmpeg, through `shmring-nvenc`). Without
+//! it, constructing a `VideoWriter` raises `FeatureNotBuiltError` with the command that
+//! builds it.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+use pyo3::types::PyType;
+
+use crate::errors::closed;
+
+#[cfg(not(feature = "video"))]
+#[path = "video/disabled.rs"]
+mod session;
+
+#[cfg(feature = "video")]
+#[path = "video/enabled.rs"]
+mod session;
+
+/// What `VideoWriter(...)` was asked for.
+// Without the `video` feature nothing reads the fields: opening fails first.
+#[cfg_attr(not(feature = "video"), allow(dead_code))]
+pub(crate) struct Settings<'a> {
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) fps: f64,
+    pub(crate) codec: &'a str,
+    pub(crate) encoder: &'a str,
+    pub(crate) bitrate: Option<u64>,
+    pub(crate) gop: Option<u32>,
+}
+
+/// Encodes raw frames to H.264 or HEVC (NVENC when a GPU is there, libx264 otherwise)
+/// and writes each access unit into a ring as a :class:`Writer` would.
+///
+/// Needs a build with the ``video`` feature::
+///
+///     MATURIN_PEP517_ARGS="--features video" pip install ./shmring-python
+///
+/// Without it, constructing a ``VideoWriter`` raises ``FeatureNotBuiltError``.
+///
+/// Args:
+///     path: the ring file (created or continued as by :class:`Writer`).
+///     width, height: frame size in pixels.
+///     fps: frames per second the stream is encoded for.
+///     codec: ``"h264"`` or ``"hevc"``.
+///     encoder: ``"auto"`` (NVENC if available, else software), or an FFmpeg encoder
+///         name such as ``"h264_nvenc"`` or ``"libx264"``.
+///     bitrate: target bits per second (default: the encoder's choice for the size).
+///     gop: frames between keyframes (default: one second's worth).
+///
+/// Threads may share a video writer: calls are serialised.
+#[pyclass(module = "shmring._shmring", frozen)]
+pub struct VideoWriter {
+    inner: Mutex<Option<session::Session>>,
+    path: PathBuf,
+}
+
+impl VideoWriter {
+    /// Runs `f` on the open session, or raises `ClosedError`.
+    fn with_session<T>(&self, py: Python<'_>, f: impl FnOnce(&mut session::Session) -> PyResult<T>) -> PyResult<T> {
+        let mut guard = crate::lock::lock(py, &self.inner);
+        let session = guard.as_mut().ok_or_else(|| closed("VideoWriter", &self.path))?;
+        f(session)
+    }
+}
+
+#[pymethods]
+impl VideoWriter {
+    #[new]
+    #[pyo3(signature = (path, width, height, fps, *, codec = "h264", encoder = "auto", bitrate = None, gop = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        fps: f64,
+        codec: &str,
+        encoder: &str,
+        bitrate: Option<u64>,
+        gop: Option<u32>,
+    ) -> PyResult<Self> {
+        let settings = Settings {
+            width,
+            height,
+            fps,
+            codec,
+            encoder,
+            bitrate,
+            gop,
+        };
+        let inner = session::Session::open(py, &path, &settings)?;
+        Ok(VideoWriter {
+            inner: Mutex::new(Some(inner)),
+            path,
+        })
+    }
+
+    /// Encodes one frame, an ``(height, width, 3)`` (RGB) or ``(height, width, 4)``
+    /// (RGBA) C-contiguous ``uint8`` array, and writes the access units the encoder
+    /// produces; returns the frame_seq of the last one written (``None`` while the
+    /// encoder is still buffering). The GIL is released while encoding.
+    fn write(&self, py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+        self.with_session(py, |session| session.write(py, frame))
+    }
+
+    /// Makes the next frame a keyframe (for a reader that just joined or lost frames).
+    fn request_keyframe(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_session(py, |session| {
+            session.request_keyframe();
+            Ok(())
+        })
+    }
+
+    /// Flushes the encoder into the ring and closes it. Closing twice is allowed.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let session = crate::lock::lock(py, &self.inner).take();
+        match session {
+            Some(session) => session.finish(py),
+            None => Ok(()),
+        }
+    }
+
+    /// True once :meth:`close` was called.
+    #[getter]
+    fn closed(&self, py: Python<'_>) -> bool {
+        crate::lock::lock(py, &self.inner).is_none()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (_exc_type = None, _exc = None, _tb = None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<&Bound<'_, PyType>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.close(py)
+    }
+}
