@@ -9,9 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use shmring_core::{
-    Codec, FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions,
-};
+use shmring_core::{Codec, FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions};
 
 use crate::parse_seconds;
 
@@ -126,12 +124,8 @@ struct Run {
     readers: Vec<Value>,
 }
 
-fn spawn_readers(
-    path: &PathBuf,
-    n: usize,
-) -> Result<Vec<(Child, BufReader<std::process::ChildStdout>)>, String> {
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the shmring binary: {e}"))?;
+fn spawn_readers(path: &PathBuf, n: usize) -> Result<Vec<(Child, BufReader<std::process::ChildStdout>)>, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the shmring binary: {e}"))?;
     let mut children = Vec::new();
     for _ in 0..n {
         let mut child = Command::new(&exe)
@@ -142,8 +136,7 @@ fn spawn_readers(
             .map_err(|e| format!("cannot start a reader process: {e}"))?;
         let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
-        out.read_line(&mut line)
-            .map_err(|e| format!("reader process: {e}"))?;
+        out.read_line(&mut line).map_err(|e| format!("reader process: {e}"))?;
         if line.trim() != "ready" {
             let _ = child.kill();
             return Err(format!("reader process did not start (said {line:?})"));
@@ -207,13 +200,9 @@ fn one_run(path: &PathBuf, args: &Args, size: usize, paced: bool) -> Result<Run,
     let mut readers = Vec::new();
     for (mut child, mut out) in children {
         let mut line = String::new();
-        out.read_line(&mut line)
-            .map_err(|e| format!("reader process: {e}"))?;
+        out.read_line(&mut line).map_err(|e| format!("reader process: {e}"))?;
         let _ = child.wait();
-        readers.push(
-            serde_json::from_str(&line)
-                .map_err(|e| format!("reader process said {line:?}: {e}"))?,
-        );
+        readers.push(serde_json::from_str(&line).map_err(|e| format!("reader process said {line:?}: {e}"))?);
     }
     drop(writer);
     Ok(Run {
@@ -230,9 +219,7 @@ pub fn run(args: Args) -> Result<(), String> {
     if args.readers == 0 {
         return Err("--readers must be at least 1".into());
     }
-    let path = args
-        .dir
-        .join(format!("shmring-bench-{}", std::process::id()));
+    let path = args.dir.join(format!("shmring-bench-{}", std::process::id()));
     let mut runs = Vec::new();
     let result = (|| {
         for &size in &args.sizes {
@@ -247,17 +234,7 @@ pub fn run(args: Args) -> Result<(), String> {
     if !args.json {
         println!(
             "{:>9} {:>10} {:>7} {:>12} {:>10} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8}",
-            "size",
-            "mode",
-            "frames",
-            "write fps",
-            "MB/s",
-            "reader",
-            "delivered",
-            "lost",
-            "p50 us",
-            "p99 us",
-            "max us"
+            "size", "mode", "frames", "write fps", "MB/s", "reader", "delivered", "lost", "p50 us", "p99 us", "max us"
         );
     }
     for run in &runs {
@@ -270,11 +247,7 @@ pub fn run(args: Args) -> Result<(), String> {
                     json!({"size": run.size, "mode": run.mode, "frames": run.frames, "write_fps": fps, "write_mb_s": mbps, "reader": i, "result": r})
                 );
             } else {
-                let f = |k: &str| {
-                    r[k].as_u64()
-                        .map(|v| v.to_string())
-                        .unwrap_or_else(|| "-".into())
-                };
+                let f = |k: &str| r[k].as_u64().map(|v| v.to_string()).unwrap_or_else(|| "-".into());
                 println!(
                     "{:>9} {:>10} {:>7} {:>12.0} {:>10.1} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8}",
                     run.size,

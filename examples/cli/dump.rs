@@ -36,10 +36,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let sink: Box<dyn Write> = if args.out.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
     } else {
-        Box::new(
-            File::create(&args.out)
-                .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?,
-        )
+        Box::new(File::create(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?)
     };
     let mut out = BufWriter::new(sink);
     let (mut frames, mut bytes) = (0u64, 0u64);

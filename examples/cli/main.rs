@@ -88,25 +88,16 @@ impl From<FromArg> for StartPosition {
 }
 
 /// Opens `path` for reading, with an error that names the path.
-pub fn open_reader(
-    path: &PathBuf,
-    layout: LayoutArg,
-    options: ReaderOptions,
-) -> Result<RingReader, String> {
+pub fn open_reader(path: &PathBuf, layout: LayoutArg, options: ReaderOptions) -> Result<RingReader, String> {
     if path.is_dir() {
-        return Err(format!(
-            "{} is a directory, not a ring file",
-            path.display()
-        ));
+        return Err(format!("{} is a directory, not a ring file", path.display()));
     }
     RingReader::open_layout(path, &options, layout.into()).map_err(|e| e.to_string())
 }
 
 /// Parses a duration in seconds (fractions allowed).
 pub fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !(0.0..=1e9).contains(&v) {
         return Err(format!("{s} seconds is out of range"));
     }

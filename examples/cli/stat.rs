@@ -52,17 +52,15 @@ pub fn run(args: Args) -> Result<(), String> {
         RingKind::Legacy { .. } => ("legacy", None),
     };
     let keyframe = match (capacity, status.latest_keyframe) {
-        (Some(cap), Some(pos)) => header_at(&args.path, cap, pos)
-            .filter(|h| h.is_keyframe())
-            .map(|h| {
-                json!({
-                    "position": pos,
-                    "frame_seq": h.frame_seq.get(),
-                    "frame_id": h.frame_id.get(),
-                    "size": h.size.get(),
-                    "codec": codec_name(h.codec.get()),
-                })
-            }),
+        (Some(cap), Some(pos)) => header_at(&args.path, cap, pos).filter(|h| h.is_keyframe()).map(|h| {
+            json!({
+                "position": pos,
+                "frame_seq": h.frame_seq.get(),
+                "frame_id": h.frame_id.get(),
+                "size": h.size.get(),
+                "codec": codec_name(h.codec.get()),
+            })
+        }),
         _ => None,
     };
     let w = status.writer;
@@ -94,15 +92,9 @@ pub fn run(args: Args) -> Result<(), String> {
     println!("file bytes       {file_len}");
     println!("capacity         {}", opt(capacity.map(|c| c.to_string())));
     println!("max frame size   {}", status.kind.max_frame_size());
-    println!(
-        "sequence number  {} (frames committed)",
-        status.sequence_number
-    );
+    println!("sequence number  {} (frames committed)", status.sequence_number);
     println!("write index      {}", status.write_index);
-    println!(
-        "latest record    {}",
-        opt(status.latest_record.map(|p| p.to_string()))
-    );
+    println!("latest record    {}", opt(status.latest_record.map(|p| p.to_string())));
     match (&keyframe, status.latest_keyframe) {
         (Some(k), _) => println!(
             "latest keyframe  frame_seq {} frame_id {} ({} bytes, {}) at position {}",
@@ -126,9 +118,7 @@ pub fn run(args: Args) -> Result<(), String> {
     println!("writer epoch     {}", opt(w.epoch.map(|e| e.to_string())));
     println!(
         "heartbeat age    {}",
-        opt(w
-            .heartbeat_age
-            .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0)))
+        opt(w.heartbeat_age.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0)))
     );
     Ok(())
 }

@@ -119,11 +119,7 @@ pub fn run(args: Args) -> Result<(), String> {
         },
         encoder: EncoderChoice::parse(&args.encoder),
         bitrate_bps: args.bitrate,
-        rate_control: if args.vbr {
-            RateControl::Vbr
-        } else {
-            RateControl::Cbr
-        },
+        rate_control: if args.vbr { RateControl::Vbr } else { RateControl::Cbr },
         gop: args.gop.unwrap_or(args.fps.max(1)),
         input: args.format,
         options: Vec::new(),

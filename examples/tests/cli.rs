@@ -7,10 +7,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 fn shmring(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shmring"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_shmring")).args(args).output().unwrap()
 }
 
 fn ok(args: &[&str]) -> String {
@@ -43,9 +40,7 @@ impl Drop for Dir {
 }
 
 fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]
@@ -71,10 +66,7 @@ fn testsrc_then_stat_tail_dump_on_a_v1_ring() {
     assert_eq!(stat["sequence_number"], 45);
     assert_eq!(stat["writer"]["alive"], false, "testsrc has exited");
     assert_eq!(stat["writer"]["state"], "closed");
-    assert_eq!(
-        stat["latest_keyframe"]["frame_id"], 30,
-        "keyframes at 0, 15, 30"
-    );
+    assert_eq!(stat["latest_keyframe"]["frame_id"], 30, "keyframes at 0, 15, 30");
     assert_eq!(stat["latest_keyframe"]["frame_seq"], 31);
     let text = ok(&["stat", &ring]);
     assert!(
@@ -115,10 +107,7 @@ fn testsrc_then_stat_tail_dump_on_a_v1_ring() {
         1,
         "--from latest: only the newest frame is there: {text}"
     );
-    assert!(
-        text.contains("seq       45") && text.contains("crc ok"),
-        "{text}"
-    );
+    assert!(text.contains("seq       45") && text.contains("crc ok"), "{text}");
 
     let dump = dir.file("out.h264");
     ok(&["dump", &ring, "--out", &dump, "--idle-timeout", "0.5"]);
@@ -138,11 +127,7 @@ fn testsrc_then_stat_tail_dump_on_a_v1_ring() {
     let p: Value = serde_json::from_slice(&probe.stdout).unwrap();
     let s = &p["streams"][0];
     assert_eq!(
-        (
-            s["codec_name"].as_str(),
-            s["width"].as_u64(),
-            s["height"].as_u64()
-        ),
+        (s["codec_name"].as_str(), s["width"].as_u64(), s["height"].as_u64()),
         (Some("h264"), Some(320), Some(240))
     );
     assert_eq!(s["nb_read_frames"], "15");
@@ -168,9 +153,7 @@ fn legacy_rings_work_too() {
     let stat: Value = serde_json::from_str(&ok(&["stat", &ring, "--json"])).unwrap();
     assert_eq!(stat["layout"], "legacy");
     assert_eq!(stat["sequence_number"], 3);
-    let lines = json_lines(&ok(&[
-        "tail", &ring, "--json", "--from", "latest", "--count", "1",
-    ]));
+    let lines = json_lines(&ok(&["tail", &ring, "--json", "--from", "latest", "--count", "1"]));
     assert_eq!(lines[0]["frame_id"], 2);
     assert_eq!(lines[0]["crc"], "ok");
     let dump = dir.file("out.h264");
@@ -264,31 +247,14 @@ fn missing_and_foreign_files_are_clear_errors() {
             let out = shmring(&args);
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-            assert!(
-                err.starts_with("shmring: ") && err.contains(says),
-                "{args:?}: {err}"
-            );
+            assert!(err.starts_with("shmring: ") && err.contains(says), "{args:?}: {err}");
             assert!(!err.contains("panicked"), "{err}");
         }
     }
-    let out = shmring(&[
-        "testsrc",
-        &dir.file("r"),
-        "--encoder",
-        "h264_bogus",
-        "--count",
-        "1",
-    ]);
+    let out = shmring(&["testsrc", &dir.file("r"), "--encoder", "h264_bogus", "--count", "1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("h264_bogus"));
-    let out = shmring(&[
-        "testsrc",
-        &dir.file("r"),
-        "--size",
-        "321x240",
-        "--count",
-        "1",
-    ]);
+    let out = shmring(&["testsrc", &dir.file("r"), "--size", "321x240", "--count", "1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("even"));
 }

@@ -64,9 +64,7 @@ fn parse_args() -> Args {
                     })
                     .collect()
             }
-            other => panic!(
-                "unknown argument {other}; use --reps N --frames N --sizes WxH,WxH --dir DIR"
-            ),
+            other => panic!("unknown argument {other}; use --reps N --frames N --sizes WxH,WxH --dir DIR"),
         }
     }
     args
@@ -102,8 +100,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|");
     for &(width, height) in &args.sizes {
         // Same number of pixels per run at every size (300 frames at 720p).
-        let frames =
-            (args.frames_720 as u64 * 1280 * 720 / (width as u64 * height as u64)).max(30) as usize;
+        let frames = (args.frames_720 as u64 * 1280 * 720 / (width as u64 * height as u64)).max(30) as usize;
         let pattern = TestPattern::new(width, height, PixelFormat::Rgb24);
         let mut raw = Vec::with_capacity(pattern.frame_len() * frames);
         for i in 0..frames {
@@ -183,10 +180,7 @@ fn main() {
             drop(encoder);
             let start = Instant::now();
             let cpu_start = cpu_seconds(libc::RUSAGE_CHILDREN);
-            let status = Command::new("ffmpeg")
-                .args(&cli)
-                .status()
-                .expect("run ffmpeg");
+            let status = Command::new("ffmpeg").args(&cli).status().expect("run ffmpeg");
             let theirs_s = start.elapsed().as_secs_f64();
             theirs_cpu += cpu_seconds(libc::RUSAGE_CHILDREN) - cpu_start;
             assert!(status.success(), "ffmpeg {}", cli.join(" "));
@@ -201,9 +195,7 @@ fn main() {
         let _ = std::fs::remove_file(&ring_path);
         writes.sort_unstable();
         let range = |v: &[f64]| {
-            let (lo, hi) = v
-                .iter()
-                .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+            let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
             format!("{lo:.0}-{hi:.0}")
         };
         let (o_range, t_range) = (range(&ours), range(&theirs));

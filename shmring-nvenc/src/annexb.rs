@@ -106,14 +106,9 @@ mod tests {
 
     #[test]
     fn splits_three_and_four_byte_start_codes() {
-        let au = [
-            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5, 0,
-        ];
+        let au = [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5, 0];
         let units: Vec<_> = nal_units(&au).map(|n| n.data.to_vec()).collect();
-        assert_eq!(
-            units,
-            vec![vec![0x67, 1, 2], vec![0x68, 3], vec![0x65, 4, 5]]
-        );
+        assert_eq!(units, vec![vec![0x67, 1, 2], vec![0x68, 3], vec![0x65, 4, 5]]);
         assert!(has_parameter_sets(&au, VideoCodec::H264));
         assert!(has_idr(&au, VideoCodec::H264));
         assert!(!has_parameter_sets(&au[10..], VideoCodec::H264));

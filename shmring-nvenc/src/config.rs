@@ -241,9 +241,7 @@ impl EncoderConfig {
         }
         if let EncoderChoice::Named(name) = &self.encoder {
             if name.is_empty() {
-                return Err(
-                    "encoder name is empty (use `auto` or an FFmpeg encoder name)".to_string(),
-                );
+                return Err("encoder name is empty (use `auto` or an FFmpeg encoder name)".to_string());
             }
         }
         Ok(())

@@ -9,9 +9,7 @@ use ff::util::frame;
 use ffmpeg_next as ff;
 
 use crate::annexb;
-use crate::{
-    AccessUnit, EncodeError, EncoderChoice, EncoderConfig, FrameSink, PixelFormat, RateControl,
-};
+use crate::{AccessUnit, EncodeError, EncoderChoice, EncoderConfig, FrameSink, PixelFormat, RateControl};
 
 /// An open video encoder that writes each access unit into a [`FrameSink`] (usually a
 /// [`shmring_core::RingWriter`]) as soon as the encoder produces it.
@@ -110,14 +108,9 @@ impl Encoder {
         }
     }
 
-    fn open(
-        name: &str,
-        config: &EncoderConfig,
-        fallback_reasons: Vec<(String, String)>,
-    ) -> Result<Self, EncodeError> {
-        let codec = ff::encoder::find_by_name(name).ok_or_else(|| EncodeError::UnknownEncoder {
-            name: name.to_string(),
-        })?;
+    fn open(name: &str, config: &EncoderConfig, fallback_reasons: Vec<(String, String)>) -> Result<Self, EncodeError> {
+        let codec =
+            ff::encoder::find_by_name(name).ok_or_else(|| EncodeError::UnknownEncoder { name: name.to_string() })?;
         if codec.id() != config.codec.ffmpeg_id() {
             return Err(EncodeError::WrongCodec {
                 name: name.to_string(),
@@ -229,10 +222,7 @@ impl Encoder {
 
     /// The pixel format the encoder consumes (frames are converted to it with swscale).
     pub fn encoder_pixel_format(&self) -> &'static str {
-        self.encoder_format
-            .descriptor()
-            .map(|d| d.name())
-            .unwrap_or("unknown")
+        self.encoder_format.descriptor().map(|d| d.name()).unwrap_or("unknown")
     }
 
     /// Makes the next frame given to [`Encoder::encode`] an IDR keyframe (with parameter
@@ -344,9 +334,7 @@ impl Encoder {
     pub fn flush<S: FrameSink + ?Sized>(&mut self, sink: &mut S) -> Result<Vec<u64>, EncodeError> {
         if !self.finished {
             self.finished = true;
-            self.encoder
-                .send_eof()
-                .map_err(ffmpeg_err("flush the encoder"))?;
+            self.encoder.send_eof().map_err(ffmpeg_err("flush the encoder"))?;
         }
         self.drain(sink)
     }
@@ -356,10 +344,7 @@ impl Encoder {
         loop {
             match self.encoder.receive_packet(&mut self.packet) {
                 Ok(()) => {}
-                Err(ff::Error::Other {
-                    errno: libc::EAGAIN,
-                })
-                | Err(ff::Error::Eof) => return Ok(written),
+                Err(ff::Error::Other { errno: libc::EAGAIN }) | Err(ff::Error::Eof) => return Ok(written),
                 Err(e) => {
                     return Err(EncodeError::Ffmpeg {
                         action: "receive an encoded packet",
@@ -475,10 +460,7 @@ fn encoder_options(name: &str, config: &EncoderConfig) -> Vec<(String, String)> 
             ("preset", "ultrafast".into()),
             ("tune", "zerolatency".into()),
             ("forced-idr", "1".into()),
-            (
-                "x264-params",
-                format!("scenecut=0:keyint-min={}", config.gop),
-            ),
+            ("x264-params", format!("scenecut=0:keyint-min={}", config.gop)),
         ]),
         "libx265" => o.extend([
             ("preset", "ultrafast".into()),
@@ -505,8 +487,7 @@ fn encoder_options(name: &str, config: &EncoderConfig) -> Vec<(String, String)> 
         ]),
         _ => o.extend([("threads", "auto".into())]),
     }
-    let mut options: Vec<(String, String)> =
-        o.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let mut options: Vec<(String, String)> = o.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     for (k, v) in &config.options {
         options.retain(|(key, _)| key != k);
         options.push((k.clone(), v.clone()));
@@ -516,19 +497,11 @@ fn encoder_options(name: &str, config: &EncoderConfig) -> Vec<(String, String)> 
 
 /// Copies `rows` rows of `row_bytes` from `src` (rows `stride` apart) into plane `plane`
 /// of `dst`. The caller has checked that `src` holds them.
-fn copy_plane(
-    src: &[u8],
-    stride: usize,
-    dst: &mut frame::Video,
-    plane: usize,
-    row_bytes: usize,
-    rows: usize,
-) {
+fn copy_plane(src: &[u8], stride: usize, dst: &mut frame::Video, plane: usize, row_bytes: usize, rows: usize) {
     let dst_stride = dst.stride(plane);
     let out = dst.data_mut(plane);
     for r in 0..rows {
-        out[r * dst_stride..r * dst_stride + row_bytes]
-            .copy_from_slice(&src[r * stride..r * stride + row_bytes]);
+        out[r * dst_stride..r * dst_stride + row_bytes].copy_from_slice(&src[r * stride..r * stride + row_bytes]);
     }
 }
 

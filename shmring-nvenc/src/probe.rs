@@ -10,9 +10,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::testpattern::TestPattern;
-use crate::{
-    annexb, EncodeError, Encoder, EncoderChoice, EncoderConfig, OwnedAccessUnit, VideoCodec,
-};
+use crate::{annexb, EncodeError, Encoder, EncoderChoice, EncoderConfig, OwnedAccessUnit, VideoCodec};
 
 /// Overall verdict, with the exit codes of the seed's validation script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,9 +79,7 @@ pub fn cuda_info() -> CudaInfo {
     // library runs its initialisers, which is what every CUDA program does.
     let lib = unsafe { libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     if lib.is_null() {
-        info.error = Some(
-            "cannot load libcuda.so.1 (no NVIDIA driver; in Docker, run with --gpus all)".into(),
-        );
+        info.error = Some("cannot load libcuda.so.1 (no NVIDIA driver; in Docker, run with --gpus all)".into());
         return info;
     }
     let (Some(init), Some(version), Some(count), Some(get), Some(get_name)) = (
@@ -132,10 +128,8 @@ pub fn cuda_info() -> CudaInfo {
         let mut name = [0 as c_char; 256];
         // SAFETY: valid out-pointers; `name` has the length we pass, and the driver
         // NUL-terminates within it.
-        let ok = unsafe {
-            get(&mut device, ordinal) == 0
-                && get_name(name.as_mut_ptr(), name.len() as c_int, device) == 0
-        };
+        let ok =
+            unsafe { get(&mut device, ordinal) == 0 && get_name(name.as_mut_ptr(), name.len() as c_int, device) == 0 };
         if ok {
             let bytes: Vec<u8> = name.iter().map(|c| *c as u8).collect();
             if let Ok(text) = CStr::from_bytes_until_nul(&bytes) {
@@ -153,7 +147,10 @@ pub fn cuda_info() -> CudaInfo {
 /// `nvidia-smi`'s view of the GPUs, or why it has none.
 pub fn gpu_info() -> Value {
     let out = Command::new("nvidia-smi")
-        .args(["--query-gpu=index,name,driver_version,memory.total,utilization.gpu,encoder.stats.sessionCount", "--format=csv,noheader,nounits"])
+        .args([
+            "--query-gpu=index,name,driver_version,memory.total,utilization.gpu,encoder.stats.sessionCount",
+            "--format=csv,noheader,nounits",
+        ])
         .output();
     match out {
         Err(e) => {
@@ -251,7 +248,9 @@ pub fn probe_encode(name: &str, codec: VideoCodec) -> ProbeEncode {
             result.fps = Some(frames as f64 / seconds.max(1e-9));
             result.ok = first_ok && frames == PROBE_FRAMES;
             if !result.ok {
-                result.error = Some(format!("{frames} of {PROBE_FRAMES} frames, first a keyframe with parameter sets: {first_ok}"));
+                result.error = Some(format!(
+                    "{frames} of {PROBE_FRAMES} frames, first a keyframe with parameter sets: {first_ok}"
+                ));
             }
         }
         Err(e) => result.error = Some(e.to_string()),
@@ -279,13 +278,10 @@ pub struct Report {
 pub fn run() -> Report {
     let cuda = cuda_info();
     let gpu = gpu_info();
-    let nvenc: Vec<ProbeEncode> = [
-        ("h264_nvenc", VideoCodec::H264),
-        ("hevc_nvenc", VideoCodec::Hevc),
-    ]
-    .into_iter()
-    .map(|(name, codec)| probe_encode(name, codec))
-    .collect();
+    let nvenc: Vec<ProbeEncode> = [("h264_nvenc", VideoCodec::H264), ("hevc_nvenc", VideoCodec::Hevc)]
+        .into_iter()
+        .map(|(name, codec)| probe_encode(name, codec))
+        .collect();
     let software = probe_encode("libx264", VideoCodec::H264);
     let status = if !cuda.available {
         Status::NoCuda

@@ -13,36 +13,16 @@ use crate::PixelFormat;
 
 /// Glyphs 0-9, 5 pixels wide and 7 high, one row per byte (bit 4 = leftmost pixel).
 const DIGITS: [[u8; 7]; 10] = [
-    [
-        0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110,
-    ],
-    [
-        0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110,
-    ],
-    [
-        0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111,
-    ],
-    [
-        0b11110, 0b00001, 0b00001, 0b01110, 0b00001, 0b00001, 0b11110,
-    ],
-    [
-        0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010,
-    ],
-    [
-        0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110,
-    ],
-    [
-        0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110,
-    ],
-    [
-        0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000,
-    ],
-    [
-        0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110,
-    ],
-    [
-        0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100,
-    ],
+    [0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110],
+    [0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110],
+    [0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111],
+    [0b11110, 0b00001, 0b00001, 0b01110, 0b00001, 0b00001, 0b11110],
+    [0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010],
+    [0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110],
+    [0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110],
+    [0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000],
+    [0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110],
+    [0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100],
 ];
 
 /// Digits of the frame counter.
@@ -63,11 +43,7 @@ impl TestPattern {
     /// A pattern for `width` x `height` frames in `format` (NV12 needs even sizes; odd
     /// sizes are rounded down for the chroma plane).
     pub fn new(width: u32, height: u32, format: PixelFormat) -> Self {
-        TestPattern {
-            width,
-            height,
-            format,
-        }
+        TestPattern { width, height, format }
     }
 
     /// Bytes per row.
@@ -200,11 +176,7 @@ fn rgb_to_yuv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
     let y = (66 * r + 129 * g + 25 * b + 128) / 256 + 16;
     let u = (-38 * r - 74 * g + 112 * b + 128) / 256 + 128;
     let v = (112 * r - 94 * g - 18 * b + 128) / 256 + 128;
-    (
-        y.clamp(0, 255) as u8,
-        u.clamp(0, 255) as u8,
-        v.clamp(0, 255) as u8,
-    )
+    (y.clamp(0, 255) as u8, u.clamp(0, 255) as u8, v.clamp(0, 255) as u8)
 }
 
 #[cfg(test)]
@@ -251,10 +223,7 @@ mod tests {
             for x in 0..box_w {
                 let i = (y * 360 + x) * 3;
                 if a[i] != b[i] {
-                    assert!(
-                        x >= last_digit_x,
-                        "only the last digit changes from 1 to 2, not x={x}"
-                    );
+                    assert!(x >= last_digit_x, "only the last digit changes from 1 to 2, not x={x}");
                     differs_in_last_digit = true;
                 }
             }

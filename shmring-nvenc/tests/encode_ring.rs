@@ -10,9 +10,7 @@ use std::collections::BTreeSet;
 use common::{decode, psnr_yuv, reference_yuv, skip_without_gpu, TempDir};
 use shmring_core::{Codec, ReaderOptions, RingReader, RingWriter, WriterOptions};
 use shmring_nvenc::testpattern::TestPattern;
-use shmring_nvenc::{
-    annexb, EncodeError, Encoder, EncoderChoice, EncoderConfig, PixelFormat, VideoCodec,
-};
+use shmring_nvenc::{annexb, EncodeError, Encoder, EncoderChoice, EncoderConfig, PixelFormat, VideoCodec};
 
 const W: u32 = 320;
 const H: u32 = 240;
@@ -59,9 +57,7 @@ fn encode_through_ring(encoder: &mut Encoder, format: PixelFormat, pad: usize) -
             frame[r * stride..r * stride + pattern.stride()]
                 .copy_from_slice(&packed[r * pattern.stride()..(r + 1) * pattern.stride()]);
         }
-        let seqs = encoder
-            .encode(&frame, stride, 1000 + i, &mut writer)
-            .unwrap();
+        let seqs = encoder.encode(&frame, stride, 1000 + i, &mut writer).unwrap();
         assert_eq!(
             seqs.len(),
             1,
@@ -91,18 +87,8 @@ fn expected_keyframes() -> BTreeSet<u64> {
     keys
 }
 
-fn check_stream(
-    name: &str,
-    codec: VideoCodec,
-    format: PixelFormat,
-    received: &[Received],
-    exact_gop: bool,
-) {
-    assert_eq!(
-        received.len() as u64,
-        FRAMES,
-        "{name}: reader got every frame"
-    );
+fn check_stream(name: &str, codec: VideoCodec, format: PixelFormat, received: &[Received], exact_gop: bool) {
+    assert_eq!(received.len() as u64, FRAMES, "{name}: reader got every frame");
     let ids: Vec<u64> = received.iter().map(|r| r.frame_id).collect();
     assert_eq!(
         ids,
@@ -111,10 +97,7 @@ fn check_stream(
     );
     for r in received {
         assert_eq!(r.codec, codec.ring_codec(), "{name}: codec id");
-        assert!(
-            annexb::starts_with_start_code(&r.payload),
-            "{name}: Annex B"
-        );
+        assert!(annexb::starts_with_start_code(&r.payload), "{name}: Annex B");
         if r.keyframe {
             assert!(
                 annexb::has_parameter_sets(&r.payload, codec),
@@ -151,10 +134,7 @@ fn check_stream(
             if keys.contains(&i) {
                 last = i;
             }
-            assert!(
-                i - last < GOP as u64,
-                "{name}: more than a GOP without keyframe at {i}"
-            );
+            assert!(i - last < GOP as u64, "{name}: more than a GOP without keyframe at {i}");
         }
     }
 
@@ -204,13 +184,7 @@ fn libx264_through_ring_decodes_back() {
     assert_eq!(encoder.name(), "libx264");
     assert!(!encoder.is_hardware());
     let received = encode_through_ring(&mut encoder, PixelFormat::Rgb24, 0);
-    check_stream(
-        "libx264",
-        VideoCodec::H264,
-        PixelFormat::Rgb24,
-        &received,
-        true,
-    );
+    check_stream("libx264", VideoCodec::H264, PixelFormat::Rgb24, &received, true);
 }
 
 #[test]
@@ -226,13 +200,7 @@ fn libx264_every_input_format_and_padded_stride() {
 fn libx265_through_ring_decodes_back() {
     let mut encoder = software("libx265", VideoCodec::Hevc, PixelFormat::Rgb24);
     let received = encode_through_ring(&mut encoder, PixelFormat::Rgb24, 0);
-    check_stream(
-        "libx265",
-        VideoCodec::Hevc,
-        PixelFormat::Rgb24,
-        &received,
-        true,
-    );
+    check_stream("libx265", VideoCodec::Hevc, PixelFormat::Rgb24, &received, true);
 }
 
 #[test]

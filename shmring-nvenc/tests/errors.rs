@@ -7,8 +7,8 @@ use common::TempDir;
 use shmring_core::{RingWriter, WriterOptions};
 use shmring_nvenc::testpattern::TestPattern;
 use shmring_nvenc::{
-    AccessUnit, EncodeError, Encoder, EncoderChoice, EncoderConfig, FrameSink, OwnedAccessUnit,
-    PixelFormat, SinkError, VideoCodec,
+    AccessUnit, EncodeError, Encoder, EncoderChoice, EncoderConfig, FrameSink, OwnedAccessUnit, PixelFormat, SinkError,
+    VideoCodec,
 };
 
 fn x264(width: u32, height: u32, input: PixelFormat) -> Encoder {
@@ -37,16 +37,7 @@ fn wrong_frame_size_and_stride_are_rejected_and_nothing_is_lost() {
     assert!(e.to_string().contains("expected 9216"), "{e}");
 
     let e = encoder.encode(&good, 64 * 3 - 1, 1, &mut out).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            EncodeError::Stride {
-                stride: 191,
-                min: 192
-            }
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, EncodeError::Stride { stride: 191, min: 192 }), "{e:?}");
 
     // A 1280x720 frame given to a 64x48 encoder.
     let big = TestPattern::new(1280, 720, PixelFormat::Rgb24).render(0);
@@ -83,9 +74,7 @@ fn nv12_length_counts_the_chroma_rows() {
         encoder.encode(&luma_only, 64, 0, &mut out),
         Err(EncodeError::FrameLength { full: 4608, .. })
     ));
-    encoder
-        .encode(&vec![128u8; 64 * 72], 64, 0, &mut out)
-        .unwrap();
+    encoder.encode(&vec![128u8; 64 * 72], 64, 0, &mut out).unwrap();
     assert_eq!(out.len(), 1);
 }
 
@@ -96,18 +85,14 @@ fn unknown_and_mismatched_encoders_are_named_in_the_error() {
         encoder: EncoderChoice::Named(name.into()),
         ..EncoderConfig::new(64, 48)
     };
-    let e = Encoder::new(named("h264_bogus", VideoCodec::H264))
-        .err()
-        .unwrap();
+    let e = Encoder::new(named("h264_bogus", VideoCodec::H264)).err().unwrap();
     assert!(
         matches!(&e, EncodeError::UnknownEncoder { name } if name == "h264_bogus"),
         "{e:?}"
     );
     assert!(e.to_string().contains("h264_bogus"));
 
-    let e = Encoder::new(named("libx264", VideoCodec::Hevc))
-        .err()
-        .unwrap();
+    let e = Encoder::new(named("libx264", VideoCodec::Hevc)).err().unwrap();
     assert!(
         matches!(
             e,
@@ -142,10 +127,7 @@ fn impossible_configurations_are_rejected() {
         },
     ] {
         let e = Encoder::new(config.clone()).err().unwrap();
-        assert!(
-            matches!(e, EncodeError::InvalidConfig(_)),
-            "{config:?}: {e:?}"
-        );
+        assert!(matches!(e, EncodeError::InvalidConfig(_)), "{config:?}: {e:?}");
     }
 }
 
@@ -188,12 +170,7 @@ fn a_refused_access_unit_is_followed_by_a_keyframe() {
             r.unwrap();
         }
     }
-    let keys: Vec<u64> = sink
-        .kept
-        .iter()
-        .filter(|a| a.keyframe)
-        .map(|a| a.frame_id)
-        .collect();
+    let keys: Vec<u64> = sink.kept.iter().filter(|a| a.keyframe).map(|a| a.frame_id).collect();
     assert_eq!(keys, vec![0, 5], "keyframe right after the refused frame 4");
 }
 

@@ -7,9 +7,7 @@ use serde_json::Value;
 
 #[test]
 fn prints_json_and_exit_code_agree() {
-    let out = Command::new(env!("CARGO_BIN_EXE_validate-nvenc"))
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_validate-nvenc")).output().unwrap();
     let code = out.status.code().expect("exited normally");
     let report: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
     assert_eq!(report["exit_code"].as_i64(), Some(code as i64));
@@ -24,23 +22,12 @@ fn prints_json_and_exit_code_agree() {
         (true, true) => ("OK", 0),
         (true, false) => ("UNAVAIL", 1),
     };
-    assert_eq!(
-        (report["status"].as_str().unwrap(), code),
-        expected,
-        "{report:#}"
-    );
+    assert_eq!((report["status"].as_str().unwrap(), code), expected, "{report:#}");
     for name in ["h264_nvenc", "hevc_nvenc", "libx264"] {
-        assert!(
-            report["encoders"][name]["compiled_in"].is_boolean(),
-            "{name}"
-        );
+        assert!(report["encoders"][name]["compiled_in"].is_boolean(), "{name}");
     }
     // The software fallback really encodes the 320x240 probe.
-    assert_eq!(
-        report["encoders"]["libx264"]["ok"],
-        Value::Bool(true),
-        "{report:#}"
-    );
+    assert_eq!(report["encoders"]["libx264"]["ok"], Value::Bool(true), "{report:#}");
     assert_eq!(report["encoders"]["libx264"]["frames"], 30);
     if !cuda {
         println!("no CUDA here: {}", report["cuda"]["error"]);

@@ -9,9 +9,7 @@ use std::process::Command;
 
 use common::{skip_without_gpu, TempDir};
 use shmring_nvenc::testpattern::TestPattern;
-use shmring_nvenc::{
-    EncodeError, Encoder, EncoderChoice, EncoderConfig, OwnedAccessUnit, VideoCodec,
-};
+use shmring_nvenc::{EncodeError, Encoder, EncoderChoice, EncoderConfig, OwnedAccessUnit, VideoCodec};
 
 /// Encodes 20 frames (two GOPs) and returns `(field, value)` for every syntax element
 /// trace_headers printed, or the error opening the encoder.
@@ -30,16 +28,10 @@ fn traced_fields(name: &str, codec: VideoCodec) -> Result<Vec<(String, i64)>, En
     }
     encoder.flush(&mut out)?;
     let dir = TempDir::new("vui");
-    let file = dir.path(if codec == VideoCodec::H264 {
-        "s.h264"
-    } else {
-        "s.hevc"
-    });
+    let file = dir.path(if codec == VideoCodec::H264 { "s.h264" } else { "s.hevc" });
     std::fs::write(
         &file,
-        out.iter()
-            .flat_map(|a| a.data.iter().copied())
-            .collect::<Vec<u8>>(),
+        out.iter().flat_map(|a| a.data.iter().copied()).collect::<Vec<u8>>(),
     )
     .unwrap();
     let trace = Command::new("ffmpeg")
@@ -48,11 +40,7 @@ fn traced_fields(name: &str, codec: VideoCodec) -> Result<Vec<(String, i64)>, En
         .args(["-c", "copy", "-bsf:v", "trace_headers", "-f", "null", "-"])
         .output()
         .expect("the ffmpeg binary is installed (scripts/setup)");
-    assert!(
-        trace.status.success(),
-        "{}",
-        String::from_utf8_lossy(&trace.stderr)
-    );
+    assert!(trace.status.success(), "{}", String::from_utf8_lossy(&trace.stderr));
     // Lines look like: "[trace_headers @ 0x..] 152   max_num_reorder_frames   1 = 0".
     Ok(String::from_utf8_lossy(&trace.stderr)
         .lines()
@@ -67,10 +55,7 @@ fn traced_fields(name: &str, codec: VideoCodec) -> Result<Vec<(String, i64)>, En
 }
 
 fn values<'a>(fields: &'a [(String, i64)], name: &'a str) -> impl Iterator<Item = i64> + 'a {
-    fields
-        .iter()
-        .filter(move |(f, _)| f == name)
-        .map(|(_, v)| *v)
+    fields.iter().filter(move |(f, _)| f == name).map(|(_, v)| *v)
 }
 
 #[test]
@@ -81,10 +66,7 @@ fn libx264_announces_no_reordering() {
     let restriction: Vec<i64> = values(&fields, "bitstream_restriction_flag").collect();
     let reorder: Vec<i64> = values(&fields, "max_num_reorder_frames").collect();
     assert_eq!(restriction, vec![1; restriction.len()]);
-    assert!(
-        !reorder.is_empty() && reorder.iter().all(|v| *v == 0),
-        "{reorder:?}"
-    );
+    assert!(!reorder.is_empty() && reorder.iter().all(|v| *v == 0), "{reorder:?}");
     assert_eq!(reorder.len(), restriction.len(), "every SPS carries it");
 }
 
@@ -92,10 +74,7 @@ fn libx264_announces_no_reordering() {
 fn libx265_announces_no_reordering() {
     let fields = traced_fields("libx265", VideoCodec::Hevc).unwrap();
     let reorder: Vec<i64> = values(&fields, "sps_max_num_reorder_pics[0]").collect();
-    assert!(
-        reorder.len() >= 2 && reorder.iter().all(|v| *v == 0),
-        "{reorder:?}"
-    );
+    assert!(reorder.len() >= 2 && reorder.iter().all(|v| *v == 0), "{reorder:?}");
 }
 
 #[test]
@@ -110,8 +89,6 @@ fn h264_nvenc_announces_no_reordering() {
     let reorder: Vec<i64> = values(&fields, "max_num_reorder_frames").collect();
     assert!(reorder.iter().all(|v| *v == 0), "{reorder:?}");
     if reorder.is_empty() {
-        println!(
-            "NOTE h264_nvenc: no VUI bitstream_restriction in the SPS (browsers may buffer frames)"
-        );
+        println!("NOTE h264_nvenc: no VUI bitstream_restriction in the SPS (browsers may buffer frames)");
     }
 }

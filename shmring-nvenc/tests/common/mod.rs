@@ -47,10 +47,7 @@ pub struct Decoded {
 fn packed_planes(frame: &ff::frame::Video) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let mut planes = Vec::new();
     for p in 0..3 {
-        let (w, h) = (
-            frame.plane_width(p) as usize,
-            frame.plane_height(p) as usize,
-        );
+        let (w, h) = (frame.plane_width(p) as usize, frame.plane_height(p) as usize);
         let stride = frame.stride(p);
         let data = frame.data(p);
         let mut out = Vec::with_capacity(w * h);
@@ -81,11 +78,7 @@ pub fn decode(codec: VideoCodec, units: &[Vec<u8>]) -> (Vec<Vec<Decoded>>, Vec<D
     let mut frame = ff::frame::Video::empty();
     let mut take = |decoder: &mut ff::decoder::Video, out: &mut Vec<Decoded>| {
         while decoder.receive_frame(&mut frame).is_ok() {
-            assert_eq!(
-                frame.format(),
-                ff::format::Pixel::YUV420P,
-                "decoded pixel format"
-            );
+            assert_eq!(frame.format(), ff::format::Pixel::YUV420P, "decoded pixel format");
             let (y, u, v) = packed_planes(&frame);
             out.push(Decoded {
                 width: frame.width(),
@@ -113,12 +106,7 @@ pub fn decode(codec: VideoCodec, units: &[Vec<u8>]) -> (Vec<Vec<Decoded>>, Vec<D
 }
 
 /// The source frame converted to yuv420p by swscale, as the encoder's input was.
-pub fn reference_yuv(
-    format: PixelFormat,
-    width: u32,
-    height: u32,
-    frame: &[u8],
-) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+pub fn reference_yuv(format: PixelFormat, width: u32, height: u32, frame: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     ff::init().unwrap();
     let pix = match format {
         PixelFormat::Rgb24 => ff::format::Pixel::RGB24,
@@ -135,8 +123,7 @@ pub fn reference_yuv(
         let stride = src.stride(p);
         let dst = src.data_mut(p);
         for r in 0..rows {
-            dst[r * stride..r * stride + row]
-                .copy_from_slice(&frame[offset + r * row..offset + (r + 1) * row]);
+            dst[r * stride..r * stride + row].copy_from_slice(&frame[offset + r * row..offset + (r + 1) * row]);
         }
         offset += rows * row;
     }
@@ -158,11 +145,7 @@ pub fn reference_yuv(
 /// PSNR in dB of `b` against `a` (8-bit samples); infinity when equal.
 pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len());
-    let se: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum();
+    let se: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
     if se == 0.0 {
         return f64::INFINITY;
     }
