@@ -1,0 +1,80 @@
+//! `transport-server`: streams a shmring video ring to browsers over WebSocket.
+//!
+//! `transport-server --demo` starts an in-process test-pattern producer too, so one
+//! command shows live video at http://127.0.0.1:8080/.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use shmring_ws::demo::{DemoProducer, DemoSettings};
+use shmring_ws::{Config, Server, DEFAULT_SHM_PATH};
+
+/// Streams a shmring video ring to browsers over WebSocket (/stream/ws), with a viewer
+/// page at /, /health and /metrics.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    /// Also run a test-pattern producer (ffmpeg testsrc2 -> libx264) writing the ring.
+    #[arg(long)]
+    demo: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let shm_path = match (&cli.config.shm_path, cli.demo) {
+        (Some(p), _) => p.clone(),
+        (None, true) => PathBuf::from(format!("/dev/shm/shmring-demo-{}", std::process::id())),
+        (None, false) => PathBuf::from(DEFAULT_SHM_PATH),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("transport-server: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let server = Server::bind(cli.config.server_options(shm_path.clone()))
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", cli.config.listen))?;
+        let _demo = if cli.demo {
+            let producer = DemoProducer::start(&shm_path, DemoSettings::default()).map_err(|e| e.to_string())?;
+            server.keyframe_requests().set_direct(Box::new(|| {
+                tracing::debug!("demo producer: keyframe requested (the ffmpeg demo encoder keyframes every second)")
+            }));
+            let addr = server.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!("demo: open http://127.0.0.1:{}/ in a browser", addr.port());
+            Some(producer)
+        } else {
+            None
+        };
+        server
+            .run(async {
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("shutting down");
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if cli.demo {
+            let _ = std::fs::remove_file(&shm_path);
+        }
+        Ok::<(), String>(())
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("transport-server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
