@@ -4,8 +4,10 @@
 //! (CLOCK_MONOTONIC ns), so clients can measure commit-to-receive latency.
 //!
 //! ```text
-//! cargo run --release -p shmring-ws --example h264_replay -- RING FILE [--fps N] [--frames N] [--capacity BYTES]
+//! cargo run --release -p shmring-ws --example h264_replay -- RING FILE [--fps N] [--frames N] [--capacity BYTES] [--start-at N]
 //! ```
+//! `--start-at N` starts at the file's N-th access unit (0-based), even mid-GOP, as a
+//! restarted writer might.
 //! Prints `ready <access units> <keyframes>` once the ring is open. Runs until
 //! `--frames` frames are written (0, the default: forever), looping over the file.
 
@@ -24,7 +26,7 @@ fn arg_value(args: &[String], name: &str) -> Option<u64> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        eprintln!("usage: h264_replay RING FILE [--fps N] [--frames N] [--capacity BYTES]");
+        eprintln!("usage: h264_replay RING FILE [--fps N] [--frames N] [--capacity BYTES] [--start-at N]");
         std::process::exit(2);
     }
     let fps = arg_value(&args, "--fps").unwrap_or(30).max(1);
@@ -63,7 +65,8 @@ fn main() {
     let period = Duration::from_nanos(1_000_000_000 / fps);
     let start = Instant::now();
     let mut written = 0u64;
-    for unit in units.iter().cycle() {
+    let skip = arg_value(&args, "--start-at").unwrap_or(0) as usize % units.len();
+    for unit in units.iter().cycle().skip(skip) {
         if limit != 0 && written >= limit {
             break;
         }

@@ -92,6 +92,8 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
         changed
     };
     probe(&reader, &mut epoch);
+    // Set when a read timed out: the next frame may come from a restarted writer.
+    let mut was_idle = false;
     while !stop.load(Ordering::Relaxed) {
         match reader.read_timeout(Some(READ_SLICE)) {
             Ok(Some(frame)) => {
@@ -115,6 +117,14 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
                 metrics.frames_read.fetch_add(1, Ordering::Relaxed);
                 metrics.shm_seq.store(info.frame_seq, Ordering::Relaxed);
                 metrics.last_frame_ns.store(read_ns, Ordering::Relaxed);
+                if was_idle {
+                    was_idle = false;
+                    last_status = Instant::now();
+                    if probe(&reader, &mut epoch) {
+                        tracing::info!("a new writer took over the ring; clients resume at its first keyframe");
+                        hub.discontinuity();
+                    }
+                }
                 if reader.reopens() != reopens {
                     reopens = reader.reopens();
                     tracing::info!("ring {} was replaced; reopened it", source.path.display());
@@ -135,6 +145,7 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
             }
             Ok(None) => {
                 // Idle: a good moment to notice a restarted writer before its first frame.
+                was_idle = true;
                 last_status = Instant::now();
                 if probe(&reader, &mut epoch) {
                     tracing::info!(

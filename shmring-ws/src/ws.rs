@@ -205,7 +205,7 @@ async fn writer(mut w: OwnedWriteHalf, client: &ClientQueue, ctx: &Ctx) {
 }
 
 /// Reads the client's messages until it closes, misbehaves or the connection fails.
-async fn reader(mut ws: WebSocketStream<ProtocolSide>, client: &ClientQueue, ctx: &Ctx) {
+async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &ClientQueue, ctx: &Ctx) {
     let metrics = &ctx.metrics;
     let mut window_start = Instant::now();
     let mut in_window = 0u32;
@@ -299,6 +299,15 @@ fn handle_command(body: Bytes, client: &ClientQueue, ctx: &Ctx) {
     }
 }
 
+async fn drain(read: &mut OwnedReadHalf) {
+    let mut scratch = [0u8; 4096];
+    while let Ok(n) = tokio::io::AsyncReadExt::read(read, &mut scratch).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
 /// Runs an upgraded WebSocket connection to its end. `prefix` holds bytes the client
 /// sent after its HTTP request.
 pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Ctx>) {
@@ -318,10 +327,10 @@ pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Ctx>) {
         read,
         client: client.clone(),
     };
-    let ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(config)).await;
+    let mut ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(config)).await;
     {
         let writer = writer(write, &client, &ctx);
-        let reader = reader(ws, &client, &ctx);
+        let reader = reader(&mut ws, &client, &ctx);
         tokio::pin!(writer);
         tokio::select! {
             () = &mut writer => {}
@@ -331,6 +340,11 @@ pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Ctx>) {
         }
     }
     ctx.hub.leave(&client);
+    // Lingering close: our side is shut down for writing; read (and discard) whatever
+    // the client still sends, its close reply or a flood in flight, until it closes.
+    // Dropping a socket with unread input would reset the connection, and the client's
+    // kernel would discard the close frame (and its reason) before the client read it.
+    let _ = tokio::time::timeout(CLOSE_GRACE, drain(&mut ws.get_mut().read)).await;
     ctx.metrics.clients.fetch_sub(1, Ordering::Relaxed);
     tracing::debug!(
         "client {} left ({} frames dropped)",

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# shmring-ws / transport-server: unit tests, then end-to-end tests with real processes
+# on loopback: a producer writing a ring, transport-server, WebSocket clients (Python),
+# a real nats-server, and headless Chromium decoding the viewer page's video.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+cargo build --release -p shmring-ws --bins --examples
+cargo test --release -p shmring-ws --lib --bins
+
+export SHMRING_BIN_DIR="$PWD/target/release"
+.venv/bin/python -m pytest -q -p no:cacheprovider shmring-ws/tests
