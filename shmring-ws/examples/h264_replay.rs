@@ -26,7 +26,9 @@ fn arg_value(args: &[String], name: &str) -> Option<u64> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        eprintln!("usage: h264_replay RING FILE [--fps N] [--frames N] [--capacity BYTES] [--start-at N]");
+        eprintln!(
+            "usage: h264_replay RING FILE [--fps N] [--frames N] [--capacity BYTES] [--start-at N]"
+        );
         std::process::exit(2);
     }
     let fps = arg_value(&args, "--fps").unwrap_or(30).max(1);
@@ -64,9 +66,9 @@ fn main() {
     );
     let period = Duration::from_nanos(1_000_000_000 / fps);
     let start = Instant::now();
-    let mut written = 0u64;
     let skip = arg_value(&args, "--start-at").unwrap_or(0) as usize % units.len();
-    for unit in units.iter().cycle().skip(skip) {
+    for (written, unit) in units.iter().cycle().skip(skip).enumerate() {
+        let written = written as u64;
         if limit != 0 && written >= limit {
             break;
         }
@@ -85,6 +87,5 @@ fn main() {
             eprintln!("h264_replay: {e}");
             std::process::exit(1);
         }
-        written += 1;
     }
 }

@@ -121,7 +121,9 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
                     was_idle = false;
                     last_status = Instant::now();
                     if probe(&reader, &mut epoch) {
-                        tracing::info!("a new writer took over the ring; clients resume at its first keyframe");
+                        tracing::info!(
+                            "a new writer took over the ring; clients resume at its first keyframe"
+                        );
                         hub.discontinuity();
                     }
                 }

@@ -320,6 +320,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
             )
             .await
         }
+        "/favicon.ico" => respond(&mut stream, "204 No Content", "image/x-icon", b"").await,
         _ => respond(&mut stream, "404 Not Found", "text/plain", b"not found").await,
     }
 }
