@@ -50,6 +50,7 @@ def test_50_clients_receive_every_frame_in_order(stack):
     h = stack.health()
     assert h["status"] == "ok" and h["writer_alive"] is True and h["last_frame_age_ms"] < 1000
     wait_for(lambda: stack.metric("shmring_ws_clients") == 0, what="clients back to 0")
+    assert stack.server_log().count("NATS not configured") == 1, "runs without NATS, saying so once"
 
 
 def raw_ws_connect(port, rcvbuf=None):
