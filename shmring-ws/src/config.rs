@@ -47,11 +47,12 @@ pub struct Config {
     /// A client waiting this many milliseconds for a keyframe (while frames flow) is closed.
     #[arg(long, env = "SDR_IDR_TIMEOUT_MS", default_value_t = 5000)]
     pub keyframe_timeout_ms: u64,
-    /// Most messages waiting in one client's queue.
-    #[arg(long, env = "SDR_CLIENT_QUEUE_FRAMES", default_value_t = 240)]
+    /// Most messages waiting in one client's queue (besides the GOP burst a new client
+    /// starts with); more and the client drops to the next keyframe.
+    #[arg(long, env = "SDR_CLIENT_QUEUE_FRAMES", default_value_t = 60)]
     pub queue_frames: usize,
-    /// Most bytes waiting in one client's queue.
-    #[arg(long, env = "SDR_CLIENT_QUEUE_BYTES", default_value_t = 8 << 20)]
+    /// Most bytes waiting in one client's queue (besides the GOP burst).
+    #[arg(long, env = "SDR_CLIENT_QUEUE_BYTES", default_value_t = 4 << 20)]
     pub queue_bytes: usize,
     /// Largest client message in bytes; larger ones close the connection (1009).
     #[arg(long, env = "SDR_MAX_COMMAND_SIZE", default_value_t = 65536)]

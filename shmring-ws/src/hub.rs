@@ -86,7 +86,17 @@ struct QueueState {
     control: Vec<u8>,
     /// Write what is pending, then end the connection without a close frame of our own.
     end: bool,
+    /// Messages and bytes of the GOP burst queued at join, allowed on top of the limits
+    /// until the writer takes them.
+    credit_frames: usize,
+    credit_bytes: usize,
 }
+
+/// Most frames the GOP cache holds (a longer GOP is not cached: new clients then wait
+/// for the next keyframe, which is requested).
+pub const GOP_CACHE_MAX_FRAMES: usize = 1024;
+/// Most bytes the GOP cache holds.
+pub const GOP_CACHE_MAX_BYTES: usize = 64 << 20;
 
 /// Most control-frame bytes a client may have waiting (pongs to its pings, ...): a
 /// client that pings faster than it reads is cut off.
@@ -151,6 +161,8 @@ impl ClientQueue {
                     into.close = s.close.clone();
                     into.control.append(&mut s.control);
                     into.end = s.end;
+                    s.credit_frames = 0;
+                    s.credit_bytes = 0;
                     return;
                 }
             }
@@ -222,7 +234,9 @@ impl ClientQueue {
             }
         }
         let len = item.message().len();
-        if s.items.len() + 1 > limits.max_frames || s.bytes + len > limits.max_bytes {
+        if s.items.len() + 1 > limits.max_frames + s.credit_frames
+            || s.bytes + len > limits.max_bytes + s.credit_bytes
+        {
             // Overflow: drop what is waiting. Video resumes at a keyframe, so the
             // client's decoder never sees a frame whose reference it lacks.
             let lost_video = s
@@ -233,6 +247,8 @@ impl ClientQueue {
             let lost_other = s.items.len() as u64 - lost_video;
             s.items.clear();
             s.bytes = 0;
+            s.credit_frames = 0;
+            s.credit_bytes = 0;
             metrics.dropped(DropReason::Telemetry, lost_other);
             match item {
                 Outgoing::Video(f) if f.keyframe => {
@@ -322,6 +338,9 @@ impl Hub {
             } else {
                 q.items.extend(hub.gop.iter().cloned().map(Outgoing::Video));
                 q.bytes = hub.gop_bytes;
+                // The burst does not count against the queue limits.
+                q.credit_frames = hub.gop.len();
+                q.credit_bytes = hub.gop_bytes;
                 false
             }
         };
@@ -355,9 +374,9 @@ impl Hub {
             hub.gop.clear();
             hub.gop_bytes = 0;
         }
-        // Cache only a GOP that starts at a keyframe and fits a client's queue.
+        // Cache only a GOP that starts at a keyframe and fits the cache limits.
         let fits =
-            hub.gop.len() < self.limits.max_frames && hub.gop_bytes + len <= self.limits.max_bytes;
+            hub.gop.len() < GOP_CACHE_MAX_FRAMES && hub.gop_bytes + len <= GOP_CACHE_MAX_BYTES;
         if (frame.keyframe || !hub.gop.is_empty()) && fits {
             hub.gop_bytes += len;
             hub.gop.push(frame.clone());
@@ -457,6 +476,20 @@ mod tests {
         let c = h.join();
         h.publish_video(frame(4, false, 10));
         assert_eq!(take(&c), vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn the_join_burst_does_not_count_against_the_limits() {
+        let h = hub(4);
+        h.publish_video(frame(1, true, 10));
+        for seq in 2..=10 {
+            h.publish_video(frame(seq, false, 10));
+        }
+        let c = h.join();
+        h.publish_video(frame(11, false, 10));
+        h.publish_video(frame(12, false, 10));
+        assert_eq!(take(&c), (1..=12).collect::<Vec<_>>());
+        assert_eq!(c.dropped(), 0);
     }
 
     #[test]

@@ -44,7 +44,10 @@ mod server;
 mod ws;
 
 pub use config::{Config, DEFAULT_SHM_PATH};
-pub use hub::{Batch, ClientQueue, CloseReason, Hub, Outgoing, QueueLimits, VideoFrame};
+pub use hub::{
+    Batch, ClientQueue, CloseReason, Hub, Outgoing, QueueLimits, VideoFrame, GOP_CACHE_MAX_BYTES,
+    GOP_CACHE_MAX_FRAMES,
+};
 pub use keyframe::{KeyframeCallback, KeyframeRequests};
 pub use metrics::{DropReason, Metrics};
 pub use nats::{NatsOptions, COMMAND_SUBJECT_PREFIX, REQUEST_IDR_SUBJECT};
