@@ -479,7 +479,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rounds {
         println!(
-            "| {} | {} | {:.3}% | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} |",
+            "| {} | {} | {:.3}% | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} |",
             r.server,
             r.clients,
             r.delivered * 100.0,
@@ -487,6 +487,7 @@ fn main() {
             r.p99,
             r.p999,
             r.server_cpu,
+            r.client_cpu,
             r.machine_busy
         );
     }

@@ -2,6 +2,7 @@
 WebSocket clients on loopback (issue 5, tests 1, 2, 5 and 6)."""
 import asyncio
 import base64
+import signal
 import os
 import socket
 import struct
@@ -310,3 +311,30 @@ def test_writer_restart_keeps_clients_and_resumes_at_a_keyframe(stack):
         assert first_after["seq"] > before[-1]["seq"]
     assert stack.health()["writer_alive"] is True
     wait_for(lambda: stack.metric("shmring_ws_clients") == 0, what="clients back to 0")
+
+
+def test_demo_mode_streams_a_test_pattern(tmp_path):
+    """`transport-server --demo` (the README's command) produces and serves video by itself."""
+    from conftest import SERVER, Proc, free_port
+    port = free_port()
+    ring = f"/dev/shm/shmring-ws-demo-test-{os.getpid()}"
+    server = Proc([SERVER, "--demo", "--shm-path", ring, "--listen", f"127.0.0.1:{port}"], tmp_path / "demo.log")
+    try:
+        import json
+        import urllib.request
+
+        def health():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    return json.loads(r.read())
+            except OSError:
+                return {}
+
+        wait_for(lambda: health().get("frames_read", 0) > 10, timeout=20, what="demo frames")
+        assert health()["status"] == "ok"
+        frames = run(collect(f"ws://127.0.0.1:{port}/stream/ws", 40))
+        assert check_gated(frames) == 0
+    finally:
+        server.kill(signal.SIGINT)
+        if os.path.exists(ring):
+            os.unlink(ring)
