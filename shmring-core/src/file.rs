@@ -16,8 +16,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::layout::{trailer, Geometry, LayoutError, WriterState, NO_POSITION};
 use crate::{
-    futex, legacy_max_frame, lock, FrameInfo, FrameMeta, LegacyReader, LegacyWriter, ReadError, ReaderOptions,
-    ReaderStats, RegionReader, RegionWriter, RingStateError, WriteError,
+    futex, legacy_max_frame, lock, FrameInfo, FrameMeta, LegacyReader, LegacyWriter, ReadError,
+    ReaderOptions, ReaderStats, RegionReader, RegionWriter, RingStateError, WriteError,
 };
 
 /// A shared mapping of a ring file, seen as words.
@@ -31,7 +31,11 @@ impl MappedWords {
         let mut options = memmap2::MmapOptions::new();
         // Pre-fault the whole mapping so the first frames do not pay for page faults.
         options.populate();
-        let map = if writable { options.map_raw(file)? } else { options.map_raw_read_only(file)? };
+        let map = if writable {
+            options.map_raw(file)?
+        } else {
+            options.map_raw_read_only(file)?
+        };
         let words = map.len() / 8;
         Ok(MappedWords { map, words })
     }
@@ -90,7 +94,10 @@ impl RingKind {
         let len = words.len() * 8;
         let legacy = || {
             if len < crate::layout::LEGACY_MIN_LEN {
-                Err(LayoutError::TooShort { len, needed: crate::layout::LEGACY_MIN_LEN })
+                Err(LayoutError::TooShort {
+                    len,
+                    needed: crate::layout::LEGACY_MIN_LEN,
+                })
             } else {
                 Ok(RingKind::Legacy { len })
             }
@@ -193,9 +200,15 @@ impl core::error::Error for Error {
 fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
     move |source| {
         if source.kind() == io::ErrorKind::NotFound && action == "open" {
-            Error::NotFound { path: path.to_path_buf() }
+            Error::NotFound {
+                path: path.to_path_buf(),
+            }
         } else {
-            Error::Io { path: path.to_path_buf(), action, source }
+            Error::Io {
+                path: path.to_path_buf(),
+                action,
+                source,
+            }
         }
     }
 }
@@ -203,14 +216,20 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) ->
 /// CLOCK_MONOTONIC in nanoseconds: the clock of the heartbeat word, shared by every
 /// process on the machine (containers included).
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn unix_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// Settings for [`RingWriter`].
@@ -250,9 +269,14 @@ impl WriterOptions {
         Ok(match self.layout {
             LayoutChoice::Legacy => {
                 if self.legacy_len < crate::layout::LEGACY_MIN_LEN {
-                    return Err(LayoutError::TooShort { len: self.legacy_len, needed: crate::layout::LEGACY_MIN_LEN });
+                    return Err(LayoutError::TooShort {
+                        len: self.legacy_len,
+                        needed: crate::layout::LEGACY_MIN_LEN,
+                    });
                 }
-                RingKind::Legacy { len: self.legacy_len }
+                RingKind::Legacy {
+                    len: self.legacy_len,
+                }
             }
             _ => RingKind::V1(match self.max_frame_size {
                 Some(max) => Geometry::new(self.capacity, max)?,
@@ -284,7 +308,10 @@ impl RingWriter {
     /// [`Error::WriterExists`] if a writer holds the existing ring.
     pub fn create(path: impl AsRef<Path>, options: &WriterOptions) -> Result<Self, Error> {
         let path = path.as_ref();
-        let kind = options.kind().map_err(|source| Error::Layout { path: path.to_path_buf(), source })?;
+        let kind = options.kind().map_err(|source| Error::Layout {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -300,7 +327,10 @@ impl RingWriter {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err(path, "open")(e)),
         };
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| String::from("ring"));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| String::from("ring"));
         let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), unix_ns()));
         let result = Self::build(path, &tmp, kind, options, old.as_ref());
         if result.is_err() {
@@ -309,7 +339,13 @@ impl RingWriter {
         result
     }
 
-    fn build(path: &Path, tmp: &Path, kind: RingKind, options: &WriterOptions, old: Option<&File>) -> Result<Self, Error> {
+    fn build(
+        path: &Path,
+        tmp: &Path,
+        kind: RingKind,
+        options: &WriterOptions,
+        old: Option<&File>,
+    ) -> Result<Self, Error> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -318,28 +354,46 @@ impl RingWriter {
             .open(tmp)
             .map_err(io_err(path, "create"))?;
         // The mode given to open() is filtered by the umask; set exactly what was asked.
-        file.set_permissions(fs::Permissions::from_mode(options.mode)).map_err(io_err(path, "set the mode of"))?;
+        file.set_permissions(fs::Permissions::from_mode(options.mode))
+            .map_err(io_err(path, "set the mode of"))?;
         let len = match kind {
             RingKind::V1(g) => g.file_len(),
             RingKind::Legacy { len } => len,
         };
         file.set_len(len as u64).map_err(io_err(path, "size"))?;
         if !lock::try_lock_exclusive(&file).map_err(io_err(path, "lock"))? {
-            return Err(Error::WriterExists { path: path.to_path_buf(), pid: None });
+            return Err(Error::WriterExists {
+                path: path.to_path_buf(),
+                pid: None,
+            });
         }
         let words = MappedWords::map(&file, true).map_err(io_err(path, "map"))?;
         let inner = match kind {
             RingKind::V1(g) => {
-                let w = RegionWriter::format(words, g, unix_ns()).map_err(|source| Error::Layout { path: path.to_path_buf(), source })?;
+                let w =
+                    RegionWriter::format(words, g, unix_ns()).map_err(|source| Error::Layout {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
                 w.set_writer_pid(std::process::id() as u64);
                 w.heartbeat(monotonic_ns());
                 WriterInner::V1(w)
             }
-            RingKind::Legacy { .. } => WriterInner::Legacy(
-                LegacyWriter::format(words).map_err(|source| Error::Layout { path: path.to_path_buf(), source })?,
-            ),
+            RingKind::Legacy { .. } => {
+                WriterInner::Legacy(LegacyWriter::format(words).map_err(|source| {
+                    Error::Layout {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                })?)
+            }
         };
-        let mut writer = RingWriter { inner, kind, path: path.to_path_buf(), _file: file };
+        let mut writer = RingWriter {
+            inner,
+            kind,
+            path: path.to_path_buf(),
+            _file: file,
+        };
         writer.set_crc(options.crc);
         match old {
             Some(old) => {
@@ -354,7 +408,10 @@ impl RingWriter {
                 match linked {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        return Err(Error::WriterExists { path: path.to_path_buf(), pid: None })
+                        return Err(Error::WriterExists {
+                            path: path.to_path_buf(),
+                            pid: None,
+                        })
                     }
                     Err(e) => return Err(io_err(path, "create")(e)),
                 }
@@ -367,24 +424,44 @@ impl RingWriter {
     /// a crashed writer left half-written are covered before anything is written.
     pub fn open(path: impl AsRef<Path>, options: &WriterOptions) -> Result<Self, Error> {
         let path = path.as_ref();
-        let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_err(path, "open"))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_err(path, "open"))?;
         if !lock::try_lock_exclusive(&file).map_err(io_err(path, "lock"))? {
             return Err(writer_exists(path, &file));
         }
         let words = MappedWords::map(&file, true).map_err(io_err(path, "map"))?;
-        let kind = RingKind::detect(&words, options.layout).map_err(|source| Error::Layout { path: path.to_path_buf(), source })?;
+        let kind = RingKind::detect(&words, options.layout).map_err(|source| Error::Layout {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let inner = match kind {
             RingKind::V1(_) => {
-                let w = RegionWriter::resume(words).map_err(|source| Error::Damaged { path: path.to_path_buf(), source })?;
+                let w = RegionWriter::resume(words).map_err(|source| Error::Damaged {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
                 w.set_writer_pid(std::process::id() as u64);
                 w.heartbeat(monotonic_ns());
                 WriterInner::V1(w)
             }
-            RingKind::Legacy { .. } => WriterInner::Legacy(
-                LegacyWriter::resume(words).map_err(|source| Error::Layout { path: path.to_path_buf(), source })?,
-            ),
+            RingKind::Legacy { .. } => {
+                WriterInner::Legacy(LegacyWriter::resume(words).map_err(|source| {
+                    Error::Layout {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                })?)
+            }
         };
-        let mut writer = RingWriter { inner, kind, path: path.to_path_buf(), _file: file };
+        let mut writer = RingWriter {
+            inner,
+            kind,
+            path: path.to_path_buf(),
+            _file: file,
+        };
         writer.set_crc(options.crc);
         Ok(writer)
     }
@@ -394,14 +471,25 @@ impl RingWriter {
     /// restarting should call.
     pub fn open_or_create(path: impl AsRef<Path>, options: &WriterOptions) -> Result<Self, Error> {
         let path = path.as_ref();
-        let wanted = options.kind().map_err(|source| Error::Layout { path: path.to_path_buf(), source })?;
+        let wanted = options.kind().map_err(|source| Error::Layout {
+            path: path.to_path_buf(),
+            source,
+        })?;
         match Self::open(path, options) {
-            Ok(w) if w.kind == wanted || (options.layout == LayoutChoice::Legacy && matches!(w.kind, RingKind::Legacy { .. })) => Ok(w),
+            Ok(w)
+                if w.kind == wanted
+                    || (options.layout == LayoutChoice::Legacy
+                        && matches!(w.kind, RingKind::Legacy { .. })) =>
+            {
+                Ok(w)
+            }
             Ok(w) => {
                 drop(w);
                 Self::create(path, options)
             }
-            Err(Error::NotFound { .. }) | Err(Error::Layout { .. }) | Err(Error::Damaged { .. }) => Self::create(path, options),
+            Err(Error::NotFound { .. })
+            | Err(Error::Layout { .. })
+            | Err(Error::Damaged { .. }) => Self::create(path, options),
             Err(e) => Err(e),
         }
     }
@@ -485,13 +573,21 @@ fn writer_exists(path: &Path, file: &File) -> Error {
         .ok()
         .and_then(|words| match RingKind::detect(&words, LayoutChoice::Auto) {
             Ok(RingKind::V1(g)) => {
-                let pid = words[(g.trailer_offset() + trailer::WRITER_PID) / 8].load(Ordering::Relaxed);
+                let pid =
+                    words[(g.trailer_offset() + trailer::WRITER_PID) / 8].load(Ordering::Relaxed);
                 u32::try_from(pid).ok().filter(|p| *p != 0)
             }
             _ => None,
         })
-        .or_else(|| file.metadata().ok().and_then(|m| lock::holder_pid_from_proc(m.ino())));
-    Error::WriterExists { path: path.to_path_buf(), pid }
+        .or_else(|| {
+            file.metadata()
+                .ok()
+                .and_then(|m| lock::holder_pid_from_proc(m.ino()))
+        });
+    Error::WriterExists {
+        path: path.to_path_buf(),
+        pid,
+    }
 }
 
 /// Marks a v1 ring file retired (best effort: the file is being replaced anyway).
@@ -501,7 +597,8 @@ fn retire_file(file: &File) {
             let at = g.trailer_offset();
             // SYNC POINT (state): Release pairs with the reader's Acquire load of
             // writer_state in `RingReader::check_replaced`.
-            words[(at + trailer::WRITER_STATE) / 8].store(WriterState::Retired.to_word(), Ordering::Release);
+            words[(at + trailer::WRITER_STATE) / 8]
+                .store(WriterState::Retired.to_word(), Ordering::Release);
             futex::wake_all(&words[(at + trailer::NOTIFY) / 8]);
         }
     }
@@ -582,23 +679,39 @@ impl RingReader {
     }
 
     /// Opens the ring at `path` with an explicit layout choice.
-    pub fn open_layout(path: impl AsRef<Path>, options: &ReaderOptions, layout: LayoutChoice) -> Result<Self, Error> {
+    pub fn open_layout(
+        path: impl AsRef<Path>,
+        options: &ReaderOptions,
+        layout: LayoutChoice,
+    ) -> Result<Self, Error> {
         let path = path.as_ref();
-        let file = OpenOptions::new().read(true).open(path).map_err(io_err(path, "open"))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .open(path)
+            .map_err(io_err(path, "open"))?;
         let meta = file.metadata().map_err(io_err(path, "stat"))?;
         let len = meta.len();
         let words = MappedWords::map(&file, false).map_err(io_err(path, "map"))?;
-        let layout_err = |source| Error::Layout { path: path.to_path_buf(), source };
+        let layout_err = |source| Error::Layout {
+            path: path.to_path_buf(),
+            source,
+        };
         if (words.len() * 8) as u64 != len && layout != LayoutChoice::Legacy && len % 8 != 0 {
             // v1 files are a multiple of 8 bytes long; anything else is legacy or foreign.
             if layout == LayoutChoice::V1 {
-                return Err(layout_err(LayoutError::Inconsistent("file length is not a multiple of 8")));
+                return Err(layout_err(LayoutError::Inconsistent(
+                    "file length is not a multiple of 8",
+                )));
             }
         }
         let kind = RingKind::detect(&words, layout).map_err(layout_err)?;
         let inner = match kind {
-            RingKind::V1(_) => ReaderInner::V1(RegionReader::new(words, *options).map_err(layout_err)?),
-            RingKind::Legacy { .. } => ReaderInner::Legacy(LegacyReader::new(words, *options).map_err(layout_err)?),
+            RingKind::V1(_) => {
+                ReaderInner::V1(RegionReader::new(words, *options).map_err(layout_err)?)
+            }
+            RingKind::Legacy { .. } => {
+                ReaderInner::Legacy(LegacyReader::new(words, *options).map_err(layout_err)?)
+            }
         };
         Ok(RingReader {
             inner,
@@ -617,7 +730,10 @@ impl RingReader {
 
     /// Reads the next frame if one is there, without waiting.
     pub fn try_read(&mut self) -> Result<Option<Frame<'_>>, Error> {
-        Ok(self.try_read_info()?.map(|info| Frame { info, payload: &self.buf[..info.size] }))
+        Ok(self.try_read_info()?.map(|info| Frame {
+            info,
+            payload: &self.buf[..info.size],
+        }))
     }
 
     /// Reads the next frame, waiting up to `timeout` (`None`: forever) for one. Spins
@@ -627,7 +743,10 @@ impl RingReader {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if let Some(info) = self.try_read_info()? {
-                return Ok(Some(Frame { info, payload: &self.buf[..info.size] }));
+                return Ok(Some(Frame {
+                    info,
+                    payload: &self.buf[..info.size],
+                }));
             }
             if !self.wait_until(deadline)? {
                 return Ok(None);
@@ -642,7 +761,10 @@ impl RingReader {
             ReaderInner::Legacy(r) => r.read_latest(&mut self.buf),
         }
         .map_err(Error::Read)?;
-        Ok(info.map(|info| Frame { info, payload: &self.buf[..info.size] }))
+        Ok(info.map(|info| Frame {
+            info,
+            payload: &self.buf[..info.size],
+        }))
     }
 
     /// Reads the next frame into `buf`, returning its description (for callers that keep
@@ -734,7 +856,14 @@ impl RingReader {
         if !(retired || replaced) {
             return Ok(false);
         }
-        match Self::open_layout(&self.path, &ReaderOptions { start: crate::StartPosition::LatestKeyframe, ..self.options }, self.layout) {
+        match Self::open_layout(
+            &self.path,
+            &ReaderOptions {
+                start: crate::StartPosition::LatestKeyframe,
+                ..self.options
+            },
+            self.layout,
+        ) {
             Ok(mut fresh) => {
                 fresh.reopens = self.reopens + 1;
                 fresh.spin = self.spin;
@@ -809,9 +938,12 @@ impl RingReader {
                     latest_keyframe: pos(load(at + trailer::LATEST_KEYFRAME)),
                     writer: WriterStatus {
                         alive,
-                        pid: u32::try_from(load(at + trailer::WRITER_PID)).ok().filter(|p| *p != 0),
-                        heartbeat_age: (heartbeat != 0)
-                            .then(|| Duration::from_nanos(monotonic_ns().saturating_sub(heartbeat))),
+                        pid: u32::try_from(load(at + trailer::WRITER_PID))
+                            .ok()
+                            .filter(|p| *p != 0),
+                        heartbeat_age: (heartbeat != 0).then(|| {
+                            Duration::from_nanos(monotonic_ns().saturating_sub(heartbeat))
+                        }),
                         epoch: Some(load(at + trailer::WRITER_EPOCH)),
                         state: Some(WriterState::from_word(load(at + trailer::WRITER_STATE))),
                     },
@@ -823,7 +955,13 @@ impl RingReader {
                 write_index: r.write_index(),
                 latest_record: None,
                 latest_keyframe: None,
-                writer: WriterStatus { alive, pid: None, heartbeat_age: None, epoch: None, state: None },
+                writer: WriterStatus {
+                    alive,
+                    pid: None,
+                    heartbeat_age: None,
+                    epoch: None,
+                    state: None,
+                },
             },
             _ => unreachable!("reader kind and layout always agree"),
         }

@@ -47,7 +47,15 @@ pub(crate) fn wake_all(word: &AtomicU64) {
     // SAFETY: as in `wait`; FUTEX_WAKE does not access the memory beyond resolving the
     // address, and `i32::MAX` wakes all waiters.
     unsafe {
-        libc::syscall(libc::SYS_futex, futex_addr(word), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+        libc::syscall(
+            libc::SYS_futex,
+            futex_addr(word),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            0usize,
+            0usize,
+            0u32,
+        );
     }
 }
 

@@ -115,7 +115,19 @@ impl WriterState {
 }
 
 /// The seed's 16-byte control block at offset 0.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
 #[repr(C)]
 pub struct ControlBlock {
     /// Frames committed; stored last for each frame (the seed's commit marker).
@@ -126,7 +138,19 @@ pub struct ControlBlock {
 }
 
 /// The seed's 32-byte record header.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
 #[repr(C)]
 pub struct FrameHeader {
     /// Application id (the caller's; for example a capture timestamp).
@@ -146,7 +170,9 @@ pub struct FrameHeader {
 }
 
 /// The v1 trailer's immutable descriptor, written once when the ring is created.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct Descriptor {
     /// [`MAGIC`].
@@ -187,7 +213,14 @@ const _: () = assert!((FRAME_REGION_OFFSET + TRAILER_GAP) % 64 == 0);
 
 impl FrameHeader {
     /// Builds a header.
-    pub fn new(frame_id: u64, frame_seq: u64, size: u32, flags: u16, codec: u16, crc32: u32) -> Self {
+    pub fn new(
+        frame_id: u64,
+        frame_seq: u64,
+        size: u32,
+        flags: u16,
+        codec: u16,
+        crc32: u32,
+    ) -> Self {
         FrameHeader {
             frame_id: frame_id.into(),
             frame_seq: frame_seq.into(),
@@ -309,9 +342,15 @@ impl Geometry {
         }
         let limit = max_frame_limit(capacity);
         if max_frame_size == 0 || max_frame_size > limit {
-            return Err(LayoutError::BadMaxFrame { max_frame_size: max_frame_size as u64, limit });
+            return Err(LayoutError::BadMaxFrame {
+                max_frame_size: max_frame_size as u64,
+                limit,
+            });
         }
-        Ok(Geometry { capacity, max_frame_size })
+        Ok(Geometry {
+            capacity,
+            max_frame_size,
+        })
     }
 
     /// The geometry with the largest frame the capacity allows.
@@ -353,9 +392,13 @@ impl Geometry {
     pub fn from_descriptor_bytes(bytes: &[u8], region_len: usize) -> Result<Self, LayoutError> {
         let needed = v1_file_len(MIN_CAPACITY);
         if region_len < needed {
-            return Err(LayoutError::TooShort { len: region_len, needed });
+            return Err(LayoutError::TooShort {
+                len: region_len,
+                needed,
+            });
         }
-        let d = Descriptor::read_from_bytes(bytes).map_err(|_| LayoutError::Inconsistent("descriptor is not 64 bytes"))?;
+        let d = Descriptor::read_from_bytes(bytes)
+            .map_err(|_| LayoutError::Inconsistent("descriptor is not 64 bytes"))?;
         Self::from_descriptor(&d, region_len)
     }
 

@@ -27,7 +27,10 @@ pub const fn legacy_max_frame(len: usize) -> usize {
 fn check_len(words: &[AtomicU64]) -> Result<(), LayoutError> {
     let len = words.len() * 8;
     if len < LEGACY_MIN_LEN {
-        return Err(LayoutError::TooShort { len, needed: LEGACY_MIN_LEN });
+        return Err(LayoutError::TooShort {
+            len,
+            needed: LEGACY_MIN_LEN,
+        });
     }
     Ok(())
 }
@@ -46,7 +49,11 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyWriter<M> {
         check_len(&words)?;
         words::store(&words, SEQUENCE, 0, Ordering::Relaxed);
         words::store(&words, WRITE_INDEX, 0, Ordering::Release);
-        Ok(LegacyWriter { words, next_seq: 1, compute_crc: true })
+        Ok(LegacyWriter {
+            words,
+            next_seq: 1,
+            compute_crc: true,
+        })
     }
 
     /// Continues an existing legacy ring: frame_seq carries on after the larger of
@@ -56,7 +63,11 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyWriter<M> {
         let sequence = words::load(&words, SEQUENCE, Ordering::Acquire);
         let header = words::load_header(&words, HEADER_AT);
         let last = sequence.max(header.frame_seq.get());
-        Ok(LegacyWriter { words, next_seq: last.saturating_add(1), compute_crc: true })
+        Ok(LegacyWriter {
+            words,
+            next_seq: last.saturating_add(1),
+            compute_crc: true,
+        })
     }
 
     /// Turns CRC computation on (default) or off.
@@ -73,7 +84,10 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyWriter<M> {
     pub fn write(&mut self, payload: &[u8], meta: FrameMeta) -> Result<u64, WriteError> {
         let max = self.max_frame_size();
         if payload.len() > max {
-            return Err(WriteError::FrameTooLarge { size: payload.len(), max });
+            return Err(WriteError::FrameTooLarge {
+                size: payload.len(),
+                max,
+            });
         }
         let mut flags = if meta.keyframe { FLAG_KEYFRAME } else { 0 };
         let crc = if self.compute_crc {
@@ -83,12 +97,24 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyWriter<M> {
             0
         };
         let seq = self.next_seq;
-        let header = FrameHeader::new(meta.frame_id, seq, payload.len() as u32, flags, meta.codec.0, crc);
+        let header = FrameHeader::new(
+            meta.frame_id,
+            seq,
+            payload.len() as u32,
+            flags,
+            meta.codec.0,
+            crc,
+        );
         words::store_header(&self.words, HEADER_AT, &header);
         words::copy_in(&self.words, PAYLOAD_AT, payload);
         // SYNC POINT (legacy commit): Release stores of write_index then sequence_number
         // pair with the legacy reader's Acquire load of sequence_number.
-        words::store(&self.words, WRITE_INDEX, (HEADER_SIZE + payload.len()) as u64, Ordering::Release);
+        words::store(
+            &self.words,
+            WRITE_INDEX,
+            (HEADER_SIZE + payload.len()) as u64,
+            Ordering::Release,
+        );
         words::store(&self.words, SEQUENCE, seq, Ordering::Release);
         self.next_seq = seq + 1;
         Ok(seq)
@@ -109,6 +135,8 @@ pub struct LegacyReader<M: Deref<Target = [AtomicU64]>> {
     await_keyframe: bool,
     options: ReaderOptions,
     stats: ReaderStats,
+    /// Frames lost since the last delivered frame (reported as `lost_before`).
+    lost_since_delivery: u64,
 }
 
 /// Attempts at a consistent copy before giving up until the next call.
@@ -130,6 +158,7 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyReader<M> {
             await_keyframe: options.start == StartPosition::LatestKeyframe,
             options,
             stats: ReaderStats::default(),
+            lost_since_delivery: 0,
         })
     }
 
@@ -189,12 +218,18 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyReader<M> {
             if !fits {
                 self.last_sequence = first;
                 self.stats.corrupt += 1;
-                return Err(ReadError::Corrupt { position: 0, reason: "legacy frame size is larger than the file" });
+                return Err(ReadError::Corrupt {
+                    position: 0,
+                    reason: "legacy frame size is larger than the file",
+                });
             }
             if write_index != (HEADER_SIZE + size) as u64 {
                 self.last_sequence = first;
                 self.stats.corrupt += 1;
-                return Err(ReadError::Corrupt { position: 0, reason: "legacy write_index disagrees with the frame size" });
+                return Err(ReadError::Corrupt {
+                    position: 0,
+                    reason: "legacy write_index disagrees with the frame size",
+                });
             }
             if size > buf.len() {
                 return Err(ReadError::BufferTooSmall { needed: size });
@@ -205,27 +240,40 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyReader<M> {
         Ok(None)
     }
 
-    fn accept(&mut self, header: &FrameHeader, payload: &[u8]) -> Result<Option<FrameInfo>, ReadError> {
+    fn accept(
+        &mut self,
+        header: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<Option<FrameInfo>, ReadError> {
         let seq = header.frame_seq.get();
         // A legacy writer restarts frame_seq at 1 when it restarts: a new baseline.
-        let gap = if self.expected == 0 || seq < self.expected { 0 } else { seq - self.expected };
+        let gap = if self.expected == 0 || seq < self.expected {
+            0
+        } else {
+            seq - self.expected
+        };
         self.expected = seq.wrapping_add(1);
         if self.await_keyframe && !header.is_keyframe() {
-            self.stats.lost += gap + 1;
+            self.count_lost(gap + 1);
             return Ok(None);
         }
         if self.options.verify_crc && header.flags.get() & FLAG_NO_CRC == 0 {
             let computed = crc32fast::hash(payload);
             if computed != header.crc32.get() {
-                self.stats.lost += gap + 1;
+                self.count_lost(gap + 1);
                 self.stats.crc_errors += 1;
                 self.await_keyframe = self.options.resync_at_keyframe;
-                return Err(ReadError::CrcMismatch { frame_seq: seq, stored: header.crc32.get(), computed });
+                return Err(ReadError::CrcMismatch {
+                    frame_seq: seq,
+                    stored: header.crc32.get(),
+                    computed,
+                });
             }
         }
-        self.stats.lost += gap;
+        self.count_lost(gap);
         self.stats.delivered += 1;
         self.await_keyframe = false;
+        let lost_before = core::mem::take(&mut self.lost_since_delivery);
         Ok(Some(FrameInfo {
             frame_id: header.frame_id.get(),
             frame_seq: seq,
@@ -233,7 +281,12 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyReader<M> {
             flags: header.flags.get(),
             codec: crate::Codec(header.codec.get()),
             crc32: header.crc32.get(),
-            lost_before: gap,
+            lost_before,
         }))
+    }
+
+    fn count_lost(&mut self, frames: u64) {
+        self.stats.lost += frames;
+        self.lost_since_delivery += frames;
     }
 }

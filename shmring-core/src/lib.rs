@@ -104,12 +104,20 @@ pub struct FrameMeta {
 impl FrameMeta {
     /// An H.264 keyframe with the given id.
     pub fn keyframe(frame_id: u64) -> Self {
-        FrameMeta { frame_id, keyframe: true, codec: Codec::H264 }
+        FrameMeta {
+            frame_id,
+            keyframe: true,
+            codec: Codec::H264,
+        }
     }
 
     /// An H.264 non-keyframe (delta frame) with the given id.
     pub fn delta(frame_id: u64) -> Self {
-        FrameMeta { frame_id, keyframe: false, codec: Codec::H264 }
+        FrameMeta {
+            frame_id,
+            keyframe: false,
+            codec: Codec::H264,
+        }
     }
 
     /// The same metadata with another codec.

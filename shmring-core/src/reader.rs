@@ -4,7 +4,9 @@
 use core::ops::Deref;
 
 use crate::error::ReadError;
-use crate::layout::{record_len, trailer, FrameHeader, Geometry, FLAG_NO_CRC, HEADER_SIZE, NO_POSITION, RECORD_ALIGN};
+use crate::layout::{
+    record_len, trailer, FrameHeader, Geometry, FLAG_NO_CRC, HEADER_SIZE, NO_POSITION, RECORD_ALIGN,
+};
 use crate::region::{read_geometry, RegionOffsets};
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::words;
@@ -39,7 +41,11 @@ pub struct ReaderOptions {
 
 impl Default for ReaderOptions {
     fn default() -> Self {
-        ReaderOptions { start: StartPosition::LatestKeyframe, verify_crc: true, resync_at_keyframe: true }
+        ReaderOptions {
+            start: StartPosition::LatestKeyframe,
+            verify_crc: true,
+            resync_at_keyframe: true,
+        }
     }
 }
 
@@ -101,8 +107,14 @@ pub struct ReaderStats {
 
 /// What one record turned out to be.
 enum Record {
-    Padding { len: u64 },
-    Frame { header: FrameHeader, len: u64, copied: bool },
+    Padding {
+        len: u64,
+    },
+    Frame {
+        header: FrameHeader,
+        len: u64,
+        copied: bool,
+    },
     Lapped,
     Corrupt(&'static str),
     TooSmall(usize),
@@ -130,6 +142,8 @@ pub struct RegionReader<M: Deref<Target = [AtomicU64]>> {
     await_keyframe: bool,
     options: ReaderOptions,
     stats: ReaderStats,
+    /// Frames lost since the last delivered frame (reported as `lost_before`).
+    lost_since_delivery: u64,
 }
 
 impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
@@ -147,6 +161,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
             await_keyframe: false,
             options,
             stats: ReaderStats::default(),
+            lost_since_delivery: 0,
         };
         // Apply the start position now, so `Next` means "after the reader opened".
         for _ in 0..STEP_BUDGET {
@@ -185,7 +200,8 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
 
     /// True if the writer has committed something this reader has not looked at yet.
     pub fn has_unread(&self) -> bool {
-        self.pending_start.is_some() || self.load(self.at.write_index, Ordering::Acquire) != self.pos
+        self.pending_start.is_some()
+            || self.load(self.at.write_index, Ordering::Acquire) != self.pos
     }
 
     /// A trailer or control word (for the file layer's status queries).
@@ -228,41 +244,55 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
                 Record::Lapped => self.lapped(tail),
                 Record::Corrupt(reason) => return Err(self.corrupt(tail, reason)),
                 Record::TooSmall(needed) => return Err(ReadError::BufferTooSmall { needed }),
-                Record::Frame { header, len, copied } => {
+                Record::Frame {
+                    header,
+                    len,
+                    copied,
+                } => {
                     let seq = header.frame_seq.get();
                     if self.expected != 0 && seq < self.expected {
                         return Err(self.corrupt(tail, "frame_seq went backwards"));
                     }
-                    let gap = if self.expected == 0 { 0 } else { seq - self.expected };
+                    let gap = if self.expected == 0 {
+                        0
+                    } else {
+                        seq - self.expected
+                    };
                     self.pos += len;
                     self.expected = seq + 1;
                     if !copied {
                         // Skipped while waiting for a keyframe.
-                        self.stats.lost += gap + 1;
+                        self.count_lost(gap + 1);
                         continue;
                     }
                     let size = header.size.get() as usize;
                     if self.options.verify_crc && header.flags.get() & FLAG_NO_CRC == 0 {
                         let computed = crc32fast::hash(&buf[..size]);
                         if computed != header.crc32.get() {
-                            self.stats.lost += gap + 1;
+                            self.count_lost(gap + 1);
                             self.stats.crc_errors += 1;
                             self.await_keyframe = self.options.resync_at_keyframe;
-                            return Err(ReadError::CrcMismatch { frame_seq: seq, stored: header.crc32.get(), computed });
+                            return Err(ReadError::CrcMismatch {
+                                frame_seq: seq,
+                                stored: header.crc32.get(),
+                                computed,
+                            });
                         }
                     }
-                    self.stats.lost += gap;
+                    self.count_lost(gap);
                     self.stats.delivered += 1;
                     self.await_keyframe = false;
-                    return Ok(Some(FrameInfo::from_header(&header, gap)));
+                    let lost_before = core::mem::take(&mut self.lost_since_delivery);
+                    return Ok(Some(FrameInfo::from_header(&header, lost_before)));
                 }
             }
         }
         Ok(None)
     }
 
-    /// "Latest wins": jumps to the newest committed frame and reads it, counting the
-    /// frames jumped over as lost. `Ok(None)` if nothing newer than the last frame read.
+    /// "Latest wins": jumps to the newest committed frame and reads it (keyframe or not),
+    /// counting the frames jumped over as lost. Without a newer frame to jump to it reads
+    /// like [`Self::try_read`].
     pub fn read_latest(&mut self, buf: &mut [u8]) -> Result<Option<FrameInfo>, ReadError> {
         if self.pending_start.take().is_some() {
             self.expected = 0;
@@ -270,9 +300,10 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
         let latest = self.load(self.at.trailer + trailer::LATEST_RECORD, Ordering::Acquire);
         let tail = self.load(self.at.write_index, Ordering::Acquire);
         if self.usable(latest, tail) && latest > self.pos {
+            // The caller asked for the newest frame, keyframe or not.
             self.pos = latest;
+            self.await_keyframe = false;
         }
-        self.await_keyframe = false;
         self.try_read(buf)
     }
 
@@ -282,7 +313,10 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
         // docs/protocol.md, "Starting").
         let sequence = self.load(self.at.sequence_number, Ordering::Acquire);
         let tail = self.load(self.at.write_index, Ordering::Acquire);
-        let keyframe = self.load(self.at.trailer + trailer::LATEST_KEYFRAME, Ordering::Acquire);
+        let keyframe = self.load(
+            self.at.trailer + trailer::LATEST_KEYFRAME,
+            Ordering::Acquire,
+        );
         let latest = self.load(self.at.trailer + trailer::LATEST_RECORD, Ordering::Acquire);
         self.expected = 0;
         match start {
@@ -351,7 +385,13 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
         let room = (self.cap - (pos & (self.cap - 1))) as usize;
         let header = words::load_header(&self.words, off);
         let size = header.size.get() as usize;
-        let invalid = |reason| if self.intact(pos) { Record::Corrupt(reason) } else { Record::Lapped };
+        let invalid = |reason| {
+            if self.intact(pos) {
+                Record::Corrupt(reason)
+            } else {
+                Record::Lapped
+            }
+        };
         if header.is_padding() {
             if size > room - HEADER_SIZE {
                 return invalid("padding record runs past the end of the region");
@@ -373,7 +413,11 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
         let copy = !header_only && (!keyframes_only || header.is_keyframe());
         if copy {
             if size > buf.len() {
-                return if self.intact(pos) { Record::TooSmall(size) } else { Record::Lapped };
+                return if self.intact(pos) {
+                    Record::TooSmall(size)
+                } else {
+                    Record::Lapped
+                };
             }
             words::copy_out(&self.words, off + HEADER_SIZE, &mut buf[..size]);
         }
@@ -386,7 +430,16 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
         if header.frame_seq.get() == 0 {
             return Record::Corrupt("frame record with frame_seq 0");
         }
-        Record::Frame { header, len, copied: copy }
+        Record::Frame {
+            header,
+            len,
+            copied: copy,
+        }
+    }
+
+    fn count_lost(&mut self, frames: u64) {
+        self.stats.lost += frames;
+        self.lost_since_delivery += frames;
     }
 
     fn lapped(&mut self, tail: u64) {
@@ -407,7 +460,10 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
     fn resync(&mut self, tail: u64) {
         let old = self.pos;
         if self.options.resync_at_keyframe {
-            let keyframe = self.load(self.at.trailer + trailer::LATEST_KEYFRAME, Ordering::Acquire);
+            let keyframe = self.load(
+                self.at.trailer + trailer::LATEST_KEYFRAME,
+                Ordering::Acquire,
+            );
             if self.usable(keyframe, tail) && keyframe > old {
                 self.pos = keyframe;
                 self.await_keyframe = true;
@@ -415,7 +471,11 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
             }
         }
         let latest = self.load(self.at.trailer + trailer::LATEST_RECORD, Ordering::Acquire);
-        self.pos = if self.usable(latest, tail) && latest > old { latest } else { tail };
+        self.pos = if self.usable(latest, tail) && latest > old {
+            latest
+        } else {
+            tail
+        };
         self.await_keyframe = self.options.resync_at_keyframe;
     }
 }

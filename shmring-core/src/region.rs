@@ -18,7 +18,11 @@ pub(crate) struct RegionOffsets {
 
 impl RegionOffsets {
     pub(crate) fn new(geometry: &Geometry) -> Self {
-        RegionOffsets { sequence_number: 0, write_index: 8, trailer: geometry.trailer_offset() }
+        RegionOffsets {
+            sequence_number: 0,
+            write_index: 8,
+            trailer: geometry.trailer_offset(),
+        }
     }
 
     /// Byte offset of the record at monotonic position `pos`.
@@ -37,7 +41,8 @@ pub(crate) fn read_geometry(words: &[AtomicU64]) -> Result<Geometry, LayoutError
     }
     let mut bytes = [0u8; 64];
     words::copy_out(words, len - 64, &mut bytes);
-    let descriptor = Descriptor::read_from_bytes(&bytes).map_err(|_| LayoutError::Inconsistent("descriptor"))?;
+    let descriptor =
+        Descriptor::read_from_bytes(&bytes).map_err(|_| LayoutError::Inconsistent("descriptor"))?;
     Geometry::from_descriptor(&descriptor, len)
 }
 
@@ -47,13 +52,16 @@ impl From<LayoutError> for RingStateError {
     }
 }
 
-
 const _: () = assert!(trailer::TAIL_INTENT % 64 == 0 && trailer::LATEST_RECORD % 64 == 0);
 
 /// The `writer_state` word of a v1 region.
 #[cfg(feature = "std")]
 pub(crate) fn load_state(words: &[AtomicU64], geometry: &Geometry) -> crate::layout::WriterState {
     // SYNC POINT (state): Acquire pairs with the writer's Release store in `set_state`.
-    let w = words::load(words, geometry.trailer_offset() + trailer::WRITER_STATE, crate::sync::Ordering::Acquire);
+    let w = words::load(
+        words,
+        geometry.trailer_offset() + trailer::WRITER_STATE,
+        crate::sync::Ordering::Acquire,
+    );
     crate::layout::WriterState::from_word(w)
 }

@@ -9,4 +9,3 @@ pub(crate) use core::sync::atomic::{fence, AtomicU64, Ordering};
 #[cfg(shmring_loom)]
 #[cfg(shmring_loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU64, Ordering};
-

@@ -5,8 +5,8 @@ use core::ops::Deref;
 
 use crate::error::{RingStateError, WriteError};
 use crate::layout::{
-    record_len, trailer, FrameHeader, Geometry, LayoutError, WriterState, FLAG_KEYFRAME, FLAG_NO_CRC, FLAG_WRAP,
-    FRAME_REGION_OFFSET, HEADER_SIZE, NO_POSITION, RECORD_ALIGN,
+    record_len, trailer, FrameHeader, Geometry, LayoutError, WriterState, FLAG_KEYFRAME,
+    FLAG_NO_CRC, FLAG_WRAP, FRAME_REGION_OFFSET, HEADER_SIZE, NO_POSITION, RECORD_ALIGN,
 };
 use crate::region::{read_geometry, RegionOffsets};
 use crate::sync::{fence, AtomicU64, Ordering};
@@ -50,22 +50,56 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
     pub fn format(words: M, geometry: Geometry, created_unix_ns: u64) -> Result<Self, LayoutError> {
         let len = words.len() * 8;
         if len != geometry.file_len() {
-            return Err(LayoutError::Inconsistent("region length does not match the geometry"));
+            return Err(LayoutError::Inconsistent(
+                "region length does not match the geometry",
+            ));
         }
         let at = RegionOffsets::new(&geometry);
         for w in words.iter() {
             w.store(0, Ordering::Relaxed);
         }
-        words::copy_in(&words, at.trailer + trailer::DESCRIPTOR, zerocopy::IntoBytes::as_bytes(&geometry.descriptor(created_unix_ns)));
-        words::store(&words, at.trailer + trailer::LATEST_RECORD, NO_POSITION, Ordering::Relaxed);
-        words::store(&words, at.trailer + trailer::LATEST_KEYFRAME, NO_POSITION, Ordering::Relaxed);
-        words::store(&words, at.trailer + trailer::WRITER_EPOCH, 1, Ordering::Relaxed);
-        words::store(&words, at.trailer + trailer::WRITER_STATE, WriterState::Open.to_word(), Ordering::Relaxed);
+        words::copy_in(
+            &words,
+            at.trailer + trailer::DESCRIPTOR,
+            zerocopy::IntoBytes::as_bytes(&geometry.descriptor(created_unix_ns)),
+        );
+        words::store(
+            &words,
+            at.trailer + trailer::LATEST_RECORD,
+            NO_POSITION,
+            Ordering::Relaxed,
+        );
+        words::store(
+            &words,
+            at.trailer + trailer::LATEST_KEYFRAME,
+            NO_POSITION,
+            Ordering::Relaxed,
+        );
+        words::store(
+            &words,
+            at.trailer + trailer::WRITER_EPOCH,
+            1,
+            Ordering::Relaxed,
+        );
+        words::store(
+            &words,
+            at.trailer + trailer::WRITER_STATE,
+            WriterState::Open.to_word(),
+            Ordering::Relaxed,
+        );
         // SYNC POINT (format): the file layer publishes a formatted region to other
         // processes only by renaming the file into place; in-process readers are created
         // after this returns. The fence orders the stores above before either.
         fence(Ordering::Release);
-        Ok(RegionWriter { words, geometry, at, tail: 0, next_seq: 1, notify: 0, compute_crc: true })
+        Ok(RegionWriter {
+            words,
+            geometry,
+            at,
+            tail: 0,
+            next_seq: 1,
+            notify: 0,
+            compute_crc: true,
+        })
     }
 
     /// Continues the stream in an existing ring: frame_seq carries on from the last
@@ -79,17 +113,22 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
         let intent = words::load(&words, at.trailer + trailer::TAIL_INTENT, Ordering::Acquire);
         let align = RECORD_ALIGN as u64;
         if committed % align != 0 || intent % align != 0 {
-            return Err(RingStateError::Damaged("write position is not record aligned"));
+            return Err(RingStateError::Damaged(
+                "write position is not record aligned",
+            ));
         }
         if intent < committed || intent - committed > cap {
-            return Err(RingStateError::Damaged("tail intent is not within one lap of the write index"));
+            return Err(RingStateError::Damaged(
+                "tail intent is not within one lap of the write index",
+            ));
         }
         let mut sequence = words::load(&words, at.sequence_number, Ordering::Acquire);
         // Positions published before a crash but not committed (>= write_index) point at
         // bytes about to be covered by padding: forget them.
         for hint in [trailer::LATEST_RECORD, trailer::LATEST_KEYFRAME] {
             let pos = words::load(&words, at.trailer + hint, Ordering::Acquire);
-            let usable = pos != NO_POSITION && pos < committed && committed - pos <= cap && pos % align == 0;
+            let usable =
+                pos != NO_POSITION && pos < committed && committed - pos <= cap && pos % align == 0;
             if pos != NO_POSITION && !usable {
                 words::store(&words, at.trailer + hint, NO_POSITION, Ordering::Relaxed);
             }
@@ -101,9 +140,23 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
             }
         }
         let notify = words::load(&words, at.trailer + trailer::NOTIFY, Ordering::Relaxed);
-        let epoch = words::load(&words, at.trailer + trailer::WRITER_EPOCH, Ordering::Relaxed);
-        words::store(&words, at.trailer + trailer::WRITER_EPOCH, epoch.wrapping_add(1), Ordering::Relaxed);
-        words::store(&words, at.trailer + trailer::WRITER_STATE, WriterState::Open.to_word(), Ordering::Relaxed);
+        let epoch = words::load(
+            &words,
+            at.trailer + trailer::WRITER_EPOCH,
+            Ordering::Relaxed,
+        );
+        words::store(
+            &words,
+            at.trailer + trailer::WRITER_EPOCH,
+            epoch.wrapping_add(1),
+            Ordering::Relaxed,
+        );
+        words::store(
+            &words,
+            at.trailer + trailer::WRITER_STATE,
+            WriterState::Open.to_word(),
+            Ordering::Relaxed,
+        );
         let mut writer = RegionWriter {
             words,
             geometry,
@@ -127,7 +180,12 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
         // SYNC POINT (intent publish, as in `write`): pairs with the reader's
         // fence(Acquire) + tail_intent load; the value is the crashed writer's, restored
         // by this process so the order holds for the padding stores below.
-        words::store(&self.words, self.at.trailer + trailer::TAIL_INTENT, intent, Ordering::Relaxed);
+        words::store(
+            &self.words,
+            self.at.trailer + trailer::TAIL_INTENT,
+            intent,
+            Ordering::Relaxed,
+        );
         fence(Ordering::Release);
         let mut pos = self.tail;
         while pos < intent {
@@ -141,19 +199,33 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
 
     fn store_padding(&self, pos: u64, len: usize) {
         let header = FrameHeader::new(0, 0, (len - HEADER_SIZE) as u32, FLAG_WRAP, 0, 0);
-        words::store_header(&self.words, self.at.frame_offset(pos, self.geometry.capacity as u64), &header);
+        words::store_header(
+            &self.words,
+            self.at.frame_offset(pos, self.geometry.capacity as u64),
+            &header,
+        );
     }
 
     fn commit_position(&mut self, new_tail: u64) {
         // SYNC POINT (commit): Release pairs with the reader's Acquire load of
         // write_index; everything stored for the record happens-before a reader that
         // sees the new position.
-        words::store(&self.words, self.at.write_index, new_tail, Ordering::Release);
+        words::store(
+            &self.words,
+            self.at.write_index,
+            new_tail,
+            Ordering::Release,
+        );
         self.tail = new_tail;
         self.notify = self.notify.wrapping_add(1);
         // SYNC POINT (notify): Release pairs with the blocking reader's Acquire load of
         // notify before it re-checks write_index and sleeps on the futex.
-        words::store(&self.words, self.at.trailer + trailer::NOTIFY, self.notify, Ordering::Release);
+        words::store(
+            &self.words,
+            self.at.trailer + trailer::NOTIFY,
+            self.notify,
+            Ordering::Release,
+        );
     }
 
     /// Turns CRC computation on (the default) or off. Without it records carry
@@ -166,7 +238,10 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
     /// lap behind lose frames, the writer does not wait for them.
     pub fn write(&mut self, payload: &[u8], meta: FrameMeta) -> Result<u64, WriteError> {
         if payload.len() > self.geometry.max_frame_size {
-            return Err(WriteError::FrameTooLarge { size: payload.len(), max: self.geometry.max_frame_size });
+            return Err(WriteError::FrameTooLarge {
+                size: payload.len(),
+                max: self.geometry.max_frame_size,
+            });
         }
         let cap = self.geometry.capacity as u64;
         let mut flags = if meta.keyframe { FLAG_KEYFRAME } else { 0 };
@@ -187,23 +262,45 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
         // the reader's fence(Acquire) + relaxed tail_intent load after its copy. A reader
         // that saw any byte stored below therefore sees tail_intent >= new_tail and
         // discards what it copied if new_tail reaches into its record's lap.
-        words::store(&self.words, self.at.trailer + trailer::TAIL_INTENT, new_tail, Ordering::Relaxed);
+        words::store(
+            &self.words,
+            self.at.trailer + trailer::TAIL_INTENT,
+            new_tail,
+            Ordering::Relaxed,
+        );
         fence(Ordering::Release);
 
         if pad > 0 {
             self.store_padding(self.tail, pad as usize);
         }
         let off = self.at.frame_offset(start, cap);
-        let header = FrameHeader::new(meta.frame_id, seq, payload.len() as u32, flags, meta.codec.0, crc);
+        let header = FrameHeader::new(
+            meta.frame_id,
+            seq,
+            payload.len() as u32,
+            flags,
+            meta.codec.0,
+            crc,
+        );
         words::store_header(&self.words, off, &header);
         words::copy_in(&self.words, off + HEADER_SIZE, payload);
 
         // SYNC POINT (hints): Release pairs with the reader's Acquire loads of
         // latest_record / latest_keyframe when it starts or resyncs; it still validates
         // the record (position below write_index, then the intent check).
-        words::store(&self.words, self.at.trailer + trailer::LATEST_RECORD, start, Ordering::Release);
+        words::store(
+            &self.words,
+            self.at.trailer + trailer::LATEST_RECORD,
+            start,
+            Ordering::Release,
+        );
         if meta.keyframe {
-            words::store(&self.words, self.at.trailer + trailer::LATEST_KEYFRAME, start, Ordering::Release);
+            words::store(
+                &self.words,
+                self.at.trailer + trailer::LATEST_KEYFRAME,
+                start,
+                Ordering::Release,
+            );
         }
         self.commit_position(new_tail);
         // SYNC POINT (seed commit marker): stored last with Release for readers of the
@@ -215,12 +312,22 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
 
     /// Records the writer's identity: `pid` and a heartbeat time (CLOCK_MONOTONIC ns).
     pub fn set_writer_pid(&self, pid: u64) {
-        words::store(&self.words, self.at.trailer + trailer::WRITER_PID, pid, Ordering::Relaxed);
+        words::store(
+            &self.words,
+            self.at.trailer + trailer::WRITER_PID,
+            pid,
+            Ordering::Relaxed,
+        );
     }
 
     /// Stores a heartbeat time (CLOCK_MONOTONIC ns); readers compare it with their clock.
     pub fn heartbeat(&self, now_ns: u64) {
-        words::store(&self.words, self.at.trailer + trailer::HEARTBEAT_NS, now_ns, Ordering::Relaxed);
+        words::store(
+            &self.words,
+            self.at.trailer + trailer::HEARTBEAT_NS,
+            now_ns,
+            Ordering::Relaxed,
+        );
     }
 
     /// Stores the writer state readers see (`Closed` on a clean close, `Retired` when the
@@ -228,7 +335,12 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
     pub fn set_state(&self, state: WriterState) {
         // SYNC POINT (state): Release pairs with the reader's Acquire load in its
         // retirement check, after which it reopens the path.
-        words::store(&self.words, self.at.trailer + trailer::WRITER_STATE, state.to_word(), Ordering::Release);
+        words::store(
+            &self.words,
+            self.at.trailer + trailer::WRITER_STATE,
+            state.to_word(),
+            Ordering::Release,
+        );
     }
 
     /// The ring's geometry.

@@ -2,8 +2,8 @@
 //! blocking reads.
 
 use shmring_core::{
-    Error, FrameMeta, LayoutChoice, ReaderOptions, RingKind, RingReader, RingWriter, StartPosition, WriterOptions,
-    WriterState,
+    Error, FrameMeta, LayoutChoice, ReaderOptions, RingKind, RingReader, RingWriter, StartPosition,
+    WriterOptions, WriterState,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -17,7 +17,10 @@ fn temp_ring(name: &str) -> (PathBuf, PathBuf) {
 }
 
 fn small() -> WriterOptions {
-    WriterOptions { capacity: 64 << 10, ..Default::default() }
+    WriterOptions {
+        capacity: 64 << 10,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -29,7 +32,10 @@ fn create_write_read_and_mode() {
     let mut r = RingReader::open(&path, &ReaderOptions::default()).unwrap();
     assert!(matches!(r.kind(), RingKind::V1(_)));
     assert_eq!(w.write(b"abc", FrameMeta::keyframe(1)).unwrap(), 1);
-    let f = r.read_timeout(Some(Duration::from_secs(1))).unwrap().unwrap();
+    let f = r
+        .read_timeout(Some(Duration::from_secs(1)))
+        .unwrap()
+        .unwrap();
     assert_eq!(f.payload, b"abc");
     let status = r.status();
     assert_eq!(status.writer.alive, Some(true));
@@ -44,15 +50,28 @@ fn create_write_read_and_mode() {
 #[test]
 fn wider_mode_on_request() {
     let (path, _dir) = temp_ring("mode");
-    let _w = RingWriter::create(&path, &WriterOptions { mode: 0o644, ..small() }).unwrap();
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+    let _w = RingWriter::create(
+        &path,
+        &WriterOptions {
+            mode: 0o644,
+            ..small()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
 }
 
 #[test]
 fn second_writer_is_refused_with_the_holders_pid() {
     let (path, _dir) = temp_ring("second");
     let _w = RingWriter::create(&path, &small()).unwrap();
-    for attempt in [RingWriter::open(&path, &small()), RingWriter::create(&path, &small())] {
+    for attempt in [
+        RingWriter::open(&path, &small()),
+        RingWriter::create(&path, &small()),
+    ] {
         match attempt {
             Err(e @ Error::WriterExists { pid: Some(pid), .. }) => {
                 assert_eq!(pid, std::process::id());
@@ -90,9 +109,19 @@ fn replaced_ring_is_reopened() {
     let w = RingWriter::create(&path, &small()).unwrap();
     let mut r = RingReader::open(&path, &ReaderOptions::default()).unwrap();
     drop(w);
-    let mut w = RingWriter::create(&path, &WriterOptions { capacity: 128 << 10, ..small() }).unwrap();
+    let mut w = RingWriter::create(
+        &path,
+        &WriterOptions {
+            capacity: 128 << 10,
+            ..small()
+        },
+    )
+    .unwrap();
     w.write(b"new ring", FrameMeta::keyframe(1)).unwrap();
-    let f = r.read_timeout(Some(Duration::from_secs(2))).unwrap().expect("frame from the new ring");
+    let f = r
+        .read_timeout(Some(Duration::from_secs(2)))
+        .unwrap()
+        .expect("frame from the new ring");
     assert_eq!(f.payload, b"new ring");
     assert_eq!(r.reopens(), 1);
 }
@@ -101,24 +130,41 @@ fn replaced_ring_is_reopened() {
 fn blocked_reader_wakes_on_commit() {
     let (path, _dir) = temp_ring("wake");
     let mut w = RingWriter::create(&path, &small()).unwrap();
-    let mut r = RingReader::open(&path, &ReaderOptions { start: StartPosition::Next, ..Default::default() }).unwrap();
+    let mut r = RingReader::open(
+        &path,
+        &ReaderOptions {
+            start: StartPosition::Next,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let t = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
         w.write(b"wake", FrameMeta::keyframe(1)).unwrap();
         w
     });
     let start = Instant::now();
-    let f = r.read_timeout(Some(Duration::from_secs(5))).unwrap().expect("woken");
+    let f = r
+        .read_timeout(Some(Duration::from_secs(5)))
+        .unwrap()
+        .expect("woken");
     assert_eq!(f.payload, b"wake");
     assert!(start.elapsed() < Duration::from_secs(5));
     let _w = t.join().unwrap();
-    assert!(r.read_timeout(Some(Duration::from_millis(20))).unwrap().is_none());
+    assert!(r
+        .read_timeout(Some(Duration::from_millis(20)))
+        .unwrap()
+        .is_none());
 }
 
 #[test]
 fn legacy_layout_round_trip_and_detection() {
     let (path, _dir) = temp_ring("legacy");
-    let opts = WriterOptions { layout: LayoutChoice::Legacy, legacy_len: 1 << 16, ..small() };
+    let opts = WriterOptions {
+        layout: LayoutChoice::Legacy,
+        legacy_len: 1 << 16,
+        ..small()
+    };
     let mut w = RingWriter::create(&path, &opts).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 16);
     let mut r = RingReader::open(&path, &ReaderOptions::default()).unwrap();
@@ -127,22 +173,39 @@ fn legacy_layout_round_trip_and_detection() {
     let f = r.try_read().unwrap().unwrap();
     assert_eq!((f.payload, f.info.frame_seq), (&b"slot"[..], 1));
     let raw = std::fs::read(&path).unwrap();
-    assert_eq!(u64::from_le_bytes(raw[0..8].try_into().unwrap()), 1, "sequence_number");
-    assert_eq!(u64::from_le_bytes(raw[8..16].try_into().unwrap()), 36, "write_index = 32 + size");
+    assert_eq!(
+        u64::from_le_bytes(raw[0..8].try_into().unwrap()),
+        1,
+        "sequence_number"
+    );
+    assert_eq!(
+        u64::from_le_bytes(raw[8..16].try_into().unwrap()),
+        36,
+        "write_index = 32 + size"
+    );
     assert_eq!(&raw[48..52], b"slot");
-    assert!(matches!(w.write(&vec![0; 1 << 16], FrameMeta::delta(1)), Err(Error::Write(_))));
+    assert!(matches!(
+        w.write(&vec![0; 1 << 16], FrameMeta::delta(1)),
+        Err(Error::Write(_))
+    ));
 }
 
 #[test]
 fn missing_and_foreign_files_give_clear_errors() {
     let (path, dir) = temp_ring("foreign");
-    let e = RingReader::open(&path, &ReaderOptions::default()).err().unwrap();
+    let e = RingReader::open(&path, &ReaderOptions::default())
+        .err()
+        .unwrap();
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
     assert!(e.to_string().contains("no ring at"));
     let tiny = dir.join("tiny");
     std::fs::write(&tiny, b"hello").unwrap();
-    let e = RingReader::open(&tiny, &ReaderOptions::default()).err().unwrap();
+    let e = RingReader::open(&tiny, &ReaderOptions::default())
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("shorter than"), "{e}");
-    let e = RingReader::open_layout(&tiny, &ReaderOptions::default(), LayoutChoice::V1).err().unwrap();
+    let e = RingReader::open_layout(&tiny, &ReaderOptions::default(), LayoutChoice::V1)
+        .err()
+        .unwrap();
     assert!(matches!(e, Error::Layout { .. }), "{e}");
 }

@@ -3,7 +3,8 @@
 
 use shmring_core::layout::{trailer, FLAG_KEYFRAME};
 use shmring_core::{
-    FrameMeta, Geometry, ReadError, ReaderOptions, RegionReader, RegionWriter, StartPosition, Word, WriteError,
+    FrameMeta, Geometry, ReadError, ReaderOptions, RegionReader, RegionWriter, StartPosition, Word,
+    WriteError,
 };
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,11 +14,17 @@ fn region(geometry: Geometry) -> Arc<[Word]> {
 }
 
 fn payload(seq: u64, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (seq as usize * 31 + i * 7) as u8).collect()
+    (0..len)
+        .map(|i| (seq as usize * 31 + i * 7) as u8)
+        .collect()
 }
 
 fn meta(seq: u64, keyframe: bool) -> FrameMeta {
-    FrameMeta { frame_id: seq * 10, keyframe, codec: shmring_core::Codec::H264 }
+    FrameMeta {
+        frame_id: seq * 10,
+        keyframe,
+        codec: shmring_core::Codec::H264,
+    }
 }
 
 #[test]
@@ -29,7 +36,11 @@ fn frames_round_trip_in_order_across_wraps() {
     let mut buf = vec![0u8; 200];
     for seq in 1..=200u64 {
         let len = (seq as usize * 13) % 201;
-        assert_eq!(w.write(&payload(seq, len), meta(seq, seq % 5 == 1)).unwrap(), seq);
+        assert_eq!(
+            w.write(&payload(seq, len), meta(seq, seq % 5 == 1))
+                .unwrap(),
+            seq
+        );
         let info = r.try_read(&mut buf).unwrap().expect("a frame");
         assert_eq!(info.frame_seq, seq);
         assert_eq!(info.frame_id, seq * 10);
@@ -45,7 +56,14 @@ fn lapped_reader_resyncs_at_latest_keyframe_and_counts_losses() {
     let g = Geometry::new(1024, 100).unwrap();
     let words = region(g);
     let mut w = RegionWriter::format(words.clone(), g, 0).unwrap();
-    let mut r = RegionReader::new(words.clone(), ReaderOptions { start: StartPosition::Next, ..Default::default() }).unwrap();
+    let mut r = RegionReader::new(
+        words.clone(),
+        ReaderOptions {
+            start: StartPosition::Next,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut buf = vec![0u8; 100];
     w.write(&payload(1, 50), meta(1, true)).unwrap();
     assert_eq!(r.try_read(&mut buf).unwrap().unwrap().frame_seq, 1);
@@ -72,7 +90,14 @@ fn start_positions() {
     }
     let mut buf = vec![0u8; 100];
     let mut first = |start| {
-        let mut r = RegionReader::new(words.clone(), ReaderOptions { start, ..Default::default() }).unwrap();
+        let mut r = RegionReader::new(
+            words.clone(),
+            ReaderOptions {
+                start,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         r.try_read(&mut buf).unwrap().map(|i| i.frame_seq)
     };
     assert_eq!(first(StartPosition::LatestKeyframe), Some(4));
@@ -100,11 +125,20 @@ fn oversized_frames_are_refused_and_small_buffers_reported() {
     let g = Geometry::new(1024, 100).unwrap();
     let words = region(g);
     let mut w = RegionWriter::format(words.clone(), g, 0).unwrap();
-    assert_eq!(w.write(&[0; 101], meta(1, true)), Err(WriteError::FrameTooLarge { size: 101, max: 100 }));
+    assert_eq!(
+        w.write(&[0; 101], meta(1, true)),
+        Err(WriteError::FrameTooLarge {
+            size: 101,
+            max: 100
+        })
+    );
     w.write(&[1; 80], meta(1, true)).unwrap();
     let mut r = RegionReader::new(words.clone(), ReaderOptions::default()).unwrap();
     let mut small = [0u8; 10];
-    assert_eq!(r.try_read(&mut small), Err(ReadError::BufferTooSmall { needed: 80 }));
+    assert_eq!(
+        r.try_read(&mut small),
+        Err(ReadError::BufferTooSmall { needed: 80 })
+    );
     let mut big = [0u8; 100];
     assert_eq!(r.try_read(&mut big).unwrap().unwrap().size, 80);
 }
@@ -119,7 +153,10 @@ fn crc_mismatch_is_reported_and_skipped() {
     // Damage one payload word (frame region starts at byte 16, payload after the header).
     words[(16 + 32) / 8].fetch_xor(1, Ordering::Relaxed);
     let mut buf = [0u8; 100];
-    assert!(matches!(r.try_read(&mut buf), Err(ReadError::CrcMismatch { frame_seq: 1, .. })));
+    assert!(matches!(
+        r.try_read(&mut buf),
+        Err(ReadError::CrcMismatch { frame_seq: 1, .. })
+    ));
     w.write(&[8; 64], meta(2, false)).unwrap();
     w.write(&[9; 64], meta(3, true)).unwrap();
     // Waits for the next keyframe after a loss.
@@ -163,7 +200,11 @@ fn threaded_writer_and_readers_never_see_torn_frames() {
     w.set_crc(false);
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let opts = ReaderOptions { start: StartPosition::Next, verify_crc: false, resync_at_keyframe: false };
+            let opts = ReaderOptions {
+                start: StartPosition::Next,
+                verify_crc: false,
+                resync_at_keyframe: false,
+            };
             let mut r = RegionReader::new(words.clone(), opts).unwrap();
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 256];
@@ -171,7 +212,12 @@ fn threaded_writer_and_readers_never_see_torn_frames() {
                 while last < frames {
                     if let Some(info) = r.try_read(&mut buf).unwrap() {
                         assert!(info.frame_seq > last);
-                        assert_eq!(&buf[..info.size], &payload(info.frame_seq, info.size)[..], "torn frame {}", info.frame_seq);
+                        assert_eq!(
+                            &buf[..info.size],
+                            &payload(info.frame_seq, info.size)[..],
+                            "torn frame {}",
+                            info.frame_seq
+                        );
                         last = info.frame_seq;
                     } else {
                         std::thread::yield_now();
@@ -183,11 +229,16 @@ fn threaded_writer_and_readers_never_see_torn_frames() {
         .collect();
     for seq in 1..=frames {
         let len = (seq as usize * 37) % 257;
-        w.write(&payload(seq, len), meta(seq, seq % 30 == 1)).unwrap();
+        w.write(&payload(seq, len), meta(seq, seq % 30 == 1))
+            .unwrap();
     }
     for h in readers {
         let s = h.join().unwrap();
-        assert_eq!(s.delivered + s.lost, frames, "delivered + lost == written: {s:?}");
+        assert_eq!(
+            s.delivered + s.lost,
+            frames,
+            "delivered + lost == written: {s:?}"
+        );
         assert!(s.delivered > 0);
     }
 }

@@ -1,0 +1,78 @@
+//! Helpers shared by the multi-process tests: a payload every process can recompute from
+//! the frame_seq alone, and self-spawning child processes.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// A cheap 64-bit mix (splitmix64 finaliser).
+pub fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Payload length of frame `seq`, up to `max`.
+pub fn size_for(seq: u64, max: usize) -> usize {
+    (mix(seq) % (max as u64 + 1)) as usize
+}
+
+/// Fills `buf` with the payload of frame `seq`.
+pub fn fill(seq: u64, buf: &mut [u8]) {
+    let (chunks, rest) = buf.as_chunks_mut::<8>();
+    for (i, c) in chunks.iter_mut().enumerate() {
+        *c = (mix(seq) ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes();
+    }
+    let last = (mix(seq) ^ (chunks.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes();
+    let n = rest.len();
+    rest.copy_from_slice(&last[..n]);
+}
+
+/// True if `payload` is exactly frame `seq`'s payload.
+pub fn verify(seq: u64, payload: &[u8], scratch: &mut Vec<u8>) -> bool {
+    scratch.resize(payload.len(), 0);
+    fill(seq, scratch);
+    scratch[..] == payload[..]
+}
+
+/// Runs this test binary again as a child that executes only `test_name`, with `role`
+/// in SHMRING_TEST_ROLE and the extra environment given.
+pub fn spawn_role(test_name: &str, role: &str, env: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
+    cmd.args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("SHMRING_TEST_ROLE", role)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn child process")
+}
+
+/// The role this process plays, if it is a child.
+pub fn role() -> Option<String> {
+    std::env::var("SHMRING_TEST_ROLE").ok()
+}
+
+/// A fresh directory for one test's ring (under /dev/shm when it exists).
+pub fn ring_dir(name: &str) -> PathBuf {
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = base.join(format!("shmring-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Reads the `key=value` pairs a child printed on its last stdout line.
+pub fn parse_report(line: &str) -> std::collections::HashMap<String, u64> {
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| v.parse().ok().map(|v| (k.to_string(), v)))
+        .collect()
+}

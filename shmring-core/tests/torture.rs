@@ -1,0 +1,155 @@
+//! Multi-process torture test: one writer process and three reader processes (real
+//! processes) on a small ring, random frame sizes, CRC off, so laps are constant. Every
+//! delivered payload is compared byte for byte with what the writer wrote; zero
+//! corrupted frames are allowed, and each reader's `delivered + lost == written`.
+//!
+//! `SHMRING_TORTURE_FRAMES` sets the frame count (default 1,000,000).
+
+mod common;
+
+use common::*;
+use shmring_core::{
+    FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions,
+};
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+const TEST: &str = "multi_process_torture";
+const CAPACITY: usize = 64 << 10;
+const MAX_FRAME: usize = 4096;
+const READERS: usize = 3;
+
+fn frames() -> u64 {
+    std::env::var("SHMRING_TORTURE_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+fn writer_role(path: &str, frames: u64) {
+    let mut w = RingWriter::open(path, &WriterOptions::default()).expect("writer opens the ring");
+    w.set_crc(false);
+    let mut buf = vec![0u8; MAX_FRAME];
+    for seq in 1..=frames {
+        // The last frame is a keyframe, so every reader ends on it.
+        let len = if seq == frames {
+            8
+        } else {
+            size_for(seq, MAX_FRAME)
+        };
+        fill(seq, &mut buf[..len]);
+        let meta = FrameMeta {
+            keyframe: seq % 16 == 1 || seq == frames,
+            ..FrameMeta::delta(seq)
+        };
+        assert_eq!(w.write(&buf[..len], meta).unwrap(), seq);
+        if seq % 64 == 0 {
+            std::thread::yield_now();
+        }
+    }
+    println!("written={frames}");
+}
+
+fn reader_role(path: &str, frames: u64) {
+    let opts = ReaderOptions {
+        start: StartPosition::Next,
+        verify_crc: false,
+        resync_at_keyframe: true,
+    };
+    let mut r = RingReader::open(path, &opts).expect("reader opens the ring");
+    println!("ready");
+    let mut scratch = Vec::new();
+    let (mut corrupted, mut last, mut disorder) = (0u64, 0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while last < frames && Instant::now() < deadline {
+        match r.read_timeout(Some(Duration::from_secs(1))) {
+            Ok(Some(f)) => {
+                if f.info.frame_seq <= last {
+                    disorder += 1;
+                }
+                if f.info.frame_id != f.info.frame_seq
+                    || !verify(f.info.frame_seq, f.payload, &mut scratch)
+                {
+                    corrupted += 1;
+                    eprintln!(
+                        "corrupted frame {} ({} bytes)",
+                        f.info.frame_seq,
+                        f.payload.len()
+                    );
+                }
+                last = f.info.frame_seq;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("read error: {e}");
+                corrupted += 1;
+            }
+        }
+    }
+    let s = r.stats();
+    println!(
+        "delivered={} lost={} lapped={} corrupted={corrupted} disorder={disorder} last={last}",
+        s.delivered, s.lost, s.lapped
+    );
+}
+
+#[test]
+fn multi_process_torture() {
+    let frames = frames();
+    if let Some(role) = role() {
+        let path = std::env::var("SHMRING_TEST_PATH").unwrap();
+        match role.as_str() {
+            "writer" => writer_role(&path, frames),
+            _ => reader_role(&path, frames),
+        }
+        return;
+    }
+    let dir = ring_dir("torture");
+    let path = dir.join("ring");
+    let opts = WriterOptions {
+        capacity: CAPACITY,
+        max_frame_size: Some(MAX_FRAME),
+        ..Default::default()
+    };
+    drop(RingWriter::create(&path, &opts).unwrap());
+    let env = [
+        ("SHMRING_TEST_PATH", path.display().to_string()),
+        ("SHMRING_TORTURE_FRAMES", frames.to_string()),
+    ];
+    let mut readers: Vec<_> = (0..READERS)
+        .map(|_| spawn_role(TEST, "reader", &env))
+        .collect();
+    let mut outputs: Vec<_> = readers
+        .iter_mut()
+        .map(|c| BufReader::new(c.stdout.take().unwrap()).lines())
+        .collect();
+    for out in outputs.iter_mut() {
+        let ready = out.find(|l| l.as_ref().map(|l| l == "ready").unwrap_or(true));
+        assert!(matches!(ready, Some(Ok(_))), "reader did not start");
+    }
+    let started = Instant::now();
+    let writer = spawn_role(TEST, "writer", &env).wait_with_output().unwrap();
+    assert!(writer.status.success(), "writer failed");
+    let write_time = started.elapsed();
+    println!("writer: {frames} frames in {write_time:?}, ring {CAPACITY} B, frames 0..={MAX_FRAME} B, CRC off");
+    for (i, (mut child, out)) in readers.into_iter().zip(outputs).enumerate() {
+        let last_line = out
+            .map_while(Result::ok)
+            .filter(|l| l.contains("delivered="))
+            .last()
+            .expect("reader report");
+        assert!(child.wait().unwrap().success(), "reader {i} failed");
+        let r = parse_report(&last_line);
+        println!("reader {i}: {last_line}");
+        assert_eq!(r["corrupted"], 0, "reader {i} delivered corrupted frames");
+        assert_eq!(r["disorder"], 0, "reader {i} delivered frames out of order");
+        assert_eq!(r["last"], frames, "reader {i} did not reach the last frame");
+        assert_eq!(
+            r["delivered"] + r["lost"],
+            frames,
+            "reader {i}: delivered + lost != written"
+        );
+        assert!(r["delivered"] > 0);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
