@@ -493,6 +493,28 @@ mod tests {
     }
 
     #[test]
+    fn a_client_starved_of_keyframes_is_closed_with_a_reason() {
+        let metrics = Arc::new(Metrics::default());
+        let keyframes = Arc::new(KeyframeRequests::new(
+            Duration::from_millis(500),
+            metrics.clone(),
+        ));
+        let limits = QueueLimits {
+            max_frames: 10,
+            max_bytes: 1 << 20,
+            keyframe_timeout: Duration::from_millis(20),
+        };
+        let h = Hub::new(limits, metrics, keyframes);
+        let c = h.join(); // no keyframe cached: waits for one
+        h.publish_video(frame(1, false, 10));
+        std::thread::sleep(Duration::from_millis(30));
+        h.publish_video(frame(2, false, 10));
+        let close = c.lock().close.clone().expect("closed");
+        assert_eq!(close.code, 1013);
+        assert!(close.reason.contains("no keyframe"));
+    }
+
+    #[test]
     fn client_without_cached_keyframe_waits_for_one() {
         let h = hub(100);
         let c = h.join();
