@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use shmring_core::{
     monotonic_ns, FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions,
 };
@@ -214,21 +214,100 @@ struct ClientResult {
     frames: Vec<(u64, u64)>,
 }
 
-async fn client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Option<ClientResult> {
-    let stream = TcpStream::connect(addr).await.ok()?;
-    stream.set_nodelay(true).ok()?;
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/stream/ws"), stream)
-        .await
-        .ok()?;
-    let mut frames = Vec::with_capacity(1 << 12);
-    while !stop.load(Ordering::Relaxed) {
-        match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) if b.len() >= 33 && b[0] == 1 => {
-                let id = u64::from_le_bytes(b[1..9].try_into().unwrap());
-                frames.push((id, monotonic_ns()));
+/// A deliberately cheap WebSocket reader, so the load client leaves the CPU to the
+/// servers: a hand-made handshake, then a small state machine over the raw byte stream
+/// that keeps only each message's first 9 bytes (type and frame_id) and skips the rest
+/// without copying it anywhere.
+#[derive(Default)]
+struct FrameScanner {
+    /// Header bytes of the frame being parsed (at most 10: server frames are unmasked).
+    header: Vec<u8>,
+    /// The first bytes of the payload being read.
+    prefix: Vec<u8>,
+    /// Payload bytes still to come for the current frame.
+    remaining: u64,
+    in_payload: bool,
+}
+
+impl FrameScanner {
+    fn feed(&mut self, mut data: &[u8], frames: &mut Vec<(u64, u64)>) {
+        while !data.is_empty() {
+            if !self.in_payload {
+                self.header.push(data[0]);
+                data = &data[1..];
+                let h = &self.header;
+                let need = match h.get(1).map(|b| b & 0x7f) {
+                    None => continue,
+                    Some(126) => 4,
+                    Some(127) => 10,
+                    Some(_) => 2,
+                };
+                if h.len() < need {
+                    continue;
+                }
+                self.remaining = match need {
+                    2 => u64::from(h[1] & 0x7f),
+                    4 => u64::from(u16::from_be_bytes([h[2], h[3]])),
+                    _ => u64::from_be_bytes(h[2..10].try_into().unwrap()),
+                };
+                self.header.clear();
+                self.prefix.clear();
+                self.in_payload = true;
+                if self.remaining == 0 {
+                    self.in_payload = false;
+                }
+                continue;
             }
-            Ok(Some(Ok(_))) | Err(_) => {}
-            Ok(Some(Err(_))) | Ok(None) => break,
+            let take = (self.remaining.min(data.len() as u64)) as usize;
+            let want = 9usize.saturating_sub(self.prefix.len()).min(take);
+            self.prefix.extend_from_slice(&data[..want]);
+            if want > 0 && self.prefix.len() == 9 && self.prefix[0] == 0x01 {
+                frames.push((
+                    u64::from_le_bytes(self.prefix[1..9].try_into().unwrap()),
+                    monotonic_ns(),
+                ));
+            }
+            self.remaining -= take as u64;
+            data = &data[take..];
+            if self.remaining == 0 {
+                self.in_payload = false;
+            }
+        }
+    }
+}
+
+async fn client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Option<ClientResult> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    stream.set_nodelay(true).ok()?;
+    let request = format!(
+        "GET /stream/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut head = Vec::new();
+    let body_start = loop {
+        let n = stream.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            if !head.starts_with(b"HTTP/1.1 101") {
+                return None;
+            }
+            break i + 4;
+        }
+    };
+    let mut frames = Vec::with_capacity(1 << 12);
+    let mut scanner = FrameScanner::default();
+    scanner.feed(&head[body_start..], &mut frames);
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => scanner.feed(&buf[..n], &mut frames),
+            Err(_) => {}
         }
     }
     Some(ClientResult { frames })
