@@ -94,10 +94,7 @@ impl fmt::Display for RingStateError {
         match self {
             RingStateError::Layout(e) => e.fmt(f),
             RingStateError::Damaged(what) => {
-                write!(
-                    f,
-                    "the ring's counters are damaged ({what}); recreate the ring"
-                )
+                write!(f, "the ring's counters are damaged ({what}); recreate the ring")
             }
         }
     }

@@ -16,8 +16,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::layout::{trailer, Geometry, LayoutError, WriterState, NO_POSITION};
 use crate::{
-    futex, legacy_max_frame, lock, FrameInfo, FrameMeta, LegacyReader, LegacyWriter, ReadError,
-    ReaderOptions, ReaderStats, RegionReader, RegionWriter, RingStateError, WriteError,
+    futex, legacy_max_frame, lock, FrameInfo, FrameMeta, LegacyReader, LegacyWriter, ReadError, ReaderOptions,
+    ReaderStats, RegionReader, RegionWriter, RingStateError, WriteError,
 };
 
 /// A shared mapping of a ring file, seen as words.
@@ -169,12 +169,24 @@ impl core::fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::NotFound { path } => write!(f, "no ring at {} (is the writer running, and is the path the same in both processes?)", path.display()),
+            Error::NotFound { path } => write!(
+                f,
+                "no ring at {} (is the writer running, and is the path the same in both processes?)",
+                path.display()
+            ),
             Error::WriterExists { path, pid: Some(pid) } => {
-                write!(f, "ring {} already has a writer (pid {pid}); stop it first, or use another path", path.display())
+                write!(
+                    f,
+                    "ring {} already has a writer (pid {pid}); stop it first, or use another path",
+                    path.display()
+                )
             }
             Error::WriterExists { path, pid: None } => {
-                write!(f, "ring {} already has a writer (pid unknown); stop it first, or use another path", path.display())
+                write!(
+                    f,
+                    "ring {} already has a writer (pid unknown); stop it first, or use another path",
+                    path.display()
+                )
             }
             Error::Layout { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Damaged { path, source } => write!(f, "{}: {source}", path.display()),
@@ -216,10 +228,7 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) ->
 /// CLOCK_MONOTONIC in nanoseconds: the clock of the heartbeat word, shared by every
 /// process on the machine (containers included).
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -274,9 +283,7 @@ impl WriterOptions {
                         needed: crate::layout::LEGACY_MIN_LEN,
                     });
                 }
-                RingKind::Legacy {
-                    len: self.legacy_len,
-                }
+                RingKind::Legacy { len: self.legacy_len }
             }
             _ => RingKind::V1(match self.max_frame_size {
                 Some(max) => Geometry::new(self.capacity, max)?,
@@ -370,21 +377,18 @@ impl RingWriter {
         let words = MappedWords::map(&file, true).map_err(io_err(path, "map"))?;
         let inner = match kind {
             RingKind::V1(g) => {
-                let w =
-                    RegionWriter::format(words, g, unix_ns()).map_err(|source| Error::Layout {
-                        path: path.to_path_buf(),
-                        source,
-                    })?;
+                let w = RegionWriter::format(words, g, unix_ns()).map_err(|source| Error::Layout {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
                 w.set_writer_pid(std::process::id() as u64);
                 w.heartbeat(monotonic_ns());
                 WriterInner::V1(w)
             }
             RingKind::Legacy { .. } => {
-                WriterInner::Legacy(LegacyWriter::format(words).map_err(|source| {
-                    Error::Layout {
-                        path: path.to_path_buf(),
-                        source,
-                    }
+                WriterInner::Legacy(LegacyWriter::format(words).map_err(|source| Error::Layout {
+                    path: path.to_path_buf(),
+                    source,
                 })?)
             }
         };
@@ -448,11 +452,9 @@ impl RingWriter {
                 WriterInner::V1(w)
             }
             RingKind::Legacy { .. } => {
-                WriterInner::Legacy(LegacyWriter::resume(words).map_err(|source| {
-                    Error::Layout {
-                        path: path.to_path_buf(),
-                        source,
-                    }
+                WriterInner::Legacy(LegacyWriter::resume(words).map_err(|source| Error::Layout {
+                    path: path.to_path_buf(),
+                    source,
                 })?)
             }
         };
@@ -478,8 +480,7 @@ impl RingWriter {
         match Self::open(path, options) {
             Ok(w)
                 if w.kind == wanted
-                    || (options.layout == LayoutChoice::Legacy
-                        && matches!(w.kind, RingKind::Legacy { .. })) =>
+                    || (options.layout == LayoutChoice::Legacy && matches!(w.kind, RingKind::Legacy { .. })) =>
             {
                 Ok(w)
             }
@@ -487,9 +488,9 @@ impl RingWriter {
                 drop(w);
                 Self::create(path, options)
             }
-            Err(Error::NotFound { .. })
-            | Err(Error::Layout { .. })
-            | Err(Error::Damaged { .. }) => Self::create(path, options),
+            Err(Error::NotFound { .. }) | Err(Error::Layout { .. }) | Err(Error::Damaged { .. }) => {
+                Self::create(path, options)
+            }
             Err(e) => Err(e),
         }
     }
@@ -573,17 +574,12 @@ fn writer_exists(path: &Path, file: &File) -> Error {
         .ok()
         .and_then(|words| match RingKind::detect(&words, LayoutChoice::Auto) {
             Ok(RingKind::V1(g)) => {
-                let pid =
-                    words[(g.trailer_offset() + trailer::WRITER_PID) / 8].load(Ordering::Relaxed);
+                let pid = words[(g.trailer_offset() + trailer::WRITER_PID) / 8].load(Ordering::Relaxed);
                 u32::try_from(pid).ok().filter(|p| *p != 0)
             }
             _ => None,
         })
-        .or_else(|| {
-            file.metadata()
-                .ok()
-                .and_then(|m| lock::holder_pid_from_proc(m.ino()))
-        });
+        .or_else(|| file.metadata().ok().and_then(|m| lock::holder_pid_from_proc(m.ino())));
     Error::WriterExists {
         path: path.to_path_buf(),
         pid,
@@ -597,8 +593,7 @@ fn retire_file(file: &File) {
             let at = g.trailer_offset();
             // SYNC POINT (state): Release pairs with the reader's Acquire load of
             // writer_state in `RingReader::check_replaced`.
-            words[(at + trailer::WRITER_STATE) / 8]
-                .store(WriterState::Retired.to_word(), Ordering::Release);
+            words[(at + trailer::WRITER_STATE) / 8].store(WriterState::Retired.to_word(), Ordering::Release);
             futex::wake_all(&words[(at + trailer::NOTIFY) / 8]);
         }
     }
@@ -679,16 +674,9 @@ impl RingReader {
     }
 
     /// Opens the ring at `path` with an explicit layout choice.
-    pub fn open_layout(
-        path: impl AsRef<Path>,
-        options: &ReaderOptions,
-        layout: LayoutChoice,
-    ) -> Result<Self, Error> {
+    pub fn open_layout(path: impl AsRef<Path>, options: &ReaderOptions, layout: LayoutChoice) -> Result<Self, Error> {
         let path = path.as_ref();
-        let file = OpenOptions::new()
-            .read(true)
-            .open(path)
-            .map_err(io_err(path, "open"))?;
+        let file = OpenOptions::new().read(true).open(path).map_err(io_err(path, "open"))?;
         let meta = file.metadata().map_err(io_err(path, "stat"))?;
         let len = meta.len();
         let words = MappedWords::map(&file, false).map_err(io_err(path, "map"))?;
@@ -706,12 +694,8 @@ impl RingReader {
         }
         let kind = RingKind::detect(&words, layout).map_err(layout_err)?;
         let inner = match kind {
-            RingKind::V1(_) => {
-                ReaderInner::V1(RegionReader::new(words, *options).map_err(layout_err)?)
-            }
-            RingKind::Legacy { .. } => {
-                ReaderInner::Legacy(LegacyReader::new(words, *options).map_err(layout_err)?)
-            }
+            RingKind::V1(_) => ReaderInner::V1(RegionReader::new(words, *options).map_err(layout_err)?),
+            RingKind::Legacy { .. } => ReaderInner::Legacy(LegacyReader::new(words, *options).map_err(layout_err)?),
         };
         Ok(RingReader {
             inner,
@@ -938,12 +922,9 @@ impl RingReader {
                     latest_keyframe: pos(load(at + trailer::LATEST_KEYFRAME)),
                     writer: WriterStatus {
                         alive,
-                        pid: u32::try_from(load(at + trailer::WRITER_PID))
-                            .ok()
-                            .filter(|p| *p != 0),
-                        heartbeat_age: (heartbeat != 0).then(|| {
-                            Duration::from_nanos(monotonic_ns().saturating_sub(heartbeat))
-                        }),
+                        pid: u32::try_from(load(at + trailer::WRITER_PID)).ok().filter(|p| *p != 0),
+                        heartbeat_age: (heartbeat != 0)
+                            .then(|| Duration::from_nanos(monotonic_ns().saturating_sub(heartbeat))),
                         epoch: Some(load(at + trailer::WRITER_EPOCH)),
                         state: Some(WriterState::from_word(load(at + trailer::WRITER_STATE))),
                     },

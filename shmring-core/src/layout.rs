@@ -115,19 +115,7 @@ impl WriterState {
 }
 
 /// The seed's 16-byte control block at offset 0.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct ControlBlock {
     /// Frames committed; stored last for each frame (the seed's commit marker).
@@ -138,19 +126,7 @@ pub struct ControlBlock {
 }
 
 /// The seed's 32-byte record header.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct FrameHeader {
     /// Application id (the caller's; for example a capture timestamp).
@@ -170,9 +146,7 @@ pub struct FrameHeader {
 }
 
 /// The v1 trailer's immutable descriptor, written once when the ring is created.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct Descriptor {
     /// [`MAGIC`].
@@ -213,14 +187,7 @@ const _: () = assert!((FRAME_REGION_OFFSET + TRAILER_GAP) % 64 == 0);
 
 impl FrameHeader {
     /// Builds a header.
-    pub fn new(
-        frame_id: u64,
-        frame_seq: u64,
-        size: u32,
-        flags: u16,
-        codec: u16,
-        crc32: u32,
-    ) -> Self {
+    pub fn new(frame_id: u64, frame_seq: u64, size: u32, flags: u16, codec: u16, crc32: u32) -> Self {
         FrameHeader {
             frame_id: frame_id.into(),
             frame_seq: frame_seq.into(),
@@ -397,8 +364,8 @@ impl Geometry {
                 needed,
             });
         }
-        let d = Descriptor::read_from_bytes(bytes)
-            .map_err(|_| LayoutError::Inconsistent("descriptor is not 64 bytes"))?;
+        let d =
+            Descriptor::read_from_bytes(bytes).map_err(|_| LayoutError::Inconsistent("descriptor is not 64 bytes"))?;
         Self::from_descriptor(&d, region_len)
     }
 

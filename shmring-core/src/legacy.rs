@@ -97,14 +97,7 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyWriter<M> {
             0
         };
         let seq = self.next_seq;
-        let header = FrameHeader::new(
-            meta.frame_id,
-            seq,
-            payload.len() as u32,
-            flags,
-            meta.codec.0,
-            crc,
-        );
+        let header = FrameHeader::new(meta.frame_id, seq, payload.len() as u32, flags, meta.codec.0, crc);
         words::store_header(&self.words, HEADER_AT, &header);
         words::copy_in(&self.words, PAYLOAD_AT, payload);
         // SYNC POINT (legacy commit): Release stores of write_index then sequence_number
@@ -240,11 +233,7 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyReader<M> {
         Ok(None)
     }
 
-    fn accept(
-        &mut self,
-        header: &FrameHeader,
-        payload: &[u8],
-    ) -> Result<Option<FrameInfo>, ReadError> {
+    fn accept(&mut self, header: &FrameHeader, payload: &[u8]) -> Result<Option<FrameInfo>, ReadError> {
         let seq = header.frame_seq.get();
         // A legacy writer restarts frame_seq at 1 when it restarts: a new baseline.
         let gap = if self.expected == 0 || seq < self.expected {

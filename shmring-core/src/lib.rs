@@ -63,8 +63,7 @@ pub use writer::RegionWriter;
 
 #[cfg(all(feature = "std", not(shmring_loom)))]
 pub use file::{
-    monotonic_ns, Error, Frame, LayoutChoice, RingKind, RingReader, RingStatus, RingWriter,
-    WriterOptions, WriterStatus,
+    monotonic_ns, Error, Frame, LayoutChoice, RingKind, RingReader, RingStatus, RingWriter, WriterOptions, WriterStatus,
 };
 
 /// The word type regions are made of: `core`'s `AtomicU64`, or loom's under

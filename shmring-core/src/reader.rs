@@ -4,9 +4,7 @@
 use core::ops::Deref;
 
 use crate::error::ReadError;
-use crate::layout::{
-    record_len, trailer, FrameHeader, Geometry, FLAG_NO_CRC, HEADER_SIZE, NO_POSITION, RECORD_ALIGN,
-};
+use crate::layout::{record_len, trailer, FrameHeader, Geometry, FLAG_NO_CRC, HEADER_SIZE, NO_POSITION, RECORD_ALIGN};
 use crate::region::{read_geometry, RegionOffsets};
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::words;
@@ -200,8 +198,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
 
     /// True if the writer has committed something this reader has not looked at yet.
     pub fn has_unread(&self) -> bool {
-        self.pending_start.is_some()
-            || self.load(self.at.write_index, Ordering::Acquire) != self.pos
+        self.pending_start.is_some() || self.load(self.at.write_index, Ordering::Acquire) != self.pos
     }
 
     /// A trailer or control word (for the file layer's status queries).
@@ -244,20 +241,12 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
                 Record::Lapped => self.lapped(tail),
                 Record::Corrupt(reason) => return Err(self.corrupt(tail, reason)),
                 Record::TooSmall(needed) => return Err(ReadError::BufferTooSmall { needed }),
-                Record::Frame {
-                    header,
-                    len,
-                    copied,
-                } => {
+                Record::Frame { header, len, copied } => {
                     let seq = header.frame_seq.get();
                     if self.expected != 0 && seq < self.expected {
                         return Err(self.corrupt(tail, "frame_seq went backwards"));
                     }
-                    let gap = if self.expected == 0 {
-                        0
-                    } else {
-                        seq - self.expected
-                    };
+                    let gap = if self.expected == 0 { 0 } else { seq - self.expected };
                     self.pos += len;
                     self.expected = seq + 1;
                     if !copied {
@@ -313,24 +302,33 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
         // docs/protocol.md, "Starting").
         let sequence = self.load(self.at.sequence_number, Ordering::Acquire);
         let tail = self.load(self.at.write_index, Ordering::Acquire);
-        let keyframe = self.load(
-            self.at.trailer + trailer::LATEST_KEYFRAME,
-            Ordering::Acquire,
-        );
+        let keyframe = self.load(self.at.trailer + trailer::LATEST_KEYFRAME, Ordering::Acquire);
         let latest = self.load(self.at.trailer + trailer::LATEST_RECORD, Ordering::Acquire);
         self.expected = 0;
-        match start {
-            StartPosition::LatestKeyframe if self.usable(keyframe, tail) => {
-                self.pos = keyframe;
-                self.await_keyframe = true;
-                return true;
-            }
-            StartPosition::Latest if self.usable(latest, tail) => {
-                self.pos = latest;
-                self.await_keyframe = false;
-                return true;
-            }
-            _ => {}
+        let chosen = match start {
+            StartPosition::LatestKeyframe if self.usable(keyframe, tail) => Some((keyframe, true)),
+            StartPosition::Latest if self.usable(latest, tail) => Some((latest, false)),
+            _ => None,
+        };
+        if let Some((pos, await_keyframe)) = chosen {
+            // The reader's stream starts at this frame: read its frame_seq so frames
+            // lost before the first delivery are counted too.
+            let mut header_only = [0u8; 0];
+            return match self.record_at(pos, tail, &mut header_only, true) {
+                Record::Frame { header, .. } => {
+                    self.pos = pos;
+                    self.expected = header.frame_seq.get();
+                    self.await_keyframe = await_keyframe;
+                    true
+                }
+                Record::Lapped => false,
+                _ => {
+                    self.stats.corrupt += 1;
+                    self.pos = tail;
+                    self.await_keyframe = await_keyframe;
+                    true
+                }
+            };
         }
         self.await_keyframe = start == StartPosition::LatestKeyframe;
         if latest == NO_POSITION {
@@ -460,10 +458,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
     fn resync(&mut self, tail: u64) {
         let old = self.pos;
         if self.options.resync_at_keyframe {
-            let keyframe = self.load(
-                self.at.trailer + trailer::LATEST_KEYFRAME,
-                Ordering::Acquire,
-            );
+            let keyframe = self.load(self.at.trailer + trailer::LATEST_KEYFRAME, Ordering::Acquire);
             if self.usable(keyframe, tail) && keyframe > old {
                 self.pos = keyframe;
                 self.await_keyframe = true;

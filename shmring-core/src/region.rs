@@ -41,8 +41,7 @@ pub(crate) fn read_geometry(words: &[AtomicU64]) -> Result<Geometry, LayoutError
     }
     let mut bytes = [0u8; 64];
     words::copy_out(words, len - 64, &mut bytes);
-    let descriptor =
-        Descriptor::read_from_bytes(&bytes).map_err(|_| LayoutError::Inconsistent("descriptor"))?;
+    let descriptor = Descriptor::read_from_bytes(&bytes).map_err(|_| LayoutError::Inconsistent("descriptor"))?;
     Geometry::from_descriptor(&descriptor, len)
 }
 

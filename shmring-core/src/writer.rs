@@ -5,8 +5,8 @@ use core::ops::Deref;
 
 use crate::error::{RingStateError, WriteError};
 use crate::layout::{
-    record_len, trailer, FrameHeader, Geometry, LayoutError, WriterState, FLAG_KEYFRAME,
-    FLAG_NO_CRC, FLAG_WRAP, FRAME_REGION_OFFSET, HEADER_SIZE, NO_POSITION, RECORD_ALIGN,
+    record_len, trailer, FrameHeader, Geometry, LayoutError, WriterState, FLAG_KEYFRAME, FLAG_NO_CRC, FLAG_WRAP,
+    FRAME_REGION_OFFSET, HEADER_SIZE, NO_POSITION, RECORD_ALIGN,
 };
 use crate::region::{read_geometry, RegionOffsets};
 use crate::sync::{fence, AtomicU64, Ordering};
@@ -50,9 +50,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
     pub fn format(words: M, geometry: Geometry, created_unix_ns: u64) -> Result<Self, LayoutError> {
         let len = words.len() * 8;
         if len != geometry.file_len() {
-            return Err(LayoutError::Inconsistent(
-                "region length does not match the geometry",
-            ));
+            return Err(LayoutError::Inconsistent("region length does not match the geometry"));
         }
         let at = RegionOffsets::new(&geometry);
         for w in words.iter() {
@@ -75,12 +73,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
             NO_POSITION,
             Ordering::Relaxed,
         );
-        words::store(
-            &words,
-            at.trailer + trailer::WRITER_EPOCH,
-            1,
-            Ordering::Relaxed,
-        );
+        words::store(&words, at.trailer + trailer::WRITER_EPOCH, 1, Ordering::Relaxed);
         words::store(
             &words,
             at.trailer + trailer::WRITER_STATE,
@@ -113,9 +106,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
         let intent = words::load(&words, at.trailer + trailer::TAIL_INTENT, Ordering::Acquire);
         let align = RECORD_ALIGN as u64;
         if committed % align != 0 || intent % align != 0 {
-            return Err(RingStateError::Damaged(
-                "write position is not record aligned",
-            ));
+            return Err(RingStateError::Damaged("write position is not record aligned"));
         }
         if intent < committed || intent - committed > cap {
             return Err(RingStateError::Damaged(
@@ -127,8 +118,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
         // bytes about to be covered by padding: forget them.
         for hint in [trailer::LATEST_RECORD, trailer::LATEST_KEYFRAME] {
             let pos = words::load(&words, at.trailer + hint, Ordering::Acquire);
-            let usable =
-                pos != NO_POSITION && pos < committed && committed - pos <= cap && pos % align == 0;
+            let usable = pos != NO_POSITION && pos < committed && committed - pos <= cap && pos % align == 0;
             if pos != NO_POSITION && !usable {
                 words::store(&words, at.trailer + hint, NO_POSITION, Ordering::Relaxed);
             }
@@ -140,11 +130,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
             }
         }
         let notify = words::load(&words, at.trailer + trailer::NOTIFY, Ordering::Relaxed);
-        let epoch = words::load(
-            &words,
-            at.trailer + trailer::WRITER_EPOCH,
-            Ordering::Relaxed,
-        );
+        let epoch = words::load(&words, at.trailer + trailer::WRITER_EPOCH, Ordering::Relaxed);
         words::store(
             &words,
             at.trailer + trailer::WRITER_EPOCH,
@@ -210,12 +196,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
         // SYNC POINT (commit): Release pairs with the reader's Acquire load of
         // write_index; everything stored for the record happens-before a reader that
         // sees the new position.
-        words::store(
-            &self.words,
-            self.at.write_index,
-            new_tail,
-            Ordering::Release,
-        );
+        words::store(&self.words, self.at.write_index, new_tail, Ordering::Release);
         self.tail = new_tail;
         self.notify = self.notify.wrapping_add(1);
         // SYNC POINT (notify): Release pairs with the blocking reader's Acquire load of
@@ -274,14 +255,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
             self.store_padding(self.tail, pad as usize);
         }
         let off = self.at.frame_offset(start, cap);
-        let header = FrameHeader::new(
-            meta.frame_id,
-            seq,
-            payload.len() as u32,
-            flags,
-            meta.codec.0,
-            crc,
-        );
+        let header = FrameHeader::new(meta.frame_id, seq, payload.len() as u32, flags, meta.codec.0, crc);
         words::store_header(&self.words, off, &header);
         words::copy_in(&self.words, off + HEADER_SIZE, payload);
 

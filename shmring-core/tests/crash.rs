@@ -5,9 +5,7 @@
 mod common;
 
 use common::*;
-use shmring_core::{
-    FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions,
-};
+use shmring_core::{FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions};
 use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,8 +16,7 @@ const MAX_FRAME: usize = 8192;
 const ROUNDS: u64 = 20;
 
 fn writer_role(path: &str) {
-    let mut w =
-        RingWriter::open(path, &WriterOptions::default()).expect("restarted writer opens the ring");
+    let mut w = RingWriter::open(path, &WriterOptions::default()).expect("restarted writer opens the ring");
     w.set_crc(false);
     println!("start={}", w.next_frame_seq());
     let mut buf = vec![0u8; MAX_FRAME];
@@ -71,11 +68,7 @@ fn writer_killed_and_restarted() {
             let (mut last, mut torn) = (0u64, 0u64);
             while !stop.load(Ordering::Relaxed) {
                 if let Some(f) = r.read_timeout(Some(Duration::from_millis(20))).unwrap() {
-                    assert!(
-                        f.info.frame_seq > last,
-                        "frame_seq {} after {last}",
-                        f.info.frame_seq
-                    );
+                    assert!(f.info.frame_seq > last, "frame_seq {} after {last}", f.info.frame_seq);
                     if !verify(f.info.frame_seq, f.payload, &mut scratch) {
                         torn += 1;
                     }
@@ -90,9 +83,7 @@ fn writer_killed_and_restarted() {
     let env = [("SHMRING_TEST_PATH", path.display().to_string())];
     let mut seen_before_round = Vec::new();
     for round in 0..ROUNDS {
-        let status = RingReader::open(&path, &ReaderOptions::default())
-            .unwrap()
-            .status();
+        let status = RingReader::open(&path, &ReaderOptions::default()).unwrap().status();
         assert_eq!(
             status.writer.alive,
             Some(false),
@@ -136,10 +127,7 @@ fn writer_killed_and_restarted() {
     println!("crash test: {ROUNDS} SIGKILLs, reader {stats:?}, torn={torn}, last={last}, reopens={reopens}");
     assert_eq!(torn, 0, "torn frames delivered");
     assert!(last > before, "reader resumed after the restarts");
-    assert!(
-        stats.delivered > ROUNDS,
-        "reader received frames across the rounds"
-    );
+    assert!(stats.delivered > ROUNDS, "reader received frames across the rounds");
     let progressed = seen_before_round.windows(2).filter(|w| w[1] > w[0]).count();
     assert!(
         progressed as u64 >= ROUNDS / 2,

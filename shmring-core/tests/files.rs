@@ -2,8 +2,8 @@
 //! blocking reads.
 
 use shmring_core::{
-    Error, FrameMeta, LayoutChoice, ReaderOptions, RingKind, RingReader, RingWriter, StartPosition,
-    WriterOptions, WriterState,
+    Error, FrameMeta, LayoutChoice, ReaderOptions, RingKind, RingReader, RingWriter, StartPosition, WriterOptions,
+    WriterState,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -32,10 +32,7 @@ fn create_write_read_and_mode() {
     let mut r = RingReader::open(&path, &ReaderOptions::default()).unwrap();
     assert!(matches!(r.kind(), RingKind::V1(_)));
     assert_eq!(w.write(b"abc", FrameMeta::keyframe(1)).unwrap(), 1);
-    let f = r
-        .read_timeout(Some(Duration::from_secs(1)))
-        .unwrap()
-        .unwrap();
+    let f = r.read_timeout(Some(Duration::from_secs(1))).unwrap().unwrap();
     assert_eq!(f.payload, b"abc");
     let status = r.status();
     assert_eq!(status.writer.alive, Some(true));
@@ -50,28 +47,15 @@ fn create_write_read_and_mode() {
 #[test]
 fn wider_mode_on_request() {
     let (path, _dir) = temp_ring("mode");
-    let _w = RingWriter::create(
-        &path,
-        &WriterOptions {
-            mode: 0o644,
-            ..small()
-        },
-    )
-    .unwrap();
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-        0o644
-    );
+    let _w = RingWriter::create(&path, &WriterOptions { mode: 0o644, ..small() }).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
 }
 
 #[test]
 fn second_writer_is_refused_with_the_holders_pid() {
     let (path, _dir) = temp_ring("second");
     let _w = RingWriter::create(&path, &small()).unwrap();
-    for attempt in [
-        RingWriter::open(&path, &small()),
-        RingWriter::create(&path, &small()),
-    ] {
+    for attempt in [RingWriter::open(&path, &small()), RingWriter::create(&path, &small())] {
         match attempt {
             Err(e @ Error::WriterExists { pid: Some(pid), .. }) => {
                 assert_eq!(pid, std::process::id());
@@ -144,17 +128,11 @@ fn blocked_reader_wakes_on_commit() {
         w
     });
     let start = Instant::now();
-    let f = r
-        .read_timeout(Some(Duration::from_secs(5)))
-        .unwrap()
-        .expect("woken");
+    let f = r.read_timeout(Some(Duration::from_secs(5))).unwrap().expect("woken");
     assert_eq!(f.payload, b"wake");
     assert!(start.elapsed() < Duration::from_secs(5));
     let _w = t.join().unwrap();
-    assert!(r
-        .read_timeout(Some(Duration::from_millis(20)))
-        .unwrap()
-        .is_none());
+    assert!(r.read_timeout(Some(Duration::from_millis(20))).unwrap().is_none());
 }
 
 #[test]
@@ -173,11 +151,7 @@ fn legacy_layout_round_trip_and_detection() {
     let f = r.try_read().unwrap().unwrap();
     assert_eq!((f.payload, f.info.frame_seq), (&b"slot"[..], 1));
     let raw = std::fs::read(&path).unwrap();
-    assert_eq!(
-        u64::from_le_bytes(raw[0..8].try_into().unwrap()),
-        1,
-        "sequence_number"
-    );
+    assert_eq!(u64::from_le_bytes(raw[0..8].try_into().unwrap()), 1, "sequence_number");
     assert_eq!(
         u64::from_le_bytes(raw[8..16].try_into().unwrap()),
         36,
@@ -193,16 +167,12 @@ fn legacy_layout_round_trip_and_detection() {
 #[test]
 fn missing_and_foreign_files_give_clear_errors() {
     let (path, dir) = temp_ring("foreign");
-    let e = RingReader::open(&path, &ReaderOptions::default())
-        .err()
-        .unwrap();
+    let e = RingReader::open(&path, &ReaderOptions::default()).err().unwrap();
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
     assert!(e.to_string().contains("no ring at"));
     let tiny = dir.join("tiny");
     std::fs::write(&tiny, b"hello").unwrap();
-    let e = RingReader::open(&tiny, &ReaderOptions::default())
-        .err()
-        .unwrap();
+    let e = RingReader::open(&tiny, &ReaderOptions::default()).err().unwrap();
     assert!(e.to_string().contains("shorter than"), "{e}");
     let e = RingReader::open_layout(&tiny, &ReaderOptions::default(), LayoutChoice::V1)
         .err()

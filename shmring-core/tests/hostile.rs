@@ -7,8 +7,7 @@ mod common;
 use common::ring_dir;
 use shmring_core::layout::{trailer, FRAME_REGION_OFFSET};
 use shmring_core::{
-    Error, FrameMeta, LayoutChoice, LayoutError, ReadError, ReaderOptions, RingReader, RingWriter,
-    WriterOptions,
+    Error, FrameMeta, LayoutChoice, LayoutError, ReadError, ReaderOptions, RingReader, RingWriter, WriterOptions,
 };
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -39,10 +38,7 @@ fn drain(r: &mut RingReader) -> (Vec<u64>, Vec<String>) {
             Err(e) => errors.push(e.to_string()),
         }
     }
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "reader took too long"
-    );
+    assert!(start.elapsed() < Duration::from_secs(5), "reader took too long");
     (frames, errors)
 }
 
@@ -56,10 +52,7 @@ fn truncated_v1_file_is_refused_with_a_clear_error() {
         std::fs::write(&path, &full[..cut]).unwrap();
         match RingReader::open_layout(&path, &ReaderOptions::default(), LayoutChoice::V1) {
             Err(e @ Error::Layout { .. }) => assert!(!e.to_string().is_empty()),
-            other => panic!(
-                "cut at {cut}: expected a layout error, got {:?}",
-                other.map(|_| ())
-            ),
+            other => panic!("cut at {cut}: expected a layout error, got {:?}", other.map(|_| ())),
         }
         // Auto falls back to the legacy reading of the bytes, or refuses a tiny file.
         if let Ok(mut r) = RingReader::open(&path, &ReaderOptions::default()) {
@@ -101,9 +94,7 @@ fn wrong_magic_and_version() {
     assert!(e.to_string().contains("legacy"), "{e}");
     drop(RingWriter::create(&path, &opts()).unwrap());
     patch(&path, len - 64 + 8, &7u32.to_le_bytes());
-    let e = RingReader::open(&path, &ReaderOptions::default())
-        .err()
-        .unwrap();
+    let e = RingReader::open(&path, &ReaderOptions::default()).err().unwrap();
     assert!(
         matches!(
             e,
@@ -157,8 +148,7 @@ fn random_bytes_never_panic_or_hang() {
             let small = (next() % 64) * 32;
             data[8..16].copy_from_slice(&small.to_le_bytes());
             let t = g.trailer_offset();
-            data[t + trailer::TAIL_INTENT..][..8]
-                .copy_from_slice(&(small + next() % 4096).to_le_bytes());
+            data[t + trailer::TAIL_INTENT..][..8].copy_from_slice(&(small + next() % 4096).to_le_bytes());
         }
         std::fs::write(&path, &data).unwrap();
         for layout in [LayoutChoice::Auto, LayoutChoice::Legacy, LayoutChoice::V1] {

@@ -4,9 +4,7 @@
 
 use proptest::prelude::*;
 use shmring_core::layout::{self, trailer, Descriptor, FrameHeader};
-use shmring_core::{
-    Geometry, LayoutError, LegacyReader, ReaderOptions, RegionReader, StartPosition, Word,
-};
+use shmring_core::{Geometry, LayoutError, LegacyReader, ReaderOptions, RegionReader, StartPosition, Word};
 use std::sync::atomic::Ordering;
 use zerocopy::{FromBytes, IntoBytes};
 

@@ -5,9 +5,7 @@
 
 use proptest::prelude::*;
 use shmring_core::layout::record_len;
-use shmring_core::{
-    FrameMeta, Geometry, ReaderOptions, RegionReader, RegionWriter, StartPosition, Word,
-};
+use shmring_core::{FrameMeta, Geometry, ReaderOptions, RegionReader, RegionWriter, StartPosition, Word};
 
 const CAPACITY: u64 = 1024;
 const MAX: usize = 200;
@@ -44,11 +42,7 @@ impl ModelRing {
     fn write(&mut self, size: usize, keyframe: bool) {
         let rec = record_len(size) as u64;
         let room = CAPACITY - self.tail % CAPACITY;
-        let start = if room < rec {
-            self.tail + room
-        } else {
-            self.tail
-        };
+        let start = if room < rec { self.tail + room } else { self.tail };
         self.tail = start + rec;
         self.records.push((start, self.tail, keyframe));
     }

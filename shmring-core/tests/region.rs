@@ -3,8 +3,7 @@
 
 use shmring_core::layout::{trailer, FLAG_KEYFRAME};
 use shmring_core::{
-    FrameMeta, Geometry, ReadError, ReaderOptions, RegionReader, RegionWriter, StartPosition, Word,
-    WriteError,
+    FrameMeta, Geometry, ReadError, ReaderOptions, RegionReader, RegionWriter, StartPosition, Word, WriteError,
 };
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,9 +13,7 @@ fn region(geometry: Geometry) -> Arc<[Word]> {
 }
 
 fn payload(seq: u64, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (seq as usize * 31 + i * 7) as u8)
-        .collect()
+    (0..len).map(|i| (seq as usize * 31 + i * 7) as u8).collect()
 }
 
 fn meta(seq: u64, keyframe: bool) -> FrameMeta {
@@ -36,11 +33,7 @@ fn frames_round_trip_in_order_across_wraps() {
     let mut buf = vec![0u8; 200];
     for seq in 1..=200u64 {
         let len = (seq as usize * 13) % 201;
-        assert_eq!(
-            w.write(&payload(seq, len), meta(seq, seq % 5 == 1))
-                .unwrap(),
-            seq
-        );
+        assert_eq!(w.write(&payload(seq, len), meta(seq, seq % 5 == 1)).unwrap(), seq);
         let info = r.try_read(&mut buf).unwrap().expect("a frame");
         assert_eq!(info.frame_seq, seq);
         assert_eq!(info.frame_id, seq * 10);
@@ -127,18 +120,12 @@ fn oversized_frames_are_refused_and_small_buffers_reported() {
     let mut w = RegionWriter::format(words.clone(), g, 0).unwrap();
     assert_eq!(
         w.write(&[0; 101], meta(1, true)),
-        Err(WriteError::FrameTooLarge {
-            size: 101,
-            max: 100
-        })
+        Err(WriteError::FrameTooLarge { size: 101, max: 100 })
     );
     w.write(&[1; 80], meta(1, true)).unwrap();
     let mut r = RegionReader::new(words.clone(), ReaderOptions::default()).unwrap();
     let mut small = [0u8; 10];
-    assert_eq!(
-        r.try_read(&mut small),
-        Err(ReadError::BufferTooSmall { needed: 80 })
-    );
+    assert_eq!(r.try_read(&mut small), Err(ReadError::BufferTooSmall { needed: 80 }));
     let mut big = [0u8; 100];
     assert_eq!(r.try_read(&mut big).unwrap().unwrap().size, 80);
 }
@@ -229,16 +216,11 @@ fn threaded_writer_and_readers_never_see_torn_frames() {
         .collect();
     for seq in 1..=frames {
         let len = (seq as usize * 37) % 257;
-        w.write(&payload(seq, len), meta(seq, seq % 30 == 1))
-            .unwrap();
+        w.write(&payload(seq, len), meta(seq, seq % 30 == 1)).unwrap();
     }
     for h in readers {
         let s = h.join().unwrap();
-        assert_eq!(
-            s.delivered + s.lost,
-            frames,
-            "delivered + lost == written: {s:?}"
-        );
+        assert_eq!(s.delivered + s.lost, frames, "delivered + lost == written: {s:?}");
         assert!(s.delivered > 0);
     }
 }

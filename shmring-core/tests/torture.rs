@@ -8,9 +8,7 @@
 mod common;
 
 use common::*;
-use shmring_core::{
-    FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions,
-};
+use shmring_core::{FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions};
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
@@ -32,11 +30,7 @@ fn writer_role(path: &str, frames: u64) {
     let mut buf = vec![0u8; MAX_FRAME];
     for seq in 1..=frames {
         // The last frame is a keyframe, so every reader ends on it.
-        let len = if seq == frames {
-            8
-        } else {
-            size_for(seq, MAX_FRAME)
-        };
+        let len = if seq == frames { 8 } else { size_for(seq, MAX_FRAME) };
         fill(seq, &mut buf[..len]);
         let meta = FrameMeta {
             keyframe: seq % 16 == 1 || seq == frames,
@@ -67,15 +61,9 @@ fn reader_role(path: &str, frames: u64) {
                 if f.info.frame_seq <= last {
                     disorder += 1;
                 }
-                if f.info.frame_id != f.info.frame_seq
-                    || !verify(f.info.frame_seq, f.payload, &mut scratch)
-                {
+                if f.info.frame_id != f.info.frame_seq || !verify(f.info.frame_seq, f.payload, &mut scratch) {
                     corrupted += 1;
-                    eprintln!(
-                        "corrupted frame {} ({} bytes)",
-                        f.info.frame_seq,
-                        f.payload.len()
-                    );
+                    eprintln!("corrupted frame {} ({} bytes)", f.info.frame_seq, f.payload.len());
                 }
                 last = f.info.frame_seq;
             }
@@ -116,9 +104,7 @@ fn multi_process_torture() {
         ("SHMRING_TEST_PATH", path.display().to_string()),
         ("SHMRING_TORTURE_FRAMES", frames.to_string()),
     ];
-    let mut readers: Vec<_> = (0..READERS)
-        .map(|_| spawn_role(TEST, "reader", &env))
-        .collect();
+    let mut readers: Vec<_> = (0..READERS).map(|_| spawn_role(TEST, "reader", &env)).collect();
     let mut outputs: Vec<_> = readers
         .iter_mut()
         .map(|c| BufReader::new(c.stdout.take().unwrap()).lines())

@@ -23,9 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
-use shmring_core::{
-    monotonic_ns, FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions,
-};
+use shmring_core::{monotonic_ns, FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions};
 use shmring_ws::annexb::{AccessUnit, Splitter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -70,9 +68,7 @@ fn recorded_stream(target: &Path) -> Vec<AccessUnit> {
                 "zerolatency",
             ])
             // ipratio=20 makes keyframes as large as this simple picture allows (~95 KB).
-            .args([
-                "-b:v", "8M", "-minrate", "8M", "-maxrate", "8M", "-bufsize", "4M",
-            ])
+            .args(["-b:v", "8M", "-minrate", "8M", "-maxrate", "8M", "-bufsize", "4M"])
             .args(["-x264-params", "nal-hrd=cbr:ipratio=20:qpmin=0"])
             .args(["-g", "120", "-bsf:v", "h264_mp4toannexb", "-f", "h264"])
             .arg(&file)
@@ -89,11 +85,7 @@ fn recorded_stream(target: &Path) -> Vec<AccessUnit> {
 }
 
 /// Writes the recording into the ring at 60 fps until `stop`.
-fn producer(
-    ring: PathBuf,
-    units: Vec<AccessUnit>,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
+fn producer(ring: PathBuf, units: Vec<AccessUnit>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut w = RingWriter::create(
             &ring,
@@ -126,11 +118,7 @@ fn producer(
 }
 
 /// Records the commit time (frame_id) of every frame, to know what was written when.
-fn ring_witness(
-    ring: PathBuf,
-    ids: Arc<Mutex<Vec<u64>>>,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
+fn ring_witness(ring: PathBuf, ids: Arc<Mutex<Vec<u64>>>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let opts = ReaderOptions {
             start: StartPosition::Next,
@@ -159,8 +147,7 @@ fn baseline_server(ring: &str, listen: &str) {
         let tx2 = tx.clone();
         let ring = ring.to_owned();
         std::thread::spawn(move || {
-            let mut r =
-                RingReader::open(&ring, &ReaderOptions::default()).expect("baseline reader");
+            let mut r = RingReader::open(&ring, &ReaderOptions::default()).expect("baseline reader");
             loop {
                 if let Ok(Some(f)) = r.read_timeout(None) {
                     let i = f.info;
@@ -325,11 +312,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 fn machine_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let line = stat.lines().next().unwrap_or("");
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     let total: u64 = v.iter().sum();
     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
     (total - idle, total)
@@ -366,24 +349,12 @@ fn round(
     ids: &Arc<Mutex<Vec<u64>>>,
 ) -> Round {
     let stop = Arc::new(AtomicBool::new(false));
-    let handles: Vec<_> = (0..clients)
-        .map(|_| rt.spawn(client(addr, stop.clone())))
-        .collect();
+    let handles: Vec<_> = (0..clients).map(|_| rt.spawn(client(addr, stop.clone()))).collect();
     std::thread::sleep(Duration::from_secs(3)); // connect and settle
     let me = std::process::id();
-    let (t0, cpu0, own0, (busy0, total0)) = (
-        monotonic_ns(),
-        cpu_ticks(pid),
-        cpu_ticks(me),
-        machine_ticks(),
-    );
+    let (t0, cpu0, own0, (busy0, total0)) = (monotonic_ns(), cpu_ticks(pid), cpu_ticks(me), machine_ticks());
     std::thread::sleep(Duration::from_secs(seconds));
-    let (t1, cpu1, own1, (busy1, total1)) = (
-        monotonic_ns(),
-        cpu_ticks(pid),
-        cpu_ticks(me),
-        machine_ticks(),
-    );
+    let (t1, cpu1, own1, (busy1, total1)) = (monotonic_ns(), cpu_ticks(pid), cpu_ticks(me), machine_ticks());
     std::thread::sleep(Duration::from_millis(500)); // frames committed before t1 still in flight
     stop.store(true, Ordering::Relaxed);
     let results: Vec<ClientResult> = rt.block_on(async {
@@ -458,10 +429,7 @@ fn main() {
         .split(',')
         .map(|c| c.parse().expect("--clients N,N,..."))
         .collect();
-    let seconds: u64 = arg(&args, "--seconds")
-        .unwrap_or("10")
-        .parse()
-        .expect("--seconds N");
+    let seconds: u64 = arg(&args, "--seconds").unwrap_or("10").parse().expect("--seconds N");
     let servers: Vec<String> = arg(&args, "--servers")
         .unwrap_or("shmring,baseline")
         .split(',')
@@ -475,16 +443,8 @@ fn main() {
         .expect("target dir")
         .to_path_buf();
     let units = recorded_stream(&target);
-    let keyframes: Vec<usize> = units
-        .iter()
-        .filter(|u| u.keyframe)
-        .map(|u| u.data.len())
-        .collect();
-    let deltas: Vec<usize> = units
-        .iter()
-        .filter(|u| !u.keyframe)
-        .map(|u| u.data.len())
-        .collect();
+    let keyframes: Vec<usize> = units.iter().filter(|u| u.keyframe).map(|u| u.data.len()).collect();
+    let deltas: Vec<usize> = units.iter().filter(|u| !u.keyframe).map(|u| u.data.len()).collect();
     let bits: usize = units.iter().map(|u| u.data.len() * 8).sum();
     println!(
         "stream: {} access units, {} keyframes (avg {} KB), delta frames avg {} KB, {:.1} Mbit/s at {FPS} fps",

@@ -26,9 +26,7 @@ fn arg_value(args: &[String], name: &str) -> Option<u64> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        eprintln!(
-            "usage: h264_replay RING FILE [--fps N] [--frames N] [--capacity BYTES] [--start-at N]"
-        );
+        eprintln!("usage: h264_replay RING FILE [--fps N] [--frames N] [--capacity BYTES] [--start-at N]");
         std::process::exit(2);
     }
     let fps = arg_value(&args, "--fps").unwrap_or(30).max(1);
@@ -42,10 +40,7 @@ fn main() {
     let mut units = splitter.push(&data);
     units.extend(splitter.finish());
     if units.is_empty() || !units[0].keyframe {
-        eprintln!(
-            "h264_replay: {} does not start with a keyframe access unit",
-            args[1]
-        );
+        eprintln!("h264_replay: {} does not start with a keyframe access unit", args[1]);
         std::process::exit(1);
     }
     let mut writer = RingWriter::open_or_create(
@@ -59,11 +54,7 @@ fn main() {
         eprintln!("h264_replay: {e}");
         std::process::exit(1)
     });
-    println!(
-        "ready {} {}",
-        units.len(),
-        units.iter().filter(|u| u.keyframe).count()
-    );
+    println!("ready {} {}", units.len(), units.iter().filter(|u| u.keyframe).count());
     let period = Duration::from_nanos(1_000_000_000 / fps);
     let start = Instant::now();
     let skip = arg_value(&args, "--start-at").unwrap_or(0) as usize % units.len();

@@ -59,11 +59,7 @@ impl Splitter {
             self.scanned = sc + 3;
             let nal_type = self.buf[sc + 3] & 0x1f;
             // Include a 4-byte start code's leading zero in this NAL, not the previous one.
-            let begin = if sc > 0 && self.buf[sc - 1] == 0 {
-                sc - 1
-            } else {
-                sc
-            };
+            let begin = if sc > 0 && self.buf[sc - 1] == 0 { sc - 1 } else { sc };
             let first_mb_zero = self.buf[sc + 4] & 0x80 != 0;
             let starts_au = match nal_type {
                 9 => true,
@@ -93,10 +89,7 @@ impl Splitter {
     pub fn finish(&mut self) -> Option<AccessUnit> {
         let data = std::mem::take(&mut self.buf);
         self.scanned = 0;
-        let keyframe = self.has_idr
-            || data
-                .windows(4)
-                .any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5);
+        let keyframe = self.has_idr || data.windows(4).any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5);
         let has_slice = self.has_slice
             || data
                 .windows(4)
@@ -112,16 +105,7 @@ mod tests {
     use super::*;
 
     fn nal(t: u8, first_mb_zero: bool) -> Vec<u8> {
-        vec![
-            0,
-            0,
-            0,
-            1,
-            t,
-            if first_mb_zero { 0x88 } else { 0x08 },
-            0xAB,
-            0xCD,
-        ]
+        vec![0, 0, 0, 1, t, if first_mb_zero { 0x88 } else { 0x08 }, 0xAB, 0xCD]
     }
 
     #[test]

@@ -234,16 +234,11 @@ impl ClientQueue {
             }
         }
         let len = item.message().len();
-        if s.items.len() + 1 > limits.max_frames + s.credit_frames
-            || s.bytes + len > limits.max_bytes + s.credit_bytes
+        if s.items.len() + 1 > limits.max_frames + s.credit_frames || s.bytes + len > limits.max_bytes + s.credit_bytes
         {
             // Overflow: drop what is waiting. Video resumes at a keyframe, so the
             // client's decoder never sees a frame whose reference it lacks.
-            let lost_video = s
-                .items
-                .iter()
-                .filter(|i| matches!(i, Outgoing::Video(_)))
-                .count() as u64;
+            let lost_video = s.items.iter().filter(|i| matches!(i, Outgoing::Video(_))).count() as u64;
             let lost_other = s.items.len() as u64 - lost_video;
             s.items.clear();
             s.bytes = 0;
@@ -301,11 +296,7 @@ pub struct Hub {
 
 impl Hub {
     /// A hub with the given per-client limits.
-    pub fn new(
-        limits: QueueLimits,
-        metrics: Arc<Metrics>,
-        keyframes: Arc<KeyframeRequests>,
-    ) -> Self {
+    pub fn new(limits: QueueLimits, metrics: Arc<Metrics>, keyframes: Arc<KeyframeRequests>) -> Self {
         Hub {
             state: Mutex::new(HubState::default()),
             limits,
@@ -375,8 +366,7 @@ impl Hub {
             hub.gop_bytes = 0;
         }
         // Cache only a GOP that starts at a keyframe and fits the cache limits.
-        let fits =
-            hub.gop.len() < GOP_CACHE_MAX_FRAMES && hub.gop_bytes + len <= GOP_CACHE_MAX_BYTES;
+        let fits = hub.gop.len() < GOP_CACHE_MAX_FRAMES && hub.gop_bytes + len <= GOP_CACHE_MAX_BYTES;
         if (frame.keyframe || !hub.gop.is_empty()) && fits {
             hub.gop_bytes += len;
             hub.gop.push(frame.clone());
@@ -441,10 +431,7 @@ mod tests {
 
     fn hub(max_frames: usize) -> Hub {
         let metrics = Arc::new(Metrics::default());
-        let keyframes = Arc::new(KeyframeRequests::new(
-            Duration::from_millis(500),
-            metrics.clone(),
-        ));
+        let keyframes = Arc::new(KeyframeRequests::new(Duration::from_millis(500), metrics.clone()));
         let limits = QueueLimits {
             max_frames,
             max_bytes: 1 << 20,
@@ -495,10 +482,7 @@ mod tests {
     #[test]
     fn a_client_starved_of_keyframes_is_closed_with_a_reason() {
         let metrics = Arc::new(Metrics::default());
-        let keyframes = Arc::new(KeyframeRequests::new(
-            Duration::from_millis(500),
-            metrics.clone(),
-        ));
+        let keyframes = Arc::new(KeyframeRequests::new(Duration::from_millis(500), metrics.clone()));
         let limits = QueueLimits {
             max_frames: 10,
             max_bytes: 1 << 20,

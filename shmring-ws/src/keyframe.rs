@@ -56,23 +56,14 @@ impl KeyframeRequests {
         {
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
             if matches!(*last, Some(t) if now.duration_since(t) < self.interval) {
-                self.metrics
-                    .keyframe_requests_coalesced
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.keyframe_requests_coalesced.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
             *last = Some(now);
         }
         tracing::debug!("requesting a keyframe: {why}");
-        self.metrics
-            .keyframe_requests
-            .fetch_add(1, Ordering::Relaxed);
-        if let Some(cb) = self
-            .direct
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
+        self.metrics.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(cb) = self.direct.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             cb();
         }
         self.nats.notify_one();
@@ -106,9 +97,6 @@ mod tests {
         std::thread::sleep(Duration::from_millis(220));
         assert!(k.request("c"));
         assert_eq!(calls.load(Ordering::Relaxed), 2);
-        assert_eq!(
-            metrics.keyframe_requests_coalesced.load(Ordering::Relaxed),
-            100
-        );
+        assert_eq!(metrics.keyframe_requests_coalesced.load(Ordering::Relaxed), 100);
     }
 }

@@ -33,6 +33,7 @@
 
 pub mod annexb;
 mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 mod hub;
 mod keyframe;
@@ -45,8 +46,7 @@ mod ws;
 
 pub use config::{Config, DEFAULT_SHM_PATH};
 pub use hub::{
-    Batch, ClientQueue, CloseReason, Hub, Outgoing, QueueLimits, VideoFrame, GOP_CACHE_MAX_BYTES,
-    GOP_CACHE_MAX_FRAMES,
+    Batch, ClientQueue, CloseReason, Hub, Outgoing, QueueLimits, VideoFrame, GOP_CACHE_MAX_BYTES, GOP_CACHE_MAX_FRAMES,
 };
 pub use keyframe::{KeyframeCallback, KeyframeRequests};
 pub use metrics::{DropReason, Metrics};

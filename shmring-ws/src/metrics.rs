@@ -70,11 +70,7 @@ impl Histogram {
         }
         cumulative += self.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_ns.load(Ordering::Relaxed) as f64 * 1e-9
-        );
+        let _ = writeln!(out, "{name}_sum {}", self.sum_ns.load(Ordering::Relaxed) as f64 * 1e-9);
         let _ = writeln!(out, "{name}_count {}", self.count.load(Ordering::Relaxed));
     }
 }
@@ -213,10 +209,7 @@ impl Metrics {
     pub fn render_prometheus(&self) -> String {
         let mut out = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         counter(
@@ -297,18 +290,16 @@ impl Metrics {
                 self.drops(reason)
             );
         }
-        let _ = writeln!(out, "# HELP shmring_ws_clients Connected WebSocket clients.\n# TYPE shmring_ws_clients gauge");
         let _ = writeln!(
             out,
-            "shmring_ws_clients {}",
-            self.clients.load(Ordering::Relaxed)
+            "# HELP shmring_ws_clients Connected WebSocket clients.\n# TYPE shmring_ws_clients gauge"
         );
-        let _ = writeln!(out, "# HELP shmring_ws_shm_seq frame_seq of the newest frame read.\n# TYPE shmring_ws_shm_seq gauge");
+        let _ = writeln!(out, "shmring_ws_clients {}", self.clients.load(Ordering::Relaxed));
         let _ = writeln!(
             out,
-            "shmring_ws_shm_seq {}",
-            self.shm_seq.load(Ordering::Relaxed)
+            "# HELP shmring_ws_shm_seq frame_seq of the newest frame read.\n# TYPE shmring_ws_shm_seq gauge"
         );
+        let _ = writeln!(out, "shmring_ws_shm_seq {}", self.shm_seq.load(Ordering::Relaxed));
         let _ = writeln!(
             out,
             "# HELP shmring_ws_writer_alive 1 if the ring writer is alive, 0 if not, -1 if unknown.\n# TYPE shmring_ws_writer_alive gauge"

@@ -67,10 +67,7 @@ pub async fn run(
         Ok(c) => c,
         Err(e) => {
             metrics.set_nats_state("failed");
-            tracing::error!(
-                "NATS at {} unusable: {e}; running without NATS",
-                options.url
-            );
+            tracing::error!("NATS at {} unusable: {e}; running without NATS", options.url);
             return;
         }
     };

@@ -95,8 +95,7 @@ pub fn parse_command(body: &Bytes, max_size: usize) -> Result<Command, CommandEr
             max: max_size,
         });
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| CommandError::NotJsonObject)?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| CommandError::NotJsonObject)?;
     let obj = value.as_object().ok_or(CommandError::NotJsonObject)?;
     let action = obj
         .get("action")
@@ -142,9 +141,6 @@ mod tests {
         ] {
             assert_eq!(parse_command(&Bytes::copy_from_slice(body), 1024), Err(err));
         }
-        assert!(matches!(
-            parse_command(&ok, 10),
-            Err(CommandError::TooLarge { .. })
-        ));
+        assert!(matches!(parse_command(&ok, 10), Err(CommandError::TooLarge { .. })));
     }
 }

@@ -121,9 +121,7 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
                     was_idle = false;
                     last_status = Instant::now();
                     if probe(&reader, &mut epoch) {
-                        tracing::info!(
-                            "a new writer took over the ring; clients resume at its first keyframe"
-                        );
+                        tracing::info!("a new writer took over the ring; clients resume at its first keyframe");
                         hub.discontinuity();
                     }
                 }
@@ -150,9 +148,7 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
                 was_idle = true;
                 last_status = Instant::now();
                 if probe(&reader, &mut epoch) {
-                    tracing::info!(
-                        "a new writer took over the ring; clients wait for its first keyframe"
-                    );
+                    tracing::info!("a new writer took over the ring; clients wait for its first keyframe");
                     hub.discontinuity();
                 }
             }

@@ -81,10 +81,7 @@ impl Server {
     pub async fn bind(options: ServerOptions) -> io::Result<Server> {
         let listener = TcpListener::bind(options.listen).await?;
         let metrics = Arc::new(Metrics::default());
-        let keyframes = Arc::new(KeyframeRequests::new(
-            options.keyframe_interval,
-            metrics.clone(),
-        ));
+        let keyframes = Arc::new(KeyframeRequests::new(options.keyframe_interval, metrics.clone()));
         let hub = Arc::new(Hub::new(options.limits, metrics.clone(), keyframes.clone()));
         let (commands, commands_rx) = match options.nats {
             Some(_) => {

@@ -44,11 +44,7 @@ struct ProtocolSide {
 }
 
 impl AsyncRead for ProtocolSide {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
@@ -60,11 +56,7 @@ impl AsyncRead for ProtocolSide {
 }
 
 impl AsyncWrite for ProtocolSide {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Poll::Ready(self.client.push_control(buf).map(|()| buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -154,9 +146,7 @@ async fn writer(mut w: OwnedWriteHalf, client: &ClientQueue, ctx: &Ctx) {
                 return;
             }
             Err(_) => {
-                metrics
-                    .clients_closed_by_server
-                    .fetch_add(1, Ordering::Relaxed);
+                metrics.clients_closed_by_server.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     "client {}: no write progress for {:?}; dropping the connection",
                     client.id(),
@@ -181,15 +171,8 @@ async fn writer(mut w: OwnedWriteHalf, client: &ClientQueue, ctx: &Ctx) {
         }
         metrics.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
         if let Some(reason) = &batch.close {
-            metrics
-                .clients_closed_by_server
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                "client {}: closing ({} {})",
-                client.id(),
-                reason.code,
-                reason.reason
-            );
+            metrics.clients_closed_by_server.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("client {}: closing ({} {})", client.id(), reason.code, reason.reason);
             let _ = tokio::time::timeout(CLOSE_GRACE, async {
                 let _ = w.write_all(&close_frame(reason)).await;
                 let _ = w.shutdown().await;
@@ -252,9 +235,7 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &ClientQueue, ct
             return;
         }
         match msg {
-            Message::Binary(b) if b.first() == Some(&MSG_COMMAND) => {
-                handle_command(b.slice(1..), client, ctx)
-            }
+            Message::Binary(b) if b.first() == Some(&MSG_COMMAND) => handle_command(b.slice(1..), client, ctx),
             Message::Close(_) => {
                 // tungstenite has queued the close reply; send it and end.
                 client.end();
@@ -262,9 +243,7 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &ClientQueue, ct
             }
             Message::Ping(_) | Message::Pong(_) => {}
             Message::Binary(_) | Message::Text(_) | Message::Frame(_) => {
-                metrics
-                    .client_messages_malformed
-                    .fetch_add(1, Ordering::Relaxed);
+                metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -275,9 +254,7 @@ fn handle_command(body: Bytes, client: &ClientQueue, ctx: &Ctx) {
     let cmd = match parse_command(&body, ctx.options.max_command_size) {
         Ok(c) => c,
         Err(e) => {
-            metrics
-                .client_messages_malformed
-                .fetch_add(1, Ordering::Relaxed);
+            metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("client {}: ignored a command: {e}", client.id());
             return;
         }
@@ -314,9 +291,7 @@ pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Ctx>) {
     let (read, write) = stream.into_split();
     let client = ctx.hub.join();
     ctx.metrics.clients.fetch_add(1, Ordering::Relaxed);
-    ctx.metrics
-        .connections_total
-        .fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let config = WebSocketConfig::default()
         .max_message_size(Some(ctx.options.max_command_size + 1))
         .max_frame_size(Some(ctx.options.max_command_size + 1))
@@ -346,11 +321,7 @@ pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Ctx>) {
     // kernel would discard the close frame (and its reason) before the client read it.
     let _ = tokio::time::timeout(CLOSE_GRACE, drain(&mut ws.get_mut().read)).await;
     ctx.metrics.clients.fetch_sub(1, Ordering::Relaxed);
-    tracing::debug!(
-        "client {} left ({} frames dropped)",
-        client.id(),
-        client.dropped()
-    );
+    tracing::debug!("client {} left ({} frames dropped)", client.id(), client.dropped());
 }
 
 #[cfg(test)]

@@ -334,6 +334,37 @@ def test_demo_mode_streams_a_test_pattern(tmp_path):
         assert health()["status"] == "ok"
         frames = run(collect(f"ws://127.0.0.1:{port}/stream/ws", 40))
         assert check_gated(frames) == 0
+
+        async def frames_until_keyframe_after_request(ws):
+            """Frames committed after the request (frame_id is the commit time in
+            CLOCK_MONOTONIC ns) up to and including the first keyframe."""
+            await asyncio.sleep(0.6)  # past the 500 ms coalescing window
+            asked = time.monotonic_ns()
+            await ws.send(b'\x04{"action":"request_idr","cmd_seq":1,"data":{}}')
+            n = 0
+            for _ in range(300):
+                msg = await asyncio.wait_for(ws.recv(), 5)
+                if msg[0] != 1:
+                    continue
+                f = parse_video(msg)
+                if f["id"] > asked:
+                    n += 1
+                    if f["key"]:
+                        return n
+            return None
+
+        async def requests():
+            async with connect(f"ws://127.0.0.1:{port}/stream/ws", max_size=None) as ws:
+                # Skip the GOP-cache burst (the demo's GOP is 60 frames, 2 s).
+                for _ in range(70):
+                    await asyncio.wait_for(ws.recv(), 5)
+                return [await frames_until_keyframe_after_request(ws) for _ in range(2)]
+
+        # The in-process encoder gets the request directly: a keyframe within a few
+        # frames, twice (a natural one every 60 frames would rarely be that close twice).
+        waits = run(requests())
+        print("keyframe after request, frames:", waits)
+        assert all(w is not None and w <= 8 for w in waits), waits
     finally:
         server.kill(signal.SIGINT)
         if os.path.exists(ring):

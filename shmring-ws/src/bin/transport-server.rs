@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+#[cfg(feature = "demo")]
 use shmring_ws::demo::{DemoProducer, DemoSettings};
 use shmring_ws::{Config, Server, DEFAULT_SHM_PATH};
 
@@ -16,16 +17,15 @@ use shmring_ws::{Config, Server, DEFAULT_SHM_PATH};
 struct Cli {
     #[command(flatten)]
     config: Config,
-    /// Also run a test-pattern producer (ffmpeg testsrc2 -> libx264) writing the ring.
+    /// Also run a test-pattern producer in this process (shmring-nvenc's test pattern,
+    /// libx264) writing the ring; keyframe requests go to it directly.
     #[arg(long)]
     demo: bool,
 }
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
     let shm_path = match (&cli.config.shm_path, cli.demo) {
@@ -33,10 +33,7 @@ fn main() -> std::process::ExitCode {
         (None, true) => PathBuf::from(format!("/dev/shm/shmring-demo-{}", std::process::id())),
         (None, false) => PathBuf::from(DEFAULT_SHM_PATH),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("transport-server: cannot start the async runtime: {e}");
@@ -48,13 +45,7 @@ fn main() -> std::process::ExitCode {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cli.config.listen))?;
         let _demo = if cli.demo {
-            let producer = DemoProducer::start(&shm_path, DemoSettings::default()).map_err(|e| e.to_string())?;
-            server.keyframe_requests().set_direct(Box::new(|| {
-                tracing::debug!("demo producer: keyframe requested (the ffmpeg demo encoder keyframes every second)")
-            }));
-            let addr = server.local_addr().map_err(|e| e.to_string())?;
-            tracing::info!("demo: open http://127.0.0.1:{}/ in a browser", addr.port());
-            Some(producer)
+            Some(start_demo(&server, &shm_path)?)
         } else {
             None
         };
@@ -77,4 +68,18 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "demo")]
+fn start_demo(server: &Server, shm_path: &std::path::Path) -> Result<DemoProducer, String> {
+    let producer = DemoProducer::start(shm_path, DemoSettings::default()).map_err(|e| e.to_string())?;
+    server.keyframe_requests().set_direct(producer.keyframe_callback());
+    let addr = server.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!("demo: open http://127.0.0.1:{}/ in a browser", addr.port());
+    Ok(producer)
+}
+
+#[cfg(not(feature = "demo"))]
+fn start_demo(_server: &Server, _shm_path: &std::path::Path) -> Result<std::convert::Infallible, String> {
+    Err("this transport-server was built without the `demo` feature".into())
 }

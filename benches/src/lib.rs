@@ -1,0 +1,1 @@
+//! Cross-process benchmark harnesses (see the binaries).
