@@ -62,7 +62,9 @@ pub use reader::{FrameInfo, ReaderOptions, ReaderStats, RegionReader, StartPosit
 pub use writer::RegionWriter;
 
 #[cfg(all(feature = "std", not(shmring_loom)))]
-pub use file::{Error, Frame, LayoutChoice, RingKind, RingReader, RingStatus, RingWriter, WriterOptions, WriterStatus};
+pub use file::{
+    monotonic_ns, Error, Frame, LayoutChoice, RingKind, RingReader, RingStatus, RingWriter, WriterOptions, WriterStatus,
+};
 
 /// The word type regions are made of: `core`'s `AtomicU64`, or loom's under
 /// `--cfg shmring_loom`.

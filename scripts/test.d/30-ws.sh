@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# shmring-ws / transport-server: unit tests, then end-to-end tests with real processes
+# on loopback: a producer writing a ring, transport-server, WebSocket clients (Python),
+# a real nats-server, and headless Chromium decoding the viewer page's video.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+cargo build --release -p shmring-ws --bins --examples
+cargo test --release -p shmring-ws --lib --bins
+
+# puppeteer-core for the headless Chromium test (Chromium itself comes from apt).
+(cd shmring-ws/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+
+export SHMRING_BIN_DIR="$PWD/target/release"
+.venv/bin/python -m pytest -q -p no:cacheprovider shmring-ws/tests

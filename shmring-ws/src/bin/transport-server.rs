@@ -1,0 +1,85 @@
+//! `transport-server`: streams a shmring video ring to browsers over WebSocket.
+//!
+//! `transport-server --demo` starts an in-process test-pattern producer too, so one
+//! command shows live video at http://127.0.0.1:8080/.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+#[cfg(feature = "demo")]
+use shmring_ws::demo::{DemoProducer, DemoSettings};
+use shmring_ws::{Config, Server, DEFAULT_SHM_PATH};
+
+/// Streams a shmring video ring to browsers over WebSocket (/stream/ws), with a viewer
+/// page at /, /health and /metrics.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    /// Also run a test-pattern producer in this process (shmring-nvenc's test pattern,
+    /// libx264) writing the ring; keyframe requests go to it directly.
+    #[arg(long)]
+    demo: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let cli = Cli::parse();
+    let shm_path = match (&cli.config.shm_path, cli.demo) {
+        (Some(p), _) => p.clone(),
+        (None, true) => PathBuf::from(format!("/dev/shm/shmring-demo-{}", std::process::id())),
+        (None, false) => PathBuf::from(DEFAULT_SHM_PATH),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("transport-server: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let server = Server::bind(cli.config.server_options(shm_path.clone()))
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", cli.config.listen))?;
+        let _demo = if cli.demo {
+            Some(start_demo(&server, &shm_path)?)
+        } else {
+            None
+        };
+        server
+            .run(async {
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("shutting down");
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if cli.demo {
+            let _ = std::fs::remove_file(&shm_path);
+        }
+        Ok::<(), String>(())
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("transport-server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(feature = "demo")]
+fn start_demo(server: &Server, shm_path: &std::path::Path) -> Result<DemoProducer, String> {
+    let producer = DemoProducer::start(shm_path, DemoSettings::default()).map_err(|e| e.to_string())?;
+    server.keyframe_requests().set_direct(producer.keyframe_callback());
+    let addr = server.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!("demo: open http://127.0.0.1:{}/ in a browser", addr.port());
+    Ok(producer)
+}
+
+#[cfg(not(feature = "demo"))]
+fn start_demo(_server: &Server, _shm_path: &std::path::Path) -> Result<std::convert::Infallible, String> {
+    Err("this transport-server was built without the `demo` feature".into())
+}

@@ -1,0 +1,101 @@
+//! Command-line flags and `SDR_*` environment variables of `transport-server`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+
+use crate::hub::QueueLimits;
+use crate::nats::NatsOptions;
+use crate::ring::RingSource;
+use crate::server::ServerOptions;
+
+/// The ring the SDR_OS writer uses when none is given.
+pub const DEFAULT_SHM_PATH: &str = "/dev/shm/sdr_os_ipc/frames";
+
+/// Server settings, from flags or the environment names the SDR_OS server used.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Config {
+    /// Ring file to read [default: /dev/shm/sdr_os_ipc/frames; with --demo, a private
+    /// ring in /dev/shm].
+    #[arg(long, env = "SDR_SHM_PATH")]
+    pub shm_path: Option<PathBuf>,
+    /// Address to listen on for HTTP and WebSocket.
+    #[arg(long, env = "SDR_LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// NATS server URL; without one the server runs without NATS.
+    #[arg(long, env = "SDR_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Verify each frame's CRC-32.
+    #[arg(long, env = "SDR_CRC_ENABLED", default_value = "true", value_parser = BoolishValueParser::new())]
+    pub crc: bool,
+    /// NATS subjects relayed to clients as telemetry (comma-separated, wildcards allowed).
+    #[arg(
+        long,
+        env = "SDR_TELEMETRY_SUBJECTS",
+        default_value = "telemetry.>",
+        value_delimiter = ','
+    )]
+    pub telemetry_subjects: Vec<String>,
+    /// Largest telemetry payload relayed, in bytes.
+    #[arg(long, env = "SDR_TELEMETRY_MAX_SIZE", default_value_t = 65536)]
+    pub telemetry_max_size: usize,
+    /// Keyframe requests are coalesced to one per this many milliseconds.
+    #[arg(long, env = "SDR_IDR_COALESCE_MS", default_value_t = 500)]
+    pub idr_coalesce_ms: u64,
+    /// A client waiting this many milliseconds for a keyframe (while frames flow) is closed.
+    #[arg(long, env = "SDR_IDR_TIMEOUT_MS", default_value_t = 5000)]
+    pub keyframe_timeout_ms: u64,
+    /// Most messages waiting in one client's queue (besides the GOP burst a new client
+    /// starts with); more and the client drops to the next keyframe.
+    #[arg(long, env = "SDR_CLIENT_QUEUE_FRAMES", default_value_t = 60)]
+    pub queue_frames: usize,
+    /// Most bytes waiting in one client's queue (besides the GOP burst).
+    #[arg(long, env = "SDR_CLIENT_QUEUE_BYTES", default_value_t = 4 << 20)]
+    pub queue_bytes: usize,
+    /// Largest client message in bytes; larger ones close the connection (1009).
+    #[arg(long, env = "SDR_MAX_COMMAND_SIZE", default_value_t = 65536)]
+    pub max_command_size: usize,
+    /// More client messages than this per second close the connection (1008).
+    #[arg(long, env = "SDR_MAX_MESSAGES_PER_SEC", default_value_t = 200)]
+    pub max_messages_per_sec: u32,
+    /// A client write making no progress for this many milliseconds drops the connection.
+    #[arg(long, env = "SDR_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_timeout_ms: u64,
+    /// Most simultaneous WebSocket clients.
+    #[arg(long, env = "SDR_MAX_CLIENTS", default_value_t = 4096)]
+    pub max_clients: usize,
+    /// Kernel send buffer per client in bytes (0: system default).
+    #[arg(long, env = "SDR_SEND_BUFFER", default_value_t = 256 << 10)]
+    pub send_buffer: usize,
+}
+
+impl Config {
+    /// The server options these settings describe, reading `shm_path` (or the default).
+    pub fn server_options(&self, shm_path: PathBuf) -> ServerOptions {
+        ServerOptions {
+            listen: self.listen,
+            ring: RingSource {
+                path: shm_path,
+                verify_crc: self.crc,
+            },
+            limits: QueueLimits {
+                max_frames: self.queue_frames.max(1),
+                max_bytes: self.queue_bytes.max(1),
+                keyframe_timeout: Duration::from_millis(self.keyframe_timeout_ms),
+            },
+            keyframe_interval: Duration::from_millis(self.idr_coalesce_ms),
+            nats: self.nats_url.as_ref().map(|url| NatsOptions {
+                url: url.clone(),
+                telemetry_subjects: self.telemetry_subjects.clone(),
+                telemetry_max_size: self.telemetry_max_size,
+            }),
+            max_command_size: self.max_command_size,
+            max_messages_per_sec: self.max_messages_per_sec,
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+            max_clients: self.max_clients,
+            send_buffer: self.send_buffer,
+        }
+    }
+}

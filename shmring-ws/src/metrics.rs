@@ -1,0 +1,338 @@
+//! Counters the server exposes on `/metrics` (Prometheus text format) and `/health`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Why frames (or messages) did not reach a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The client's queue overflowed (bytes or frames); it resumes at the next keyframe.
+    QueueOverflow,
+    /// Delta frames skipped while the client waited for a keyframe.
+    AwaitingKeyframe,
+    /// Frames the server's own ring reader lost (lapped by the writer, or bad records).
+    RingLost,
+    /// Telemetry messages over the size cap or outside the allowlist.
+    Telemetry,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 4] = [
+        DropReason::QueueOverflow,
+        DropReason::AwaitingKeyframe,
+        DropReason::RingLost,
+        DropReason::Telemetry,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueOverflow => "queue_overflow",
+            DropReason::AwaitingKeyframe => "awaiting_keyframe",
+            DropReason::RingLost => "ring_lost",
+            DropReason::Telemetry => "telemetry",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A Prometheus histogram with fixed buckets and lock-free updates.
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Non-cumulative counts; the last slot is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe_ns(&self, ns: u64) {
+        let secs = ns as f64 * 1e-9;
+        let slot = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str) {
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_ns.load(Ordering::Relaxed) as f64 * 1e-9);
+        let _ = writeln!(out, "{name}_count {}", self.count.load(Ordering::Relaxed));
+    }
+}
+
+/// Server-wide counters, shared by the reader thread, the client tasks and the HTTP
+/// handlers. All updates are relaxed atomics: the numbers are for monitoring.
+#[derive(Debug)]
+pub struct Metrics {
+    started: Instant,
+    /// Frames the reader thread took out of the ring.
+    pub frames_read: AtomicU64,
+    /// frame_seq of the newest frame read (0 before the first).
+    pub shm_seq: AtomicU64,
+    /// CLOCK_MONOTONIC ns when the newest frame was read (0 before the first).
+    pub last_frame_ns: AtomicU64,
+    /// 1 if the ring's writer holds its lock, 0 if not, -1 if unknown (no ring yet).
+    pub writer_alive: AtomicI64,
+    /// Video frames written to clients.
+    pub frames_sent: AtomicU64,
+    /// WebSocket message bytes written to clients (video and telemetry).
+    pub bytes_sent: AtomicU64,
+    /// Telemetry messages written to clients.
+    pub telemetry_sent: AtomicU64,
+    /// Connected WebSocket clients.
+    pub clients: AtomicI64,
+    /// WebSocket connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Connections the server closed for misbehaviour or a stalled stream.
+    pub clients_closed_by_server: AtomicU64,
+    /// Keyframe requests sent to the producer (after coalescing).
+    pub keyframe_requests: AtomicU64,
+    /// Keyframe requests suppressed by coalescing.
+    pub keyframe_requests_coalesced: AtomicU64,
+    /// Client messages that were not understood (unknown type, bad JSON, bad action).
+    pub client_messages_malformed: AtomicU64,
+    /// Client commands published to NATS.
+    pub commands_published: AtomicU64,
+    /// Client commands dropped (NATS not configured, or its queue full).
+    pub commands_dropped: AtomicU64,
+    /// Errors the ring reader reported (damaged records skipped).
+    pub ring_read_errors: AtomicU64,
+    /// HTTP requests that were not WebSocket upgrades.
+    pub http_requests: AtomicU64,
+    drops: [AtomicU64; 4],
+    latency: Histogram,
+    nats_state: Mutex<&'static str>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            started: Instant::now(),
+            frames_read: AtomicU64::new(0),
+            shm_seq: AtomicU64::new(0),
+            last_frame_ns: AtomicU64::new(0),
+            writer_alive: AtomicI64::new(-1),
+            frames_sent: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            telemetry_sent: AtomicU64::new(0),
+            clients: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+            clients_closed_by_server: AtomicU64::new(0),
+            keyframe_requests: AtomicU64::new(0),
+            keyframe_requests_coalesced: AtomicU64::new(0),
+            client_messages_malformed: AtomicU64::new(0),
+            commands_published: AtomicU64::new(0),
+            commands_dropped: AtomicU64::new(0),
+            ring_read_errors: AtomicU64::new(0),
+            http_requests: AtomicU64::new(0),
+            drops: Default::default(),
+            latency: Histogram::default(),
+            nats_state: Mutex::new("off"),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts `n` frames or messages not delivered for `reason`.
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        self.drops[reason as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Drops counted so far for `reason`.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Records the time from the reader thread taking a frame out of the ring to its
+    /// WebSocket write completing.
+    pub fn observe_send_latency_ns(&self, ns: u64) {
+        self.latency.observe_ns(ns);
+    }
+
+    /// Records the NATS connection state shown on `/health` ("off", "connected",
+    /// "disconnected", ...).
+    pub fn set_nats_state(&self, state: &'static str) {
+        *self.nats_state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+    }
+
+    /// The NATS connection state.
+    pub fn nats_state(&self) -> &'static str {
+        *self.nats_state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Milliseconds since the newest frame was read, if one was.
+    pub fn last_frame_age_ms(&self) -> Option<u64> {
+        let at = self.last_frame_ns.load(Ordering::Relaxed);
+        (at != 0).then(|| shmring_core::monotonic_ns().saturating_sub(at) / 1_000_000)
+    }
+
+    /// The `/health` document.
+    pub fn health_json(&self) -> String {
+        let age = self.last_frame_age_ms();
+        let alive = self.writer_alive.load(Ordering::Relaxed);
+        let status = match (alive, age) {
+            (1, Some(a)) if a < 5_000 => "ok",
+            (-1, _) => "waiting_for_ring",
+            (0, _) => "writer_down",
+            _ => "stale",
+        };
+        serde_json::json!({
+            "status": status,
+            "clients": self.clients.load(Ordering::Relaxed),
+            "shm_seq": self.shm_seq.load(Ordering::Relaxed),
+            "last_frame_age_ms": age,
+            "writer_alive": match alive { 1 => Some(true), 0 => Some(false), _ => None },
+            "frames_read": self.frames_read.load(Ordering::Relaxed),
+            "frames_sent": self.frames_sent.load(Ordering::Relaxed),
+            "nats": self.nats_state(),
+            "uptime_s": self.started.elapsed().as_secs(),
+        })
+        .to_string()
+    }
+
+    /// The `/metrics` document (Prometheus text exposition format 0.0.4).
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            "shmring_ws_frames_read_total",
+            "Frames read from the ring.",
+            get(&self.frames_read),
+        );
+        counter(
+            "shmring_ws_frames_sent_total",
+            "Video frames written to WebSocket clients.",
+            get(&self.frames_sent),
+        );
+        counter(
+            "shmring_ws_bytes_sent_total",
+            "WebSocket message bytes written to clients.",
+            get(&self.bytes_sent),
+        );
+        counter(
+            "shmring_ws_telemetry_sent_total",
+            "Telemetry messages written to clients.",
+            get(&self.telemetry_sent),
+        );
+        counter(
+            "shmring_ws_connections_total",
+            "WebSocket connections accepted.",
+            get(&self.connections_total),
+        );
+        counter(
+            "shmring_ws_clients_closed_by_server_total",
+            "Connections the server closed (abuse, no keyframe, stalled writes).",
+            get(&self.clients_closed_by_server),
+        );
+        counter(
+            "shmring_ws_keyframe_requests_total",
+            "Keyframe requests sent to the producer.",
+            get(&self.keyframe_requests),
+        );
+        counter(
+            "shmring_ws_keyframe_requests_coalesced_total",
+            "Keyframe requests suppressed by coalescing.",
+            get(&self.keyframe_requests_coalesced),
+        );
+        counter(
+            "shmring_ws_client_messages_malformed_total",
+            "Client messages ignored as malformed or unknown.",
+            get(&self.client_messages_malformed),
+        );
+        counter(
+            "shmring_ws_commands_published_total",
+            "Client commands published to NATS.",
+            get(&self.commands_published),
+        );
+        counter(
+            "shmring_ws_commands_dropped_total",
+            "Client commands dropped.",
+            get(&self.commands_dropped),
+        );
+        counter(
+            "shmring_ws_ring_read_errors_total",
+            "Damaged ring records skipped.",
+            get(&self.ring_read_errors),
+        );
+        counter(
+            "shmring_ws_http_requests_total",
+            "Plain HTTP requests served.",
+            get(&self.http_requests),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP shmring_ws_dropped_total Frames or messages not delivered, by reason."
+        );
+        let _ = writeln!(out, "# TYPE shmring_ws_dropped_total counter");
+        for reason in DropReason::ALL {
+            let _ = writeln!(
+                out,
+                "shmring_ws_dropped_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                self.drops(reason)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP shmring_ws_clients Connected WebSocket clients.\n# TYPE shmring_ws_clients gauge"
+        );
+        let _ = writeln!(out, "shmring_ws_clients {}", self.clients.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP shmring_ws_shm_seq frame_seq of the newest frame read.\n# TYPE shmring_ws_shm_seq gauge"
+        );
+        let _ = writeln!(out, "shmring_ws_shm_seq {}", self.shm_seq.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP shmring_ws_writer_alive 1 if the ring writer is alive, 0 if not, -1 if unknown.\n# TYPE shmring_ws_writer_alive gauge"
+        );
+        let _ = writeln!(
+            out,
+            "shmring_ws_writer_alive {}",
+            self.writer_alive.load(Ordering::Relaxed)
+        );
+        let name = "shmring_ws_send_latency_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from the reader thread taking a frame out of the ring to its WebSocket write completing.\n# TYPE {name} histogram"
+        );
+        self.latency.render(&mut out, name);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.observe_send_latency_ns(50_000);
+        m.observe_send_latency_ns(3_000_000);
+        m.observe_send_latency_ns(60_000_000_000);
+        let text = m.render_prometheus();
+        assert!(text.contains("shmring_ws_send_latency_seconds_bucket{le=\"0.0001\"} 1"));
+        assert!(text.contains("shmring_ws_send_latency_seconds_bucket{le=\"0.005\"} 2"));
+        assert!(text.contains("shmring_ws_send_latency_seconds_bucket{le=\"+Inf\"} 3"));
+        assert!(text.contains("shmring_ws_send_latency_seconds_count 3"));
+    }
+}

@@ -1,0 +1,146 @@
+//! The WebSocket message format shared with the SDR_OS browser client. Every message is
+//! binary and its first byte is its type:
+//!
+//! | type | direction | layout |
+//! |---|---|---|
+//! | `0x01` video | server -> client | `[0x01][32-byte frame header][payload]` |
+//! | `0x02` telemetry | server -> client | `[0x02][u16 LE subject length][subject][payload]` |
+//! | `0x03` signaling | reserved | |
+//! | `0x04` command | client -> server | `[0x04][JSON {"action", "cmd_seq", "data", "ttl_ms"?}]` |
+//!
+//! A command's `action` must match `[a-z_]+`; it is published to NATS as
+//! `command.genesis.<action>` with the JSON as payload. The action `request_idr` is the
+//! viewer asking for a keyframe (after a decoder error): it goes to the keyframe
+//! coalescer instead.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Video message type.
+pub const MSG_VIDEO: u8 = 0x01;
+/// Telemetry message type.
+pub const MSG_TELEMETRY: u8 = 0x02;
+/// Signaling message type (reserved).
+pub const MSG_SIGNALING: u8 = 0x03;
+/// Command message type.
+pub const MSG_COMMAND: u8 = 0x04;
+/// The command action that asks the producer for a keyframe.
+pub const ACTION_REQUEST_IDR: &str = "request_idr";
+/// Longest command action accepted.
+pub const MAX_ACTION_LEN: usize = 64;
+/// Longest telemetry subject relayed (the length field is a u16; the seed used 256).
+pub const MAX_SUBJECT_LEN: usize = 256;
+
+/// Builds a telemetry message, or `None` if the subject is too long.
+pub fn encode_telemetry(subject: &str, payload: &[u8]) -> Option<Bytes> {
+    if subject.len() > MAX_SUBJECT_LEN {
+        return None;
+    }
+    let mut b = BytesMut::with_capacity(3 + subject.len() + payload.len());
+    b.put_u8(MSG_TELEMETRY);
+    b.put_u16_le(subject.len() as u16);
+    b.put_slice(subject.as_bytes());
+    b.put_slice(payload);
+    Some(b.freeze())
+}
+
+/// A validated client command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// The action (`[a-z_]+`).
+    pub action: String,
+    /// The JSON text, forwarded unchanged.
+    pub json: Bytes,
+}
+
+/// Why a command was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandError {
+    /// The body is not a JSON object.
+    NotJsonObject,
+    /// `action` is missing or not a string.
+    MissingAction,
+    /// `action` is empty, too long or has characters outside `[a-z_]`.
+    BadAction,
+    /// The message is larger than the configured cap.
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The cap.
+        max: usize,
+    },
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::NotJsonObject => f.write_str("command is not a JSON object"),
+            CommandError::MissingAction => f.write_str("command has no string \"action\""),
+            CommandError::BadAction => {
+                write!(f, "command action must match [a-z_]{{1,{MAX_ACTION_LEN}}}")
+            }
+            CommandError::TooLarge { size, max } => {
+                write!(f, "command of {size} bytes exceeds the {max}-byte cap")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// Checks a command body (the bytes after the `0x04` type byte).
+pub fn parse_command(body: &Bytes, max_size: usize) -> Result<Command, CommandError> {
+    if body.len() > max_size {
+        return Err(CommandError::TooLarge {
+            size: body.len(),
+            max: max_size,
+        });
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| CommandError::NotJsonObject)?;
+    let obj = value.as_object().ok_or(CommandError::NotJsonObject)?;
+    let action = obj
+        .get("action")
+        .and_then(|a| a.as_str())
+        .ok_or(CommandError::MissingAction)?;
+    if action.is_empty()
+        || action.len() > MAX_ACTION_LEN
+        || !action.bytes().all(|c| c.is_ascii_lowercase() || c == b'_')
+    {
+        return Err(CommandError::BadAction);
+    }
+    Ok(Command {
+        action: action.to_owned(),
+        json: body.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telemetry_layout() {
+        let m = encode_telemetry("telemetry.imu", b"{}").unwrap();
+        assert_eq!(m[0], MSG_TELEMETRY);
+        assert_eq!(u16::from_le_bytes([m[1], m[2]]), 13);
+        assert_eq!(&m[3..16], b"telemetry.imu");
+        assert_eq!(&m[16..], b"{}");
+        assert!(encode_telemetry(&"a".repeat(257), b"").is_none());
+    }
+
+    #[test]
+    fn commands_are_validated() {
+        let ok = Bytes::from_static(br#"{"action":"set_speed","cmd_seq":1,"data":{"v":2}}"#);
+        assert_eq!(parse_command(&ok, 1024).unwrap().action, "set_speed");
+        for (body, err) in [
+            (&b"not json"[..], CommandError::NotJsonObject),
+            (b"[1,2]", CommandError::NotJsonObject),
+            (br#"{"cmd_seq":1}"#, CommandError::MissingAction),
+            (br#"{"action":"Reset"}"#, CommandError::BadAction),
+            (br#"{"action":"a.b"}"#, CommandError::BadAction),
+            (br#"{"action":""}"#, CommandError::BadAction),
+        ] {
+            assert_eq!(parse_command(&Bytes::copy_from_slice(body), 1024), Err(err));
+        }
+        assert!(matches!(parse_command(&ok, 10), Err(CommandError::TooLarge { .. })));
+    }
+}

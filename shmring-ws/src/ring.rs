@@ -1,0 +1,173 @@
+//! The ring reader thread: one per ring, sleeping on the ring's futex between frames,
+//! turning each frame into one shared WebSocket message for the hub.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use shmring_core::layout::FrameHeader;
+use shmring_core::{monotonic_ns, Error, ReaderOptions, RingReader, StartPosition};
+
+use crate::hub::{Hub, VideoFrame};
+use crate::metrics::{DropReason, Metrics};
+use crate::protocol::MSG_VIDEO;
+
+/// How long one blocking read waits before the thread checks for shutdown and the
+/// writer's liveness.
+const READ_SLICE: Duration = Duration::from_millis(100);
+/// How often the writer's liveness is probed while frames flow.
+const STATUS_EVERY: Duration = Duration::from_millis(500);
+/// Pause between attempts to open a ring that is not there yet.
+const OPEN_RETRY: Duration = Duration::from_millis(200);
+
+/// Settings of the reader thread.
+#[derive(Clone, Debug)]
+pub struct RingSource {
+    /// The ring file.
+    pub path: PathBuf,
+    /// Check payload CRCs.
+    pub verify_crc: bool,
+}
+
+/// Starts the reader thread. It runs until `stop` is set.
+pub fn spawn_reader(
+    source: RingSource,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("shmring-reader".into())
+        .spawn(move || run(source, &hub, &metrics, &stop))
+}
+
+fn open(source: &RingSource, stop: &AtomicBool) -> Option<RingReader> {
+    let options = ReaderOptions {
+        start: StartPosition::LatestKeyframe,
+        verify_crc: source.verify_crc,
+        resync_at_keyframe: true,
+    };
+    let mut said = false;
+    while !stop.load(Ordering::Relaxed) {
+        match RingReader::open(&source.path, &options) {
+            Ok(r) => {
+                tracing::info!("reading ring {} ({:?})", source.path.display(), r.kind());
+                return Some(r);
+            }
+            Err(e) => {
+                if !said {
+                    tracing::warn!("waiting for the ring: {e}");
+                    said = true;
+                }
+                std::thread::sleep(OPEN_RETRY);
+            }
+        }
+    }
+    None
+}
+
+fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
+    let Some(mut reader) = open(&source, stop) else {
+        return;
+    };
+    let mut epoch = reader.status().writer.epoch;
+    let mut reopens = reader.reopens();
+    let mut last_status = Instant::now();
+    let mut last_error_log: Option<Instant> = None;
+    let probe = |reader: &RingReader, epoch: &mut Option<u64>| {
+        let status = reader.status();
+        metrics.writer_alive.store(
+            match status.writer.alive {
+                Some(true) => 1,
+                Some(false) => 0,
+                None => -1,
+            },
+            Ordering::Relaxed,
+        );
+        let changed = status.writer.epoch != *epoch;
+        *epoch = status.writer.epoch;
+        changed
+    };
+    probe(&reader, &mut epoch);
+    // Set when a read timed out: the next frame may come from a restarted writer.
+    let mut was_idle = false;
+    while !stop.load(Ordering::Relaxed) {
+        match reader.read_timeout(Some(READ_SLICE)) {
+            Ok(Some(frame)) => {
+                let read_ns = monotonic_ns();
+                let info = frame.info;
+                let mut message = BytesMut::with_capacity(1 + 32 + frame.payload.len());
+                message.put_u8(MSG_VIDEO);
+                let header = FrameHeader::new(
+                    info.frame_id,
+                    info.frame_seq,
+                    info.size as u32,
+                    info.flags,
+                    info.codec.0,
+                    info.crc32,
+                );
+                message.put_slice(zerocopy::IntoBytes::as_bytes(&header));
+                message.put_slice(frame.payload);
+                if info.lost_before > 0 {
+                    metrics.dropped(DropReason::RingLost, info.lost_before);
+                }
+                metrics.frames_read.fetch_add(1, Ordering::Relaxed);
+                metrics.shm_seq.store(info.frame_seq, Ordering::Relaxed);
+                metrics.last_frame_ns.store(read_ns, Ordering::Relaxed);
+                if was_idle {
+                    was_idle = false;
+                    last_status = Instant::now();
+                    if probe(&reader, &mut epoch) {
+                        tracing::info!("a new writer took over the ring; clients resume at its first keyframe");
+                        hub.discontinuity();
+                    }
+                }
+                if reader.reopens() != reopens {
+                    reopens = reader.reopens();
+                    tracing::info!("ring {} was replaced; reopened it", source.path.display());
+                    hub.discontinuity();
+                }
+                hub.publish_video(VideoFrame {
+                    message: message.freeze(),
+                    keyframe: info.keyframe(),
+                    frame_seq: info.frame_seq,
+                    read_ns,
+                });
+                if last_status.elapsed() >= STATUS_EVERY {
+                    last_status = Instant::now();
+                    if probe(&reader, &mut epoch) {
+                        tracing::info!("a new writer took over the ring");
+                    }
+                }
+            }
+            Ok(None) => {
+                // Idle: a good moment to notice a restarted writer before its first frame.
+                was_idle = true;
+                last_status = Instant::now();
+                if probe(&reader, &mut epoch) {
+                    tracing::info!("a new writer took over the ring; clients wait for its first keyframe");
+                    hub.discontinuity();
+                }
+            }
+            Err(Error::Read(e)) => {
+                metrics.ring_read_errors.fetch_add(1, Ordering::Relaxed);
+                if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                    last_error_log = Some(Instant::now());
+                    tracing::warn!("skipped a ring record: {e}");
+                }
+            }
+            Err(e) => {
+                tracing::error!("ring reader failed: {e}; reopening");
+                metrics.writer_alive.store(-1, Ordering::Relaxed);
+                let Some(r) = open(&source, stop) else { return };
+                reader = r;
+                reopens = reader.reopens();
+                epoch = reader.status().writer.epoch;
+                hub.discontinuity();
+            }
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! One WebSocket client: the protocol reader (tokio-tungstenite, over the socket's read
+//! half) and the zero-copy writer (over the write half).
+//!
+//! tungstenite formats every outgoing message into a per-connection buffer, which would
+//! copy each video frame once per client. So outgoing messages bypass it: the writer
+//! puts a 2-10 byte frame header in front of the shared [`Bytes`] message and hands both
+//! to `writev`. tungstenite still does everything on the way in (unmasking, size limits,
+//! fragments, UTF-8, ping/pong, the close handshake); the pongs and close replies it
+//! formats are passed to the writer, which sends them between whole messages.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::hub::{Batch, ClientQueue, CloseReason, Outgoing};
+use crate::protocol::{parse_command, ACTION_REQUEST_IDR, MSG_COMMAND};
+use crate::server::Ctx;
+
+/// Most messages per writev call (two iovecs each).
+const WRITEV_MESSAGES: usize = 64;
+/// How long the writer may take to finish after the reader ended.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The read half as tungstenite sees it: bytes already read with the HTTP request come
+/// first; whatever tungstenite writes (pongs, the close reply) goes to the client's
+/// queue for the writer.
+struct ProtocolSide {
+    prefix: Bytes,
+    read: OwnedReadHalf,
+    client: Arc<ClientQueue>,
+}
+
+impl AsyncRead for ProtocolSide {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ProtocolSide {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(self.client.push_control(buf).map(|()| buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The header of an unmasked, final, binary frame of `len` bytes.
+fn binary_frame_header(len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x82;
+    if len < 126 {
+        h[1] = len as u8;
+        (h, 2)
+    } else if len <= u16::MAX as usize {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        (h, 4)
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (h, 10)
+    }
+}
+
+/// A close frame with a code and a reason (cut to fit a control frame).
+fn close_frame(reason: &CloseReason) -> Vec<u8> {
+    let mut text = reason.reason.as_str();
+    while text.len() > 123 {
+        let mut cut = 123.min(text.len() - 1);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text = &text[..cut];
+    }
+    let mut f = Vec::with_capacity(4 + text.len());
+    f.push(0x88);
+    f.push((2 + text.len()) as u8);
+    f.extend_from_slice(&reason.code.to_be_bytes());
+    f.extend_from_slice(text.as_bytes());
+    f
+}
+
+async fn write_items(w: &mut OwnedWriteHalf, items: &[Outgoing]) -> io::Result<()> {
+    let mut headers: Vec<([u8; 10], usize)> = Vec::with_capacity(WRITEV_MESSAGES);
+    for chunk in items.chunks(WRITEV_MESSAGES) {
+        headers.clear();
+        headers.extend(chunk.iter().map(|i| binary_frame_header(i.message().len())));
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
+        for (item, (h, hl)) in chunk.iter().zip(&headers) {
+            slices.push(IoSlice::new(&h[..*hl]));
+            slices.push(IoSlice::new(item.message()));
+        }
+        let mut rest: &mut [IoSlice<'_>] = &mut slices;
+        while !rest.is_empty() {
+            let n = w.write_vectored(rest).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut rest, n);
+        }
+    }
+    Ok(())
+}
+
+/// Writes the client's queue to its socket until the connection ends.
+async fn writer(mut w: OwnedWriteHalf, client: &ClientQueue, ctx: &Ctx) {
+    let mut batch = Batch::default();
+    let metrics = &ctx.metrics;
+    loop {
+        batch.clear();
+        client.next_batch(&mut batch).await;
+        let result = tokio::time::timeout(ctx.options.write_timeout, async {
+            if !batch.control.is_empty() {
+                w.write_all(&batch.control).await?;
+            }
+            write_items(&mut w, &batch.items).await
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!("client {}: write failed: {e}", client.id());
+                return;
+            }
+            Err(_) => {
+                metrics.clients_closed_by_server.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "client {}: no write progress for {:?}; dropping the connection",
+                    client.id(),
+                    ctx.options.write_timeout
+                );
+                return;
+            }
+        }
+        let now = shmring_core::monotonic_ns();
+        let mut bytes = 0u64;
+        for item in &batch.items {
+            bytes += item.message().len() as u64;
+            match item {
+                Outgoing::Video(f) => {
+                    metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
+                    metrics.observe_send_latency_ns(now.saturating_sub(f.read_ns));
+                }
+                Outgoing::Telemetry(_) => {
+                    metrics.telemetry_sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        metrics.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(reason) = &batch.close {
+            metrics.clients_closed_by_server.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("client {}: closing ({} {})", client.id(), reason.code, reason.reason);
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                let _ = w.write_all(&close_frame(reason)).await;
+                let _ = w.shutdown().await;
+            })
+            .await;
+            return;
+        }
+        if batch.end {
+            let _ = w.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// Reads the client's messages until it closes, misbehaves or the connection fails.
+async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &ClientQueue, ctx: &Ctx) {
+    let metrics = &ctx.metrics;
+    let mut window_start = Instant::now();
+    let mut in_window = 0u32;
+    loop {
+        let msg = match ws.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                client.close(CloseReason {
+                    code: 1009,
+                    reason: format!("message too big: {size} > {max_size} bytes"),
+                });
+                return;
+            }
+            Some(Err(WsError::Protocol(e))) => {
+                client.close(CloseReason {
+                    code: 1002,
+                    reason: format!("protocol error: {e}"),
+                });
+                return;
+            }
+            Some(Err(e)) => {
+                tracing::debug!("client {}: read ended: {e}", client.id());
+                client.end();
+                return;
+            }
+            None => {
+                client.end();
+                return;
+            }
+        };
+        if window_start.elapsed() >= Duration::from_secs(1) {
+            window_start = Instant::now();
+            in_window = 0;
+        }
+        in_window += 1;
+        if in_window > ctx.options.max_messages_per_sec {
+            client.close(CloseReason {
+                code: 1008,
+                reason: format!(
+                    "message flood: more than {} messages/s",
+                    ctx.options.max_messages_per_sec
+                ),
+            });
+            return;
+        }
+        match msg {
+            Message::Binary(b) if b.first() == Some(&MSG_COMMAND) => handle_command(b.slice(1..), client, ctx),
+            Message::Close(_) => {
+                // tungstenite has queued the close reply; send it and end.
+                client.end();
+                return;
+            }
+            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Binary(_) | Message::Text(_) | Message::Frame(_) => {
+                metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn handle_command(body: Bytes, client: &ClientQueue, ctx: &Ctx) {
+    let metrics = &ctx.metrics;
+    let cmd = match parse_command(&body, ctx.options.max_command_size) {
+        Ok(c) => c,
+        Err(e) => {
+            metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("client {}: ignored a command: {e}", client.id());
+            return;
+        }
+    };
+    if cmd.action == ACTION_REQUEST_IDR {
+        ctx.keyframes.request("a viewer asked (decoder error)");
+        return;
+    }
+    match &ctx.commands {
+        Some(tx) => match tx.try_send(cmd) {
+            Ok(()) => {}
+            Err(_) => {
+                metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+        None => {
+            metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn drain(read: &mut OwnedReadHalf) {
+    let mut scratch = [0u8; 4096];
+    while let Ok(n) = tokio::io::AsyncReadExt::read(read, &mut scratch).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// Runs an upgraded WebSocket connection to its end. `prefix` holds bytes the client
+/// sent after its HTTP request.
+pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Ctx>) {
+    let (read, write) = stream.into_split();
+    let client = ctx.hub.join();
+    ctx.metrics.clients.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(ctx.options.max_command_size + 1))
+        .max_frame_size(Some(ctx.options.max_command_size + 1))
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let side = ProtocolSide {
+        prefix,
+        read,
+        client: client.clone(),
+    };
+    let mut ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(config)).await;
+    {
+        let writer = writer(write, &client, &ctx);
+        let reader = reader(&mut ws, &client, &ctx);
+        tokio::pin!(writer);
+        tokio::select! {
+            () = &mut writer => {}
+            () = reader => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+            }
+        }
+    }
+    ctx.hub.leave(&client);
+    // Lingering close: our side is shut down for writing; read (and discard) whatever
+    // the client still sends, its close reply or a flood in flight, until it closes.
+    // Dropping a socket with unread input would reset the connection, and the client's
+    // kernel would discard the close frame (and its reason) before the client read it.
+    let _ = tokio::time::timeout(CLOSE_GRACE, drain(&mut ws.get_mut().read)).await;
+    ctx.metrics.clients.fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!("client {} left ({} frames dropped)", client.id(), client.dropped());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_headers() {
+        assert_eq!(binary_frame_header(5).0[..2], [0x82, 5]);
+        let (h, n) = binary_frame_header(300);
+        assert_eq!((&h[..n], n), (&[0x82, 126, 1, 44][..], 4));
+        let (h, n) = binary_frame_header(70_000);
+        assert_eq!(&h[..n], &[0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        let f = close_frame(&CloseReason {
+            code: 1008,
+            reason: "é".repeat(100),
+        });
+        assert!(f.len() <= 127 && f[1] as usize == f.len() - 2);
+        assert!(std::str::from_utf8(&f[4..]).is_ok());
+    }
+}
