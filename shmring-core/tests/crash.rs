@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use shmring_core::{FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions};
-use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ const ROUNDS: u64 = 20;
 fn writer_role(path: &str) {
     let mut w = RingWriter::open(path, &WriterOptions::default()).expect("restarted writer opens the ring");
     w.set_crc(false);
-    println!("start={}", w.next_frame_seq());
+    report(&format!("start={}", w.next_frame_seq()));
     let mut buf = vec![0u8; MAX_FRAME];
     loop {
         let seq = w.next_frame_seq();
@@ -89,10 +88,13 @@ fn writer_killed_and_restarted() {
             Some(false),
             "the killed writer's lock was released"
         );
-        let mut child = spawn_role(TEST, "writer", &env);
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let start_line = lines.next().expect("writer prints its start").unwrap();
-        let start = parse_report(&start_line)["start"];
+        let seen_before_start = newest.load(Ordering::Relaxed);
+        let report_path = dir.join(format!("writer-{round}.report"));
+        let mut env = env.to_vec();
+        env.push(("SHMRING_TEST_REPORT", report_path.display().to_string()));
+        let child = KillOnDrop(spawn_role(TEST, "writer", &env));
+        let text = wait_for_report(&report_path, Duration::from_secs(30)).expect("writer reports its start");
+        let start = parse_report(&text)["start"];
         // A writer killed between storing write_index and sequence_number leaves the
         // newest frame_seq only in the record: the successor then starts one later.
         assert!(
@@ -101,13 +103,16 @@ fn writer_killed_and_restarted() {
             status.sequence_number
         );
         assert!(
-            start > newest.load(Ordering::Relaxed),
-            "frame_seq went backwards after a restart"
+            start > seen_before_start,
+            "frame_seq went backwards after a restart: {start} after {seen_before_start}"
         );
         seen_before_round.push(newest.load(Ordering::Relaxed));
+        eprintln!(
+            "round {round}: writer starts at frame_seq {start}, reader has {}",
+            newest.load(Ordering::Relaxed)
+        );
         std::thread::sleep(Duration::from_millis(5 + mix(round) % 40));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        drop(child);
     }
     // Resume: after the last crash a clean writer's frames reach the reader.
     let before = newest.load(Ordering::Relaxed);

@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use shmring_core::{FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions};
-use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 const TEST: &str = "multi_process_torture";
@@ -41,7 +40,7 @@ fn writer_role(path: &str, frames: u64) {
             std::thread::yield_now();
         }
     }
-    println!("written={frames}");
+    report(&format!("written={frames}"));
 }
 
 fn reader_role(path: &str, frames: u64) {
@@ -51,7 +50,7 @@ fn reader_role(path: &str, frames: u64) {
         resync_at_keyframe: true,
     };
     let mut r = RingReader::open(path, &opts).expect("reader opens the ring");
-    println!("ready");
+    std::fs::write(std::env::var("SHMRING_TEST_READY").unwrap(), "ready").unwrap();
     let mut scratch = Vec::new();
     let (mut corrupted, mut last, mut disorder) = (0u64, 0u64, 0u64);
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -75,10 +74,10 @@ fn reader_role(path: &str, frames: u64) {
         }
     }
     let s = r.stats();
-    println!(
+    report(&format!(
         "delivered={} lost={} lapped={} corrupted={corrupted} disorder={disorder} last={last}",
         s.delivered, s.lost, s.lapped
-    );
+    ));
 }
 
 #[test]
@@ -104,29 +103,35 @@ fn multi_process_torture() {
         ("SHMRING_TEST_PATH", path.display().to_string()),
         ("SHMRING_TORTURE_FRAMES", frames.to_string()),
     ];
-    let mut readers: Vec<_> = (0..READERS).map(|_| spawn_role(TEST, "reader", &env)).collect();
-    let mut outputs: Vec<_> = readers
-        .iter_mut()
-        .map(|c| BufReader::new(c.stdout.take().unwrap()).lines())
+    let file_env = |i: usize, name: &str| {
+        let mut env = env.to_vec();
+        env.push((
+            "SHMRING_TEST_REPORT",
+            dir.join(format!("{name}-{i}.report")).display().to_string(),
+        ));
+        env.push((
+            "SHMRING_TEST_READY",
+            dir.join(format!("{name}-{i}.ready")).display().to_string(),
+        ));
+        env
+    };
+    let readers: Vec<_> = (0..READERS)
+        .map(|i| KillOnDrop(spawn_role(TEST, "reader", &file_env(i, "reader"))))
         .collect();
-    for out in outputs.iter_mut() {
-        let ready = out.find(|l| l.as_ref().map(|l| l == "ready").unwrap_or(true));
-        assert!(matches!(ready, Some(Ok(_))), "reader did not start");
+    for i in 0..READERS {
+        let ready = wait_for_report(&dir.join(format!("reader-{i}.ready")), Duration::from_secs(30));
+        assert!(ready.is_some(), "reader {i} did not start");
     }
     let started = Instant::now();
-    let writer = spawn_role(TEST, "writer", &env).wait_with_output().unwrap();
-    assert!(writer.status.success(), "writer failed");
+    let writer = spawn_role(TEST, "writer", &file_env(0, "writer")).wait().unwrap();
+    assert!(writer.success(), "writer failed");
     let write_time = started.elapsed();
     println!("writer: {frames} frames in {write_time:?}, ring {CAPACITY} B, frames 0..={MAX_FRAME} B, CRC off");
-    for (i, (mut child, out)) in readers.into_iter().zip(outputs).enumerate() {
-        let last_line = out
-            .map_while(Result::ok)
-            .filter(|l| l.contains("delivered="))
-            .last()
-            .expect("reader report");
-        assert!(child.wait().unwrap().success(), "reader {i} failed");
-        let r = parse_report(&last_line);
-        println!("reader {i}: {last_line}");
+    for (i, mut child) in readers.into_iter().enumerate() {
+        assert!(child.0.wait().unwrap().success(), "reader {i} failed");
+        let text = std::fs::read_to_string(dir.join(format!("reader-{i}.report"))).expect("reader report");
+        let r = parse_report(&text);
+        println!("reader {i}: {text}");
         assert_eq!(r["corrupted"], 0, "reader {i} delivered corrupted frames");
         assert_eq!(r["disorder"], 0, "reader {i} delivered frames out of order");
         assert_eq!(r["last"], frames, "reader {i} did not reach the last frame");

@@ -38,12 +38,13 @@ pub fn verify(seq: u64, payload: &[u8], scratch: &mut Vec<u8>) -> bool {
 }
 
 /// Runs this test binary again as a child that executes only `test_name`, with `role`
-/// in SHMRING_TEST_ROLE and the extra environment given.
+/// in SHMRING_TEST_ROLE and the extra environment given. Children talk back through
+/// report files ([`report`], [`wait_for_report`]): the test harness may capture stdout.
 pub fn spawn_role(test_name: &str, role: &str, env: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
     cmd.args([test_name, "--exact", "--nocapture", "--test-threads=1"])
         .env("SHMRING_TEST_ROLE", role)
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
@@ -69,10 +70,42 @@ pub fn ring_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Reads the `key=value` pairs a child printed on its last stdout line.
+/// Writes a child's report (`key=value ...`) atomically to the file named by
+/// SHMRING_TEST_REPORT.
+pub fn report(text: &str) {
+    let path = PathBuf::from(std::env::var("SHMRING_TEST_REPORT").expect("SHMRING_TEST_REPORT"));
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
+
+/// Waits (at most `timeout`) for a child's report file and returns its text.
+pub fn wait_for_report(path: &std::path::Path, timeout: std::time::Duration) -> Option<String> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return Some(text);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    None
+}
+
+/// Reads `key=value` pairs separated by whitespace.
 pub fn parse_report(line: &str) -> std::collections::HashMap<String, u64> {
     line.split_whitespace()
         .filter_map(|kv| kv.split_once('='))
         .filter_map(|(k, v)| v.parse().ok().map(|v| (k.to_string(), v)))
         .collect()
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so a failing test
+/// never leaves it running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
