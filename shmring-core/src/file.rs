@@ -911,6 +911,8 @@ impl RingReader {
             (ReaderInner::V1(r), RingKind::V1(g)) => {
                 let w = r.words();
                 let at = g.trailer_offset();
+                // SYNC POINT (status): Acquire loads pair with the writer's Release stores of the
+                // same words (W3-W6 in docs/protocol.md); a snapshot, not a consistent cut.
                 let load = |off: usize| w[off / 8].load(Ordering::Acquire);
                 let pos = |v: u64| (v != NO_POSITION).then_some(v);
                 let heartbeat = load(at + trailer::HEARTBEAT_NS);

@@ -48,6 +48,7 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyWriter<M> {
     pub fn format(words: M) -> Result<Self, LayoutError> {
         check_len(&words)?;
         words::store(&words, SEQUENCE, 0, Ordering::Relaxed);
+        // SYNC POINT (legacy format): Release pairs with the legacy reader's Acquire loads.
         words::store(&words, WRITE_INDEX, 0, Ordering::Release);
         Ok(LegacyWriter {
             words,
@@ -60,6 +61,8 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyWriter<M> {
     /// `sequence_number` and the slot's frame_seq.
     pub fn resume(words: M) -> Result<Self, LayoutError> {
         check_len(&words)?;
+        // SYNC POINT (legacy resume): Acquire pairs with the previous writer's Release store
+        // of sequence_number, so its slot header is visible.
         let sequence = words::load(&words, SEQUENCE, Ordering::Acquire);
         let header = words::load_header(&words, HEADER_AT);
         let last = sequence.max(header.frame_seq.get());
@@ -141,6 +144,7 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyReader<M> {
         check_len(&words)?;
         // `Next` skips what the slot holds now; the other starts deliver it.
         let last_sequence = match options.start {
+            // SYNC POINT (legacy start): pairs with the writer's Release store of sequence_number.
             StartPosition::Next => words::load(&words, SEQUENCE, Ordering::Acquire),
             _ => 0,
         };
@@ -172,6 +176,7 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyReader<M> {
 
     /// `write_index` as the writer last stored it.
     pub fn write_index(&self) -> u64 {
+        // SYNC POINT (legacy status): pairs with the writer's Release store of write_index.
         words::load(&self.words, WRITE_INDEX, Ordering::Acquire)
     }
 
@@ -191,10 +196,12 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyReader<M> {
         for _ in 0..COPY_ATTEMPTS {
             // SYNC POINT (legacy acquire): pairs with the writer's Release store of
             // sequence_number; the slot it committed is visible from here.
+            // SYNC POINT (legacy status): pairs with the writer's Release store of sequence_number.
             let first = words::load(&self.words, SEQUENCE, Ordering::Acquire);
             if first == self.last_sequence {
                 return Ok(None);
             }
+            // SYNC POINT (legacy commit): pairs with the writer's Release store of write_index.
             let write_index = words::load(&self.words, WRITE_INDEX, Ordering::Acquire);
             let header = words::load_header(&self.words, HEADER_AT);
             let size = header.size.get() as usize;

@@ -198,6 +198,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
 
     /// True if the writer has committed something this reader has not looked at yet.
     pub fn has_unread(&self) -> bool {
+        // SYNC POINT (commit acquire): pairs with the writer's Release store of write_index.
         self.pending_start.is_some() || self.load(self.at.write_index, Ordering::Acquire) != self.pos
     }
 
@@ -286,6 +287,8 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
         if self.pending_start.take().is_some() {
             self.expected = 0;
         }
+        // SYNC POINT (hints): Acquire pairs with the writer's Release store of latest_record;
+        // the record is still validated (below write_index, then the intent check).
         let latest = self.load(self.at.trailer + trailer::LATEST_RECORD, Ordering::Acquire);
         let tail = self.load(self.at.write_index, Ordering::Acquire);
         if self.usable(latest, tail) && latest > self.pos {
@@ -300,6 +303,8 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
     fn start_at(&mut self, start: StartPosition) -> bool {
         // Load order matters: sequence_number, then write_index, then the hints (see
         // docs/protocol.md, "Starting").
+        // SYNC POINT (start): Acquire loads pair with the writer's Release stores of
+        // sequence_number (W6), write_index (W4) and the hints (W3).
         let sequence = self.load(self.at.sequence_number, Ordering::Acquire);
         let tail = self.load(self.at.write_index, Ordering::Acquire);
         let keyframe = self.load(self.at.trailer + trailer::LATEST_KEYFRAME, Ordering::Acquire);
@@ -458,6 +463,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
     fn resync(&mut self, tail: u64) {
         let old = self.pos;
         if self.options.resync_at_keyframe {
+            // SYNC POINT (hints): pairs with the writer's Release store of latest_keyframe.
             let keyframe = self.load(self.at.trailer + trailer::LATEST_KEYFRAME, Ordering::Acquire);
             if self.usable(keyframe, tail) && keyframe > old {
                 self.pos = keyframe;
@@ -465,6 +471,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
                 return;
             }
         }
+        // SYNC POINT (hints): pairs with the writer's Release store of latest_record.
         let latest = self.load(self.at.trailer + trailer::LATEST_RECORD, Ordering::Acquire);
         self.pos = if self.usable(latest, tail) && latest > old {
             latest

@@ -102,6 +102,10 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
         let geometry = read_geometry(&words)?;
         let at = RegionOffsets::new(&geometry);
         let cap = geometry.capacity as u64;
+        // SYNC POINT (resume): Acquire loads pair with the previous (possibly dead) writer's
+        // Release stores of write_index, sequence_number and the hints; tail_intent was
+        // stored Relaxed before a Release fence, which the Acquire load here also observes
+        // in coherence order (it is the newest value: that writer is gone).
         let committed = words::load(&words, at.write_index, Ordering::Acquire);
         let intent = words::load(&words, at.trailer + trailer::TAIL_INTENT, Ordering::Acquire);
         let align = RECORD_ALIGN as u64;
