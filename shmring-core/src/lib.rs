@@ -68,8 +68,12 @@ pub use file::{
 
 /// The word type regions are made of: `core`'s `AtomicU64`, or loom's under
 /// `--cfg shmring_loom`.
-#[cfg(not(shmring_loom))]
+#[cfg(all(not(shmring_loom), target_has_atomic = "64"))]
 pub use core::sync::atomic::AtomicU64 as Word;
+/// The word type regions are made of (portable-atomic's on targets without native 64-bit
+/// atomics).
+#[cfg(all(not(shmring_loom), not(target_has_atomic = "64")))]
+pub use portable_atomic::AtomicU64 as Word;
 /// The word type regions are made of: `core`'s `AtomicU64`, or loom's under
 /// `--cfg shmring_loom`.
 #[cfg(shmring_loom)]
