@@ -112,7 +112,7 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyWriter<M> {
             Ordering::Release,
         );
         words::store(&self.words, SEQUENCE, seq, Ordering::Release);
-        self.next_seq = seq + 1;
+        self.next_seq = seq.wrapping_add(1);
         Ok(seq)
     }
 
@@ -250,13 +250,13 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyReader<M> {
         };
         self.expected = seq.wrapping_add(1);
         if self.await_keyframe && !header.is_keyframe() {
-            self.count_lost(gap + 1);
+            self.count_lost(gap.saturating_add(1));
             return Ok(None);
         }
         if self.options.verify_crc && header.flags.get() & FLAG_NO_CRC == 0 {
             let computed = crc32fast::hash(payload);
             if computed != header.crc32.get() {
-                self.count_lost(gap + 1);
+                self.count_lost(gap.saturating_add(1));
                 self.stats.crc_errors += 1;
                 self.await_keyframe = self.options.resync_at_keyframe;
                 return Err(ReadError::CrcMismatch {
@@ -282,7 +282,8 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyReader<M> {
     }
 
     fn count_lost(&mut self, frames: u64) {
-        self.stats.lost += frames;
-        self.lost_since_delivery += frames;
+        // Saturating: a hostile file can claim absurd frame_seq gaps.
+        self.stats.lost = self.stats.lost.saturating_add(frames);
+        self.lost_since_delivery = self.lost_since_delivery.saturating_add(frames);
     }
 }

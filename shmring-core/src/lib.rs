@@ -70,14 +70,14 @@ pub use file::{
 /// `--cfg shmring_loom`.
 #[cfg(all(not(shmring_loom), target_has_atomic = "64"))]
 pub use core::sync::atomic::AtomicU64 as Word;
-/// The word type regions are made of (portable-atomic's on targets without native 64-bit
-/// atomics).
-#[cfg(all(not(shmring_loom), not(target_has_atomic = "64")))]
-pub use portable_atomic::AtomicU64 as Word;
 /// The word type regions are made of: `core`'s `AtomicU64`, or loom's under
 /// `--cfg shmring_loom`.
 #[cfg(shmring_loom)]
 pub use loom::sync::atomic::AtomicU64 as Word;
+/// The word type regions are made of (portable-atomic's on targets without native 64-bit
+/// atomics).
+#[cfg(all(not(shmring_loom), not(target_has_atomic = "64")))]
+pub use portable_atomic::AtomicU64 as Word;
 
 /// A codec id as stored in the frame header. Values other than the constants are the
 /// application's own.

@@ -249,17 +249,17 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
                     }
                     let gap = if self.expected == 0 { 0 } else { seq - self.expected };
                     self.pos += len;
-                    self.expected = seq + 1;
+                    self.expected = seq.wrapping_add(1);
                     if !copied {
                         // Skipped while waiting for a keyframe.
-                        self.count_lost(gap + 1);
+                        self.count_lost(gap.saturating_add(1));
                         continue;
                     }
                     let size = header.size.get() as usize;
                     if self.options.verify_crc && header.flags.get() & FLAG_NO_CRC == 0 {
                         let computed = crc32fast::hash(&buf[..size]);
                         if computed != header.crc32.get() {
-                            self.count_lost(gap + 1);
+                            self.count_lost(gap.saturating_add(1));
                             self.stats.crc_errors += 1;
                             self.await_keyframe = self.options.resync_at_keyframe;
                             return Err(ReadError::CrcMismatch {
@@ -441,8 +441,9 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
     }
 
     fn count_lost(&mut self, frames: u64) {
-        self.stats.lost += frames;
-        self.lost_since_delivery += frames;
+        // Saturating: a hostile file can claim absurd frame_seq gaps.
+        self.stats.lost = self.stats.lost.saturating_add(frames);
+        self.lost_since_delivery = self.lost_since_delivery.saturating_add(frames);
     }
 
     fn lapped(&mut self, tail: u64) {

@@ -284,7 +284,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
         // SYNC POINT (seed commit marker): stored last with Release for readers of the
         // seed protocol, which Acquire-load sequence_number first.
         words::store(&self.words, self.at.sequence_number, seq, Ordering::Release);
-        self.next_seq = seq + 1;
+        self.next_seq = seq.wrapping_add(1);
         Ok(seq)
     }
 
