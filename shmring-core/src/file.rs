@@ -381,8 +381,6 @@ impl RingWriter {
                     path: path.to_path_buf(),
                     source,
                 })?;
-                w.set_writer_pid(std::process::id() as u64);
-                w.heartbeat(monotonic_ns());
                 WriterInner::V1(w)
             }
             RingKind::Legacy { .. } => {
@@ -392,13 +390,7 @@ impl RingWriter {
                 })?)
             }
         };
-        let mut writer = RingWriter {
-            inner,
-            kind,
-            path: path.to_path_buf(),
-            _file: file,
-        };
-        writer.set_crc(options.crc);
+        let writer = RingWriter::assemble(inner, kind, path, file, options);
         match old {
             Some(old) => {
                 fs::rename(tmp, path).map_err(io_err(path, "replace"))?;
@@ -424,6 +416,23 @@ impl RingWriter {
         Ok(writer)
     }
 
+    /// The writer over a formatted or resumed region: records this process as the
+    /// writer (pid, heartbeat) and applies the options' CRC setting.
+    fn assemble(inner: WriterInner, kind: RingKind, path: &Path, file: File, options: &WriterOptions) -> Self {
+        if let WriterInner::V1(w) = &inner {
+            w.set_writer_pid(std::process::id() as u64);
+            w.heartbeat(monotonic_ns());
+        }
+        let mut writer = RingWriter {
+            inner,
+            kind,
+            path: path.to_path_buf(),
+            _file: file,
+        };
+        writer.set_crc(options.crc);
+        writer
+    }
+
     /// Opens an existing ring and continues its stream: frame_seq carries on, and bytes
     /// a crashed writer left half-written are covered before anything is written.
     pub fn open(path: impl AsRef<Path>, options: &WriterOptions) -> Result<Self, Error> {
@@ -447,8 +456,6 @@ impl RingWriter {
                     path: path.to_path_buf(),
                     source,
                 })?;
-                w.set_writer_pid(std::process::id() as u64);
-                w.heartbeat(monotonic_ns());
                 WriterInner::V1(w)
             }
             RingKind::Legacy { .. } => {
@@ -458,13 +465,7 @@ impl RingWriter {
                 })?)
             }
         };
-        let mut writer = RingWriter {
-            inner,
-            kind,
-            path: path.to_path_buf(),
-            _file: file,
-        };
-        writer.set_crc(options.crc);
+        let writer = RingWriter::assemble(inner, kind, path, file, options);
         Ok(writer)
     }
 
@@ -559,11 +560,8 @@ impl RingWriter {
 impl Drop for RingWriter {
     fn drop(&mut self) {
         if let WriterInner::V1(w) = &self.inner {
-            if w.words().len() * 8 == w.geometry().file_len() {
-                let state = crate::region::load_state(w.words(), &w.geometry());
-                if state != WriterState::Retired {
-                    w.set_state(WriterState::Closed);
-                }
+            if crate::region::load_state(w.words(), &w.geometry()) != WriterState::Retired {
+                w.set_state(WriterState::Closed);
             }
         }
     }
@@ -678,20 +676,11 @@ impl RingReader {
         let path = path.as_ref();
         let file = OpenOptions::new().read(true).open(path).map_err(io_err(path, "open"))?;
         let meta = file.metadata().map_err(io_err(path, "stat"))?;
-        let len = meta.len();
         let words = MappedWords::map(&file, false).map_err(io_err(path, "map"))?;
         let layout_err = |source| Error::Layout {
             path: path.to_path_buf(),
             source,
         };
-        if (words.len() * 8) as u64 != len && layout != LayoutChoice::Legacy && len % 8 != 0 {
-            // v1 files are a multiple of 8 bytes long; anything else is legacy or foreign.
-            if layout == LayoutChoice::V1 {
-                return Err(layout_err(LayoutError::Inconsistent(
-                    "file length is not a multiple of 8",
-                )));
-            }
-        }
         let kind = RingKind::detect(&words, layout).map_err(layout_err)?;
         let inner = match kind {
             RingKind::V1(_) => ReaderInner::V1(RegionReader::new(words, *options).map_err(layout_err)?),
@@ -855,11 +844,8 @@ impl RingReader {
                 Ok(true)
             }
             Err(Error::NotFound { .. }) => Ok(false),
-            Err(e) if retired && !replaced => {
-                // Retired but not yet replaced: keep waiting on the old ring.
-                let _ = e;
-                Ok(false)
-            }
+            // Retired but not yet replaced: keep waiting on the old ring.
+            Err(_) if retired && !replaced => Ok(false),
             Err(e) => Err(e),
         }
     }
