@@ -374,21 +374,17 @@ impl Hub {
             hub.gop.clear();
             hub.gop_bytes = 0;
         }
-        let item = Outgoing::Video(frame);
-        let mut want_keyframe = false;
-        for client in &hub.clients {
-            want_keyframe |= client.push(&item, &self.limits, &self.metrics);
-        }
-        drop(hub);
-        if want_keyframe {
-            self.keyframes.request("a client fell behind");
-        }
+        self.push_to_all(hub, Outgoing::Video(frame));
     }
 
     /// Hands a telemetry message to every client.
     pub fn publish_telemetry(&self, message: Bytes) {
-        let hub = self.lock();
-        let item = Outgoing::Telemetry(message);
+        self.push_to_all(self.lock(), Outgoing::Telemetry(message));
+    }
+
+    /// Queues `item` for every client, then (with the lock released) asks the producer
+    /// for a keyframe if a client overflowed.
+    fn push_to_all(&self, hub: MutexGuard<'_, HubState>, item: Outgoing) {
         let mut want_keyframe = false;
         for client in &hub.clients {
             want_keyframe |= client.push(&item, &self.limits, &self.metrics);
