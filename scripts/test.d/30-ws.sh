@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-cargo build --release -p shmring-ws --bins --examples
-cargo test --release -p shmring-ws --lib --bins
+cargo build --release -p shmring-ws --examples
+cargo build --release -p shmring-examples --bin transport-server
+cargo test --release -p shmring-ws --lib
 
 # puppeteer-core for the headless Chromium test (Chromium itself comes from apt).
 (cd shmring-ws/tests/browser && npm ci --no-audit --no-fund --loglevel=error)

@@ -2,7 +2,7 @@
 //! replayed into a ring at 60 fps with frame_id = commit time in CLOCK_MONOTONIC ns)
 //! to 1..1000 loopback WebSocket clients, against two servers in separate processes:
 //!
-//! - `transport-server` (this crate: one shared `Bytes` per frame, writev), and
+//! - `transport-server` (shmring-ws: one shared `Bytes` per frame, writev), and
 //! - a baseline fan-out built into this benchmark that, as the SDR_OS server does,
 //!   copies each frame into a `Vec` per client and sends it with tokio-tungstenite.
 //!
@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! ulimit -n 65536
-//! cargo bench -p shmring-ws --bench ws_fanout -- [--clients 1,50,200,500,1000] [--seconds 10] [--servers shmring,baseline]
+//! cargo bench -p shmring-examples --bench ws_fanout -- [--clients 1,50,200,500,1000] [--seconds 10] [--servers shmring,baseline]
 //! ```
 
 use std::collections::HashSet;

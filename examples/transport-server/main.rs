@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-#[cfg(feature = "demo")]
 use shmring_ws::demo::{DemoProducer, DemoSettings};
 use shmring_ws::{Config, Server, DEFAULT_SHM_PATH};
 
@@ -70,16 +69,10 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-#[cfg(feature = "demo")]
 fn start_demo(server: &Server, shm_path: &std::path::Path) -> Result<DemoProducer, String> {
     let producer = DemoProducer::start(shm_path, DemoSettings::default()).map_err(|e| e.to_string())?;
     server.keyframe_requests().set_direct(producer.keyframe_callback());
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("demo: open http://127.0.0.1:{}/ in a browser", addr.port());
     Ok(producer)
-}
-
-#[cfg(not(feature = "demo"))]
-fn start_demo(_server: &Server, _shm_path: &std::path::Path) -> Result<std::convert::Infallible, String> {
-    Err("this transport-server was built without the `demo` feature".into())
 }
