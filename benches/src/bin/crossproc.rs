@@ -296,6 +296,120 @@ fn echo_unix(fd: i32, size: usize) {
 
 // ---------------------------------------------------------------- iceoryx2
 
+/// The same ping-pong over iceoryx2 0.10 publish-subscribe services of `[u8]` slices
+/// (the publisher writes into a loaned shared-memory sample; the subscriber copies it
+/// out, as a shmring reader does), both sides busy-polling `receive` like the spinning
+/// shmring reader.
+#[cfg(feature = "iceoryx2")]
+mod ipc_iceoryx2 {
+    use super::{child, pin_to_cpu, rounds_for, summarize, Summary, WARMUP};
+    use iceoryx2::port::update_connections::UpdateConnections;
+    use iceoryx2::prelude::*;
+    use std::time::Instant;
+
+    type Port<T> = (
+        iceoryx2::port::publisher::Publisher<ipc::Service, [u8], ()>,
+        iceoryx2::port::subscriber::Subscriber<ipc::Service, [u8], ()>,
+        T,
+    );
+
+    fn ports(send: &str, recv: &str, size: usize) -> Port<Node<ipc::Service>> {
+        // Without a config file iceoryx2 warns that it uses its defaults, which we want.
+        set_log_level(LogLevel::Error);
+        let node = NodeBuilder::new().create::<ipc::Service>().expect("iceoryx2 node");
+        let open = |name: &str| {
+            node.service_builder(&name.try_into().expect("service name"))
+                .publish_subscribe::<[u8]>()
+                .max_publishers(1)
+                .max_subscribers(1)
+                .open_or_create()
+                .expect("iceoryx2 service")
+        };
+        let publisher = open(send)
+            .publisher_builder()
+            .initial_max_slice_len(size)
+            .create()
+            .expect("iceoryx2 publisher");
+        let subscriber = open(recv).subscriber_builder().create().expect("iceoryx2 subscriber");
+        (publisher, subscriber, node)
+    }
+
+    fn send(publisher: &iceoryx2::port::publisher::Publisher<ipc::Service, [u8], ()>, payload: &[u8], id: u64) {
+        let sample = publisher.loan_slice_uninit(payload.len()).expect("loan");
+        let mut sample = sample.write_from_slice(payload);
+        sample.payload_mut()[..8].copy_from_slice(&id.to_le_bytes());
+        sample.send().expect("send");
+    }
+
+    /// Busy-polls for the next message and copies its payload into `buf`, the same work
+    /// a shmring reader does (a lossy ring's reader must own its copy of the frame).
+    fn spin_receive(
+        subscriber: &iceoryx2::port::subscriber::Subscriber<ipc::Service, [u8], ()>,
+        buf: &mut [u8],
+    ) -> u64 {
+        loop {
+            if let Some(sample) = subscriber.receive().expect("receive") {
+                let payload = sample.payload();
+                buf[..payload.len()].copy_from_slice(payload);
+                let mut id = [0u8; 8];
+                id.copy_from_slice(&buf[..8]);
+                return u64::from_le_bytes(id);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn names() -> (String, String) {
+        let tag = std::process::id();
+        (format!("shmring-bench/{tag}/ping"), format!("shmring-bench/{tag}/pong"))
+    }
+
+    /// One-way latency of `size`-byte messages (`size` at least 8: the message id).
+    pub(super) fn pingpong(size: usize) -> Summary {
+        let (ping, pong) = names();
+        let (publisher, subscriber, _node) = ports(&ping, &pong, size);
+        let mut c = child(&["echo-iceoryx2", &ping, &pong, &size.to_string()]);
+        pin_to_cpu(0);
+        let payload = vec![7u8; size];
+        let mut buf = vec![0u8; size];
+        // The child announces itself with message 0 once its ports exist.
+        spin_receive(&subscriber, &mut buf);
+        let rounds = rounds_for(size);
+        let mut samples = Vec::with_capacity(rounds);
+        for i in 0..WARMUP + rounds {
+            let t = Instant::now();
+            send(&publisher, &payload, i as u64 + 1);
+            let echoed = spin_receive(&subscriber, &mut buf);
+            let rtt = t.elapsed().as_nanos() as f64;
+            assert_eq!(echoed, i as u64 + 1);
+            if i >= WARMUP {
+                samples.push(rtt / 2.0);
+            }
+        }
+        send(&publisher, &payload, 0);
+        c.wait().unwrap();
+        summarize(samples)
+    }
+
+    /// The echoing side: receives on `ping`, answers on `pong`.
+    pub(super) fn echo(ping: &str, pong: &str, size: usize) {
+        pin_to_cpu(1);
+        let (publisher, subscriber, _node) = ports(pong, ping, size);
+        let payload = vec![9u8; size];
+        let mut buf = vec![0u8; size];
+        // The parent's subscriber exists before this process starts: connect, then announce.
+        publisher.update_connections().expect("iceoryx2 connect");
+        send(&publisher, &payload, 0);
+        loop {
+            let id = spin_receive(&subscriber, &mut buf);
+            if id == 0 {
+                return;
+            }
+            send(&publisher, &payload, id);
+        }
+    }
+}
+
 // ---------------------------------------------------------------- wake latency
 
 fn wake_latency() {
@@ -495,7 +609,7 @@ fn main() {
         ["--child", "echo-line", path] => echo_line(path),
         ["--child", "echo-unix", fd, size] => echo_unix(fd.parse().unwrap(), size.parse().unwrap()),
         #[cfg(feature = "iceoryx2")]
-        ["--child", "echo-iceoryx2", size] => ipc_iceoryx2::echo(size.parse().unwrap()),
+        ["--child", "echo-iceoryx2", ping, pong, size] => ipc_iceoryx2::echo(ping, pong, size.parse().unwrap()),
         ["--child", "wake-reader", path, out] => wake_reader(path, out),
         ["--child", "drain-reader", path] => drain_reader(path),
         [] | ["all"] => {
