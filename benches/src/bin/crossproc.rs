@@ -513,61 +513,109 @@ fn wake_reader(path: &str, out: &str) {
 
 // ---------------------------------------------------------------- writer with readers
 
+/// One timed run: frames per wall second and per writer CPU-second of a writer on CPU 0
+/// with `readers` reader processes on CPU 1, each blocking (`read_timeout`) or spinning
+/// (`try_read` in a loop, never sleeping).
+fn writer_run(readers: usize, mode: &str) -> (f64, f64) {
+    let dir = scratch_dir();
+    let path = dir.join("tp");
+    let mut w = RingWriter::create(
+        &path,
+        &WriterOptions {
+            capacity: 1 << 22,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.set_crc(false);
+    let mut children: Vec<Child> = (0..readers)
+        .map(|_| child(&["drain-reader", path.to_str().unwrap(), mode]))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let payload = vec![3u8; 4096];
+    let (c0, t0) = (cpu_time(), Instant::now());
+    let mut frames = 0u64;
+    while t0.elapsed() < Duration::from_secs(1) {
+        for _ in 0..256 {
+            w.write(&payload, FrameMeta::keyframe(1)).unwrap();
+        }
+        frames += 256;
+    }
+    let (wall, cpu) = (t0.elapsed().as_secs_f64(), (cpu_time() - c0).as_secs_f64());
+    w.write(&payload, FrameMeta::keyframe(0)).unwrap();
+    for c in children.iter_mut() {
+        c.wait().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    (frames as f64 / wall, frames as f64 / cpu)
+}
+
 fn writer_with_readers() {
-    println!(
-        "\nWriter throughput, 4 KiB frames, 1 s per run, readers are separate processes blocking in read_timeout:"
-    );
-    println!("| readers | frames/s (wall) | ratio | frames per CPU-second | ratio |");
-    println!("|---|---|---|---|---|");
-    let mut base = None;
-    for readers in [0usize, 1, 8] {
-        let dir = scratch_dir();
-        let path = dir.join("tp");
-        let mut w = RingWriter::create(
-            &path,
-            &WriterOptions {
-                capacity: 1 << 22,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        w.set_crc(false);
-        let mut children: Vec<Child> = (0..readers)
-            .map(|_| child(&["drain-reader", path.to_str().unwrap()]))
-            .collect();
-        std::thread::sleep(Duration::from_millis(300));
-        let payload = vec![3u8; 4096];
-        let (c0, t0) = (cpu_time(), Instant::now());
-        let mut frames = 0u64;
-        while t0.elapsed() < Duration::from_secs(1) {
-            for _ in 0..256 {
-                w.write(&payload, FrameMeta::keyframe(1)).unwrap();
-            }
-            frames += 256;
-        }
-        let (wall, cpu) = (t0.elapsed().as_secs_f64(), (cpu_time() - c0).as_secs_f64());
-        w.write(&payload, FrameMeta::keyframe(0)).unwrap();
-        for c in children.iter_mut() {
-            c.wait().unwrap();
-        }
-        let (per_wall, per_cpu) = (frames as f64 / wall, frames as f64 / cpu);
-        let (bw, bc) = *base.get_or_insert((per_wall, per_cpu));
+    const ROUNDS: usize = 5;
+    for mode in ["block", "spin"] {
+        let how = if mode == "block" {
+            "blocking in read_timeout"
+        } else {
+            "spinning on try_read"
+        };
         println!(
-            "| {readers} | {per_wall:.0} | {:.2} | {per_cpu:.0} | {:.2} |",
-            per_wall / bw,
-            per_cpu / bc
+            "\nWriter throughput, 4 KiB frames, writer pinned to CPU 0, reader processes ({how}) pinned \
+             to CPU 1; {ROUNDS} rounds of 1 s runs rotating 0/1/8 readers, medians:"
         );
-        let _ = std::fs::remove_dir_all(dir);
+        println!("| readers | frames/s (wall) | ratio | frames per writer CPU-second | ratio |");
+        println!("|---|---|---|---|---|");
+        pin_to_cpu(0);
+        let configs = [0usize, 1, 8];
+        let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new(); configs.len()];
+        for _ in 0..ROUNDS {
+            for (i, &readers) in configs.iter().enumerate() {
+                runs[i].push(writer_run(readers, mode));
+            }
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        let medians: Vec<(f64, f64)> = runs
+            .into_iter()
+            .map(|r| {
+                (
+                    median(r.iter().map(|x| x.0).collect()),
+                    median(r.iter().map(|x| x.1).collect()),
+                )
+            })
+            .collect();
+        let (bw, bc) = medians[0];
+        for (readers, (per_wall, per_cpu)) in configs.iter().zip(medians) {
+            println!(
+                "| {readers} | {per_wall:.0} | {:.2} | {per_cpu:.0} | {:.2} |",
+                per_wall / bw,
+                per_cpu / bc
+            );
+        }
     }
 }
 
-fn drain_reader(path: &str) {
+fn drain_reader(path: &str, mode: &str) {
+    pin_to_cpu(1);
     let opts = ReaderOptions {
         start: StartPosition::Next,
         verify_crc: false,
         resync_at_keyframe: false,
     };
     let mut r = RingReader::open(path, &opts).unwrap();
+    let mut buf = vec![0u8; 4096];
+    if mode == "spin" {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match r.try_read_into(&mut buf) {
+                Ok(Some(info)) if info.frame_id == 0 => return,
+                Ok(_) => std::hint::spin_loop(),
+                Err(_) => return,
+            }
+        }
+        return;
+    }
     while let Ok(f) = r.read_timeout(Some(Duration::from_secs(5))) {
         match f {
             Some(f) if f.info.frame_id == 0 => return,
@@ -611,7 +659,7 @@ fn main() {
         #[cfg(feature = "iceoryx2")]
         ["--child", "echo-iceoryx2", ping, pong, size] => ipc_iceoryx2::echo(ping, pong, size.parse().unwrap()),
         ["--child", "wake-reader", path, out] => wake_reader(path, out),
-        ["--child", "drain-reader", path] => drain_reader(path),
+        ["--child", "drain-reader", path, mode] => drain_reader(path, mode),
         [] | ["all"] => {
             latency();
             wake_latency();
