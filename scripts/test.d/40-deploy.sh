@@ -112,14 +112,25 @@ if want package; then
   fi
   grep -E "^ +(Packaged|Verifying|Uploading)" "$log"
   for c in shmring-core shmring-nvenc shmring-ws; do
-    test -s "target/package/$c-$(cargo pkgid -p "$c" | sed 's/.*[#@]//').crate" || { echo "no .crate for $c"; exit 1; }
+    grep -qE "^ +Verifying $c v" "$log" || { echo "cargo did not verify $c:"; cat "$log"; exit 1; }
   done
+  # The metadata crates.io shows (cargo only warns about some of it).
+  cargo metadata -q --format-version 1 --no-deps | $py -c '
+import json, sys
+pkgs = {p["name"]: p for p in json.load(sys.stdin)["packages"]}
+for name in ("shmring-core", "shmring-nvenc", "shmring-ws"):
+    p = pkgs[name]
+    missing = [k for k in ("description", "license", "repository", "readme", "keywords", "categories",
+                           "rust_version") if not p.get(k)]
+    assert not missing, f"{name}: Cargo.toml lacks {missing}"
+print("crate metadata complete")'
   took
 
   echo "--- maturin build --release, maturin sdist (shmring-python)"
   rm -rf target/deploy-wheels
-  .venv/bin/maturin build --release -q --manifest-path shmring-python/Cargo.toml --out target/deploy-wheels
-  .venv/bin/maturin sdist -q --manifest-path shmring-python/Cargo.toml --out target/deploy-wheels
+  .venv/bin/maturin build --release -q --manifest-path shmring-python/Cargo.toml --interpreter "$py" \
+    --out target/deploy-wheels
+  .venv/bin/maturin sdist --manifest-path shmring-python/Cargo.toml --out target/deploy-wheels
   wheel=$(ls target/deploy-wheels/shmring-*.whl)
   sdist=$(ls target/deploy-wheels/shmring-*.tar.gz)
   $py - "$wheel" "$sdist" <<'PY'
