@@ -121,7 +121,8 @@ def stack(tmp_path_factory):
         assert server_bin.is_file(), f"{server_bin} missing: cargo build --release -p shmring-examples"
         server_env = dict(base_env, RUST_LOG="info", SDR_LISTEN_ADDR=f"127.0.0.1:{ports['transport']}",
                           SDR_NATS_URL=f"nats://127.0.0.1:{ports['nats']}", SDR_TELEMETRY_SUBJECTS="telemetry.>")
-        server = Proc("transport-server", [server_bin, "--demo"], tmp, server_env)
+        ring = Path("/dev/shm") / f"shmring-smoke-{os.getpid()}"
+        server = Proc("transport-server", [server_bin, "--demo", "--shm-path", ring], tmp, server_env)
         procs.append(server)
         health = f"http://127.0.0.1:{ports['transport']}/health"
         wait_for(lambda: json.loads(http_get(health)[1])["status"] == "ok", 30, "transport-server status ok",
@@ -156,6 +157,7 @@ def stack(tmp_path_factory):
     finally:
         for p in reversed(procs):
             p.stop()
+        Path(f"/dev/shm/shmring-smoke-{os.getpid()}").unlink(missing_ok=True)
 
 
 def caddy_url(stack, path, scheme="http"):
