@@ -208,3 +208,14 @@ def test_grafana_dashboard_uses_the_provisioned_datasource():
     for panel in dash["panels"]:
         assert panel["datasource"]["uid"] == source["uid"], panel["title"]
         assert panel["targets"] and all("shmring_ws_" in t["expr"] for t in panel["targets"]), panel["title"]
+
+
+def test_gpu_services_get_the_nvenc_driver_libraries(resolved):
+    """NVENC needs the `video` driver capability; a reservation that listed driver
+    capabilities would override NVIDIA_DRIVER_CAPABILITIES, so it names only `gpu`."""
+    for name in ("genesis-sim", "training-runner", "app-cuda"):
+        svc = resolved["services"][name]
+        (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"], name
+        caps = set(svc["environment"]["NVIDIA_DRIVER_CAPABILITIES"].split(","))
+        assert {"compute", "utility", "video"} <= caps, f"{name}: {caps}"
