@@ -219,3 +219,25 @@ def test_gpu_services_get_the_nvenc_driver_libraries(resolved):
         assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"], name
         caps = set(svc["environment"]["NVIDIA_DRIVER_CAPABILITIES"].split(","))
         assert {"compute", "utility", "video"} <= caps, f"{name}: {caps}"
+
+
+def test_dockerfile_copies_what_exists():
+    """Without a Docker engine here, check what a build would trip on first: every file
+    copied from the build stage is produced there, every file copied from the context
+    exists and is not excluded by .dockerignore, and every stage compose uses exists."""
+    dockerfile = (COMPOSE_DIR / "Dockerfile").read_text()
+    ignored = [l.strip().rstrip("/") for l in (COMPOSE_DIR.parent / ".dockerignore").read_text().splitlines()
+               if l.strip() and not l.startswith("#")]
+    build_stage = dockerfile.split("FROM ${UBUNTU} AS build", 1)[1].split("\nFROM ", 1)[0]
+    produced = set(re.findall(r"target/release/(?:examples/)?([\w-]+)", build_stage))
+    copied_bins = {Path(p).name for line in re.findall(r"^COPY --from=build (.+)$", dockerfile, re.M)
+                   for p in line.split()[:-1] if p.startswith("/out/bin/")}
+    assert copied_bins and copied_bins <= produced, f"copied but not built: {copied_bins - produced}"
+    assert "--out /out/wheels" in build_stage and "--features video" in build_stage
+    for line in re.findall(r"^COPY (?!--from)(.+)$", dockerfile, re.M):
+        for src in line.split()[:-1]:
+            if src == ".":
+                continue
+            assert (COMPOSE_DIR.parent / src).exists(), f"COPY of missing {src}"
+            assert not any(src == i or src.startswith(i + "/") for i in ignored), f"{src} is .dockerignored"
+    assert "target" in ignored and ".venv" in ignored, "the build context would include build output"
