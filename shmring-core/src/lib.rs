@@ -128,3 +128,14 @@ impl FrameMeta {
         FrameMeta { codec, ..self }
     }
 }
+
+/// The repository README's Rust example (`cargo add shmring-core`), run by
+/// `cargo test --doc` so the README cannot drift from the API.
+#[cfg(all(doctest, feature = "std"))]
+#[doc = include_str!("../../README.md")]
+pub struct RepositoryReadme;
+
+/// This crate's README example (the crates.io page), run by `cargo test --doc`.
+#[cfg(all(doctest, feature = "std"))]
+#[doc = include_str!("../README.md")]
+pub struct CrateReadme;
