@@ -16,8 +16,9 @@ $py -c "import shmring; assert shmring.VIDEO_FEATURE, 'built without the video f
 echo "--- mypy stubtest"
 $py -m mypy.stubtest shmring
 
-echo "--- mypy (tests, example, benchmark)"
-$py -m mypy --strict --no-incremental shmring-python/tests examples/genesis_writer.py benches/python_write.py
+echo "--- mypy (tests, example, benchmark, build backend)"
+$py -m mypy --strict --no-incremental shmring-python/tests examples/genesis_writer.py benches/python_write.py \
+  shmring-python/build_backend/shmring_build.py
 
 echo "--- Rust interop peer"
 cargo build -q -p shmring-python --release --example ring_peer
@@ -32,11 +33,20 @@ trap 'rm -rf "$fresh"' EXIT
 python3 -m venv "$fresh/venv"
 "$fresh/venv/bin/pip" install -q ./shmring-python
 (cd "$fresh" && "$fresh/venv/bin/python" -c "import shmring; print('import shmring OK', shmring.__version__)")
+# The default build is the stable-ABI one (one cp311-abi3 wheel for CPython 3.11 and
+# later): check the extension is tagged abi3 and uses only the 3.11 limited API.
+so=$(cd "$fresh" && "$fresh/venv/bin/python" -c "import shmring._shmring as m; print(m.__file__)")
+case "$so" in
+  *.abi3.so) echo "abi3 extension: $(basename "$so")" ;;
+  *) echo "expected an abi3 extension, got $so" >&2; exit 1 ;;
+esac
+.venv/bin/abi3audit --assume-minimum-abi3 3.11 --strict --summary "$so"
 "$fresh/venv/bin/pip" install -q pytest numpy
 "$fresh/venv/bin/python" -m pytest shmring-python/tests -q
 
 # Other interpreters (Genesis supports CPython 3.10 to 3.12), when asked for, e.g.
-# SHMRING_EXTRA_PYTHONS="python3.10 python3.12": each gets its own venv and the pytest run.
+# SHMRING_EXTRA_PYTHONS="python3.10 python3.12": each gets its own venv and the pytest run
+# (3.10 gets a version-specific build, see shmring-python/build_backend/shmring_build.py).
 for extra in ${SHMRING_EXTRA_PYTHONS:-}; do
   echo "--- $extra: pip install ./shmring-python && pytest"
   "$extra" -m venv "$fresh/venv-$(basename "$extra")"

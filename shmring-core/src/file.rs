@@ -577,7 +577,7 @@ fn writer_exists(path: &Path, file: &File) -> Error {
             }
             _ => None,
         })
-        .or_else(|| file.metadata().ok().and_then(|m| lock::holder_pid_from_proc(m.ino())));
+        .or_else(|| lock::holder_pid(file));
     Error::WriterExists {
         path: path.to_path_buf(),
         pid,

@@ -77,16 +77,81 @@ pub(crate) fn is_locked(file: &File) -> io::Result<bool> {
     Ok(true)
 }
 
-/// The pid holding a lock on the file with inode `ino`, from /proc/locks (for rings
-/// without a trailer that records it).
-pub(crate) fn holder_pid_from_proc(ino: u64) -> Option<u32> {
-    let text = std::fs::read_to_string("/proc/locks").ok()?;
-    text.lines().find_map(|line| {
-        let fields: std::vec::Vec<&str> = line.split_whitespace().collect();
-        // "1: OFDLCK ADVISORY WRITE <pid> <maj:min:ino> <start> <end>"
-        let (pid, dev_ino) = (fields.get(4)?, fields.get(5)?);
-        let line_ino: u64 = dev_ino.rsplit(':').next()?.parse().ok()?;
-        let pid: i64 = pid.parse().ok()?;
-        (line_ino == ino && pid > 0).then_some(pid as u32)
+/// The pid of a process whose open file holds the writer lock on `file`'s inode, for
+/// rings without a trailer that records it (legacy files).
+///
+/// `/proc/locks` and `F_OFD_GETLK` cannot say: an OFD lock belongs to an open file, not
+/// a process, so both report its pid as -1. But Linux lists each lock again in the
+/// `fdinfo` of every descriptor of the open file that holds it (a `lock:` line), so
+/// the holder is the process with a descriptor of this inode whose `fdinfo` shows an
+/// `OFDLCK ... WRITE` lock. Only processes this one may inspect are found (same user,
+/// or root; same pid namespace): `None` otherwise. After a `fork` every process sharing
+/// the open file holds the lock; the lowest pid found is reported. Walks every
+/// process's descriptors, so it is for error paths only.
+#[cfg(target_os = "linux")]
+pub(crate) fn holder_pid(file: &File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let (dev, ino) = (meta.dev(), meta.ino());
+    let mut pids: std::vec::Vec<u32> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids.into_iter().find(|&pid| holds_write_lock(pid, dev, ino))
+}
+
+/// The pid of the process holding the writer lock (see the Linux version).
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn holder_pid(_file: &File) -> Option<u32> {
+    None
+}
+
+/// True if process `pid` has a descriptor of inode `(dev, ino)` whose open file holds an
+/// OFD write lock. Unreadable entries (permissions, a process that just exited) count as
+/// "no".
+#[cfg(target_os = "linux")]
+fn holds_write_lock(pid: u32, dev: u64, ino: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(fds) = std::fs::read_dir(std::format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok).any(|fd| {
+        // metadata() follows the /proc/PID/fd/N link to the open file itself.
+        let same_file = std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
+        same_file && {
+            let fdinfo = std::format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+            std::fs::read_to_string(fdinfo).is_ok_and(|text| text.lines().any(is_ofd_write_lock))
+        }
     })
+}
+
+/// True for an `fdinfo` line recording an OFD write lock, such as
+/// `lock:\t1: OFDLCK ADVISORY  WRITE -1 00:1a:1234 0 EOF`.
+#[cfg(target_os = "linux")]
+fn is_ofd_write_lock(line: &str) -> bool {
+    let mut fields = line.split_whitespace();
+    fields.next() == Some("lock:") && {
+        let rest: std::vec::Vec<&str> = fields.collect();
+        rest.contains(&"OFDLCK") && rest.contains(&"WRITE")
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::is_ofd_write_lock;
+
+    #[test]
+    fn recognises_ofd_write_lock_lines() {
+        assert!(is_ofd_write_lock(
+            "lock:\t1: OFDLCK ADVISORY  WRITE -1 00:1a:1234 0 EOF"
+        ));
+        assert!(!is_ofd_write_lock(
+            "lock:\t1: OFDLCK ADVISORY  READ -1 00:1a:1234 0 EOF"
+        ));
+        assert!(!is_ofd_write_lock(
+            "lock:\t1: POSIX  ADVISORY  WRITE 4121 00:1a:1234 0 EOF"
+        ));
+        assert!(!is_ofd_write_lock("flags:\t0100002"));
+    }
 }

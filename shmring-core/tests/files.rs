@@ -68,6 +68,31 @@ fn second_writer_is_refused_with_the_holders_pid() {
 }
 
 #[test]
+fn second_writer_of_a_legacy_ring_is_refused_with_the_holders_pid() {
+    // Legacy files have no trailer to record the pid in, and the OFD lock shows pid -1
+    // in /proc/locks: the pid comes from the holder's /proc/PID/fdinfo lock line.
+    let (path, _dir) = temp_ring("second-legacy");
+    let opts = WriterOptions {
+        layout: LayoutChoice::Legacy,
+        legacy_len: 1 << 16,
+        ..small()
+    };
+    let _w = RingWriter::create(&path, &opts).unwrap();
+    // A reader's descriptor of the same file holds no lock and must not be taken for it.
+    let _r = RingReader::open(&path, &ReaderOptions::default()).unwrap();
+    for attempt in [RingWriter::open(&path, &opts), RingWriter::create(&path, &opts)] {
+        match attempt {
+            Err(e @ Error::WriterExists { pid: Some(pid), .. }) => {
+                assert_eq!(pid, std::process::id());
+                assert!(e.to_string().contains(&format!("pid {pid}")), "{e}");
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("second writer accepted"),
+        }
+    }
+}
+
+#[test]
 fn restarted_writer_continues_frame_seq() {
     let (path, _dir) = temp_ring("restart");
     let mut w = RingWriter::create(&path, &small()).unwrap();

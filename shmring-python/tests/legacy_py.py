@@ -5,7 +5,9 @@ crc32, reserved) plus payload at offset 16; ``write_index = 32 + size``;
 ``sequence_number`` (frames written) is stored last, as the commit marker.
 
 This is what Python producers do today without shmring (mmap + struct + zlib), so it
-is both the interop counterpart in the tests and the baseline in the write benchmark.
+is the interop counterpart in the tests, and the "lean" column of the write benchmark
+(whose baseline, ``SdrOsStyleWriter`` in ``benches/python_write.py``, adds the lock and
+header object the SDR_OS writer uses per frame).
 Run as a script it is a separate writer or reader process::
 
     python legacy_py.py write PATH --count N --size N   # waits for a stdin line per frame

@@ -137,11 +137,11 @@ def test_second_writer_is_refused_while_another_process_writes(
     with pytest.raises(shmring.WriterExistsError, match="already has a writer") as caught:
         shmring.Writer(ring_path, layout=layout)  # type: ignore[arg-type]
     assert isinstance(caught.value, shmring.ShmringError)
-    if layout == "ring":
-        # v1 rings record the writer's pid in their trailer. (Legacy files have no
-        # trailer, and /proc/locks shows -1 for the OFD lock, so the pid is unknown.)
-        assert caught.value.pid == holder.proc.pid
-        assert f"pid {holder.proc.pid}" in str(caught.value)
+    # v1 rings record the writer's pid in their trailer; for legacy files (no trailer,
+    # and /proc/locks shows -1 for an OFD lock) the core finds the process whose
+    # /proc/PID/fdinfo lists the lock.
+    assert caught.value.pid == holder.proc.pid
+    assert f"pid {holder.proc.pid}" in str(caught.value)
     holder.send()
     holder.expect("done")
     holder.close_stdin()
