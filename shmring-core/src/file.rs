@@ -15,6 +15,7 @@ use core::ops::Deref;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::layout::{trailer, Geometry, LayoutError, WriterState, NO_POSITION};
+use crate::wake;
 use crate::{
     futex, legacy_max_frame, lock, FrameInfo, FrameMeta, LegacyReader, LegacyWriter, ReadError, ReaderOptions,
     ReaderStats, RegionReader, RegionWriter, RingStateError, WriteError,
@@ -306,6 +307,8 @@ pub struct RingWriter {
     kind: RingKind,
     path: PathBuf,
     _file: File,
+    /// Heartbeat stamp of this writer's previous commit (0: none yet).
+    last_commit_stamp: u64,
 }
 
 impl RingWriter {
@@ -428,6 +431,7 @@ impl RingWriter {
             kind,
             path: path.to_path_buf(),
             _file: file,
+            last_commit_stamp: 0,
         };
         writer.set_crc(options.crc);
         writer
@@ -496,13 +500,23 @@ impl RingWriter {
         }
     }
 
-    /// Writes one frame and wakes sleeping readers; returns its frame_seq.
+    /// Writes one frame and wakes sleeping readers; returns its frame_seq. A commit that
+    /// closely follows the previous one skips the `FUTEX_WAKE` system call; sleeping
+    /// readers bound their sleep instead (see the wake module).
     pub fn write(&mut self, payload: &[u8], meta: FrameMeta) -> Result<u64, Error> {
         match &mut self.inner {
             WriterInner::V1(w) => {
+                let stamp = monotonic_ns();
+                // SYNC POINT (wake gap): this relaxed heartbeat store precedes the commit's
+                // Release store of notify, so a reader that Acquire-loads this commit's
+                // notify value then reads a heartbeat of at least `stamp` (its load in
+                // `RingReader::wait_until`).
+                w.heartbeat(stamp);
                 let seq = w.write(payload, meta).map_err(Error::Write)?;
-                w.heartbeat(monotonic_ns());
-                futex::wake_all(w.notify_word());
+                if wake::writer_must_wake(self.last_commit_stamp, monotonic_ns()) {
+                    futex::wake_all(w.notify_word());
+                }
+                self.last_commit_stamp = stamp;
                 Ok(seq)
             }
             WriterInner::Legacy(w) => w.write(payload, meta).map_err(Error::Write),
@@ -808,6 +822,15 @@ impl RingReader {
                     let seen = word.load(Ordering::Acquire);
                     if r.has_unread() {
                         return Ok(true);
+                    }
+                    // SYNC POINT (wake gap): loaded after the Acquire load of notify, so it
+                    // is at least the stamp the writer stored before that commit (its
+                    // heartbeat store in `RingWriter::write`). A recent commit means the
+                    // writer may skip the wake for the next one: sleep only until the gap
+                    // has passed.
+                    let heartbeat = r.words()[(r.trailer_offset() + trailer::HEARTBEAT_NS) / 8].load(Ordering::Relaxed);
+                    if let Some(bound) = wake::reader_sleep_bound(heartbeat, monotonic_ns()) {
+                        slice = slice.min(bound);
                     }
                     futex::wait(word, seen, slice);
                 }

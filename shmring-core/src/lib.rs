@@ -54,6 +54,8 @@ mod file;
 mod futex;
 #[cfg(all(feature = "std", not(shmring_loom)))]
 mod lock;
+#[cfg(all(feature = "std", not(shmring_loom)))]
+mod wake;
 
 pub use error::{ReadError, RingStateError, WriteError};
 pub use layout::{FrameHeader, Geometry, LayoutError, WriterState};

@@ -204,3 +204,70 @@ fn missing_and_foreign_files_give_clear_errors() {
         .unwrap();
     assert!(matches!(e, Error::Layout { .. }), "{e}");
 }
+
+/// A commit that follows the previous one within the wake gap skips `FUTEX_WAKE`; a
+/// reader that fell asleep between the two must still get the second frame at once,
+/// because it bounds its sleep after a recent commit. Each round: the reader spins (so it
+/// takes frame A the moment it lands), then sleeps at once (spin 0) while the writer
+/// writes B 10 us after A. Without the bound B waits for the reader's 100 ms re-check
+/// whenever the reader was asleep before B landed and B's commit stayed inside the gap
+/// (here 30-50% of the rounds, fewer on a busy machine); with it no round should, and two
+/// are allowed for scheduling stalls.
+#[test]
+fn a_reader_asleep_inside_the_wake_gap_still_gets_the_next_frame() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const ROUNDS: usize = 20;
+    let (path, _dir) = temp_ring("wake-gap");
+    let mut w = RingWriter::create(&path, &small()).unwrap();
+    w.set_crc(false);
+    let mut r = RingReader::open(
+        &path,
+        &ReaderOptions {
+            start: StartPosition::Next,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let spinning = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let spinning = spinning.clone();
+        std::thread::spawn(move || {
+            let mut delays = Vec::new();
+            for _ in 0..ROUNDS {
+                r.set_spin(Duration::from_secs(5));
+                spinning.store(true, Ordering::Release);
+                let a = r.read_timeout(Some(Duration::from_secs(5))).unwrap().unwrap();
+                assert_eq!(a.info.frame_id % 2, 0, "frame A");
+                r.set_spin(Duration::ZERO);
+                let b = r.read_timeout(Some(Duration::from_secs(5))).unwrap().unwrap();
+                let received = shmring_core::monotonic_ns();
+                assert_eq!(b.info.frame_id % 2, 1, "frame B");
+                let written = u64::from_le_bytes(b.payload[..8].try_into().unwrap());
+                delays.push(Duration::from_nanos(received - written));
+            }
+            delays
+        })
+    };
+    for round in 0..ROUNDS as u64 {
+        while !spinning.swap(false, Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        // Let the reader settle into its spin, then write A, and B 10 us later.
+        std::thread::sleep(Duration::from_millis(20));
+        w.write(&[0; 8], FrameMeta::keyframe(2 * round)).unwrap();
+        let b_at = Instant::now() + Duration::from_micros(10);
+        while Instant::now() < b_at {
+            std::hint::spin_loop();
+        }
+        let stamp = shmring_core::monotonic_ns().to_le_bytes();
+        w.write(&stamp, FrameMeta::keyframe(2 * round + 1)).unwrap();
+    }
+    let delays = reader.join().unwrap();
+    let late = delays.iter().filter(|d| **d >= Duration::from_millis(50)).count();
+    assert!(
+        late <= 2,
+        "{late} of {ROUNDS} B frames arrived 50 ms or more late: a reader asleep inside the wake gap \
+         missed them ({delays:?})"
+    );
+}
