@@ -89,7 +89,7 @@ fn producer(ring: PathBuf, rate: Arc<AtomicU64>, fixed: bool, stop: Arc<AtomicBo
             } else if now - next > Duration::from_millis(100) {
                 next = now; // fell behind (machine busy): do not burst
             }
-            let key = n % GOP == 0;
+            let key = n.is_multiple_of(GOP);
             let len = if key || fixed { KEYFRAME_BYTES } else { DELTA_BYTES };
             let id = monotonic_ns();
             let meta = if key {
@@ -126,22 +126,19 @@ async fn client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<(u64, u64)> {
             Err(_) => continue,
         };
         let now = monotonic_ns();
-        let mut data = &buf[..n];
         if in_head {
-            pending.extend_from_slice(data);
+            pending.extend_from_slice(&buf[..n]);
             let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
                 continue;
             };
             assert!(pending.starts_with(b"HTTP/1.1 101"), "no WebSocket upgrade");
             in_head = false;
-            let rest = pending.split_off(i + 4);
-            pending = rest;
-            data = &[];
+            pending.drain(..i + 4);
         } else {
-            let take = skip.min(data.len());
+            // Payload bytes of a frame already recorded are skipped without copying.
+            let take = skip.min(n);
             skip -= take;
-            data = &data[take..];
-            pending.extend_from_slice(data);
+            pending.extend_from_slice(&buf[take..n]);
         }
         // Parse whole frame headers (+ 9 payload bytes) out of `pending`.
         loop {
