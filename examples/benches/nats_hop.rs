@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shmring_core::{monotonic_ns, FrameMeta, RingWriter, WriterOptions};
@@ -64,7 +64,13 @@ fn wait_listening(addr: SocketAddr) {
 }
 
 /// Writes frames at `rate` per second (the rate can change between rounds).
-fn producer(ring: PathBuf, rate: Arc<AtomicU64>, fixed: bool, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn producer(
+    ring: PathBuf,
+    rate: Arc<AtomicU64>,
+    fixed: bool,
+    ids: Arc<Mutex<Vec<u64>>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut writer = RingWriter::open_or_create(
             &ring,
@@ -98,6 +104,7 @@ fn producer(ring: PathBuf, rate: Arc<AtomicU64>, fixed: bool, stop: Arc<AtomicBo
                 FrameMeta::delta(id)
             };
             writer.write(&noise[..len], meta).expect("write a frame");
+            ids.lock().unwrap().push(id);
             n += 1;
         }
     })
@@ -228,7 +235,8 @@ fn main() {
     let ring = PathBuf::from(format!("/dev/shm/shmring-nats-bench-{}", std::process::id()));
     let rate = Arc::new(AtomicU64::new(rates[0]));
     let stop = Arc::new(AtomicBool::new(false));
-    let prod = producer(ring.clone(), rate.clone(), fixed, stop.clone());
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let prod = producer(ring.clone(), rate.clone(), fixed, ids.clone(), stop.clone());
     while !ring.exists() {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -271,14 +279,18 @@ fn main() {
         format!("150 KB keyframe every {GOP}, 15 KB delta frames")
     };
     println!("frames: {frames_kind}; {seconds} s per rate");
-    println!("| rate (fps) | MB/s | delivered direct | delivered via NATS | direct p50 / p99 ms | via NATS p50 / p99 ms | added p50 / p99 ms | lost | skipped |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| rate (fps) | MB/s written | frames written | delivered direct | delivered via NATS | direct p50 / p99 ms | via NATS p50 / p99 ms | added p50 / p99 ms | lost | skipped |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &r in &rates {
         rate.store(r, Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(500));
         let lost0 = metric(b_addr, "shmring_ws_nats_frames_lost_total");
         let skipped0 = metric(a_addr, "shmring_ws_nats_publish_skipped_total");
         let done = Arc::new(AtomicBool::new(false));
+        // Frames committed in [from, to]: after the clients' join burst (the GOP cache,
+        // old frames) and early enough to arrive before the clients stop.
+        let from = monotonic_ns() + 500_000_000;
+        let to = from + (seconds * 1_000_000_000).saturating_sub(1_000_000_000);
         let (direct, via) = rt.block_on(async {
             let ta = tokio::spawn(client(a_addr, done.clone()));
             let tb = tokio::spawn(client(b_addr, done.clone()));
@@ -286,6 +298,15 @@ fn main() {
             done.store(true, Ordering::Relaxed);
             (ta.await.unwrap(), tb.await.unwrap())
         });
+        let window = |f: &(u64, u64)| (from..=to).contains(&f.0);
+        let direct: Vec<(u64, u64)> = direct.into_iter().filter(window).collect();
+        let via: Vec<(u64, u64)> = via.into_iter().filter(window).collect();
+        let written = ids
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|id| (from..=to).contains(*id))
+            .count();
         let lost = metric(b_addr, "shmring_ws_nats_frames_lost_total") - lost0;
         let skipped = metric(a_addr, "shmring_ws_nats_publish_skipped_total") - skipped0;
         // Compare the frames both clients got, so the two sets are the same frames.
@@ -294,7 +315,7 @@ fn main() {
         let in_via: std::collections::HashSet<u64> = both.iter().map(|f| f.0).collect();
         let direct_both: Vec<(u64, u64)> = direct.iter().copied().filter(|f| in_via.contains(&f.0)).collect();
         let (ld, lv) = (latencies(&direct_both), latencies(&both));
-        let expected = (r * seconds) as f64;
+        let expected = written.max(1) as f64;
         let mean_bytes = if fixed {
             KEYFRAME_BYTES as f64
         } else {
@@ -305,8 +326,8 @@ fn main() {
         let mut added: Vec<u64> = both.iter().map(|(id, at)| at.saturating_sub(direct_at[id])).collect();
         added.sort_unstable();
         println!(
-            "| {r} | {:.1} | {:.1}% | {:.1}% | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {lost} | {skipped} |",
-            r as f64 * mean_bytes / 1e6,
+            "| {r} | {:.1} | {written} | {:.2}% | {:.2}% | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {lost} | {skipped} |",
+            written as f64 / (to - from) as f64 * 1e9 * mean_bytes / 1e6,
             direct.len() as f64 / expected * 100.0,
             via.len() as f64 / expected * 100.0,
             percentile(&ld, 0.5),
