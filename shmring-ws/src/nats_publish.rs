@@ -87,6 +87,14 @@ pub(crate) async fn connect(
         .map_err(|e| e.to_string())
 }
 
+/// Waits until the client's first connection is up (connect returns at once and
+/// keeps trying in the background).
+pub(crate) async fn wait_connected(client: &Client) {
+    while client.connection_state() != async_nats::connection::State::Connected {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The JetStream stream holding the newest keyframe of `target`: one message per
 /// chunk subject, in memory, replicated `replicas` times, readable by direct get.
 pub(crate) fn keyframe_store_config(target: &NatsVideoTarget, replicas: usize) -> stream::Config {
@@ -153,9 +161,7 @@ pub(crate) async fn run(
 
     // The server's max_payload is known once connected; a frame published before
     // could exceed it, and the server would close the connection.
-    while client.connection_state() != async_nats::connection::State::Connected {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_connected(&client).await;
     let subject = Subject::from(target.subject.as_str());
     let mut batch = Batch::default();
     let mut last_error_log: Option<Instant> = None;

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use crate::hub::{Hub, VideoFrame};
 use crate::keyframe::KeyframeRequests;
 use crate::metrics::Metrics;
-use crate::nats_publish::connect;
+use crate::nats_publish::{connect, wait_connected};
 use crate::nats_video::{ChunkId, NatsVideoTarget, Reassembler, ReceivedFrame, CHUNK_HEADER};
 
 /// How long fetching the stored keyframe may take at start.
@@ -171,6 +171,8 @@ pub(crate) async fn run(
     // is not a loss.
     let mut from_store = false;
     let js = jetstream::new(client.clone());
+    // A JetStream request sent before the connection is up can go unanswered.
+    wait_connected(&client).await;
     match tokio::time::timeout(FETCH_TIMEOUT, fetch_stored_keyframe(&js, &options)).await {
         Ok(Ok(Some(frame))) => {
             metrics.nats_video.keyframes_fetched.fetch_add(1, Ordering::Relaxed);
