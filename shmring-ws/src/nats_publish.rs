@@ -78,7 +78,7 @@ pub(crate) async fn connect(
                         metrics.nats_video.slow_consumer_events.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!("{label}: NATS messages dropped (slow consumer)");
                     }
-                    other => tracing::info!("{label}: NATS {other}"),
+                    other => tracing::debug!("{label}: NATS {other}"),
                 }
             }
         })
@@ -88,9 +88,15 @@ pub(crate) async fn connect(
 }
 
 /// Waits until the client's first connection is up (connect returns at once and
-/// keeps trying in the background).
-pub(crate) async fn wait_connected(client: &Client) {
+/// keeps trying in the background), saying so once if that takes a while.
+pub(crate) async fn wait_connected(client: &Client, role: &str, servers: &[String]) {
+    let started = Instant::now();
+    let mut said = false;
     while client.connection_state() != async_nats::connection::State::Connected {
+        if !said && started.elapsed() > Duration::from_secs(2) {
+            said = true;
+            tracing::warn!("{role}: NATS at {} not reachable yet; still trying", servers.join(","));
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -161,7 +167,7 @@ pub(crate) async fn run(
 
     // The server's max_payload is known once connected; a frame published before
     // could exceed it, and the server would close the connection.
-    wait_connected(&client).await;
+    wait_connected(&client, &role, &target.servers).await;
     let subject = Subject::from(target.subject.as_str());
     let mut batch = Batch::default();
     let mut last_error_log: Option<Instant> = None;

@@ -172,7 +172,7 @@ pub(crate) async fn run(
     let mut from_store = false;
     let js = jetstream::new(client.clone());
     // A JetStream request sent before the connection is up can go unanswered.
-    wait_connected(&client).await;
+    wait_connected(&client, &role, &target.servers).await;
     match tokio::time::timeout(FETCH_TIMEOUT, fetch_stored_keyframe(&js, &options)).await {
         Ok(Ok(Some(frame))) => {
             metrics.nats_video.keyframes_fetched.fetch_add(1, Ordering::Relaxed);
