@@ -315,14 +315,14 @@ impl Reassembler {
             if id.frame_seq == 0 {
                 return Err(NatsVideoError::BadSeq(0));
             }
-            if data.len() >= HEADER_SIZE {
-                let size = FrameHeader::read_from_prefix(data).map_or(0, |(h, _)| u64::from(h.size.get()));
-                if size > self.max_frame as u64 {
-                    self.partial = None;
-                    return Err(NatsVideoError::TooLarge(size));
-                }
+            // The header's size, once checked, bounds the buffer (not the chunk count,
+            // which a hostile message can set to anything).
+            let size = FrameHeader::read_from_prefix(data).map_or(0, |(h, _)| u64::from(h.size.get()));
+            if size > self.max_frame as u64 {
+                self.partial = None;
+                return Err(NatsVideoError::TooLarge(size));
             }
-            let mut buf = BytesMut::with_capacity(1 + data.len() * id.count as usize);
+            let mut buf = BytesMut::with_capacity(1 + HEADER_SIZE + size as usize);
             buf.put_u8(MSG_VIDEO);
             buf.put_slice(data);
             self.partial = Some(Partial { id, next: 1, buf });
@@ -597,6 +597,10 @@ mod tests {
             feed(&mut r, &big[..1])[0].clone().unwrap_err(),
             NatsVideoError::TooLarge(9000)
         );
+        // A hostile chunk count does not size the buffer.
+        let rec = record(14, 100, false);
+        assert!(matches!(r.push(Some("14 0 65535"), &rec), Ok(None)));
+        assert!(r.partial.as_ref().unwrap().buf.capacity() < 4096);
         // Unchecked CRC when asked.
         let mut lax = Reassembler::new(4096, false);
         let mut rec = record(9, 100, false).to_vec();
