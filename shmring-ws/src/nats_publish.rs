@@ -71,6 +71,7 @@ pub(crate) async fn connect(
                         tracing::info!("{label}: NATS connected");
                     }
                     async_nats::Event::Disconnected => {
+                        metrics.nats_video.disconnects.fetch_add(1, Ordering::Relaxed);
                         on_state(false);
                         tracing::warn!("{label}: NATS disconnected; reconnecting");
                     }

@@ -417,12 +417,14 @@ pub struct NatsVideoMetrics {
     pub idr_requests_sent: AtomicU64,
     /// Slow-consumer events the NATS client reported (messages dropped locally).
     pub slow_consumer_events: AtomicU64,
+    /// Times the NATS video connection was lost (async-nats then reconnects).
+    pub disconnects: AtomicU64,
 }
 
 impl NatsVideoMetrics {
     /// Appends the counters in Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let rows: [(&str, &str, &AtomicU64); 14] = [
+        let rows: [(&str, &str, &AtomicU64); 15] = [
             ("frames_published", "Frames published to NATS.", &self.frames_published),
             (
                 "chunks_published",
@@ -484,6 +486,11 @@ impl NatsVideoMetrics {
                 "slow_consumer_events",
                 "Slow-consumer events of the NATS video connection.",
                 &self.slow_consumer_events,
+            ),
+            (
+                "disconnects",
+                "Times the NATS video connection was lost.",
+                &self.disconnects,
             ),
         ];
         for (name, help, value) in rows {

@@ -84,6 +84,11 @@ cluster {{
                 return n
         return None
 
+    def connections(self, node, client_name):
+        with urllib.request.urlopen(f"http://127.0.0.1:{node['http']}/connz", timeout=2) as r:
+            conns = json.loads(r.read()).get("connections") or []
+        return sum(1 for c in conns if c.get("name") == client_name)
+
     def kill(self, node):
         node["proc"].kill(signal.SIGKILL)
         node["proc"] = None
@@ -187,19 +192,25 @@ def test_three_servers_through_a_nats_cluster_survive_a_node_kill(stack, tmp_pat
             node = cluster.node_of(f"transport-server publish {SUBJECT}")
             assert node is not None, "publisher not connected to any node"
             kill_seq = direct[-1][0]["seq"]
+            sources_on_node = cluster.connections(node, f"transport-server source {SUBJECT}")
             cluster.kill(node)
             await asyncio.sleep(8)
             stop.set()
             await asyncio.gather(*tasks)
-            return direct, via_b, via_c, c_first[0] - connect_at, kill_seq, c
+            return direct, via_b, via_c, c_first[0] - connect_at, kill_seq, c, sources_on_node
 
-        direct, via_b, via_c, c_wait, kill_seq, c = run(main(), timeout=90)
+        direct, via_b, via_c, c_wait, kill_seq, c, sources_on_node = run(main(), timeout=90)
         a = stack
         for name, got in (("A (ring)", direct), ("B (NATS)", via_b), ("C (NATS, late)", via_c)):
             frames = [f for f, _ in got]
             check_gated(frames)  # starts at a keyframe, in order, every gap resumes at a keyframe
             assert frames[-1]["seq"] > kill_seq + 3 * FPS, f"{name}: the stream did not resume after the node kill"
         assert missing([f for f, _ in direct]) == 0, "the ring-reading server lost frames"
+
+        # Everyone connected to the killed node noticed, and reconnected (the streams resumed).
+        assert a.metric("shmring_ws_nats_disconnects_total") >= 1
+        assert (b.metric("shmring_ws_nats_disconnects_total")
+                + c.metric("shmring_ws_nats_disconnects_total")) >= sources_on_node
 
         # Chunking happened (keyframes > max_payload), and JetStream stored keyframes.
         assert a.metric("shmring_ws_nats_chunks_published_total") > a.metric("shmring_ws_nats_frames_published_total") > 0
@@ -213,11 +224,14 @@ def test_three_servers_through_a_nats_cluster_survive_a_node_kill(stack, tmp_pat
         assert m, c.text()[-3000:]
         assert c_wait < 1.0, f"C's first client waited {c_wait:.2f} s for a picture"
 
-        for srv, got in ((b, via_b), (c, via_c)):
+        for name, srv, got in (("B", b, via_b), ("C", c, via_c)):
             frames = [f for f, _ in got]
             lost = srv.metric("shmring_ws_nats_frames_lost_total")
+            print(f"{name}: {len(frames)} frames, {missing(frames)} missing, lost {lost:.0f}, "
+                  f"disconnects {srv.metric('shmring_ws_nats_disconnects_total'):.0f}, "
+                  f"stale {srv.metric('shmring_ws_nats_stale_total'):.0f}")
             assert lost <= MAX_LOST, f"{lost} frames lost"
-            if srv is c and frames[0]["seq"] == int(m.group(1)):
+            if name == "C" and frames[0]["seq"] == int(m.group(1)):
                 frames = frames[1:]  # the gap after the stored keyframe is a join, not a loss
             skipped = (srv.metric('shmring_ws_dropped_total{reason="awaiting_keyframe"}')
                        + srv.metric('shmring_ws_dropped_total{reason="queue_overflow"}'))
