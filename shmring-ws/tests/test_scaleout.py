@@ -4,7 +4,8 @@ A producer writes a ring; transport-server A reads it and publishes every frame 
 (`--publish`); transport-servers B and C serve the stream from NATS (`--source`), C
 joining late (it starts from the keyframe JetStream keeps). NATS is a 3-node cluster with
 JetStream (per-node store dirs) and max_payload 2 KB, so keyframes (~5 KB) travel in
-chunks. Mid-stream the node the publisher is connected to is killed: WebSocket clients
+chunks. A and B are given only the first node's URL (they learn the others from it).
+Mid-stream that node is killed: WebSocket clients
 on B and C must still get the stream in order, starting at a keyframe, every frame
 intact (size, CRC), with the losses bounded and counted on /metrics.
 """
@@ -161,9 +162,11 @@ def test_three_servers_through_a_nats_cluster_survive_a_node_kill(stack, tmp_pat
     servers = []
     try:
         stack.start_producer(fps=FPS)
-        stack.start_server("--publish", f"{cluster.urls()}/{SUBJECT}", "--keyframe-replicas", "3")
+        # A and B know only the first node (they learn the others from it); C knows all.
+        seed = cluster.urls().split(",")[0]
+        stack.start_server("--publish", f"{seed}/{SUBJECT}", "--keyframe-replicas", "3")
         source = f"{cluster.urls()}/{SUBJECT}"
-        b = Server(tmp_path, "server-b", "--source", source)
+        b = Server(tmp_path, "server-b", "--source", f"{seed}/{SUBJECT}")
         servers.append(b)
 
         async def main():
@@ -188,9 +191,9 @@ def test_three_servers_through_a_nats_cluster_survive_a_node_kill(stack, tmp_pat
             connect_at = time.time()
             tasks.append(asyncio.create_task(collect(c.url(), stop, via_c, c_first)))
             await asyncio.sleep(3)
-            # Kill the node the publisher is connected to, mid-stream.
+            # Kill the node the publisher and B are connected to, mid-stream.
             node = cluster.node_of(f"transport-server publish {SUBJECT}")
-            assert node is not None, "publisher not connected to any node"
+            assert node is cluster.nodes[0], "the publisher is not on the node it was given"
             kill_seq = direct[-1][0]["seq"]
             sources_on_node = cluster.connections(node, f"transport-server source {SUBJECT}")
             cluster.kill(node)
@@ -209,6 +212,7 @@ def test_three_servers_through_a_nats_cluster_survive_a_node_kill(stack, tmp_pat
 
         # Everyone connected to the killed node noticed, and reconnected (the streams resumed).
         assert a.metric("shmring_ws_nats_disconnects_total") >= 1
+        assert b.metric("shmring_ws_nats_disconnects_total") >= 1
         assert (b.metric("shmring_ws_nats_disconnects_total")
                 + c.metric("shmring_ws_nats_disconnects_total")) >= sources_on_node
 
