@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 import urllib.request
 
@@ -29,15 +30,26 @@ FPS = 30
 MAX_LOST = 5 * FPS
 
 
+def distinct_ports(n):
+    """n free loopback ports, all different (held open together while chosen)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 class NatsCluster:
     """Three nats-server nodes with routes and JetStream, each with its own store dir."""
 
     def __init__(self, tmp):
         self.tmp = tmp
-        self.nodes = []
-        for i in range(3):
-            self.nodes.append({"name": f"n{i}", "port": free_port(), "route": free_port(),
-                               "http": free_port(), "proc": None})
+        ports = distinct_ports(9)
+        self.nodes = [{"name": f"n{i}", "port": ports[3 * i], "route": ports[3 * i + 1],
+                       "http": ports[3 * i + 2], "proc": None} for i in range(3)]
 
     def urls(self):
         return ",".join(f"nats://127.0.0.1:{n['port']}" for n in self.nodes)
