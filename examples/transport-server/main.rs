@@ -2,6 +2,10 @@
 //!
 //! `transport-server --demo` starts an in-process test-pattern producer too, so one
 //! command shows live video at http://127.0.0.1:8080/.
+//!
+//! Across machines: `--publish nats://HOST:PORT` sends every frame to NATS
+//! (`video.<stream>`), and `--source nats://HOST:PORT/video.<stream>` serves that
+//! stream from NATS instead of a ring (`docs/nats-video.md`).
 
 use std::path::PathBuf;
 
@@ -40,7 +44,11 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let server = Server::bind(cli.config.server_options(shm_path.clone()))
+        if cli.demo && cli.config.source.is_some() {
+            return Err("--demo writes a local ring; it cannot be combined with --source".to_owned());
+        }
+        let options = cli.config.server_options(shm_path.clone())?;
+        let server = Server::bind(options)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cli.config.listen))?;
         let _demo = if cli.demo {

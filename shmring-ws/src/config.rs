@@ -7,9 +7,14 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 
 use crate::hub::QueueLimits;
+use crate::hub::GOP_CACHE_MAX_BYTES;
 use crate::nats::NatsOptions;
+use crate::nats_publish::NatsPublishOptions;
+use crate::nats_source::NatsSourceOptions;
+use crate::nats_video::{NatsVideoTarget, VIDEO_SUBJECT_PREFIX};
 use crate::ring::RingSource;
 use crate::server::ServerOptions;
+use crate::source::FrameSource;
 
 /// The ring the SDR_OS writer uses when none is given.
 pub const DEFAULT_SHM_PATH: &str = "/dev/shm/sdr_os_ipc/frames";
@@ -69,17 +74,72 @@ pub struct Config {
     /// Kernel send buffer per client in bytes (0: system default).
     #[arg(long, env = "SDR_SEND_BUFFER", default_value_t = 256 << 10)]
     pub send_buffer: usize,
+    /// Publish every frame to NATS: `nats://HOST:PORT[,nats://HOST2:PORT2...][/SUBJECT]`
+    /// (default subject `video.<ring file name>`); keyframes are also kept in JetStream.
+    #[arg(long, env = "SDR_PUBLISH_URL", value_name = "URL")]
+    pub publish: Option<String>,
+    /// Serve a stream from NATS instead of a ring:
+    /// `nats://HOST:PORT[,nats://HOST2:PORT2...]/video.<stream>`.
+    #[arg(long, env = "SDR_SOURCE_URL", value_name = "URL")]
+    pub source: Option<String>,
+    /// JetStream replicas of the keyframe store created by --publish (3 on a 3-node
+    /// cluster keeps it through the loss of a node).
+    #[arg(long, env = "SDR_KEYFRAME_REPLICAS", default_value_t = 1)]
+    pub keyframe_replicas: usize,
+}
+
+/// `video.<ring file name>`, with characters a subject token cannot hold as `_`.
+fn default_subject(shm_path: &std::path::Path) -> String {
+    let name = shm_path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let token: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "{VIDEO_SUBJECT_PREFIX}{}",
+        if token.is_empty() { "frames" } else { &token }
+    )
 }
 
 impl Config {
-    /// The server options these settings describe, reading `shm_path` (or the default).
-    pub fn server_options(&self, shm_path: PathBuf) -> ServerOptions {
-        ServerOptions {
-            listen: self.listen,
-            ring: RingSource {
+    /// The server options these settings describe, reading `shm_path` (unless
+    /// `--source` names a NATS stream). Fails on a malformed `--publish`/`--source` URL,
+    /// or when a server would publish the subject it reads.
+    pub fn server_options(&self, shm_path: PathBuf) -> Result<ServerOptions, String> {
+        let publish = match &self.publish {
+            Some(url) => Some(NatsPublishOptions {
+                target: NatsVideoTarget::parse(url, Some(&default_subject(&shm_path)))
+                    .map_err(|e| format!("--publish: {e}"))?,
+                keyframe_replicas: self.keyframe_replicas.max(1),
+            }),
+            None => None,
+        };
+        let source = match &self.source {
+            Some(url) => FrameSource::Nats(NatsSourceOptions {
+                target: NatsVideoTarget::parse(url, None).map_err(|e| format!("--source: {e}"))?,
+                verify_crc: self.crc,
+                max_frame: GOP_CACHE_MAX_BYTES,
+            }),
+            None => FrameSource::Ring(RingSource {
                 path: shm_path,
                 verify_crc: self.crc,
-            },
+            }),
+        };
+        if let (FrameSource::Nats(s), Some(p)) = (&source, &publish) {
+            if s.target.subject == p.target.subject {
+                return Err(format!("--source and --publish both use {}: a loop", s.target.subject));
+            }
+        }
+        Ok(ServerOptions {
+            listen: self.listen,
+            source,
+            publish,
             limits: QueueLimits {
                 max_frames: self.queue_frames.max(1),
                 max_bytes: self.queue_bytes.max(1),
@@ -96,6 +156,6 @@ impl Config {
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             max_clients: self.max_clients,
             send_buffer: self.send_buffer,
-        }
+        })
     }
 }

@@ -6,6 +6,10 @@
 //! NATS telemetry.> --> 0x02 messages          client 0x04 commands --> command.genesis.<action>
 //! ```
 //!
+//! Beyond one machine ([`nats_video`], `docs/nats-video.md`): `--publish` sends every
+//! frame to NATS (`video.<stream>`) and keeps the newest keyframe in JetStream;
+//! `--source` feeds the hub from that subject instead of a ring ([`FrameSource`]).
+//!
 //! - One reader thread per ring sleeps on the ring's futex and turns each frame into one
 //!   `[0x01][32-byte header][payload]` message, shared by every client (no per-client
 //!   copy in this crate; the writer sends it with `writev`).
@@ -25,7 +29,7 @@
 //!     config: shmring_ws::Config,
 //! }
 //! let cli = Cli::parse();
-//! let options = cli.config.server_options("/dev/shm/sdr_os_ipc/frames".into());
+//! let options = cli.config.server_options("/dev/shm/sdr_os_ipc/frames".into()).map_err(std::io::Error::other)?;
 //! let server = shmring_ws::Server::bind(options).await?;
 //! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await
 //! # }
@@ -39,9 +43,13 @@ mod hub;
 mod keyframe;
 mod metrics;
 mod nats;
+mod nats_publish;
+mod nats_source;
+pub mod nats_video;
 pub mod protocol;
 mod ring;
 mod server;
+mod source;
 mod ws;
 
 pub use config::{Config, DEFAULT_SHM_PATH};
@@ -51,5 +59,8 @@ pub use hub::{
 pub use keyframe::{KeyframeCallback, KeyframeRequests};
 pub use metrics::{DropReason, Metrics};
 pub use nats::{NatsOptions, COMMAND_SUBJECT_PREFIX, REQUEST_IDR_SUBJECT};
+pub use nats_publish::NatsPublishOptions;
+pub use nats_source::NatsSourceOptions;
 pub use ring::{spawn_reader, RingSource};
 pub use server::{Server, ServerOptions, STREAM_PATH, VIEWER_HTML};
+pub use source::FrameSource;

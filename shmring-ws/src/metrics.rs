@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::nats_video::NatsVideoMetrics;
+
 /// Why frames (or messages) did not reach a client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
@@ -114,6 +116,8 @@ pub struct Metrics {
     pub ring_read_errors: AtomicU64,
     /// HTTP requests that were not WebSocket upgrades.
     pub http_requests: AtomicU64,
+    /// Counters of the NATS video publisher and source (`shmring_ws_nats_*`).
+    pub nats_video: NatsVideoMetrics,
     drops: [AtomicU64; 4],
     latency: Histogram,
     nats_state: Mutex<&'static str>,
@@ -140,6 +144,7 @@ impl Default for Metrics {
             commands_dropped: AtomicU64::new(0),
             ring_read_errors: AtomicU64::new(0),
             http_requests: AtomicU64::new(0),
+            nats_video: NatsVideoMetrics::default(),
             drops: Default::default(),
             latency: Histogram::default(),
             nats_state: Mutex::new("off"),
@@ -315,6 +320,7 @@ impl Metrics {
             "# HELP {name} Time from the reader thread taking a frame out of the ring to its WebSocket write completing.\n# TYPE {name} histogram"
         );
         self.latency.render(&mut out, name);
+        self.nats_video.render(&mut out);
         out
     }
 }

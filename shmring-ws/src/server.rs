@@ -1,11 +1,11 @@
 //! The server: accepts TCP connections, serves the viewer page, `/health` and
-//! `/metrics`, upgrades `/stream/ws` to WebSocket, and runs the ring reader thread and
-//! the NATS relay.
+//! `/metrics`, upgrades `/stream/ws` to WebSocket, and runs the frame source (ring
+//! reader thread or NATS subscriber), the NATS relay and the NATS video publisher.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +19,9 @@ use crate::hub::{Hub, QueueLimits};
 use crate::keyframe::KeyframeRequests;
 use crate::metrics::Metrics;
 use crate::nats::NatsOptions;
+use crate::nats_publish::NatsPublishOptions;
 use crate::protocol::Command;
-use crate::ring::RingSource;
+use crate::source::FrameSource;
 
 /// The viewer page served at `/`.
 pub const VIEWER_HTML: &str = include_str!("viewer.html");
@@ -38,8 +39,10 @@ const COMMAND_QUEUE: usize = 1024;
 pub struct ServerOptions {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// The ring to read.
-    pub ring: RingSource,
+    /// Where frames come from: a ring, or NATS (`--source`).
+    pub source: FrameSource,
+    /// Publish every frame to NATS (`--publish`); `None` does not.
+    pub publish: Option<NatsPublishOptions>,
     /// Per-client queue limits and keyframe timeout.
     pub limits: QueueLimits,
     /// Keyframe requests are coalesced to one per this interval.
@@ -118,16 +121,22 @@ impl Server {
         self.ctx.metrics.clone()
     }
 
-    /// Runs until `shutdown` completes: the ring reader thread, the NATS relay and the
-    /// accept loop.
+    /// Runs until `shutdown` completes: the frame source, the NATS relay, the NATS
+    /// video publisher and the accept loop.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = crate::ring::spawn_reader(
-            self.ctx.options.ring.clone(),
+        let source = self.ctx.options.source.start(
             self.ctx.hub.clone(),
             self.ctx.metrics.clone(),
-            stop.clone(),
+            self.ctx.keyframes.clone(),
         )?;
+        let publisher = self.ctx.options.publish.clone().map(|publish| {
+            tokio::spawn(crate::nats_publish::run(
+                publish,
+                self.ctx.hub.clone(),
+                self.ctx.metrics.clone(),
+                self.ctx.keyframes.clone(),
+            ))
+        });
         match (&self.ctx.options.nats, self.commands_rx.take()) {
             (Some(nats), Some(rx)) => {
                 tokio::spawn(crate::nats::run(
@@ -162,8 +171,10 @@ impl Server {
                 },
             }
         }
-        stop.store(true, Ordering::Relaxed);
-        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+        if let Some(publisher) = publisher {
+            publisher.abort();
+        }
+        source.stop().await;
         Ok(())
     }
 }

@@ -1,0 +1,70 @@
+//! Where the hub's frames come from: a local ring (a reader thread sleeping on the
+//! ring's futex) or a NATS subject another server publishes (`--source`). Both hand
+//! the hub the same `[0x01][32-byte header][payload]` messages, so keyframe gating,
+//! the GOP cache and keyframe requests work the same either way.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::hub::Hub;
+use crate::keyframe::KeyframeRequests;
+use crate::metrics::Metrics;
+use crate::nats_source::NatsSourceOptions;
+use crate::ring::RingSource;
+
+/// The source of the frames a server fans out.
+#[derive(Clone, Debug)]
+pub enum FrameSource {
+    /// A ring file on this machine.
+    Ring(RingSource),
+    /// A stream published on NATS by another server.
+    Nats(NatsSourceOptions),
+}
+
+/// A started source; [`RunningSource::stop`] ends it.
+pub(crate) enum RunningSource {
+    Ring {
+        stop: Arc<AtomicBool>,
+        thread: JoinHandle<()>,
+    },
+    Nats(tokio::task::JoinHandle<()>),
+}
+
+impl FrameSource {
+    /// Starts feeding `hub`. A NATS source registers itself as the keyframe request
+    /// path (requests go upstream to the publishing server).
+    pub(crate) fn start(
+        &self,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        keyframes: Arc<KeyframeRequests>,
+    ) -> std::io::Result<RunningSource> {
+        match self {
+            FrameSource::Ring(ring) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let thread = crate::ring::spawn_reader(ring.clone(), hub, metrics, stop.clone())?;
+                Ok(RunningSource::Ring { stop, thread })
+            }
+            FrameSource::Nats(options) => Ok(RunningSource::Nats(tokio::spawn(crate::nats_source::run(
+                options.clone(),
+                hub,
+                metrics,
+                keyframes,
+            )))),
+        }
+    }
+}
+
+impl RunningSource {
+    /// Stops the source and waits for its reader thread.
+    pub(crate) async fn stop(self) {
+        match self {
+            RunningSource::Ring { stop, thread } => {
+                stop.store(true, Ordering::Relaxed);
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+            RunningSource::Nats(task) => task.abort(),
+        }
+    }
+}
