@@ -40,7 +40,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let server = Server::bind(cli.config.server_options(shm_path.clone()))
+        let mut options = cli.config.server_options(shm_path.clone());
+        // The demo producer stamps frame_id with the commit time.
+        options.ring.frame_id_is_commit_time |= cli.demo;
+        let server = Server::bind(options)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cli.config.listen))?;
         let _demo = if cli.demo {

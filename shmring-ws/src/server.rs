@@ -58,6 +58,8 @@ pub struct ServerOptions {
     /// one keeps a slow client's backlog in its queue, where it is dropped to a
     /// keyframe, rather than in the kernel, where it only adds latency.
     pub send_buffer: usize,
+    /// Threads writing frames to client sockets (0: one per CPU).
+    pub fanout_threads: usize,
 }
 
 /// State shared by every connection.
@@ -82,7 +84,12 @@ impl Server {
         let listener = TcpListener::bind(options.listen).await?;
         let metrics = Arc::new(Metrics::default());
         let keyframes = Arc::new(KeyframeRequests::new(options.keyframe_interval, metrics.clone()));
-        let hub = Arc::new(Hub::new(options.limits, metrics.clone(), keyframes.clone()));
+        let fanout_threads = match options.fanout_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let hub =
+            Arc::new(Hub::new(options.limits, metrics.clone(), keyframes.clone()).with_fanout_threads(fanout_threads)?);
         let (commands, commands_rx) = match options.nats {
             Some(_) => {
                 let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
