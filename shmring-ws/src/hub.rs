@@ -117,6 +117,10 @@ struct QueueState {
     front_written: usize,
     /// The writer task has ended: nothing more is queued or written.
     finished: bool,
+    /// Foxglove: the client's subscription id for the video channel, if subscribed.
+    subscription: Option<u32>,
+    /// The subscription the partly written front item was started with.
+    front_subscription: Option<u32>,
 }
 
 /// A socket the publishing thread may write to without blocking (the write half of a
@@ -148,6 +152,66 @@ pub(crate) fn binary_frame_header(len: usize) -> ([u8; 10], usize) {
 /// Most messages per `writev` call (two iovecs each).
 pub(crate) const WRITEV_MESSAGES: usize = 64;
 
+/// The protocol a client speaks, which decides how a message looks on its wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// The SDR_OS protocol ([`crate::protocol`]): every message as it is.
+    Sdr,
+    /// Foxglove WebSocket ([`crate::foxglove`]): video only, after a subscribe, as
+    /// Message Data with a per-client head.
+    Foxglove,
+}
+
+/// Most bytes before a message's shared body on one client's wire.
+const HEAD_MAX: usize = 10 + crate::foxglove::MAX_HEAD;
+
+/// The per-client bytes before a message's shared body: the WebSocket frame header and,
+/// for Foxglove, the Message Data head.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Head {
+    buf: [u8; HEAD_MAX],
+    len: usize,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head {
+            buf: [0; HEAD_MAX],
+            len: 0,
+        }
+    }
+}
+
+impl Head {
+    /// The head's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// `item` on the wire of a client speaking `protocol` (Foxglove: subscribed as `sub`):
+/// fills `head` and returns the shared body, or `None` if the client does not get it.
+pub(crate) fn wire<'a>(protocol: Protocol, sub: Option<u32>, item: &'a Outgoing, head: &mut Head) -> Option<&'a [u8]> {
+    match protocol {
+        Protocol::Sdr => {
+            let (h, hl) = binary_frame_header(item.message().len());
+            head.buf[..hl].copy_from_slice(&h[..hl]);
+            head.len = hl;
+            Some(item.message())
+        }
+        Protocol::Foxglove => {
+            let Outgoing::Video(frame) = item else { return None };
+            let mut fx = [0u8; crate::foxglove::MAX_HEAD];
+            let (fl, body) = crate::foxglove::message_data_head(sub?, frame, &mut fx)?;
+            let (h, hl) = binary_frame_header(fl + body.len());
+            head.buf[..hl].copy_from_slice(&h[..hl]);
+            head.buf[hl..hl + fl].copy_from_slice(&fx[..fl]);
+            head.len = hl + fl;
+            Some(body)
+        }
+    }
+}
+
 /// What [`ClientQueue::push_many`] did with the messages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Pushed {
@@ -174,8 +238,10 @@ pub struct ClientQueue {
     state: Mutex<QueueState>,
     notify: Notify,
     /// The first publication this client gets from the fan-out (earlier ones came
-    /// with its GOP burst, or before it joined).
-    first_seq: u64,
+    /// with its GOP burst, or before it joined); set under the hub lock.
+    first_seq: AtomicU64,
+    /// How messages look on this client's wire.
+    protocol: Protocol,
     /// Frames this client did not get (overflow and keyframe waits).
     dropped: AtomicU64,
     /// The socket, for direct writes (absent in unit tests: everything is queued).
@@ -196,6 +262,10 @@ pub struct Batch {
     /// Bytes of the first item's WebSocket frame already written: write the rest of it
     /// first, before `control`.
     pub offset: usize,
+    /// Foxglove: the subscription id to send the items with.
+    pub(crate) subscription: Option<u32>,
+    /// Foxglove: the subscription id the partly written first item was started with.
+    pub(crate) front_subscription: Option<u32>,
 }
 
 impl Batch {
@@ -206,6 +276,8 @@ impl Batch {
         self.control.clear();
         self.end = false;
         self.offset = 0;
+        self.subscription = None;
+        self.front_subscription = None;
     }
 }
 
@@ -222,6 +294,16 @@ impl ClientQueue {
     /// Frames this client lost to overflow or keyframe waits.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// How messages look on this client's wire.
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Foxglove: the video subscription id, if subscribed.
+    pub(crate) fn subscription(&self) -> Option<u32> {
+        self.lock().subscription
     }
 
     /// Gives the hub the client's socket, so frames can be written to it directly while
@@ -244,6 +326,8 @@ impl ClientQueue {
                     into.control.append(&mut s.control);
                     into.end = s.end;
                     into.offset = std::mem::take(&mut s.front_written);
+                    into.subscription = s.subscription;
+                    into.front_subscription = s.front_subscription.take();
                     s.credit_frames = 0;
                     s.credit_bytes = 0;
                     s.writer_idle = false;
@@ -315,7 +399,11 @@ impl ClientQueue {
             .get()
             .filter(|_| s.writer_idle && s.items.is_empty() && s.control.is_empty() && !s.end);
         scratch.clear();
+        let mut head = Head::default();
         for item in items {
+            if wire(self.protocol, s.subscription, item, &mut head).is_none() {
+                continue;
+            }
             match gate(&mut s, item, limits) {
                 Gate::Pass => {}
                 Gate::Skip => {
@@ -352,14 +440,15 @@ impl ClientQueue {
         let mut written = 0;
         let mut rest = scratch.iter();
         for chunk in scratch.chunks(WRITEV_MESSAGES) {
-            let mut headers = [([0u8; 10], 0usize); WRITEV_MESSAGES];
+            let mut heads = [Head::default(); WRITEV_MESSAGES];
+            let mut bodies: [&[u8]; WRITEV_MESSAGES] = [&[]; WRITEV_MESSAGES];
             let mut slices = [IoSlice::new(&[]); 2 * WRITEV_MESSAGES];
             for (i, item) in chunk.iter().enumerate() {
-                headers[i] = binary_frame_header(item.message().len());
+                bodies[i] = wire(self.protocol, s.subscription, item, &mut heads[i]).unwrap_or_default();
             }
-            for (i, item) in chunk.iter().enumerate() {
-                slices[2 * i] = IoSlice::new(&headers[i].0[..headers[i].1]);
-                slices[2 * i + 1] = IoSlice::new(item.message());
+            for i in 0..chunk.len() {
+                slices[2 * i] = IoSlice::new(heads[i].bytes());
+                slices[2 * i + 1] = IoSlice::new(bodies[i]);
             }
             written = match sink.try_write_vectored(&slices[..2 * chunk.len()]) {
                 Ok(n) => n,
@@ -373,8 +462,8 @@ impl ClientQueue {
                 }
             };
             let mut whole = 0;
-            for (item, (_, hl)) in chunk.iter().zip(&headers) {
-                let len = hl + item.message().len();
+            for (head, body) in heads.iter().zip(&bodies).take(chunk.len()) {
+                let len = head.len + body.len();
                 if written < len {
                     break;
                 }
@@ -393,6 +482,7 @@ impl ClientQueue {
         // The socket took part of it (or nothing): the writer task writes the rest
         // (starting `written` bytes into the first message) when the socket has room.
         s.front_written = written;
+        s.front_subscription = s.subscription;
         s.writer_idle = false;
         for item in rest {
             s.bytes += item.message().len();
@@ -573,27 +663,68 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a new client. Its queue starts with the GOP cache (the newest keyframe
-    /// and the frames after it), so its picture appears at once; without a cached
-    /// keyframe it waits for the next one, and one is requested.
-    pub fn join(&self) -> Arc<ClientQueue> {
-        let mut hub = self.lock();
-        let client = Arc::new(ClientQueue {
+    fn new_client(&self, protocol: Protocol) -> Arc<ClientQueue> {
+        Arc::new(ClientQueue {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            first_seq: hub.next_seq,
+            first_seq: AtomicU64::new(0),
+            protocol,
             state: Mutex::new(QueueState::default()),
             notify: Notify::new(),
             dropped: AtomicU64::new(0),
             sink: OnceLock::new(),
-        });
+        })
+    }
+
+    /// Registers a new client. Its queue starts with the GOP cache (the newest keyframe
+    /// and the frames after it), so its picture appears at once; without a cached
+    /// keyframe it waits for the next one, and one is requested.
+    pub fn join(&self) -> Arc<ClientQueue> {
+        let client = self.new_client(Protocol::Sdr);
+        self.attach(&client, None);
+        client
+    }
+
+    /// A Foxglove client: a queue (for its control messages) that gets no video until
+    /// it [subscribes](Hub::subscribe).
+    pub(crate) fn connect_foxglove(&self) -> Arc<ClientQueue> {
+        self.new_client(Protocol::Foxglove)
+    }
+
+    /// Starts the video of a Foxglove client under subscription id `subscription`, from
+    /// the GOP cache like a new client. False if it is already subscribed.
+    pub(crate) fn subscribe(&self, client: &Arc<ClientQueue>, subscription: u32) -> bool {
+        if client.lock().subscription.is_some() {
+            return false;
+        }
+        self.attach(client, Some(subscription));
+        true
+    }
+
+    /// Stops the video of a Foxglove client; what is queued is dropped, except a
+    /// message already partly written.
+    pub(crate) fn unsubscribe(&self, client: &ClientQueue) {
+        self.leave(client);
+        let mut s = client.lock();
+        s.subscription = None;
+        let keep = usize::from(s.front_written > 0).min(s.items.len());
+        s.items.truncate(keep);
+        s.bytes = s.items.iter().map(|i| i.message().len()).sum();
+    }
+
+    /// Puts `client` in the fan-out, its queue starting with the GOP cache.
+    fn attach(&self, client: &Arc<ClientQueue>, subscription: Option<u32>) {
+        let mut hub = self.lock();
+        client.first_seq.store(hub.next_seq, Ordering::Relaxed);
         let need_keyframe = {
             let mut q = client.lock();
+            q.subscription = subscription;
             if hub.gop.is_empty() {
                 q.awaiting_keyframe = true;
                 true
             } else {
+                q.awaiting_keyframe = false;
                 q.items.extend(hub.gop.iter().cloned().map(Outgoing::Video));
-                q.bytes = hub.gop_bytes;
+                q.bytes += hub.gop_bytes;
                 // The burst does not count against the queue limits.
                 q.credit_frames = hub.gop.len();
                 q.credit_bytes = hub.gop_bytes;
@@ -606,7 +737,6 @@ impl Hub {
             self.keyframes.request("new client, no keyframe cached");
         }
         client.notify.notify_one();
-        client
     }
 
     /// Removes a client (when its connection ends).
@@ -713,7 +843,10 @@ fn deliver(
     let mut scratch = Vec::with_capacity(jobs.len());
     // A client missing from the newest snapshot has left: it gets nothing more.
     for client in newest.clients.iter().filter(|c| c.id % n == k) {
-        let items = jobs.iter().filter(|j| j.seq >= client.first_seq).map(|j| &j.item);
+        let items = jobs
+            .iter()
+            .filter(|j| j.seq >= client.first_seq.load(Ordering::Relaxed))
+            .map(|j| &j.item);
         let pushed = client.push_many(items, limits, metrics, &mut scratch);
         want_keyframe |= pushed.want_keyframe;
         if pushed.sent_directly > 0 {

@@ -37,6 +37,7 @@ pub mod annexb;
 mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod foxglove;
 mod hub;
 mod keyframe;
 mod metrics;

@@ -28,7 +28,8 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::hub::{binary_frame_header, Batch, ClientQueue, CloseReason, DirectSink, Outgoing, WRITEV_MESSAGES};
+use crate::foxglove;
+use crate::hub::{wire, Batch, ClientQueue, CloseReason, DirectSink, Head, Outgoing, Protocol, WRITEV_MESSAGES};
 use crate::metrics::SentTally;
 use crate::protocol::{parse_command, ACTION_REQUEST_IDR, MSG_COMMAND};
 use crate::server::Ctx;
@@ -107,18 +108,28 @@ async fn write_all_vectored(w: &OwnedWriteHalf, mut rest: &mut [IoSlice<'_>]) ->
     Ok(())
 }
 
-/// Writes `items` as WebSocket binary frames, skipping the first `skip` bytes (already
-/// written by a direct write the socket cut short).
-async fn write_items(w: &OwnedWriteHalf, items: &[Outgoing], mut skip: usize) -> io::Result<()> {
-    let mut headers = [([0u8; 10], 0usize); WRITEV_MESSAGES];
+/// Writes `items` as WebSocket binary frames on the wire of `client`, skipping the
+/// first `skip` bytes (already written by a direct write the socket cut short).
+async fn write_items(
+    w: &OwnedWriteHalf,
+    client: &ClientQueue,
+    subscription: Option<u32>,
+    items: &[Outgoing],
+    mut skip: usize,
+) -> io::Result<()> {
     for chunk in items.chunks(WRITEV_MESSAGES) {
-        for (h, item) in headers.iter_mut().zip(chunk) {
-            *h = binary_frame_header(item.message().len());
-        }
+        let mut heads = vec![Head::default(); chunk.len()];
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
-        for (item, (h, hl)) in chunk.iter().zip(&headers) {
-            slices.push(IoSlice::new(&h[..*hl]));
-            slices.push(IoSlice::new(item.message()));
+        let bodies: Vec<Option<&[u8]>> = chunk
+            .iter()
+            .zip(heads.iter_mut())
+            .map(|(item, head)| wire(client.protocol(), subscription, item, head))
+            .collect();
+        for (head, body) in heads.iter().zip(&bodies) {
+            if let Some(body) = body {
+                slices.push(IoSlice::new(head.bytes()));
+                slices.push(IoSlice::new(body));
+            }
         }
         let mut rest: &mut [IoSlice<'_>] = &mut slices;
         IoSlice::advance_slices(&mut rest, std::mem::take(&mut skip));
@@ -128,18 +139,19 @@ async fn write_items(w: &OwnedWriteHalf, items: &[Outgoing], mut skip: usize) ->
 }
 
 /// Writes one batch: the rest of a partly written message, control frames, the others.
-async fn write_batch(w: &OwnedWriteHalf, batch: &Batch) -> io::Result<()> {
+async fn write_batch(w: &OwnedWriteHalf, client: &ClientQueue, batch: &Batch) -> io::Result<()> {
     let mut items = &batch.items[..];
     if batch.offset > 0 {
         if let Some((first, others)) = items.split_first() {
-            write_items(w, std::slice::from_ref(first), batch.offset).await?;
+            let sub = batch.front_subscription;
+            write_items(w, client, sub, std::slice::from_ref(first), batch.offset).await?;
             items = others;
         }
     }
     if !batch.control.is_empty() {
         write_all_vectored(w, &mut [IoSlice::new(&batch.control)]).await?;
     }
-    write_items(w, items, 0).await
+    write_items(w, client, batch.subscription, items, 0).await
 }
 
 fn shutdown_write(w: &OwnedWriteHalf) {
@@ -153,7 +165,7 @@ async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Ctx) {
     loop {
         batch.clear();
         client.next_batch(&mut batch).await;
-        match tokio::time::timeout(ctx.options.write_timeout, write_batch(w, &batch)).await {
+        match tokio::time::timeout(ctx.options.write_timeout, write_batch(w, client, &batch)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!("client {}: write failed: {e}", client.id());
@@ -194,7 +206,7 @@ async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Ctx) {
 }
 
 /// Reads the client's messages until it closes, misbehaves or the connection fails.
-async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &ClientQueue, ctx: &Ctx) {
+async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue>, ctx: &Ctx) {
     let metrics = &ctx.metrics;
     let mut window_start = Instant::now();
     let mut in_window = 0u32;
@@ -241,7 +253,10 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &ClientQueue, ct
             return;
         }
         match msg {
-            Message::Binary(b) if b.first() == Some(&MSG_COMMAND) => handle_command(b.slice(1..), client, ctx),
+            Message::Binary(b) if client.protocol() == Protocol::Sdr && b.first() == Some(&MSG_COMMAND) => {
+                handle_command(b.slice(1..), client, ctx)
+            }
+            Message::Text(t) if client.protocol() == Protocol::Foxglove => handle_foxglove(t.as_str(), client, ctx),
             Message::Close(_) => {
                 // tungstenite has queued the close reply; send it and end.
                 client.end();
@@ -251,6 +266,70 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &ClientQueue, ct
             Message::Binary(_) | Message::Text(_) | Message::Frame(_) => {
                 metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// A WebSocket text frame.
+fn text_frame(text: &str) -> Vec<u8> {
+    let (mut h, hl) = crate::hub::binary_frame_header(text.len());
+    h[0] = 0x81;
+    let mut f = Vec::with_capacity(hl + text.len());
+    f.extend_from_slice(&h[..hl]);
+    f.extend_from_slice(text.as_bytes());
+    f
+}
+
+/// Sends a Foxglove `status` message (a control frame, between whole messages).
+fn foxglove_status(client: &ClientQueue, level: u8, message: &str) {
+    let _ = client.push_control(&text_frame(&foxglove::status(level, message)));
+}
+
+/// A Foxglove client's JSON request: subscribe or unsubscribe to the video channel.
+/// Anything else is counted as malformed and answered with a status message.
+fn handle_foxglove(text: &str, client: &Arc<ClientQueue>, ctx: &Ctx) {
+    let metrics = &ctx.metrics;
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
+        foxglove_status(client, 2, "not a JSON message");
+        return;
+    };
+    match v.get("op").and_then(|o| o.as_str()) {
+        Some("subscribe") => {
+            for sub in v.get("subscriptions").and_then(|s| s.as_array()).into_iter().flatten() {
+                let id = sub
+                    .get("id")
+                    .and_then(|i| i.as_u64())
+                    .and_then(|i| u32::try_from(i).ok());
+                let channel = sub.get("channelId").and_then(|c| c.as_u64());
+                match (id, channel) {
+                    (Some(id), Some(c)) if c == u64::from(foxglove::VIDEO_CHANNEL_ID) => {
+                        if !ctx.hub.subscribe(client, id) {
+                            foxglove_status(client, 1, "already subscribed to the video channel");
+                        }
+                    }
+                    (Some(_), Some(c)) => foxglove_status(client, 1, &format!("no channel {c}")),
+                    _ => {
+                        metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
+                        foxglove_status(client, 2, "subscription without a numeric id and channelId");
+                    }
+                }
+            }
+        }
+        Some("unsubscribe") => {
+            let ids = v.get("subscriptionIds").and_then(|s| s.as_array());
+            let current = client.subscription();
+            if ids
+                .into_iter()
+                .flatten()
+                .any(|i| i.as_u64().is_some() && i.as_u64() == current.map(u64::from))
+            {
+                ctx.hub.unsubscribe(client);
+            }
+        }
+        op => {
+            metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
+            foxglove_status(client, 1, &format!("unsupported op {}", op.unwrap_or("(none)")));
         }
     }
 }
@@ -293,10 +372,18 @@ async fn drain(read: &mut OwnedReadHalf) {
 
 /// Runs an upgraded WebSocket connection to its end. `prefix` holds bytes the client
 /// sent after its HTTP request.
-pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Ctx>) {
+pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Ctx>, protocol: Protocol) {
     let (read, write) = stream.into_split();
     let write = Arc::new(write);
-    let client = ctx.hub.join();
+    let client = match protocol {
+        Protocol::Sdr => ctx.hub.join(),
+        Protocol::Foxglove => {
+            let client = ctx.hub.connect_foxglove();
+            let _ = client.push_control(&text_frame(&foxglove::server_info(&ctx.session_id)));
+            let _ = client.push_control(&text_frame(&foxglove::advertise_video(foxglove::VIDEO_TOPIC)));
+            client
+        }
+    };
     client.attach_sink(write.clone());
     ctx.metrics.clients.fetch_add(1, Ordering::Relaxed);
     ctx.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
