@@ -1023,6 +1023,88 @@ mod tests {
         }
     }
 
+    /// A video frame as the ring reader builds it: `[0x01][32-byte header][payload]`.
+    fn h264_frame(seq: u64, keyframe: bool, payload: usize) -> VideoFrame {
+        let mut m = vec![0x01];
+        let mut header = [0u8; 32];
+        header[22] = 1; // H.264
+        m.extend_from_slice(&header);
+        m.extend(std::iter::repeat_n(seq as u8, payload));
+        VideoFrame {
+            message: m.into(),
+            keyframe,
+            frame_seq: seq,
+            read_ns: 1,
+            commit_ns: None,
+        }
+    }
+
+    /// The Foxglove subscription ids of the Message Data frames in `wire`.
+    fn foxglove_subs(wire: &[u8]) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < wire.len() {
+            let (len, hl) = match wire[at + 1] {
+                126 => (u16::from_be_bytes([wire[at + 2], wire[at + 3]]) as usize, 4),
+                n => (n as usize, 2),
+            };
+            let body = &wire[at + hl..at + hl + len];
+            assert_eq!(body[0], crate::foxglove::OP_MESSAGE_DATA);
+            out.push(u32::from_le_bytes(body[1..5].try_into().unwrap()));
+            at += hl + len;
+        }
+        out
+    }
+
+    #[test]
+    fn foxglove_clients_get_video_only_while_subscribed_with_their_subscription_id() {
+        let h = hub(100);
+        h.publish_video(h264_frame(1, true, 50));
+        let c = h.connect_foxglove();
+        let sock = with_socket(&c, 1 << 20);
+        assert!(writer_step(&c).is_none(), "no video before subscribing");
+        h.publish_video(h264_frame(2, false, 50));
+        assert!(sock.written.lock().unwrap().is_empty());
+        assert!(h.subscribe(&c, 9));
+        assert!(!h.subscribe(&c, 10), "one subscription per channel");
+        let burst = writer_step(&c).expect("the GOP burst");
+        assert_eq!((seqs(&burst), burst.subscription), (vec![1, 2], Some(9)));
+        assert!(writer_step(&c).is_none());
+        h.publish_video(h264_frame(3, false, 50));
+        h.publish_telemetry(Bytes::from_static(b"\x02\x01\x00x{}"));
+        assert_eq!(
+            foxglove_subs(&sock.written.lock().unwrap()),
+            vec![9],
+            "telemetry is not sent"
+        );
+        h.unsubscribe(&c);
+        h.publish_video(h264_frame(4, false, 50));
+        assert_eq!(foxglove_subs(&sock.written.lock().unwrap()), vec![9]);
+    }
+
+    #[test]
+    fn a_partly_written_foxglove_message_keeps_its_subscription_id() {
+        let h = hub(100);
+        h.publish_video(h264_frame(1, true, 200));
+        let c = h.connect_foxglove();
+        let sock = with_socket(&c, 0);
+        assert!(h.subscribe(&c, 1));
+        writer_step(&c).unwrap();
+        assert!(writer_step(&c).is_none());
+        *sock.room.lock().unwrap() = 20;
+        h.publish_video(h264_frame(2, false, 200));
+        // Resubscribed under another id while the rest of frame 2 waits.
+        h.unsubscribe(&c);
+        assert!(h.subscribe(&c, 2));
+        let b = writer_step(&c).unwrap();
+        assert_eq!((b.offset, b.front_subscription, b.subscription), (20, Some(1), Some(2)));
+        assert_eq!(
+            seqs(&b),
+            vec![2, 1, 2],
+            "frame 2's rest, then the new subscription's GOP (1, 2)"
+        );
+    }
+
     #[test]
     fn a_failed_direct_write_ends_the_connection() {
         #[derive(Debug)]
