@@ -8,6 +8,10 @@
 //! is gated like any client: a subscriber that falls behind resumes at a keyframe. H.264
 //! keyframes from the ring carry their SPS and PPS (Annex B), as Foxglove requires.
 //!
+//! Each NATS telemetry subject with JSON payloads becomes a `json` channel (ids from
+//! [`FIRST_TELEMETRY_CHANNEL`], advertised to connected clients when first seen); its
+//! Message Data payload is the NATS payload as published.
+//!
 //! No per-client copy: the protobuf fields before `data` (timestamp, frame_id, format,
 //! and `data`'s tag and length) form a small per-client head written with the frame
 //! payload, a slice of the shared message, in one `writev`. Protobuf allows fields in
@@ -49,19 +53,59 @@ pub fn server_info(session_id: &str) -> String {
     .to_string()
 }
 
-/// The `advertise` message for the video channel.
-pub fn advertise_video(topic: &str) -> String {
+/// The first channel id of telemetry subjects (one `json` channel per subject, in the
+/// order the subjects were first seen).
+pub const FIRST_TELEMETRY_CHANNEL: u32 = 2;
+/// Most telemetry subjects offered as channels; later ones reach SDR clients only.
+pub const MAX_TELEMETRY_CHANNELS: usize = 1024;
+
+fn telemetry_channel(id: u32, subject: &str) -> serde_json::Value {
     serde_json::json!({
-        "op": "advertise",
-        "channels": [{
-            "id": VIDEO_CHANNEL_ID,
-            "topic": topic,
-            "encoding": "protobuf",
-            "schemaName": VIDEO_SCHEMA_NAME,
-            "schema": compressed_video_schema(),
-        }],
+        "id": id,
+        "topic": subject,
+        "encoding": "json",
+        "schemaName": subject,
+        "schema": "",
+        "schemaEncoding": "jsonschema",
     })
-    .to_string()
+}
+
+/// The `advertise` message a client gets first: the video channel and the telemetry
+/// channels `(id, subject)` known so far.
+pub fn advertise(telemetry: &[(u32, &str)]) -> String {
+    let mut channels = vec![serde_json::json!({
+        "id": VIDEO_CHANNEL_ID,
+        "topic": VIDEO_TOPIC,
+        "encoding": "protobuf",
+        "schemaName": VIDEO_SCHEMA_NAME,
+        "schema": compressed_video_schema(),
+    })];
+    channels.extend(telemetry.iter().map(|(id, subject)| telemetry_channel(*id, subject)));
+    serde_json::json!({"op": "advertise", "channels": channels}).to_string()
+}
+
+/// The `advertise` message for telemetry channels `(id, subject)` seen for the first time.
+pub fn advertise_telemetry(telemetry: &[(u32, &str)]) -> String {
+    let channels: Vec<_> = telemetry
+        .iter()
+        .map(|(id, subject)| telemetry_channel(*id, subject))
+        .collect();
+    serde_json::json!({"op": "advertise", "channels": channels}).to_string()
+}
+
+/// A WebSocket text frame carrying `text` (server to client, unmasked).
+pub(crate) fn text_frame(text: &str) -> Vec<u8> {
+    let (mut h, hl) = crate::hub::binary_frame_header(text.len());
+    h[0] = 0x81;
+    let mut f = Vec::with_capacity(hl + text.len());
+    f.extend_from_slice(&h[..hl]);
+    f.extend_from_slice(text.as_bytes());
+    f
+}
+
+/// CLOCK_REALTIME now, in ns since the Unix epoch (Foxglove log times).
+pub(crate) fn wall_clock_ns() -> u64 {
+    shmring_core::monotonic_ns().saturating_add(realtime_offset_ns())
 }
 
 /// A `status` message (level 0 info, 1 warning, 2 error).

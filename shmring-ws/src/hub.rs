@@ -51,13 +51,27 @@ pub struct VideoFrame {
     pub commit_ns: Option<u64>,
 }
 
+/// A telemetry message, and what Foxglove clients need to relay it.
+#[derive(Clone, Debug)]
+pub struct Telemetry {
+    /// The whole message: `[0x02][u16 LE subject length][subject][payload]`.
+    pub message: Bytes,
+    /// Where the payload starts in `message`.
+    pub payload_at: usize,
+    /// The Foxglove channel of its subject, if its payload is JSON (Foxglove's
+    /// telemetry channels are `json` channels).
+    pub channel: Option<u32>,
+    /// Wall-clock ns when it was published (the Foxglove log time).
+    pub log_ns: u64,
+}
+
 /// One message waiting in a client's queue.
 #[derive(Clone, Debug)]
 pub enum Outgoing {
     /// A video frame (subject to keyframe gating).
     Video(VideoFrame),
-    /// A telemetry message (`[0x02]...`), never gated.
-    Telemetry(Bytes),
+    /// A telemetry message, never gated.
+    Telemetry(Telemetry),
 }
 
 impl Outgoing {
@@ -65,7 +79,29 @@ impl Outgoing {
     pub fn message(&self) -> &Bytes {
         match self {
             Outgoing::Video(f) => &f.message,
-            Outgoing::Telemetry(b) => b,
+            Outgoing::Telemetry(t) => &t.message,
+        }
+    }
+}
+
+/// A Foxglove client's subscriptions.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Subscriptions {
+    /// The subscription id of the video channel.
+    pub(crate) video: Option<u32>,
+    /// (channel, subscription id) of telemetry channels.
+    pub(crate) telemetry: Vec<(u32, u32)>,
+}
+
+impl Subscriptions {
+    /// The subscription `item` goes out under, if any.
+    pub(crate) fn for_item(&self, item: &Outgoing) -> Option<u32> {
+        match item {
+            Outgoing::Video(_) => self.video,
+            Outgoing::Telemetry(t) => {
+                let channel = t.channel?;
+                self.telemetry.iter().find(|(c, _)| *c == channel).map(|(_, s)| *s)
+            }
         }
     }
 }
@@ -117,8 +153,8 @@ struct QueueState {
     front_written: usize,
     /// The writer task has ended: nothing more is queued or written.
     finished: bool,
-    /// Foxglove: the client's subscription id for the video channel, if subscribed.
-    subscription: Option<u32>,
+    /// Foxglove: the client's subscriptions.
+    subs: Subscriptions,
     /// The subscription the partly written front item was started with.
     front_subscription: Option<u32>,
 }
@@ -200,9 +236,17 @@ pub(crate) fn wire<'a>(protocol: Protocol, sub: Option<u32>, item: &'a Outgoing,
             Some(item.message())
         }
         Protocol::Foxglove => {
-            let Outgoing::Video(frame) = item else { return None };
             let mut fx = [0u8; crate::foxglove::MAX_HEAD];
-            let (fl, body) = crate::foxglove::message_data_head(sub?, frame, &mut fx)?;
+            let (fl, body) = match item {
+                Outgoing::Video(frame) => crate::foxglove::message_data_head(sub?, frame, &mut fx)?,
+                Outgoing::Telemetry(t) => {
+                    t.channel?;
+                    fx[0] = crate::foxglove::OP_MESSAGE_DATA;
+                    fx[1..5].copy_from_slice(&sub?.to_le_bytes());
+                    fx[5..13].copy_from_slice(&t.log_ns.to_le_bytes());
+                    (crate::foxglove::MESSAGE_DATA_HEAD, t.message.get(t.payload_at..)?)
+                }
+            };
             let (h, hl) = binary_frame_header(fl + body.len());
             head.buf[..hl].copy_from_slice(&h[..hl]);
             head.buf[hl..hl + fl].copy_from_slice(&fx[..fl]);
@@ -262,8 +306,8 @@ pub struct Batch {
     /// Bytes of the first item's WebSocket frame already written: write the rest of it
     /// first, before `control`.
     pub offset: usize,
-    /// Foxglove: the subscription id to send the items with.
-    pub(crate) subscription: Option<u32>,
+    /// Foxglove: the subscriptions to send the items under.
+    pub(crate) subs: Subscriptions,
     /// Foxglove: the subscription id the partly written first item was started with.
     pub(crate) front_subscription: Option<u32>,
 }
@@ -276,7 +320,7 @@ impl Batch {
         self.control.clear();
         self.end = false;
         self.offset = 0;
-        self.subscription = None;
+        self.subs = Subscriptions::default();
         self.front_subscription = None;
     }
 }
@@ -301,11 +345,6 @@ impl ClientQueue {
         self.protocol
     }
 
-    /// Foxglove: the video subscription id, if subscribed.
-    pub(crate) fn subscription(&self) -> Option<u32> {
-        self.lock().subscription
-    }
-
     /// Gives the hub the client's socket, so frames can be written to it directly while
     /// the client keeps up.
     pub(crate) fn attach_sink(&self, sink: Arc<dyn DirectSink>) {
@@ -326,7 +365,7 @@ impl ClientQueue {
                     into.control.append(&mut s.control);
                     into.end = s.end;
                     into.offset = std::mem::take(&mut s.front_written);
-                    into.subscription = s.subscription;
+                    into.subs = s.subs.clone();
                     into.front_subscription = s.front_subscription.take();
                     s.credit_frames = 0;
                     s.credit_bytes = 0;
@@ -401,7 +440,7 @@ impl ClientQueue {
         scratch.clear();
         let mut head = Head::default();
         for item in items {
-            if wire(self.protocol, s.subscription, item, &mut head).is_none() {
+            if wire(self.protocol, s.subs.for_item(item), item, &mut head).is_none() {
                 continue;
             }
             match gate(&mut s, item, limits) {
@@ -444,7 +483,7 @@ impl ClientQueue {
             let mut bodies: [&[u8]; WRITEV_MESSAGES] = [&[]; WRITEV_MESSAGES];
             let mut slices = [IoSlice::new(&[]); 2 * WRITEV_MESSAGES];
             for (i, item) in chunk.iter().enumerate() {
-                bodies[i] = wire(self.protocol, s.subscription, item, &mut heads[i]).unwrap_or_default();
+                bodies[i] = wire(self.protocol, s.subs.for_item(item), item, &mut heads[i]).unwrap_or_default();
             }
             for i in 0..chunk.len() {
                 slices[2 * i] = IoSlice::new(heads[i].bytes());
@@ -482,7 +521,7 @@ impl ClientQueue {
         // The socket took part of it (or nothing): the writer task writes the rest
         // (starting `written` bytes into the first message) when the socket has room.
         s.front_written = written;
-        s.front_subscription = s.subscription;
+        s.front_subscription = rest.as_slice().first().and_then(|i| s.subs.for_item(i));
         s.writer_idle = false;
         for item in rest {
             s.bytes += item.message().len();
@@ -590,6 +629,8 @@ struct HubState {
     clients: Arc<Vec<Arc<ClientQueue>>>,
     /// Number of the next publication.
     next_seq: u64,
+    /// Telemetry subjects seen, in order: Foxglove channel `FIRST_TELEMETRY_CHANNEL + i`.
+    telemetry_subjects: Vec<String>,
     /// The newest keyframe and every frame after it, while they fit the queue limits.
     gop: Vec<VideoFrame>,
     gop_bytes: usize,
@@ -684,31 +725,88 @@ impl Hub {
         client
     }
 
-    /// A Foxglove client: a queue (for its control messages) that gets no video until
-    /// it [subscribes](Hub::subscribe).
-    pub(crate) fn connect_foxglove(&self) -> Arc<ClientQueue> {
-        self.new_client(Protocol::Foxglove)
+    /// A Foxglove client: in the fan-out at once, but it gets only what it subscribes
+    /// to. Its first messages are `server_info` and an advertise of every channel
+    /// (queued under the hub lock, so a channel advertised later comes after them).
+    pub(crate) fn connect_foxglove(&self, server_info: &str) -> Arc<ClientQueue> {
+        let client = self.new_client(Protocol::Foxglove);
+        let mut hub = self.lock();
+        let channels: Vec<(u32, &str)> = hub
+            .telemetry_subjects
+            .iter()
+            .enumerate()
+            .map(|(i, subject)| (crate::foxglove::FIRST_TELEMETRY_CHANNEL + i as u32, subject.as_str()))
+            .collect();
+        let _ = client.push_control(&crate::foxglove::text_frame(server_info));
+        let _ = client.push_control(&crate::foxglove::text_frame(&crate::foxglove::advertise(&channels)));
+        client.first_seq.store(hub.next_seq, Ordering::Relaxed);
+        Arc::make_mut(&mut hub.clients).push(client.clone());
+        client
     }
 
-    /// Starts the video of a Foxglove client under subscription id `subscription`, from
-    /// the GOP cache like a new client. False if it is already subscribed.
-    pub(crate) fn subscribe(&self, client: &Arc<ClientQueue>, subscription: u32) -> bool {
-        if client.lock().subscription.is_some() {
+    /// Subscribes a Foxglove client to `channel` under subscription id `subscription`.
+    /// Video starts from the GOP cache, like a new client. False if the channel does
+    /// not exist or the client is already subscribed to it.
+    pub(crate) fn subscribe(&self, client: &Arc<ClientQueue>, channel: u32, subscription: u32) -> bool {
+        let hub = self.lock();
+        let mut q = client.lock();
+        if channel != crate::foxglove::VIDEO_CHANNEL_ID {
+            let known = channel
+                .checked_sub(crate::foxglove::FIRST_TELEMETRY_CHANNEL)
+                .is_some_and(|i| (i as usize) < hub.telemetry_subjects.len());
+            if !known || q.subs.telemetry.iter().any(|(c, _)| *c == channel) {
+                return false;
+            }
+            q.subs.telemetry.push((channel, subscription));
+            return true;
+        }
+        if q.subs.video.is_some() {
             return false;
         }
-        self.attach(client, Some(subscription));
+        q.subs.video = Some(subscription);
+        // Publications before this one are in the GOP burst (or too old).
+        client.first_seq.store(hub.next_seq, Ordering::Relaxed);
+        let need_keyframe = self.start_video(&hub, &mut q);
+        drop(q);
+        drop(hub);
+        if need_keyframe {
+            self.keyframes.request("new client, no keyframe cached");
+        }
+        client.notify.notify_one();
         true
     }
 
-    /// Stops the video of a Foxglove client; what is queued is dropped, except a
-    /// message already partly written.
-    pub(crate) fn unsubscribe(&self, client: &ClientQueue) {
-        self.leave(client);
+    /// Ends a Foxglove client's subscription `subscription`; queued video is dropped
+    /// when it is the video one, except a message already partly written.
+    pub(crate) fn unsubscribe(&self, client: &ClientQueue, subscription: u32) {
         let mut s = client.lock();
-        s.subscription = None;
-        let keep = usize::from(s.front_written > 0).min(s.items.len());
-        s.items.truncate(keep);
-        s.bytes = s.items.iter().map(|i| i.message().len()).sum();
+        s.subs.telemetry.retain(|(_, sub)| *sub != subscription);
+        if s.subs.video == Some(subscription) {
+            s.subs.video = None;
+            let keep = usize::from(s.front_written > 0).min(s.items.len());
+            let mut i = 0;
+            s.items.retain(|item| {
+                i += 1;
+                i <= keep || !matches!(item, Outgoing::Video(_))
+            });
+            s.bytes = s.items.iter().map(|i| i.message().len()).sum();
+        }
+    }
+
+    /// Queues the GOP cache for a client starting video; without one, it waits for
+    /// the next keyframe. Returns true if a keyframe should be requested.
+    fn start_video(&self, hub: &HubState, q: &mut QueueState) -> bool {
+        if hub.gop.is_empty() {
+            q.awaiting_keyframe = true;
+            return true;
+        }
+        q.awaiting_keyframe = false;
+        q.items.extend(hub.gop.iter().cloned().map(Outgoing::Video));
+        q.bytes += hub.gop_bytes;
+        // The burst does not count against the queue limits.
+        q.credit_frames = hub.gop.len();
+        q.credit_bytes = hub.gop_bytes;
+        false
     }
 
     /// Puts `client` in the fan-out, its queue starting with the GOP cache.
@@ -717,19 +815,8 @@ impl Hub {
         client.first_seq.store(hub.next_seq, Ordering::Relaxed);
         let need_keyframe = {
             let mut q = client.lock();
-            q.subscription = subscription;
-            if hub.gop.is_empty() {
-                q.awaiting_keyframe = true;
-                true
-            } else {
-                q.awaiting_keyframe = false;
-                q.items.extend(hub.gop.iter().cloned().map(Outgoing::Video));
-                q.bytes += hub.gop_bytes;
-                // The burst does not count against the queue limits.
-                q.credit_frames = hub.gop.len();
-                q.credit_bytes = hub.gop_bytes;
-                false
-            }
+            q.subs.video = subscription;
+            self.start_video(&hub, &mut q)
         };
         Arc::make_mut(&mut hub.clients).push(client.clone());
         drop(hub);
@@ -774,7 +861,34 @@ impl Hub {
 
     /// Hands a telemetry message to every client.
     pub fn publish_telemetry(&self, message: Bytes) {
-        self.push_to_all(self.lock(), Outgoing::Telemetry(message));
+        let Some((subject, payload_at)) = crate::protocol::telemetry_subject(&message) else {
+            self.metrics.dropped(DropReason::Telemetry, 1);
+            return;
+        };
+        let json = serde_json::from_slice::<serde_json::Value>(&message[payload_at..]).is_ok();
+        let mut hub = self.lock();
+        let channel = match hub.telemetry_subjects.iter().position(|s| s == subject) {
+            _ if !json => None,
+            Some(i) => Some(crate::foxglove::FIRST_TELEMETRY_CHANNEL + i as u32),
+            None if hub.telemetry_subjects.len() < crate::foxglove::MAX_TELEMETRY_CHANNELS => {
+                let channel = crate::foxglove::FIRST_TELEMETRY_CHANNEL + hub.telemetry_subjects.len() as u32;
+                hub.telemetry_subjects.push(subject.to_owned());
+                let advertise =
+                    crate::foxglove::text_frame(&crate::foxglove::advertise_telemetry(&[(channel, subject)]));
+                for client in hub.clients.iter().filter(|c| c.protocol == Protocol::Foxglove) {
+                    let _ = client.push_control(&advertise);
+                }
+                Some(channel)
+            }
+            None => None,
+        };
+        let item = Outgoing::Telemetry(Telemetry {
+            channel,
+            payload_at,
+            log_ns: crate::foxglove::wall_clock_ns(),
+            message,
+        });
+        self.push_to_all(hub, item);
     }
 
     /// Numbers `item` and delivers it to every client (a snapshot of the list: the hub
@@ -845,7 +959,7 @@ fn deliver(
     for client in newest.clients.iter().filter(|c| c.id % n == k) {
         let items = jobs
             .iter()
-            .filter(|j| j.seq >= client.first_seq.load(Ordering::Relaxed))
+            .filter(|j| matches!(j.item, Outgoing::Telemetry(_)) || j.seq >= client.first_seq.load(Ordering::Relaxed))
             .map(|j| &j.item);
         let pushed = client.push_many(items, limits, metrics, &mut scratch);
         want_keyframe |= pushed.want_keyframe;
@@ -1060,15 +1174,21 @@ mod tests {
     fn foxglove_clients_get_video_only_while_subscribed_with_their_subscription_id() {
         let h = hub(100);
         h.publish_video(h264_frame(1, true, 50));
-        let c = h.connect_foxglove();
+        let c = h.connect_foxglove("{}");
         let sock = with_socket(&c, 1 << 20);
+        let hello = writer_step(&c).expect("serverInfo and advertise");
+        assert!(hello.items.is_empty() && hello.control.starts_with(&[0x81]));
         assert!(writer_step(&c).is_none(), "no video before subscribing");
         h.publish_video(h264_frame(2, false, 50));
         assert!(sock.written.lock().unwrap().is_empty());
-        assert!(h.subscribe(&c, 9));
-        assert!(!h.subscribe(&c, 10), "one subscription per channel");
+        assert!(!h.subscribe(&c, 5, 9), "no channel 5");
+        assert!(h.subscribe(&c, crate::foxglove::VIDEO_CHANNEL_ID, 9));
+        assert!(
+            !h.subscribe(&c, crate::foxglove::VIDEO_CHANNEL_ID, 10),
+            "one subscription per channel"
+        );
         let burst = writer_step(&c).expect("the GOP burst");
-        assert_eq!((seqs(&burst), burst.subscription), (vec![1, 2], Some(9)));
+        assert_eq!((seqs(&burst), burst.subs.video), (vec![1, 2], Some(9)));
         assert!(writer_step(&c).is_none());
         h.publish_video(h264_frame(3, false, 50));
         h.publish_telemetry(Bytes::from_static(b"\x02\x01\x00x{}"));
@@ -1077,7 +1197,7 @@ mod tests {
             vec![9],
             "telemetry is not sent"
         );
-        h.unsubscribe(&c);
+        h.unsubscribe(&c, 9);
         h.publish_video(h264_frame(4, false, 50));
         assert_eq!(foxglove_subs(&sock.written.lock().unwrap()), vec![9]);
     }
@@ -1086,18 +1206,18 @@ mod tests {
     fn a_partly_written_foxglove_message_keeps_its_subscription_id() {
         let h = hub(100);
         h.publish_video(h264_frame(1, true, 200));
-        let c = h.connect_foxglove();
+        let c = h.connect_foxglove("{}");
         let sock = with_socket(&c, 0);
-        assert!(h.subscribe(&c, 1));
+        assert!(h.subscribe(&c, crate::foxglove::VIDEO_CHANNEL_ID, 1));
         writer_step(&c).unwrap();
         assert!(writer_step(&c).is_none());
         *sock.room.lock().unwrap() = 20;
         h.publish_video(h264_frame(2, false, 200));
         // Resubscribed under another id while the rest of frame 2 waits.
-        h.unsubscribe(&c);
-        assert!(h.subscribe(&c, 2));
+        h.unsubscribe(&c, 1);
+        assert!(h.subscribe(&c, crate::foxglove::VIDEO_CHANNEL_ID, 2));
         let b = writer_step(&c).unwrap();
-        assert_eq!((b.offset, b.front_subscription, b.subscription), (20, Some(1), Some(2)));
+        assert_eq!((b.offset, b.front_subscription, b.subs.video), (20, Some(1), Some(2)));
         assert_eq!(
             seqs(&b),
             vec![2, 1, 2],

@@ -113,7 +113,7 @@ async fn write_all_vectored(w: &OwnedWriteHalf, mut rest: &mut [IoSlice<'_>]) ->
 async fn write_items(
     w: &OwnedWriteHalf,
     client: &ClientQueue,
-    subscription: Option<u32>,
+    subscription_of: impl Fn(&Outgoing) -> Option<u32>,
     items: &[Outgoing],
     mut skip: usize,
 ) -> io::Result<()> {
@@ -123,7 +123,7 @@ async fn write_items(
         let bodies: Vec<Option<&[u8]>> = chunk
             .iter()
             .zip(heads.iter_mut())
-            .map(|(item, head)| wire(client.protocol(), subscription, item, head))
+            .map(|(item, head)| wire(client.protocol(), subscription_of(item), item, head))
             .collect();
         for (head, body) in heads.iter().zip(&bodies) {
             if let Some(body) = body {
@@ -144,14 +144,14 @@ async fn write_batch(w: &OwnedWriteHalf, client: &ClientQueue, batch: &Batch) ->
     if batch.offset > 0 {
         if let Some((first, others)) = items.split_first() {
             let sub = batch.front_subscription;
-            write_items(w, client, sub, std::slice::from_ref(first), batch.offset).await?;
+            write_items(w, client, |_| sub, std::slice::from_ref(first), batch.offset).await?;
             items = others;
         }
     }
     if !batch.control.is_empty() {
         write_all_vectored(w, &mut [IoSlice::new(&batch.control)]).await?;
     }
-    write_items(w, client, batch.subscription, items, 0).await
+    write_items(w, client, |item| batch.subs.for_item(item), items, 0).await
 }
 
 fn shutdown_write(w: &OwnedWriteHalf) {
@@ -270,19 +270,9 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
     }
 }
 
-/// A WebSocket text frame.
-fn text_frame(text: &str) -> Vec<u8> {
-    let (mut h, hl) = crate::hub::binary_frame_header(text.len());
-    h[0] = 0x81;
-    let mut f = Vec::with_capacity(hl + text.len());
-    f.extend_from_slice(&h[..hl]);
-    f.extend_from_slice(text.as_bytes());
-    f
-}
-
 /// Sends a Foxglove `status` message (a control frame, between whole messages).
 fn foxglove_status(client: &ClientQueue, level: u8, message: &str) {
-    let _ = client.push_control(&text_frame(&foxglove::status(level, message)));
+    let _ = client.push_control(&foxglove::text_frame(&foxglove::status(level, message)));
 }
 
 /// A Foxglove client's JSON request: subscribe or unsubscribe to the video channel.
@@ -302,13 +292,12 @@ fn handle_foxglove(text: &str, client: &Arc<ClientQueue>, ctx: &Ctx) {
                     .and_then(|i| i.as_u64())
                     .and_then(|i| u32::try_from(i).ok());
                 let channel = sub.get("channelId").and_then(|c| c.as_u64());
-                match (id, channel) {
-                    (Some(id), Some(c)) if c == u64::from(foxglove::VIDEO_CHANNEL_ID) => {
-                        if !ctx.hub.subscribe(client, id) {
-                            foxglove_status(client, 1, "already subscribed to the video channel");
+                match (id, channel.and_then(|c| u32::try_from(c).ok())) {
+                    (Some(id), Some(c)) => {
+                        if !ctx.hub.subscribe(client, c, id) {
+                            foxglove_status(client, 1, &format!("no channel {c}, or already subscribed to it"));
                         }
                     }
-                    (Some(_), Some(c)) => foxglove_status(client, 1, &format!("no channel {c}")),
                     _ => {
                         metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
                         foxglove_status(client, 2, "subscription without a numeric id and channelId");
@@ -318,13 +307,10 @@ fn handle_foxglove(text: &str, client: &Arc<ClientQueue>, ctx: &Ctx) {
         }
         Some("unsubscribe") => {
             let ids = v.get("subscriptionIds").and_then(|s| s.as_array());
-            let current = client.subscription();
-            if ids
-                .into_iter()
-                .flatten()
-                .any(|i| i.as_u64().is_some() && i.as_u64() == current.map(u64::from))
-            {
-                ctx.hub.unsubscribe(client);
+            for id in ids.into_iter().flatten().filter_map(|i| i.as_u64()) {
+                if let Ok(id) = u32::try_from(id) {
+                    ctx.hub.unsubscribe(client, id);
+                }
             }
         }
         op => {
@@ -377,12 +363,7 @@ pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Ctx>, protoco
     let write = Arc::new(write);
     let client = match protocol {
         Protocol::Sdr => ctx.hub.join(),
-        Protocol::Foxglove => {
-            let client = ctx.hub.connect_foxglove();
-            let _ = client.push_control(&text_frame(&foxglove::server_info(&ctx.session_id)));
-            let _ = client.push_control(&text_frame(&foxglove::advertise_video(foxglove::VIDEO_TOPIC)));
-            client
-        }
+        Protocol::Foxglove => ctx.hub.connect_foxglove(&foxglove::server_info(&ctx.session_id)),
     };
     client.attach_sink(write.clone());
     ctx.metrics.clients.fetch_add(1, Ordering::Relaxed);

@@ -148,3 +148,69 @@ def test_sdr_and_foxglove_clients_share_the_port(stack):
         await fox.close()
 
     run(main())
+
+
+def test_foxglove_gets_nats_telemetry_as_json_channels(stack, tmp_path):
+    """Each telemetry subject with JSON payloads becomes a json channel, advertised to
+    connected clients when first seen and to later clients in their first advertise."""
+    import nats
+
+    from conftest import free_port
+    from test_nats import NatsServer
+
+    nats_port = free_port()
+    nats_url = f"nats://127.0.0.1:{nats_port}"
+    ns = NatsServer(tmp_path, nats_port)
+    ns.start()
+    stack.start_producer()
+    stack.start_server(env={"SDR_NATS_URL": nats_url})
+    try:
+        async def next_text(ws, timeout):
+            while True:
+                m = await asyncio.wait_for(ws.recv(), timeout)
+                if isinstance(m, str):
+                    return json.loads(m)
+
+        async def main():
+            import time
+            t0 = time.time()
+            while stack.health()["nats"] != "connected":
+                assert time.time() - t0 < 20, "the server did not connect to NATS"
+                await asyncio.sleep(0.1)
+            nc = await nats.connect(nats_url)
+            ws, _, adv = await handshake(stack.url("/"))
+            assert [c["id"] for c in adv["channels"]] == [1], "no telemetry seen yet"
+            # Not JSON: relayed to SDR clients only, never a Foxglove channel.
+            await nc.publish("telemetry.raw", b"\x00\x01 not json")
+            await nc.publish("telemetry.imu", json.dumps({"tag": 1}).encode())
+            await nc.flush()
+            new = await next_text(ws, 10)
+            assert new["op"] == "advertise"
+            [ch] = new["channels"]
+            assert ch["topic"] == "telemetry.imu" and ch["encoding"] == "json" and ch["id"] >= 2
+            await ws.send(json.dumps({"op": "subscribe", "subscriptions": [{"id": 5, "channelId": ch["id"]}]}))
+            await asyncio.sleep(0.3)
+            payload = json.dumps({"tag": 2, "gyro": [0.1, 0.2, 0.3]}).encode()
+            await nc.publish("telemetry.imu", payload)
+            await nc.flush()
+            got = None
+            while got is None:
+                m = await asyncio.wait_for(ws.recv(), 10)
+                if isinstance(m, bytes):
+                    assert m[0] == 0x01
+                    sub, log_ns = struct.unpack_from("<IQ", m, 1)
+                    assert sub == 5, "only the subscribed channel arrives (no video subscription)"
+                    assert log_ns > 1_600_000_000 * 10**9, "log time is wall-clock ns"
+                    got = m[13:]
+            assert got == payload
+            # A client connecting now sees the channel in its first advertise.
+            late, _, adv2 = await handshake(stack.url("/"))
+            topics = {c["topic"]: c for c in adv2["channels"]}
+            assert topics["telemetry.imu"]["id"] == ch["id"] and "telemetry.raw" not in topics
+            await late.close()
+            await ws.close()
+            await nc.close()
+
+        run(main())
+    finally:
+        ns.kill()
