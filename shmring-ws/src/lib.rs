@@ -49,7 +49,8 @@ mod ws;
 
 pub use config::{Config, DEFAULT_SHM_PATH};
 pub use hub::{
-    Batch, ClientQueue, CloseReason, Hub, Outgoing, QueueLimits, VideoFrame, GOP_CACHE_MAX_BYTES, GOP_CACHE_MAX_FRAMES,
+    Batch, ClientQueue, CloseReason, Hub, Outgoing, QueueLimits, Telemetry, VideoFrame, GOP_CACHE_MAX_BYTES,
+    GOP_CACHE_MAX_FRAMES,
 };
 pub use keyframe::{KeyframeCallback, KeyframeRequests};
 pub use metrics::{DropReason, Metrics};
