@@ -11,8 +11,11 @@
 //!
 //! ```text
 //! ulimit -n 65536
-//! cargo bench -p shmring-examples --bench ws_fanout -- [--clients 1,50,200,500,1000] [--seconds 10] [--servers shmring,baseline]
+//! cargo bench -p shmring-examples --bench ws_fanout -- [--clients 1,50,200,500,1000] [--seconds 10] [--servers shmring,baseline] [--extra-server LABEL=PATH]
 //! ```
+//!
+//! `--extra-server LABEL=PATH` also measures another transport-server binary (started
+//! with the same flags), for before/after comparisons in one run.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -263,7 +266,7 @@ impl FrameScanner {
     }
 }
 
-async fn client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Option<ClientResult> {
+async fn client(addr: SocketAddr, stop: Arc<tokio::sync::Notify>) -> Option<ClientResult> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.ok()?;
     stream.set_nodelay(true).ok()?;
@@ -290,11 +293,19 @@ async fn client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Option<ClientResult>
     let mut frames = Vec::with_capacity(1 << 12);
     let mut scanner = FrameScanner::default();
     scanner.feed(&head[body_start..], &mut frames);
-    while !stop.load(Ordering::Relaxed) {
-        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => scanner.feed(&buf[..n], &mut frames),
-            Err(_) => {}
+    // Registered once, polled cheaply on each read (since run 4: runs 1-3 wrapped every
+    // read in a 200 ms timeout, one timer registration per read).
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    stopped.as_mut().enable();
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stopped => break,
+            read = stream.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => scanner.feed(&buf[..n], &mut frames),
+            },
         }
     }
     Some(ClientResult { frames })
@@ -327,7 +338,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 struct Round {
-    server: &'static str,
+    server: String,
     clients: usize,
     connected: usize,
     delivered: f64,
@@ -341,14 +352,14 @@ struct Round {
 
 fn round(
     rt: &tokio::runtime::Runtime,
-    server: &'static str,
+    server: &str,
     pid: u32,
     addr: SocketAddr,
     clients: usize,
     seconds: u64,
     ids: &Arc<Mutex<Vec<u64>>>,
 ) -> Round {
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(tokio::sync::Notify::new());
     let handles: Vec<_> = (0..clients).map(|_| rt.spawn(client(addr, stop.clone()))).collect();
     std::thread::sleep(Duration::from_secs(3)); // connect and settle
     let me = std::process::id();
@@ -356,7 +367,7 @@ fn round(
     std::thread::sleep(Duration::from_secs(seconds));
     let (t1, cpu1, own1, (busy1, total1)) = (monotonic_ns(), cpu_ticks(pid), cpu_ticks(me), machine_ticks());
     std::thread::sleep(Duration::from_millis(500)); // frames committed before t1 still in flight
-    stop.store(true, Ordering::Relaxed);
+    stop.notify_waiters();
     let results: Vec<ClientResult> = rt.block_on(async {
         let mut out = Vec::new();
         for h in handles {
@@ -387,7 +398,7 @@ fn round(
     let wall = (t1 - t0) as f64 / 1e9;
     std::thread::sleep(Duration::from_secs(1)); // let the server drop the connections
     Round {
-        server,
+        server: server.to_owned(),
         clients,
         connected: results.len(),
         delivered: delivered as f64 / (written.len() * clients).max(1) as f64,
@@ -430,11 +441,14 @@ fn main() {
         .map(|c| c.parse().expect("--clients N,N,..."))
         .collect();
     let seconds: u64 = arg(&args, "--seconds").unwrap_or("10").parse().expect("--seconds N");
-    let servers: Vec<String> = arg(&args, "--servers")
+    let mut servers: Vec<String> = arg(&args, "--servers")
         .unwrap_or("shmring,baseline")
         .split(',')
         .map(str::to_owned)
         .collect();
+    if let Some(extra) = arg(&args, "--extra-server") {
+        servers.push(format!("extra:{extra}"));
+    }
     let exe = std::env::current_exe().expect("current exe");
     let target = exe
         .parent()
@@ -475,8 +489,24 @@ fn main() {
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let (name, child) = match server.as_str() {
+            extra if extra.starts_with("extra:") => {
+                let (label, path) = extra["extra:".len()..]
+                    .split_once('=')
+                    .expect("--extra-server LABEL=PATH");
+                (
+                    label.to_owned(),
+                    Command::new(path)
+                        .arg("--shm-path")
+                        .arg(&ring)
+                        .args(["--listen", &addr.to_string()])
+                        .env("RUST_LOG", "warn")
+                        .stdout(Stdio::null())
+                        .spawn()
+                        .expect("start the extra server"),
+                )
+            }
             "shmring" => (
-                "transport-server",
+                "transport-server".to_owned(),
                 Command::new(env!("CARGO_BIN_EXE_transport-server"))
                     .arg("--shm-path")
                     .arg(&ring)
@@ -487,7 +517,7 @@ fn main() {
                     .expect("start transport-server"),
             ),
             "baseline" => (
-                "baseline (Vec copy per client)",
+                "baseline (Vec copy per client)".to_owned(),
                 Command::new(&exe)
                     .arg("--baseline-server")
                     .arg(&ring)
@@ -501,7 +531,7 @@ fn main() {
         let child = ServerProcess(child);
         wait_listening(addr);
         for &n in &clients {
-            let r = round(&rt, name, child.0.id(), addr, n, seconds, &ids);
+            let r = round(&rt, &name, child.0.id(), addr, n, seconds, &ids);
             println!(
                 "{:<32} clients {:>5} (connected {:>5})  delivered {:>8.4}%  p50 {:>8.2} ms  p99 {:>8.2} ms  p99.9 {:>8.2} ms  server CPU {:>6.1}%  load client CPU {:>6.1}%  machine busy {:>5.1}%",
                 r.server, r.clients, r.connected, r.delivered * 100.0, r.p50, r.p99, r.p999, r.server_cpu, r.client_cpu, r.machine_busy

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use shmring_ws::demo::{DemoProducer, DemoSettings};
-use shmring_ws::{Config, Server, DEFAULT_SHM_PATH};
+use shmring_ws::{Config, FrameSource, Server, DEFAULT_SHM_PATH};
 
 /// Streams a shmring video ring to browsers over WebSocket (/stream/ws), with a viewer
 /// page at /, /health and /metrics.
@@ -47,7 +47,11 @@ fn main() -> std::process::ExitCode {
         if cli.demo && cli.config.source.is_some() {
             return Err("--demo writes a local ring; it cannot be combined with --source".to_owned());
         }
-        let options = cli.config.server_options(shm_path.clone())?;
+        let mut options = cli.config.server_options(shm_path.clone())?;
+        // The demo producer stamps frame_id with the commit time.
+        if let FrameSource::Ring(ring) = &mut options.source {
+            ring.frame_id_is_commit_time |= cli.demo;
+        }
         let server = Server::bind(options)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cli.config.listen))?;

@@ -32,6 +32,10 @@ pub struct Config {
     /// NATS server URL; without one the server runs without NATS.
     #[arg(long, env = "SDR_NATS_URL")]
     pub nats_url: Option<String>,
+    /// The producer stamps each frame's frame_id with its commit time (CLOCK_MONOTONIC
+    /// ns), as the demo producer does: /metrics then measures commit-to-send latency.
+    #[arg(long, env = "SDR_FRAME_ID_COMMIT_TIME", default_value = "false", value_parser = BoolishValueParser::new())]
+    pub frame_id_commit_time: bool,
     /// Verify each frame's CRC-32.
     #[arg(long, env = "SDR_CRC_ENABLED", default_value = "true", value_parser = BoolishValueParser::new())]
     pub crc: bool,
@@ -71,6 +75,9 @@ pub struct Config {
     /// Most simultaneous WebSocket clients.
     #[arg(long, env = "SDR_MAX_CLIENTS", default_value_t = 4096)]
     pub max_clients: usize,
+    /// Threads writing frames to client sockets (0: one per CPU).
+    #[arg(long, env = "SDR_FANOUT_THREADS", default_value_t = 0)]
+    pub fanout_threads: usize,
     /// Kernel send buffer per client in bytes (0: system default).
     #[arg(long, env = "SDR_SEND_BUFFER", default_value_t = 256 << 10)]
     pub send_buffer: usize,
@@ -129,6 +136,7 @@ impl Config {
             None => FrameSource::Ring(RingSource {
                 path: shm_path,
                 verify_crc: self.crc,
+                frame_id_is_commit_time: self.frame_id_commit_time,
             }),
         };
         if let (FrameSource::Nats(s), Some(p)) = (&source, &publish) {
@@ -156,6 +164,7 @@ impl Config {
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             max_clients: self.max_clients,
             send_buffer: self.send_buffer,
+            fanout_threads: self.fanout_threads,
         })
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ring file --(one reader thread, futex wake)--> Hub --(one shared Bytes per frame)-->
-//!   per-client bounded, keyframe-gated queues --(writev, TCP_NODELAY)--> WebSocket
+//!   fan-out threads --(writev, TCP_NODELAY)--> WebSocket (backlogs: per-client queues)
 //! NATS telemetry.> --> 0x02 messages          client 0x04 commands --> command.genesis.<action>
 //! ```
 //!
@@ -12,7 +12,9 @@
 //!
 //! - One reader thread per ring sleeps on the ring's futex and turns each frame into one
 //!   `[0x01][32-byte header][payload]` message, shared by every client (no per-client
-//!   copy in this crate; the writer sends it with `writev`).
+//!   copy in this crate). Fan-out threads write it to each client's socket with one
+//!   non-blocking `writev`; only what a socket cannot take at once waits in that
+//!   client's bounded queue for its writer task.
 //! - New clients start from a GOP cache (the newest keyframe and the frames after it).
 //!   A client whose queue overflows (bytes or messages) drops to the next keyframe; the
 //!   others lose nothing. Keyframe requests are coalesced ([`KeyframeRequests`]).
@@ -39,6 +41,7 @@ pub mod annexb;
 mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod foxglove;
 mod hub;
 mod keyframe;
 mod metrics;
@@ -54,7 +57,8 @@ mod ws;
 
 pub use config::{Config, DEFAULT_SHM_PATH};
 pub use hub::{
-    Batch, ClientQueue, CloseReason, Hub, Outgoing, QueueLimits, VideoFrame, GOP_CACHE_MAX_BYTES, GOP_CACHE_MAX_FRAMES,
+    Batch, ClientQueue, CloseReason, Hub, Outgoing, QueueLimits, Telemetry, VideoFrame, GOP_CACHE_MAX_BYTES,
+    GOP_CACHE_MAX_FRAMES,
 };
 pub use keyframe::{KeyframeCallback, KeyframeRequests};
 pub use metrics::{DropReason, Metrics};

@@ -43,6 +43,87 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// Counts one thread collects while it writes to many clients, added to the shared
+/// counters once ([`SentTally::flush`]) instead of once per client and message.
+#[derive(Debug, Default)]
+pub(crate) struct SentTally {
+    frames: u64,
+    telemetry: u64,
+    bytes: u64,
+    commit_to_send: LocalHistogram,
+    read_to_send: LocalHistogram,
+}
+
+#[derive(Debug, Default)]
+struct LocalHistogram {
+    buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: u64,
+    count: u64,
+}
+
+impl LocalHistogram {
+    fn observe_ns(&mut self, ns: u64) {
+        self.buckets[bucket_of(ns)] += 1;
+        self.sum_ns += ns;
+        self.count += 1;
+    }
+
+    fn flush(&self, into: &Histogram) {
+        if self.count == 0 {
+            return;
+        }
+        for (b, n) in into.buckets.iter().zip(&self.buckets) {
+            if *n > 0 {
+                b.fetch_add(*n, Ordering::Relaxed);
+            }
+        }
+        into.sum_ns.fetch_add(self.sum_ns, Ordering::Relaxed);
+        into.count.fetch_add(self.count, Ordering::Relaxed);
+    }
+}
+
+impl SentTally {
+    /// Counts `item` as handed to a client's socket at `now_ns`.
+    pub(crate) fn sent(&mut self, item: &crate::hub::Outgoing, now_ns: u64) {
+        self.bytes += item.message().len() as u64;
+        match item {
+            crate::hub::Outgoing::Video(frame) => {
+                self.frames += 1;
+                if let Some(commit) = frame.commit_ns {
+                    self.commit_to_send.observe_ns(now_ns.saturating_sub(commit));
+                }
+                self.read_to_send.observe_ns(now_ns.saturating_sub(frame.read_ns));
+            }
+            crate::hub::Outgoing::Telemetry(_) => self.telemetry += 1,
+        }
+    }
+
+    /// Adds the counts to `metrics`; `direct` if the fan-out wrote them itself.
+    pub(crate) fn flush(&self, metrics: &Metrics, direct: bool) {
+        let add = |a: &AtomicU64, n: u64| {
+            if n > 0 {
+                a.fetch_add(n, Ordering::Relaxed);
+            }
+        };
+        add(&metrics.frames_sent, self.frames);
+        if direct {
+            add(&metrics.frames_sent_direct, self.frames);
+        }
+        add(&metrics.telemetry_sent, self.telemetry);
+        add(&metrics.bytes_sent, self.bytes);
+        self.commit_to_send.flush(&metrics.commit_to_send);
+        self.read_to_send.flush(&metrics.read_to_send);
+    }
+}
+
+fn bucket_of(ns: u64) -> usize {
+    let secs = ns as f64 * 1e-9;
+    LATENCY_BUCKETS
+        .iter()
+        .position(|b| secs <= *b)
+        .unwrap_or(LATENCY_BUCKETS.len())
+}
+
 /// A Prometheus histogram with fixed buckets and lock-free updates.
 #[derive(Debug, Default)]
 struct Histogram {
@@ -53,17 +134,6 @@ struct Histogram {
 }
 
 impl Histogram {
-    fn observe_ns(&self, ns: u64) {
-        let secs = ns as f64 * 1e-9;
-        let slot = LATENCY_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
     fn render(&self, out: &mut String, name: &str) {
         let mut cumulative = 0;
         for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
@@ -92,6 +162,13 @@ pub struct Metrics {
     pub writer_alive: AtomicI64,
     /// Video frames written to clients.
     pub frames_sent: AtomicU64,
+    /// Of `frames_sent`, those the publishing thread wrote straight to the socket (the
+    /// client had no backlog); the rest went through the client's queue and writer task.
+    pub frames_sent_direct: AtomicU64,
+    /// Frames whose frame_id was to be their commit time (`--frame-id-commit-time`) but
+    /// was in the future or more than a minute old; they are left out of the
+    /// commit-to-send histogram.
+    pub commit_time_invalid: AtomicU64,
     /// WebSocket message bytes written to clients (video and telemetry).
     pub bytes_sent: AtomicU64,
     /// Telemetry messages written to clients.
@@ -119,7 +196,8 @@ pub struct Metrics {
     /// Counters of the NATS video publisher and source (`shmring_ws_nats_*`).
     pub nats_video: NatsVideoMetrics,
     drops: [AtomicU64; 4],
-    latency: Histogram,
+    commit_to_send: Histogram,
+    read_to_send: Histogram,
     nats_state: Mutex<&'static str>,
 }
 
@@ -132,6 +210,8 @@ impl Default for Metrics {
             last_frame_ns: AtomicU64::new(0),
             writer_alive: AtomicI64::new(-1),
             frames_sent: AtomicU64::new(0),
+            frames_sent_direct: AtomicU64::new(0),
+            commit_time_invalid: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             telemetry_sent: AtomicU64::new(0),
             clients: AtomicI64::new(0),
@@ -146,7 +226,8 @@ impl Default for Metrics {
             http_requests: AtomicU64::new(0),
             nats_video: NatsVideoMetrics::default(),
             drops: Default::default(),
-            latency: Histogram::default(),
+            commit_to_send: Histogram::default(),
+            read_to_send: Histogram::default(),
             nats_state: Mutex::new("off"),
         }
     }
@@ -161,12 +242,6 @@ impl Metrics {
     /// Drops counted so far for `reason`.
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize].load(Ordering::Relaxed)
-    }
-
-    /// Records the time from the reader thread taking a frame out of the ring to its
-    /// WebSocket write completing.
-    pub fn observe_send_latency_ns(&self, ns: u64) {
-        self.latency.observe_ns(ns);
     }
 
     /// Records the NATS connection state shown on `/health` ("off", "connected",
@@ -226,6 +301,16 @@ impl Metrics {
             "shmring_ws_frames_sent_total",
             "Video frames written to WebSocket clients.",
             get(&self.frames_sent),
+        );
+        counter(
+            "shmring_ws_frames_sent_direct_total",
+            "Video frames the publishing thread wrote straight to a client's socket (no backlog).",
+            get(&self.frames_sent_direct),
+        );
+        counter(
+            "shmring_ws_commit_time_invalid_total",
+            "Frames whose frame_id was expected to be the commit time but was not plausible.",
+            get(&self.commit_time_invalid),
         );
         counter(
             "shmring_ws_bytes_sent_total",
@@ -314,12 +399,18 @@ impl Metrics {
             "shmring_ws_writer_alive {}",
             self.writer_alive.load(Ordering::Relaxed)
         );
-        let name = "shmring_ws_send_latency_seconds";
+        let name = "shmring_ws_commit_to_send_seconds";
         let _ = writeln!(
             out,
-            "# HELP {name} Time from the reader thread taking a frame out of the ring to its WebSocket write completing.\n# TYPE {name} histogram"
+            "# HELP {name} Time from the producer committing a frame (its frame_id, with --frame-id-commit-time) to the write that handed its last byte to a client's socket.\n# TYPE {name} histogram"
         );
-        self.latency.render(&mut out, name);
+        self.commit_to_send.render(&mut out, name);
+        let name = "shmring_ws_read_to_send_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from the reader thread taking a frame out of the ring to the write that handed its last byte to a client's socket.\n# TYPE {name} histogram"
+        );
+        self.read_to_send.render(&mut out, name);
         self.nats_video.render(&mut out);
         out
     }
@@ -329,16 +420,56 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    fn frame(read_ns: u64, commit_ns: Option<u64>) -> crate::hub::Outgoing {
+        crate::hub::Outgoing::Video(crate::hub::VideoFrame {
+            message: bytes::Bytes::from_static(b"x"),
+            keyframe: true,
+            frame_seq: 1,
+            read_ns,
+            commit_ns,
+        })
+    }
+
     #[test]
     fn histogram_is_cumulative() {
         let m = Metrics::default();
-        m.observe_send_latency_ns(50_000);
-        m.observe_send_latency_ns(3_000_000);
-        m.observe_send_latency_ns(60_000_000_000);
+        let now = 100_000_000_000;
+        let mut tally = SentTally::default();
+        tally.sent(&frame(now - 50_000, None), now);
+        tally.sent(&frame(now - 3_000_000, None), now);
+        tally.flush(&m, false);
+        let mut tally = SentTally::default();
+        tally.sent(&frame(now - 60_000_000_000, None), now);
+        tally.flush(&m, true);
+        assert_eq!(m.frames_sent.load(Ordering::Relaxed), 3);
+        assert_eq!(m.frames_sent_direct.load(Ordering::Relaxed), 1);
+        assert_eq!(m.bytes_sent.load(Ordering::Relaxed), 3);
         let text = m.render_prometheus();
-        assert!(text.contains("shmring_ws_send_latency_seconds_bucket{le=\"0.0001\"} 1"));
-        assert!(text.contains("shmring_ws_send_latency_seconds_bucket{le=\"0.005\"} 2"));
-        assert!(text.contains("shmring_ws_send_latency_seconds_bucket{le=\"+Inf\"} 3"));
-        assert!(text.contains("shmring_ws_send_latency_seconds_count 3"));
+        assert!(text.contains("shmring_ws_read_to_send_seconds_bucket{le=\"0.0001\"} 1"));
+        assert!(text.contains("shmring_ws_read_to_send_seconds_bucket{le=\"0.005\"} 2"));
+        assert!(text.contains("shmring_ws_read_to_send_seconds_bucket{le=\"+Inf\"} 3"));
+        assert!(text.contains("shmring_ws_read_to_send_seconds_count 3"));
+        // No commit time known: the commit-to-send histogram stays empty.
+        assert!(text.contains("shmring_ws_commit_to_send_seconds_count 0"));
+    }
+
+    #[test]
+    fn commit_to_send_starts_at_the_commit_not_the_read() {
+        let m = Metrics::default();
+        let now = 100_000_000_000;
+        // Committed 30 ms before it was sent, read 1 ms before it was sent.
+        let mut tally = SentTally::default();
+        tally.sent(&frame(now - 1_000_000, Some(now - 30_000_000)), now);
+        tally.flush(&m, true);
+        let text = m.render_prometheus();
+        assert!(text.contains("shmring_ws_commit_to_send_seconds_bucket{le=\"0.02\"} 0"));
+        assert!(text.contains("shmring_ws_commit_to_send_seconds_bucket{le=\"0.05\"} 1"));
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("shmring_ws_commit_to_send_seconds_sum "))
+            .and_then(|v| v.parse().ok())
+            .expect("a sum");
+        assert!((sum - 0.03).abs() < 1e-9, "sum {sum}");
+        assert!(text.contains("shmring_ws_read_to_send_seconds_bucket{le=\"0.001\"} 1"));
     }
 }

@@ -43,6 +43,17 @@ pub fn encode_telemetry(subject: &str, payload: &[u8]) -> Option<Bytes> {
     Some(b.freeze())
 }
 
+/// The subject of a telemetry message and where its payload starts, or `None` if the
+/// message is not a well-formed telemetry message.
+pub fn telemetry_subject(message: &[u8]) -> Option<(&str, usize)> {
+    if message.first() != Some(&MSG_TELEMETRY) {
+        return None;
+    }
+    let len = usize::from(u16::from_le_bytes([*message.get(1)?, *message.get(2)?]));
+    let subject = std::str::from_utf8(message.get(3..3 + len)?).ok()?;
+    Some((subject, 3 + len))
+}
+
 /// A validated client command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Command {
@@ -125,6 +136,9 @@ mod tests {
         assert_eq!(&m[3..16], b"telemetry.imu");
         assert_eq!(&m[16..], b"{}");
         assert!(encode_telemetry(&"a".repeat(257), b"").is_none());
+        assert_eq!(telemetry_subject(&m), Some(("telemetry.imu", 16)));
+        assert_eq!(telemetry_subject(&m[..10]), None);
+        assert_eq!(telemetry_subject(b"\x01\x00\x00"), None);
     }
 
     #[test]

@@ -30,6 +30,22 @@ pub struct RingSource {
     pub path: PathBuf,
     /// Check payload CRCs.
     pub verify_crc: bool,
+    /// The producer stamps each frame's frame_id with its commit time in CLOCK_MONOTONIC
+    /// ns (as the demo producer and `h264_replay` do): the commit-to-send histogram then
+    /// starts there. The ring itself records no per-frame commit time.
+    pub frame_id_is_commit_time: bool,
+}
+
+/// Frames whose frame_id claims to be a commit time more than this old are not believed.
+const MAX_COMMIT_AGE_NS: u64 = 60_000_000_000;
+/// Tolerance for a commit time slightly after the read (none expected: one clock).
+const MAX_COMMIT_SKEW_NS: u64 = 1_000_000;
+
+/// The commit time a frame_id stands for, if it is a plausible one for a frame read at
+/// `read_ns`.
+fn commit_time(frame_id: u64, read_ns: u64) -> Option<u64> {
+    (frame_id <= read_ns.saturating_add(MAX_COMMIT_SKEW_NS) && read_ns.saturating_sub(frame_id) <= MAX_COMMIT_AGE_NS)
+        .then_some(frame_id)
 }
 
 /// Starts the reader thread. It runs until `stop` is set.
@@ -130,11 +146,21 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
                     tracing::info!("ring {} was replaced; reopened it", source.path.display());
                     hub.discontinuity();
                 }
+                let commit_ns = if source.frame_id_is_commit_time {
+                    let t = commit_time(info.frame_id, read_ns);
+                    if t.is_none() {
+                        metrics.commit_time_invalid.fetch_add(1, Ordering::Relaxed);
+                    }
+                    t
+                } else {
+                    None
+                };
                 hub.publish_video(VideoFrame {
                     message: message.freeze(),
                     keyframe: info.keyframe(),
                     frame_seq: info.frame_seq,
                     read_ns,
+                    commit_ns,
                 });
                 if last_status.elapsed() >= STATUS_EVERY {
                     last_status = Instant::now();
@@ -169,5 +195,22 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
                 hub.discontinuity();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plausible_commit_times_are_believed() {
+        let read = 3_600_000_000_000;
+        assert_eq!(commit_time(read - 5_000_000, read), Some(read - 5_000_000));
+        assert_eq!(commit_time(read, read), Some(read));
+        // A frame counter, a wall-clock time, a stale or future stamp: not a commit time.
+        assert_eq!(commit_time(42, read), None);
+        assert_eq!(commit_time(1_700_000_000_000_000_000, read), None);
+        assert_eq!(commit_time(read - 61_000_000_000, read), None);
+        assert_eq!(commit_time(read + 2_000_000, read), None);
     }
 }

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::hub::{Hub, QueueLimits};
+use crate::hub::{Hub, Protocol, QueueLimits};
 use crate::keyframe::KeyframeRequests;
 use crate::metrics::Metrics;
 use crate::nats::NatsOptions;
@@ -61,6 +61,8 @@ pub struct ServerOptions {
     /// one keeps a slow client's backlog in its queue, where it is dropped to a
     /// keyframe, rather than in the kernel, where it only adds latency.
     pub send_buffer: usize,
+    /// Threads writing frames to client sockets (0: one per CPU).
+    pub fanout_threads: usize,
 }
 
 /// State shared by every connection.
@@ -70,6 +72,8 @@ pub(crate) struct Ctx {
     pub(crate) keyframes: Arc<KeyframeRequests>,
     pub(crate) commands: Option<mpsc::Sender<Command>>,
     pub(crate) options: ServerOptions,
+    /// Told to Foxglove clients, so they can tell a reconnection from a new server.
+    pub(crate) session_id: String,
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -85,7 +89,12 @@ impl Server {
         let listener = TcpListener::bind(options.listen).await?;
         let metrics = Arc::new(Metrics::default());
         let keyframes = Arc::new(KeyframeRequests::new(options.keyframe_interval, metrics.clone()));
-        let hub = Arc::new(Hub::new(options.limits, metrics.clone(), keyframes.clone()));
+        let fanout_threads = match options.fanout_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let hub =
+            Arc::new(Hub::new(options.limits, metrics.clone(), keyframes.clone()).with_fanout_threads(fanout_threads)?);
         let (commands, commands_rx) = match options.nats {
             Some(_) => {
                 let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -101,6 +110,10 @@ impl Server {
                 keyframes,
                 commands,
                 options,
+                session_id: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis())
+                    .to_string(),
             }),
             commands_rx,
         })
@@ -185,6 +198,8 @@ struct Head {
     websocket_key: Option<String>,
     upgrade_websocket: bool,
     version_13: bool,
+    /// The client offered the Foxglove subprotocol.
+    foxglove: bool,
 }
 
 fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, &'static str> {
@@ -200,6 +215,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, &'static str> {
                 websocket_key: None,
                 upgrade_websocket: false,
                 version_13: false,
+                foxglove: false,
             };
             for h in req.headers.iter() {
                 let value = std::str::from_utf8(h.value).unwrap_or("").trim();
@@ -209,6 +225,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, &'static str> {
                     head.websocket_key = Some(value.to_owned());
                 } else if h.name.eq_ignore_ascii_case("sec-websocket-version") {
                     head.version_13 = value == "13";
+                } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol") {
+                    head.foxglove |= value.split(',').any(|p| p.trim() == crate::foxglove::SUBPROTOCOL);
                 }
             }
             Ok(Some((head, len)))
@@ -261,7 +279,10 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
         Err(_) => return,
     };
     let path = head.path.split('?').next().unwrap_or("/");
-    if path == STREAM_PATH {
+    // Foxglove clients connect to the root (or any path we serve WebSocket on) and ask
+    // for their subprotocol; a plain GET of / is the viewer page.
+    let foxglove = head.foxglove && head.upgrade_websocket && (path == "/" || path == STREAM_PATH);
+    if path == STREAM_PATH || foxglove {
         let Some(key) = head
             .websocket_key
             .as_deref()
@@ -288,7 +309,12 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
         }
         let accept = derive_accept_key(key.as_bytes());
         let response = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{}\r\n",
+            if foxglove {
+                format!("Sec-WebSocket-Protocol: {}\r\n", crate::foxglove::SUBPROTOCOL)
+            } else {
+                String::new()
+            }
         );
         if stream.write_all(response.as_bytes()).await.is_err() {
             return;
@@ -296,7 +322,8 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
         if ctx.options.send_buffer > 0 {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(ctx.options.send_buffer);
         }
-        crate::ws::run(stream, rest, ctx).await;
+        let protocol = if foxglove { Protocol::Foxglove } else { Protocol::Sdr };
+        crate::ws::run(stream, rest, ctx, protocol).await;
         return;
     }
     ctx.metrics.http_requests.fetch_add(1, Ordering::Relaxed);

@@ -2,11 +2,14 @@
 //! half) and the zero-copy writer (over the write half).
 //!
 //! tungstenite formats every outgoing message into a per-connection buffer, which would
-//! copy each video frame once per client. So outgoing messages bypass it: the writer
-//! puts a 2-10 byte frame header in front of the shared [`Bytes`] message and hands both
-//! to `writev`. tungstenite still does everything on the way in (unmasking, size limits,
-//! fragments, UTF-8, ping/pong, the close handshake); the pongs and close replies it
-//! formats are passed to the writer, which sends them between whole messages.
+//! copy each video frame once per client. So outgoing messages bypass it: a 2-10 byte
+//! frame header goes in front of the shared [`Bytes`] message and both go to `writev`.
+//! While the client keeps up, the hub's publishing thread makes that call itself (see
+//! [`crate::hub`]); the writer task here only finishes what the socket could not take at
+//! once, writes backlogs (the GOP burst at join, a slow client) and control frames, and
+//! ends the connection. tungstenite still does everything on the way in (unmasking, size
+//! limits, fragments, UTF-8, ping/pong, the close handshake); the pongs and close replies
+//! it formats are passed to the writer, which sends them between whole messages.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -25,12 +28,12 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::hub::{Batch, ClientQueue, CloseReason, Outgoing};
+use crate::foxglove;
+use crate::hub::{wire, Batch, ClientQueue, CloseReason, DirectSink, Head, Outgoing, Protocol, WRITEV_MESSAGES};
+use crate::metrics::SentTally;
 use crate::protocol::{parse_command, ACTION_REQUEST_IDR, MSG_COMMAND};
 use crate::server::Ctx;
 
-/// Most messages per writev call (two iovecs each).
-const WRITEV_MESSAGES: usize = 64;
 /// How long the writer may take to finish after the reader ended.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -67,24 +70,6 @@ impl AsyncWrite for ProtocolSide {
     }
 }
 
-/// The header of an unmasked, final, binary frame of `len` bytes.
-fn binary_frame_header(len: usize) -> ([u8; 10], usize) {
-    let mut h = [0u8; 10];
-    h[0] = 0x82;
-    if len < 126 {
-        h[1] = len as u8;
-        (h, 2)
-    } else if len <= u16::MAX as usize {
-        h[1] = 126;
-        h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-        (h, 4)
-    } else {
-        h[1] = 127;
-        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        (h, 10)
-    }
-}
-
 /// A close frame with a code and a reason (cut to fit a control frame).
 fn close_frame(reason: &CloseReason) -> Vec<u8> {
     let mut text = reason.reason.as_str();
@@ -103,43 +88,84 @@ fn close_frame(reason: &CloseReason) -> Vec<u8> {
     f
 }
 
-async fn write_items(w: &mut OwnedWriteHalf, items: &[Outgoing]) -> io::Result<()> {
-    let mut headers: Vec<([u8; 10], usize)> = Vec::with_capacity(WRITEV_MESSAGES);
-    for chunk in items.chunks(WRITEV_MESSAGES) {
-        headers.clear();
-        headers.extend(chunk.iter().map(|i| binary_frame_header(i.message().len())));
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
-        for (item, (h, hl)) in chunk.iter().zip(&headers) {
-            slices.push(IoSlice::new(&h[..*hl]));
-            slices.push(IoSlice::new(item.message()));
-        }
-        let mut rest: &mut [IoSlice<'_>] = &mut slices;
-        while !rest.is_empty() {
-            let n = w.write_vectored(rest).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            IoSlice::advance_slices(&mut rest, n);
+impl DirectSink for OwnedWriteHalf {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        OwnedWriteHalf::try_write_vectored(self, bufs)
+    }
+}
+
+/// Writes all of `slices`, waiting for the socket to have room when it is full.
+async fn write_all_vectored(w: &OwnedWriteHalf, mut rest: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !rest.is_empty() {
+        match w.try_write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
-/// Writes the client's queue to its socket until the connection ends.
-async fn writer(mut w: OwnedWriteHalf, client: &ClientQueue, ctx: &Ctx) {
+/// Writes `items` as WebSocket binary frames on the wire of `client`, skipping the
+/// first `skip` bytes (already written by a direct write the socket cut short).
+async fn write_items(
+    w: &OwnedWriteHalf,
+    client: &ClientQueue,
+    subscription_of: impl Fn(&Outgoing) -> Option<u32>,
+    items: &[Outgoing],
+    mut skip: usize,
+) -> io::Result<()> {
+    for chunk in items.chunks(WRITEV_MESSAGES) {
+        let mut heads = vec![Head::default(); chunk.len()];
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
+        let bodies: Vec<Option<&[u8]>> = chunk
+            .iter()
+            .zip(heads.iter_mut())
+            .map(|(item, head)| wire(client.protocol(), subscription_of(item), item, head))
+            .collect();
+        for (head, body) in heads.iter().zip(&bodies) {
+            if let Some(body) = body {
+                slices.push(IoSlice::new(head.bytes()));
+                slices.push(IoSlice::new(body));
+            }
+        }
+        let mut rest: &mut [IoSlice<'_>] = &mut slices;
+        IoSlice::advance_slices(&mut rest, std::mem::take(&mut skip));
+        write_all_vectored(w, rest).await?;
+    }
+    Ok(())
+}
+
+/// Writes one batch: the rest of a partly written message, control frames, the others.
+async fn write_batch(w: &OwnedWriteHalf, client: &ClientQueue, batch: &Batch) -> io::Result<()> {
+    let mut items = &batch.items[..];
+    if batch.offset > 0 {
+        if let Some((first, others)) = items.split_first() {
+            let sub = batch.front_subscription;
+            write_items(w, client, |_| sub, std::slice::from_ref(first), batch.offset).await?;
+            items = others;
+        }
+    }
+    if !batch.control.is_empty() {
+        write_all_vectored(w, &mut [IoSlice::new(&batch.control)]).await?;
+    }
+    write_items(w, client, |item| batch.subs.for_item(item), items, 0).await
+}
+
+fn shutdown_write(w: &OwnedWriteHalf) {
+    let _ = socket2::SockRef::from(w.as_ref()).shutdown(std::net::Shutdown::Write);
+}
+
+/// Writes what the hub could not write directly, until the connection ends.
+async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Ctx) {
     let mut batch = Batch::default();
     let metrics = &ctx.metrics;
     loop {
         batch.clear();
         client.next_batch(&mut batch).await;
-        let result = tokio::time::timeout(ctx.options.write_timeout, async {
-            if !batch.control.is_empty() {
-                w.write_all(&batch.control).await?;
-            }
-            write_items(&mut w, &batch.items).await
-        })
-        .await;
-        match result {
+        match tokio::time::timeout(ctx.options.write_timeout, write_batch(w, client, &batch)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!("client {}: write failed: {e}", client.id());
@@ -156,39 +182,31 @@ async fn writer(mut w: OwnedWriteHalf, client: &ClientQueue, ctx: &Ctx) {
             }
         }
         let now = shmring_core::monotonic_ns();
-        let mut bytes = 0u64;
+        let mut tally = SentTally::default();
         for item in &batch.items {
-            bytes += item.message().len() as u64;
-            match item {
-                Outgoing::Video(f) => {
-                    metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
-                    metrics.observe_send_latency_ns(now.saturating_sub(f.read_ns));
-                }
-                Outgoing::Telemetry(_) => {
-                    metrics.telemetry_sent.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            tally.sent(item, now);
         }
-        metrics.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+        tally.flush(metrics, false);
         if let Some(reason) = &batch.close {
             metrics.clients_closed_by_server.fetch_add(1, Ordering::Relaxed);
             tracing::info!("client {}: closing ({} {})", client.id(), reason.code, reason.reason);
-            let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                let _ = w.write_all(&close_frame(reason)).await;
-                let _ = w.shutdown().await;
-            })
+            let _ = tokio::time::timeout(
+                CLOSE_GRACE,
+                write_all_vectored(w, &mut [IoSlice::new(&close_frame(reason))]),
+            )
             .await;
+            shutdown_write(w);
             return;
         }
         if batch.end {
-            let _ = w.shutdown().await;
+            shutdown_write(w);
             return;
         }
     }
 }
 
 /// Reads the client's messages until it closes, misbehaves or the connection fails.
-async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &ClientQueue, ctx: &Ctx) {
+async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue>, ctx: &Ctx) {
     let metrics = &ctx.metrics;
     let mut window_start = Instant::now();
     let mut in_window = 0u32;
@@ -235,7 +253,10 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &ClientQueue, ct
             return;
         }
         match msg {
-            Message::Binary(b) if b.first() == Some(&MSG_COMMAND) => handle_command(b.slice(1..), client, ctx),
+            Message::Binary(b) if client.protocol() == Protocol::Sdr && b.first() == Some(&MSG_COMMAND) => {
+                handle_command(b.slice(1..), client, ctx)
+            }
+            Message::Text(t) if client.protocol() == Protocol::Foxglove => handle_foxglove(t.as_str(), client, ctx),
             Message::Close(_) => {
                 // tungstenite has queued the close reply; send it and end.
                 client.end();
@@ -245,6 +266,56 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &ClientQueue, ct
             Message::Binary(_) | Message::Text(_) | Message::Frame(_) => {
                 metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// Sends a Foxglove `status` message (a control frame, between whole messages).
+fn foxglove_status(client: &ClientQueue, level: u8, message: &str) {
+    let _ = client.push_control(&foxglove::text_frame(&foxglove::status(level, message)));
+}
+
+/// A Foxglove client's JSON request: subscribe or unsubscribe to the video channel.
+/// Anything else is counted as malformed and answered with a status message.
+fn handle_foxglove(text: &str, client: &Arc<ClientQueue>, ctx: &Ctx) {
+    let metrics = &ctx.metrics;
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
+        foxglove_status(client, 2, "not a JSON message");
+        return;
+    };
+    match v.get("op").and_then(|o| o.as_str()) {
+        Some("subscribe") => {
+            for sub in v.get("subscriptions").and_then(|s| s.as_array()).into_iter().flatten() {
+                let id = sub
+                    .get("id")
+                    .and_then(|i| i.as_u64())
+                    .and_then(|i| u32::try_from(i).ok());
+                let channel = sub.get("channelId").and_then(|c| c.as_u64());
+                match (id, channel.and_then(|c| u32::try_from(c).ok())) {
+                    (Some(id), Some(c)) => {
+                        if !ctx.hub.subscribe(client, c, id) {
+                            foxglove_status(client, 1, &format!("no channel {c}, or already subscribed to it"));
+                        }
+                    }
+                    _ => {
+                        metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
+                        foxglove_status(client, 2, "subscription without a numeric id and channelId");
+                    }
+                }
+            }
+        }
+        Some("unsubscribe") => {
+            let ids = v.get("subscriptionIds").and_then(|s| s.as_array());
+            for id in ids.into_iter().flatten().filter_map(|i| i.as_u64()) {
+                if let Ok(id) = u32::try_from(id) {
+                    ctx.hub.unsubscribe(client, id);
+                }
+            }
+        }
+        op => {
+            metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
+            foxglove_status(client, 1, &format!("unsupported op {}", op.unwrap_or("(none)")));
         }
     }
 }
@@ -287,9 +358,14 @@ async fn drain(read: &mut OwnedReadHalf) {
 
 /// Runs an upgraded WebSocket connection to its end. `prefix` holds bytes the client
 /// sent after its HTTP request.
-pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Ctx>) {
+pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Ctx>, protocol: Protocol) {
     let (read, write) = stream.into_split();
-    let client = ctx.hub.join();
+    let write = Arc::new(write);
+    let client = match protocol {
+        Protocol::Sdr => ctx.hub.join(),
+        Protocol::Foxglove => ctx.hub.connect_foxglove(&foxglove::server_info(&ctx.session_id)),
+    };
+    client.attach_sink(write.clone());
     ctx.metrics.clients.fetch_add(1, Ordering::Relaxed);
     ctx.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let config = WebSocketConfig::default()
@@ -304,7 +380,7 @@ pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Ctx>) {
     };
     let mut ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(config)).await;
     {
-        let writer = writer(write, &client, &ctx);
+        let writer = writer(&write, &client, &ctx);
         let reader = reader(&mut ws, &client, &ctx);
         tokio::pin!(writer);
         tokio::select! {
@@ -314,6 +390,9 @@ pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Ctx>) {
             }
         }
     }
+    // No direct writes after this: the close frame (if any) was the last message.
+    client.finish();
+    shutdown_write(&write);
     ctx.hub.leave(&client);
     // Lingering close: our side is shut down for writing; read (and discard) whatever
     // the client still sends, its close reply or a flood in flight, until it closes.
@@ -330,6 +409,7 @@ mod tests {
 
     #[test]
     fn frame_headers() {
+        use crate::hub::binary_frame_header;
         assert_eq!(binary_frame_header(5).0[..2], [0x82, 5]);
         let (h, n) = binary_frame_header(300);
         assert_eq!((&h[..n], n), (&[0x82, 126, 1, 44][..], 4));

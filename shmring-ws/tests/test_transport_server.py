@@ -54,6 +54,42 @@ def test_50_clients_receive_every_frame_in_order(stack):
     assert stack.server_log().count("NATS not configured") == 1, "runs without NATS, saying so once"
 
 
+def test_metrics_measure_commit_to_send_from_the_producers_commit_time(stack):
+    """/metrics: with --frame-id-commit-time the commit-to-send histogram starts at the
+    producer's commit stamp (h264_replay's frame_id), before the reader read the frame;
+    frames of clients that keep up are written by the fan-out directly."""
+    stack.start_producer()
+    stack.start_server("--frame-id-commit-time")
+    wait_for(lambda: stack.health()["frames_read"] > 0, what="first frame")
+    async def main():
+        return await asyncio.gather(*(collect(stack.url(), 45) for _ in range(5)))
+
+    results = run(main())
+    assert all(check_gated(f) == 0 for f in results)
+    commit_n = stack.metric("shmring_ws_commit_to_send_seconds_count")
+    read_n = stack.metric("shmring_ws_read_to_send_seconds_count")
+    commit_sum = stack.metric("shmring_ws_commit_to_send_seconds_sum")
+    read_sum = stack.metric("shmring_ws_read_to_send_seconds_sum")
+    assert commit_n >= 5 * 45 and commit_n == read_n
+    assert stack.metric("shmring_ws_commit_time_invalid_total") == 0
+    # Every frame is committed before the reader reads it: measured from the commit,
+    # the total is strictly larger (equal if the histogram started at the read).
+    assert commit_sum > read_sum > 0
+    assert commit_sum / commit_n < 0.5, "commit-to-send mean is implausible"
+    assert stack.metric("shmring_ws_frames_sent_direct_total") > 0
+
+
+def test_without_a_commit_stamp_only_read_to_send_is_measured(stack):
+    """h264_replay stamps frame_id with the commit time, but without the flag the server
+    must not assume so: the commit-to-send histogram stays empty."""
+    stack.start_producer()
+    stack.start_server()
+    wait_for(lambda: stack.health()["frames_read"] > 0, what="first frame")
+    run(collect(stack.url(), 10))
+    assert stack.metric("shmring_ws_commit_to_send_seconds_count") == 0
+    assert stack.metric("shmring_ws_read_to_send_seconds_count") >= 10
+
+
 def raw_ws_connect(port, rcvbuf=None):
     """A WebSocket client on a plain socket (so it can stop reading): returns (sock, leftover)."""
     s = socket.socket()
