@@ -62,7 +62,7 @@ fn main() -> std::process::ExitCode {
         };
         server
             .run(async {
-                let _ = tokio::signal::ctrl_c().await;
+                shutdown_signal().await;
                 tracing::info!("shutting down");
             })
             .await
@@ -78,6 +78,27 @@ fn main() -> std::process::ExitCode {
             eprintln!("transport-server: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM (what `docker stop` and service managers send),
+/// so the server shuts down cleanly and `--demo` removes its private ring either way.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot watch for SIGTERM ({e}); stop the server with Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
     }
 }
 

@@ -401,6 +401,12 @@ def test_demo_mode_streams_a_test_pattern(tmp_path):
         waits = run(requests())
         print("keyframe after request, frames:", waits)
         assert all(w is not None and w <= 8 for w in waits), waits
+
+        # SIGTERM (docker stop, systemd) shuts down cleanly, like Ctrl-C: exit code 0 and
+        # the demo's ring removed.
+        server.p.send_signal(signal.SIGTERM)
+        assert server.p.wait(timeout=10) == 0
+        assert not os.path.exists(ring), "the demo ring was left behind after SIGTERM"
     finally:
         server.kill(signal.SIGINT)
         if os.path.exists(ring):
