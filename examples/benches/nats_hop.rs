@@ -19,7 +19,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,40 +28,12 @@ use shmring_core::{monotonic_ns, FrameMeta, RingWriter, WriterOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod support;
+use support::{arg, free_addr, percentile, wait_listening, ChildProcess};
+
 const KEYFRAME_BYTES: usize = 150_000;
 const DELTA_BYTES: usize = 15_000;
 const GOP: u64 = 30;
-
-fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listening at {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Writes frames at `rate` per second (the rate can change between rounds).
 fn producer(
@@ -197,13 +169,6 @@ fn metric(addr: SocketAddr, name: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1e6
-}
-
 fn latencies(frames: &[(u64, u64)]) -> Vec<u64> {
     let mut l: Vec<u64> = frames.iter().map(|(id, at)| at.saturating_sub(*id)).collect();
     l.sort_unstable();
@@ -222,7 +187,7 @@ fn main() {
     let tmp = std::env::temp_dir().join(format!("shmring-nats-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let nats_addr = free_addr();
-    let _nats = Process(
+    let _nats = ChildProcess(
         Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &nats_addr.port().to_string(), "-js", "-sd"])
             .arg(&tmp)
@@ -245,7 +210,7 @@ fn main() {
     // the per-client drop policy.
     let queue = ["--queue-frames", "1000", "--queue-bytes", "134217728"];
     let a_addr = free_addr();
-    let _a = Process(
+    let _a = ChildProcess(
         Command::new(env!("CARGO_BIN_EXE_transport-server"))
             .arg("--shm-path")
             .arg(&ring)
@@ -257,7 +222,7 @@ fn main() {
             .expect("start transport-server A"),
     );
     let b_addr = free_addr();
-    let _b = Process(
+    let _b = ChildProcess(
         Command::new(env!("CARGO_BIN_EXE_transport-server"))
             .args(["--listen", &b_addr.to_string(), "--source", &url])
             .args(queue)

@@ -20,7 +20,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,14 +31,10 @@ use shmring_ws::annexb::{AccessUnit, Splitter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
-const FPS: u64 = 60;
+mod support;
+use support::{arg, percentile, wait_listening, ChildProcess};
 
-fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-}
+const FPS: u64 = 60;
 
 /// Encodes (once, cached under target/) about 8 s of 1080p60 H.264 at ~8 Mbit/s with a
 /// keyframe every 2 s, and splits it into access units.
@@ -329,14 +325,6 @@ fn machine_ticks() -> (u64, u64) {
     (total - idle, total)
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1e6
-}
-
 struct Round {
     server: String,
     clients: usize,
@@ -409,23 +397,6 @@ fn round(
         server_cpu: (cpu1 - cpu0) as f64 / 100.0 / wall * 100.0,
         client_cpu: (own1 - own0) as f64 / 100.0 / wall * 100.0,
         machine_busy: (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64 * 100.0,
-    }
-}
-
-struct ServerProcess(Child);
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "server at {addr} did not start");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -528,7 +499,7 @@ fn main() {
             ),
             other => panic!("unknown server {other}"),
         };
-        let child = ServerProcess(child);
+        let child = ChildProcess(child);
         wait_listening(addr);
         for &n in &clients {
             let r = round(&rt, &name, child.0.id(), addr, n, seconds, &ids);
