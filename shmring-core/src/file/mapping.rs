@@ -1,0 +1,44 @@
+//! The shared mapping of a ring file, seen as words.
+
+use std::fs::File;
+use std::io;
+
+use core::ops::Deref;
+use core::sync::atomic::AtomicU64;
+
+/// A shared mapping of a ring file, seen as words.
+pub(crate) struct MappedWords {
+    map: memmap2::MmapRaw,
+    words: usize,
+}
+
+impl MappedWords {
+    pub(crate) fn map(file: &File, writable: bool) -> io::Result<Self> {
+        let mut options = memmap2::MmapOptions::new();
+        // Pre-fault the whole mapping so the first frames do not pay for page faults.
+        options.populate();
+        let map = if writable {
+            options.map_raw(file)?
+        } else {
+            options.map_raw_read_only(file)?
+        };
+        let words = map.len() / 8;
+        Ok(MappedWords { map, words })
+    }
+}
+
+impl Deref for MappedWords {
+    type Target = [AtomicU64];
+    fn deref(&self) -> &[AtomicU64] {
+        // SAFETY:
+        // - the pointer comes from mmap, so it is page aligned (>= align_of::<AtomicU64>())
+        //   and valid for `map.len()` >= `words * 8` bytes while `self.map` lives, which
+        //   outlives the returned borrow;
+        // - `AtomicU64` has the size and alignment of `u64` and permits shared mutation,
+        //   which is what other processes do to this memory; this crate only ever accesses
+        //   it through these atomics;
+        // - read-only mappings are only used by readers, which never store (atomic loads
+        //   of read-only memory are allowed for lock-free 8-byte atomics).
+        unsafe { core::slice::from_raw_parts(self.map.as_ptr() as *const AtomicU64, self.words) }
+    }
+}
