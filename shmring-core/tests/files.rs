@@ -5,14 +5,15 @@ use shmring_core::{
     Error, FrameMeta, LayoutChoice, ReaderOptions, RingKind, RingReader, RingWriter, StartPosition, WriterOptions,
     WriterState,
 };
+mod common;
+
+use common::{ring_dir, TestDir};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-fn temp_ring(name: &str) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("shmring-files-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn temp_ring(name: &str) -> (PathBuf, TestDir) {
+    let dir = ring_dir(&format!("files-{name}"));
     (dir.join("ring"), dir)
 }
 
