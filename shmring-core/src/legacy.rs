@@ -9,7 +9,7 @@
 use core::ops::Deref;
 
 use crate::error::{ReadError, WriteError};
-use crate::layout::{FrameHeader, FLAG_KEYFRAME, FLAG_NO_CRC, HEADER_SIZE, LEGACY_MIN_LEN};
+use crate::layout::{FrameHeader, FLAG_KEYFRAME, FLAG_NO_CRC, HEADER_SIZE, LEGACY_MAX_LEN, LEGACY_MIN_LEN};
 use crate::reader::{FrameInfo, ReaderStats, StartPosition};
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::{words, FrameMeta, LayoutError, ReaderOptions};
@@ -31,6 +31,42 @@ fn check_len(words: &[AtomicU64]) -> Result<(), LayoutError> {
             len,
             needed: LEGACY_MIN_LEN,
         });
+    }
+    Ok(())
+}
+
+/// Checks, before a file of `len` bytes is mapped, that its first 48 bytes (`prefix`:
+/// the control block and the slot's header) can be a legacy ring: the length within
+/// [`LEGACY_MIN_LEN`]`..=`[`LEGACY_MAX_LEN`], `write_index` 0 (empty) or `32 + size` for
+/// some size the file holds, and the header's `size` within the file. A writer may be
+/// storing a new frame meanwhile, so `write_index` and `size` are not compared with each
+/// other; each is only bounded.
+pub fn check_legacy_prefix(len: u64, prefix: &[u8]) -> Result<(), LayoutError> {
+    if len < LEGACY_MIN_LEN as u64 || prefix.len() < LEGACY_MIN_LEN {
+        return Err(LayoutError::TooShort {
+            len: len as usize,
+            needed: LEGACY_MIN_LEN,
+        });
+    }
+    if len > LEGACY_MAX_LEN as u64 {
+        return Err(LayoutError::TooLong {
+            len,
+            max: LEGACY_MAX_LEN,
+        });
+    }
+    let max = legacy_max_frame(len as usize) as u64;
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&prefix[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let write_index = word(WRITE_INDEX);
+    if write_index != 0 && !(HEADER_SIZE as u64..=HEADER_SIZE as u64 + max).contains(&write_index) {
+        return Err(LayoutError::NotARing("write_index is beyond the file"));
+    }
+    let header = FrameHeader::parse(&prefix[HEADER_AT..]).ok_or(LayoutError::NotARing("no header"))?;
+    if u64::from(header.size.get()) > max {
+        return Err(LayoutError::NotARing("the frame size is larger than the file"));
     }
     Ok(())
 }

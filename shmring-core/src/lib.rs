@@ -59,13 +59,14 @@ mod wake;
 
 pub use error::{ReadError, RingStateError, WriteError};
 pub use layout::{FrameHeader, Geometry, LayoutError, WriterState};
-pub use legacy::{legacy_max_frame, LegacyReader, LegacyWriter};
+pub use legacy::{check_legacy_prefix, legacy_max_frame, LegacyReader, LegacyWriter};
 pub use reader::{FrameInfo, ReaderOptions, ReaderStats, RegionReader, StartPosition};
 pub use writer::RegionWriter;
 
 #[cfg(all(feature = "std", not(shmring_loom)))]
 pub use file::{
-    monotonic_ns, Error, Frame, LayoutChoice, RingKind, RingReader, RingStatus, RingWriter, WriterOptions, WriterStatus,
+    monotonic_ns, race_hook, Error, Frame, LayoutChoice, RingKind, RingReader, RingStatus, RingWriter, WriterOptions,
+    WriterStatus,
 };
 
 /// The word type regions are made of: `core`'s `AtomicU64`, or loom's under

@@ -22,7 +22,7 @@ fn writer_role(path: &str) {
     w.set_crc(false);
     report(&format!("start={}", w.next_frame_seq()));
     let mut buf = vec![0u8; max_frame];
-    let mut fill = FastFill::new(max_frame);
+    let fill = FastFill::new(max_frame);
     loop {
         let seq = w.next_frame_seq();
         let len = min_frame + size_for(seq, max_frame - min_frame);
@@ -207,10 +207,11 @@ fn kill_and_restart(test: &str, rounds: u64, capacity: usize, min_frame: usize, 
 fn restart_ignores_a_latest_record_header_overwritten_by_the_crashed_write() {
     let geometry = Geometry::new(1024, 480).unwrap();
     let region: Vec<Word> = (0..geometry.file_len() / 8).map(|_| Word::new(0)).collect();
-    let mut writer = RegionWriter::format(&region[..], geometry, 0).unwrap();
-    assert_eq!(writer.write(&[], FrameMeta::delta(1)).unwrap(), 1);
-    assert_eq!(writer.write(&[7; 480], FrameMeta::keyframe(2)).unwrap(), 2);
-    drop(writer);
+    {
+        let mut writer = RegionWriter::format(&region[..], geometry, 0).unwrap();
+        assert_eq!(writer.write(&[], FrameMeta::delta(1)).unwrap(), 1);
+        assert_eq!(writer.write(&[7; 480], FrameMeta::keyframe(2)).unwrap(), 2);
+    }
     // What the dead writer stored of frame 3 before it was killed: W1, the WRAP pad at
     // 544, the header at position 1024 and the payload, which reaches over offset 32.
     let store = |off: usize, bytes: &[u8]| {

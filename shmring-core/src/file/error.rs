@@ -45,6 +45,37 @@ pub enum Error {
         /// What is wrong with it.
         source: RingStateError,
     },
+    /// The path names something that is not a regular file (a directory, a FIFO, a
+    /// device, a socket), or, for a writer, a symbolic link.
+    NotARingFile {
+        /// The path.
+        path: PathBuf,
+        /// What is there ("a directory", "a FIFO", "a symbolic link", ...).
+        what: &'static str,
+    },
+    /// The ring file belongs to another user; a writer refuses it unless
+    /// [`crate::WriterOptions::allow_other_owner`] is set.
+    OtherOwner {
+        /// The ring file.
+        path: PathBuf,
+        /// The file's owner.
+        owner: u32,
+        /// This process's effective user.
+        uid: u32,
+    },
+    /// The ring was retired (its writer abandoned it, or a new ring replaced it) and no
+    /// other ring is at the path.
+    Retired {
+        /// The ring file.
+        path: PathBuf,
+    },
+    /// The ring file was truncated (or otherwise shrunk) while it was mapped: another
+    /// process damaged it. Frames read or written meanwhile are discarded; a reader
+    /// reopens the path as soon as a valid ring is there again.
+    Truncated {
+        /// The ring file.
+        path: PathBuf,
+    },
     /// A frame could not be written.
     Write(WriteError),
     /// A record was skipped while reading (the reader continues after it).
@@ -82,6 +113,37 @@ impl core::fmt::Display for Error {
             }
             Error::Layout { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Damaged { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::NotARingFile { path, what: "a symbolic link" } => write!(
+                f,
+                "{} is a symbolic link; ring writers do not follow links (one could point at another ring): give the path of the ring file itself",
+                path.display()
+            ),
+            Error::NotARingFile { path, what: "a directory" } => write!(
+                f,
+                "{} is a directory, not a ring file; give the path of a ring file (for example {}/ring)",
+                path.display(),
+                path.display()
+            ),
+            Error::NotARingFile { path, what } => write!(
+                f,
+                "{} is {what}, not a ring file (rings are regular files, usually in /dev/shm); remove it or use another path",
+                path.display()
+            ),
+            Error::OtherOwner { path, owner, uid } => write!(
+                f,
+                "ring {} belongs to user {owner}, not to this process's user {uid}; a writer refuses to write into another user's file (run as its owner, remove the file, or set WriterOptions::allow_other_owner)",
+                path.display()
+            ),
+            Error::Retired { path } => write!(
+                f,
+                "ring {} was retired by its writer and nothing has replaced it; start a writer that creates a new ring at this path",
+                path.display()
+            ),
+            Error::Truncated { path } => write!(
+                f,
+                "ring {} was truncated by another process while it was mapped; frames in flight were discarded (find what rewrote the file; a reader reopens it once a valid ring is there, a writer must create the ring again)",
+                path.display()
+            ),
             Error::Write(e) => e.fmt(f),
             Error::Read(e) => e.fmt(f),
         }
@@ -96,7 +158,12 @@ impl core::error::Error for Error {
             Error::Damaged { source, .. } => Some(source),
             Error::Write(e) => Some(e),
             Error::Read(e) => Some(e),
-            Error::NotFound { .. } | Error::WriterExists { .. } => None,
+            Error::NotFound { .. }
+            | Error::WriterExists { .. }
+            | Error::NotARingFile { .. }
+            | Error::OtherOwner { .. }
+            | Error::Retired { .. }
+            | Error::Truncated { .. } => None,
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Which layout a ring file has.
 
-use core::sync::atomic::AtomicU64;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
 
-use crate::layout::{Geometry, LayoutError};
-use crate::legacy_max_frame;
+use crate::layout::{v1_file_len, Geometry, LayoutError, LEGACY_MIN_LEN, MIN_CAPACITY};
+use crate::{check_legacy_prefix, legacy_max_frame};
 
 /// Which layout to use when opening a ring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -38,26 +40,46 @@ impl RingKind {
         }
     }
 
-    pub(crate) fn detect(words: &[AtomicU64], choice: LayoutChoice) -> Result<Self, LayoutError> {
-        let len = words.len() * 8;
-        let legacy = || {
-            if len < crate::layout::LEGACY_MIN_LEN {
-                Err(LayoutError::TooShort {
-                    len,
-                    needed: crate::layout::LEGACY_MIN_LEN,
-                })
-            } else {
-                Ok(RingKind::Legacy { len })
+    /// Detects the layout of `file` (`len` bytes, from fstat) by reading its first and
+    /// last bytes, before anything is mapped: a file is mapped only once its length is
+    /// known to be a ring's (a v1 descriptor that matches the length, or a plausible
+    /// legacy control block within the legacy size bounds).
+    pub(crate) fn probe(file: &File, len: u64, choice: LayoutChoice) -> io::Result<Result<Self, LayoutError>> {
+        let v1 = || -> io::Result<Result<Self, LayoutError>> {
+            let needed = v1_file_len(MIN_CAPACITY);
+            if len < needed as u64 {
+                return Ok(Err(LayoutError::TooShort {
+                    len: len as usize,
+                    needed,
+                }));
             }
+            let mut descriptor = [0u8; 64];
+            file.read_exact_at(&mut descriptor, len - 64)?;
+            let region_len = usize::try_from(len).unwrap_or(usize::MAX);
+            Ok(Geometry::from_descriptor_bytes(&descriptor, region_len).map(RingKind::V1))
+        };
+        let legacy = || -> io::Result<Result<Self, LayoutError>> {
+            let mut prefix = [0u8; LEGACY_MIN_LEN];
+            if len >= LEGACY_MIN_LEN as u64 {
+                file.read_exact_at(&mut prefix, 0)?;
+            }
+            Ok(check_legacy_prefix(len, &prefix).map(|()| RingKind::Legacy { len: len as usize }))
         };
         match choice {
             LayoutChoice::Legacy => legacy(),
-            LayoutChoice::V1 => crate::region::read_geometry(words).map(RingKind::V1),
-            LayoutChoice::Auto => match crate::region::read_geometry(words) {
-                Ok(g) => Ok(RingKind::V1(g)),
+            LayoutChoice::V1 => v1(),
+            LayoutChoice::Auto => match v1()? {
                 Err(LayoutError::BadMagic) | Err(LayoutError::TooShort { .. }) => legacy(),
-                Err(e) => Err(e),
+                other => Ok(other),
             },
+        }
+    }
+
+    /// Length of the file a ring of this kind has.
+    pub(crate) fn file_len(&self) -> usize {
+        match self {
+            RingKind::V1(g) => g.file_len(),
+            RingKind::Legacy { len } => *len,
         }
     }
 }

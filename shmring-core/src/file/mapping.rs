@@ -2,6 +2,10 @@
 
 use std::fs::File;
 use std::io;
+use std::path::Path;
+
+use super::error::io_err;
+use super::{Error, LayoutChoice, RingKind};
 
 use core::ops::Deref;
 use core::sync::atomic::AtomicU64;
@@ -13,8 +17,11 @@ pub(crate) struct MappedWords {
 }
 
 impl MappedWords {
-    pub(crate) fn map(file: &File, writable: bool) -> io::Result<Self> {
+    /// Maps the first `len` bytes of `file`, which the caller has checked to be a ring
+    /// of that length ([`map_ring`]).
+    pub(crate) fn map(file: &File, writable: bool, len: usize) -> io::Result<Self> {
         let mut options = memmap2::MmapOptions::new();
+        options.len(len);
         // Pre-fault the whole mapping so the first frames do not pay for page faults.
         options.populate();
         let map = if writable {
@@ -41,4 +48,24 @@ impl Deref for MappedWords {
         //   of read-only memory are allowed for lock-free 8-byte atomics).
         unsafe { core::slice::from_raw_parts(self.map.as_ptr() as *const AtomicU64, self.words) }
     }
+}
+
+/// Detects the layout of `file` (`len` bytes long, from fstat) without mapping it, then
+/// maps exactly the ring's bytes: a file that is not a ring is refused before any of it
+/// is mapped or faulted in.
+pub(crate) fn map_ring(
+    path: &Path,
+    file: &File,
+    len: u64,
+    choice: LayoutChoice,
+    writable: bool,
+) -> Result<(RingKind, MappedWords), Error> {
+    let kind = RingKind::probe(file, len, choice)
+        .map_err(io_err(path, "read"))?
+        .map_err(|source| Error::Layout {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let words = MappedWords::map(file, writable, kind.file_len()).map_err(io_err(path, "map"))?;
+    Ok((kind, words))
 }

@@ -12,6 +12,7 @@
 mod error;
 mod kind;
 mod mapping;
+mod open;
 mod reader;
 mod status;
 mod writer;
@@ -20,7 +21,7 @@ pub use error::Error;
 pub use kind::{LayoutChoice, RingKind};
 pub use reader::{Frame, RingReader};
 pub use status::{RingStatus, WriterStatus};
-pub use writer::{RingWriter, WriterOptions};
+pub use writer::{race_hook, RingWriter, WriterOptions};
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of the heartbeat word, shared by every
 /// process on the machine (containers included).

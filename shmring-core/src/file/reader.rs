@@ -1,6 +1,6 @@
 //! A reader of a ring file.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -9,10 +9,9 @@ use std::vec::Vec;
 
 use core::sync::atomic::Ordering;
 
-use super::error::io_err;
-use super::mapping::MappedWords;
-use super::{monotonic_ns, Error, LayoutChoice, RingKind};
-use crate::layout::{trailer, WriterState};
+use super::mapping::{map_ring, MappedWords};
+use super::{monotonic_ns, open, Error, LayoutChoice, RingKind};
+use crate::layout::WriterState;
 use crate::wake;
 use crate::{futex, FrameInfo, LegacyReader, ReaderOptions, ReaderStats, RegionReader};
 
@@ -61,14 +60,12 @@ impl RingReader {
     /// Opens the ring at `path` with an explicit layout choice.
     pub fn open_layout(path: impl AsRef<Path>, options: &ReaderOptions, layout: LayoutChoice) -> Result<Self, Error> {
         let path = path.as_ref();
-        let file = OpenOptions::new().read(true).open(path).map_err(io_err(path, "open"))?;
-        let meta = file.metadata().map_err(io_err(path, "stat"))?;
-        let words = MappedWords::map(&file, false).map_err(io_err(path, "map"))?;
+        let (file, meta) = open::open_for_reading(path)?;
+        let (kind, words) = map_ring(path, &file, meta.len(), layout, false)?;
         let layout_err = |source| Error::Layout {
             path: path.to_path_buf(),
             source,
         };
-        let kind = RingKind::detect(&words, layout).map_err(layout_err)?;
         let inner = match kind {
             RingKind::V1(_) => ReaderInner::V1(RegionReader::new(words, *options).map_err(layout_err)?),
             RingKind::Legacy { .. } => ReaderInner::Legacy(LegacyReader::new(words, *options).map_err(layout_err)?),
@@ -201,7 +198,7 @@ impl RingReader {
                     // heartbeat store in `RingWriter::write`). A recent commit means the
                     // writer may skip the wake for the next one: sleep only until the gap
                     // has passed.
-                    let heartbeat = r.words()[(r.trailer_offset() + trailer::HEARTBEAT_NS) / 8].load(Ordering::Relaxed);
+                    let heartbeat = crate::region::load_heartbeat(r.words(), &r.geometry());
                     if let Some(bound) = wake::reader_sleep_bound(heartbeat, monotonic_ns()) {
                         slice = slice.min(bound);
                     }

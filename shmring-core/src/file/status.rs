@@ -2,11 +2,9 @@
 
 use std::time::Duration;
 
-use core::sync::atomic::Ordering;
-
 use super::reader::{ReaderInner, RingReader};
 use super::{monotonic_ns, RingKind};
-use crate::layout::{trailer, WriterState, NO_POSITION};
+use crate::layout::WriterState;
 use crate::lock;
 
 /// What the writer side of a ring looks like from a reader.
@@ -47,26 +45,20 @@ impl RingReader {
         let alive = lock::is_locked(&self.file).ok();
         match (&self.inner, self.kind) {
             (ReaderInner::V1(r), RingKind::V1(g)) => {
-                let w = r.words();
-                let at = g.trailer_offset();
-                // SYNC POINT (status): Acquire loads pair with the writer's Release stores of the
-                // same words (W3-W6 in docs/protocol.md); a snapshot, not a consistent cut.
-                let load = |off: usize| w[off / 8].load(Ordering::Acquire);
-                let pos = |v: u64| (v != NO_POSITION).then_some(v);
-                let heartbeat = load(at + trailer::HEARTBEAT_NS);
+                let c = crate::region::load_counters(r.words(), &g);
                 RingStatus {
                     kind: self.kind,
-                    sequence_number: load(0),
-                    write_index: load(8),
-                    latest_record: pos(load(at + trailer::LATEST_RECORD)),
-                    latest_keyframe: pos(load(at + trailer::LATEST_KEYFRAME)),
+                    sequence_number: c.sequence_number,
+                    write_index: c.write_index,
+                    latest_record: c.latest_record,
+                    latest_keyframe: c.latest_keyframe,
                     writer: WriterStatus {
                         alive,
-                        pid: u32::try_from(load(at + trailer::WRITER_PID)).ok().filter(|p| *p != 0),
-                        heartbeat_age: (heartbeat != 0)
-                            .then(|| Duration::from_nanos(monotonic_ns().saturating_sub(heartbeat))),
-                        epoch: Some(load(at + trailer::WRITER_EPOCH)),
-                        state: Some(WriterState::from_word(load(at + trailer::WRITER_STATE))),
+                        pid: u32::try_from(c.writer_pid).ok().filter(|p| *p != 0),
+                        heartbeat_age: (c.heartbeat_ns != 0)
+                            .then(|| Duration::from_nanos(monotonic_ns().saturating_sub(c.heartbeat_ns))),
+                        epoch: Some(c.writer_epoch),
+                        state: Some(c.writer_state),
                     },
                 }
             }

@@ -1,17 +1,15 @@
 //! The writer of a ring file.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::{format, string::String};
 
-use core::sync::atomic::Ordering;
-
 use super::error::io_err;
-use super::mapping::MappedWords;
-use super::{monotonic_ns, unix_ns, Error, LayoutChoice, RingKind};
-use crate::layout::{trailer, Geometry, LayoutError, WriterState};
+use super::mapping::{map_ring, MappedWords};
+use super::{monotonic_ns, open, unix_ns, Error, LayoutChoice, RingKind};
+use crate::layout::{Geometry, LayoutError, WriterState};
 use crate::wake;
 use crate::{futex, lock, FrameMeta, LegacyWriter, RegionWriter};
 
@@ -32,6 +30,9 @@ pub struct WriterOptions {
     pub mode: u32,
     /// Compute CRC-32 of each payload (default true).
     pub crc: bool,
+    /// Accept an existing ring file that belongs to another user (default false: a
+    /// writer refuses to write into another user's file).
+    pub allow_other_owner: bool,
 }
 
 impl Default for WriterOptions {
@@ -43,6 +44,7 @@ impl Default for WriterOptions {
             legacy_len: 4 << 20,
             mode: 0o600,
             crc: true,
+            allow_other_owner: false,
         }
     }
 }
@@ -79,16 +81,23 @@ pub struct RingWriter {
     inner: WriterInner,
     kind: RingKind,
     path: PathBuf,
+    /// (device, inode) of the ring file, to recognise it at the path.
+    identity: (u64, u64),
     _file: File,
     /// Heartbeat stamp of this writer's previous commit (0: none yet).
     last_commit_stamp: u64,
 }
 
 impl RingWriter {
-    /// Creates a new, empty ring at `path` (parent directories too), replacing any ring
-    /// there that no writer holds: the new file is built beside it and renamed into
-    /// place, and the old one is marked retired, so readers reopen. Fails with
-    /// [`Error::WriterExists`] if a writer holds the existing ring.
+    /// Creates a new, empty ring at `path`, replacing any ring there that no writer
+    /// holds: the new file is built beside it and renamed into place, and the old one is
+    /// marked retired, so readers reopen. Missing parent directories are created 0700
+    /// (0750 or 0755 when `options.mode` shares the file with the group or others).
+    ///
+    /// Fails with [`Error::WriterExists`] if a writer holds the existing ring, with
+    /// [`Error::NotARingFile`] if the path is a symbolic link, a directory, a FIFO or
+    /// anything but a regular file, and with [`Error::OtherOwner`] if the existing file
+    /// belongs to another user (unless `options.allow_other_owner`).
     pub fn create(path: impl AsRef<Path>, options: &WriterOptions) -> Result<Self, Error> {
         let path = path.as_ref();
         let kind = options.kind().map_err(|source| Error::Layout {
@@ -99,27 +108,35 @@ impl RingWriter {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        fs::create_dir_all(&dir).map_err(io_err(path, "create the directory of"))?;
-        let old = match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(file) => {
-                if !lock::try_lock_exclusive(&file).map_err(io_err(path, "lock"))? {
-                    return Err(writer_exists(path, &file));
-                }
-                Some(file)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err(path, "open")(e)),
-        };
+        open::create_dirs(&dir, options.mode).map_err(io_err(path, "create the directory of"))?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| String::from("ring"));
-        let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), unix_ns()));
-        let result = Self::build(path, &tmp, kind, options, old.as_ref());
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+        for _ in 0..OPEN_ATTEMPTS {
+            let old = match lock_at_path(path, options)? {
+                Locked::Held(file, meta) => {
+                    // A ring that is still being written stays; only an abandoned one is
+                    // replaced.
+                    Some((file, meta))
+                }
+                Locked::Replaced => continue,
+                Locked::Missing => None,
+            };
+            let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), unix_ns()));
+            let result = Self::build(path, &tmp, kind, options, old.as_ref().map(|(f, m)| (f, m)));
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            match result {
+                Err(Error::WriterExists { pid: None, .. }) if old.is_none() => continue,
+                other => return other,
+            }
         }
-        result
+        Err(Error::WriterExists {
+            path: path.to_path_buf(),
+            pid: None,
+        })
     }
 
     fn build(
@@ -127,7 +144,7 @@ impl RingWriter {
         tmp: &Path,
         kind: RingKind,
         options: &WriterOptions,
-        old: Option<&File>,
+        old: Option<(&File, &Metadata)>,
     ) -> Result<Self, Error> {
         let file = OpenOptions::new()
             .read(true)
@@ -139,10 +156,7 @@ impl RingWriter {
         // The mode given to open() is filtered by the umask; set exactly what was asked.
         file.set_permissions(fs::Permissions::from_mode(options.mode))
             .map_err(io_err(path, "set the mode of"))?;
-        let len = match kind {
-            RingKind::V1(g) => g.file_len(),
-            RingKind::Legacy { len } => len,
-        };
+        let len = kind.file_len();
         file.set_len(len as u64).map_err(io_err(path, "size"))?;
         if !lock::try_lock_exclusive(&file).map_err(io_err(path, "lock"))? {
             return Err(Error::WriterExists {
@@ -150,7 +164,8 @@ impl RingWriter {
                 pid: None,
             });
         }
-        let words = MappedWords::map(&file, true).map_err(io_err(path, "map"))?;
+        let meta = file.metadata().map_err(io_err(path, "stat"))?;
+        let words = MappedWords::map(&file, true, len).map_err(io_err(path, "map"))?;
         let inner = match kind {
             RingKind::V1(g) => {
                 let w = RegionWriter::format(words, g, unix_ns()).map_err(|source| Error::Layout {
@@ -166,15 +181,18 @@ impl RingWriter {
                 })?)
             }
         };
-        let writer = RingWriter::assemble(inner, kind, path, file, options);
+        let writer = RingWriter::assemble(inner, kind, path, file, &meta, options);
         match old {
-            Some(old) => {
+            Some((old, old_meta)) => {
+                // Holding the old file's lock, and having checked after taking it that
+                // the path still names it, no other writer can replace it meanwhile:
+                // every writer checks the path the same way after locking.
                 fs::rename(tmp, path).map_err(io_err(path, "replace"))?;
-                retire_file(old);
+                retire_file(path, old, old_meta);
             }
             None => {
                 // link() refuses to replace, so of two processes creating the same new
-                // ring at once exactly one succeeds.
+                // ring at once exactly one succeeds; the other retries and finds it.
                 let linked = fs::hard_link(tmp, path);
                 let _ = fs::remove_file(tmp);
                 match linked {
@@ -194,7 +212,14 @@ impl RingWriter {
 
     /// The writer over a formatted or resumed region: records this process as the
     /// writer (pid, heartbeat) and applies the options' CRC setting.
-    fn assemble(inner: WriterInner, kind: RingKind, path: &Path, file: File, options: &WriterOptions) -> Self {
+    fn assemble(
+        inner: WriterInner,
+        kind: RingKind,
+        path: &Path,
+        file: File,
+        meta: &Metadata,
+        options: &WriterOptions,
+    ) -> Self {
         if let WriterInner::V1(w) = &inner {
             w.set_writer_pid(std::process::id() as u64);
             w.heartbeat(monotonic_ns());
@@ -203,6 +228,7 @@ impl RingWriter {
             inner,
             kind,
             path: path.to_path_buf(),
+            identity: (meta.dev(), meta.ino()),
             _file: file,
             last_commit_stamp: 0,
         };
@@ -212,38 +238,49 @@ impl RingWriter {
 
     /// Opens an existing ring and continues its stream: frame_seq carries on, and bytes
     /// a crashed writer left half-written are covered before anything is written.
+    ///
+    /// Refuses what [`Self::create`] refuses (symbolic links, non-regular files, other
+    /// users' files), a ring its writer retired ([`Error::Retired`]: create a new one),
+    /// and a file with neither a v1 descriptor nor a plausible legacy header.
     pub fn open(path: impl AsRef<Path>, options: &WriterOptions) -> Result<Self, Error> {
         let path = path.as_ref();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io_err(path, "open"))?;
-        if !lock::try_lock_exclusive(&file).map_err(io_err(path, "lock"))? {
-            return Err(writer_exists(path, &file));
+        for _ in 0..OPEN_ATTEMPTS {
+            let (file, meta) = match lock_at_path(path, options)? {
+                Locked::Held(file, meta) => (file, meta),
+                Locked::Replaced => continue,
+                Locked::Missing => {
+                    return Err(Error::NotFound {
+                        path: path.to_path_buf(),
+                    })
+                }
+            };
+            let (kind, words) = map_ring(path, &file, meta.len(), options.layout, true)?;
+            let inner = match kind {
+                RingKind::V1(g) => {
+                    if crate::region::load_state(&words, &g) == WriterState::Retired {
+                        return Err(Error::Retired {
+                            path: path.to_path_buf(),
+                        });
+                    }
+                    let w = RegionWriter::resume(words).map_err(|source| Error::Damaged {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+                    WriterInner::V1(w)
+                }
+                RingKind::Legacy { .. } => {
+                    WriterInner::Legacy(LegacyWriter::resume(words).map_err(|source| Error::Layout {
+                        path: path.to_path_buf(),
+                        source,
+                    })?)
+                }
+            };
+            return Ok(RingWriter::assemble(inner, kind, path, file, &meta, options));
         }
-        let words = MappedWords::map(&file, true).map_err(io_err(path, "map"))?;
-        let kind = RingKind::detect(&words, options.layout).map_err(|source| Error::Layout {
+        Err(Error::WriterExists {
             path: path.to_path_buf(),
-            source,
-        })?;
-        let inner = match kind {
-            RingKind::V1(_) => {
-                let w = RegionWriter::resume(words).map_err(|source| Error::Damaged {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                WriterInner::V1(w)
-            }
-            RingKind::Legacy { .. } => {
-                WriterInner::Legacy(LegacyWriter::resume(words).map_err(|source| Error::Layout {
-                    path: path.to_path_buf(),
-                    source,
-                })?)
-            }
-        };
-        let writer = RingWriter::assemble(inner, kind, path, file, options);
-        Ok(writer)
+            pid: None,
+        })
     }
 
     /// Continues the ring at `path` if it exists with the layout and geometry `options`
@@ -266,9 +303,10 @@ impl RingWriter {
                 drop(w);
                 Self::create(path, options)
             }
-            Err(Error::NotFound { .. }) | Err(Error::Layout { .. }) | Err(Error::Damaged { .. }) => {
-                Self::create(path, options)
-            }
+            Err(Error::NotFound { .. })
+            | Err(Error::Layout { .. })
+            | Err(Error::Damaged { .. })
+            | Err(Error::Retired { .. }) => Self::create(path, options),
             Err(e) => Err(e),
         }
     }
@@ -335,11 +373,35 @@ impl RingWriter {
         &self.path
     }
 
-    /// Marks the ring retired (readers reopen the path) and closes it.
+    /// Marks the ring retired and closes it: readers reopen the path when another ring
+    /// replaces it, and until then report [`Error::Retired`] once and wait.
     pub fn retire(self) {
         if let WriterInner::V1(w) = &self.inner {
             w.set_state(WriterState::Retired);
             futex::wake_all(w.notify_word());
+        }
+    }
+
+    /// Retires the ring and deletes its file, if the path still names the file this
+    /// writer opened (same device and inode): a file put there by someone else since (a
+    /// new ring, or anything else) is left alone. True if the file was removed. For
+    /// writers that own their ring's lifetime (a demo, a test).
+    pub fn remove(self) -> Result<bool, Error> {
+        let path = self.path.clone();
+        let identity = self.identity;
+        self.retire();
+        let at_path = match fs::symlink_metadata(&path) {
+            Ok(m) => (m.dev(), m.ino()) == identity,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io_err(&path, "stat")(e)),
+        };
+        if !at_path {
+            return Ok(false);
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(&path, "remove")(e)),
         }
     }
 }
@@ -354,15 +416,73 @@ impl Drop for RingWriter {
     }
 }
 
-fn writer_exists(path: &Path, file: &File) -> Error {
-    let pid = MappedWords::map(file, false)
+/// How often `create` and `open` try again when the path was replaced between opening
+/// and locking it (each retry means another writer made progress).
+const OPEN_ATTEMPTS: usize = 8;
+
+/// What [`lock_at_path`] found.
+enum Locked {
+    /// The file at the path, locked by this process, and still at the path after the lock
+    /// was taken.
+    Held(File, Metadata),
+    /// The file was locked, but by then another writer had replaced it at the path.
+    Replaced,
+    /// Nothing at the path.
+    Missing,
+}
+
+/// Opens the file at `path` and takes its writer lock, then checks that the path still
+/// names that file (fstat of the descriptor against lstat of the path: device and
+/// inode). Without that check a writer that opened a ring just before another writer
+/// replaced it would lock the old, unlinked file and write where no reader looks.
+fn lock_at_path(path: &Path, options: &WriterOptions) -> Result<Locked, Error> {
+    let (file, meta) = match open::open_for_writing(path, options.allow_other_owner) {
+        Ok(opened) => opened,
+        Err(Error::NotFound { .. }) => return Ok(Locked::Missing),
+        Err(e) => return Err(e),
+    };
+    race_hook::run(path);
+    if !lock::try_lock_exclusive(&file).map_err(io_err(path, "lock"))? {
+        return Err(writer_exists(path, &file, &meta));
+    }
+    if !open::still_at_path(&meta, path) {
+        return Ok(Locked::Replaced);
+    }
+    Ok(Locked::Held(file, meta))
+}
+
+#[doc(hidden)]
+/// Test support: a function run once, between a writer opening the file at a ring path
+/// and locking it, so a test can replay the create/replace race deterministically.
+pub mod race_hook {
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    static HOOK: Mutex<Option<fn(&Path)>> = Mutex::new(None);
+
+    /// Runs `hook` the next time a writer of this process has opened a ring path and is
+    /// about to lock it.
+    pub fn run_once_before_lock(hook: fn(&Path)) {
+        *HOOK.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    pub(crate) fn run(path: &Path) {
+        let hook = HOOK.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(hook) = hook {
+            hook(path);
+        }
+    }
+}
+
+fn writer_exists(path: &Path, file: &File, meta: &Metadata) -> Error {
+    let pid = map_ring(path, file, meta.len(), LayoutChoice::V1, false)
         .ok()
-        .and_then(|words| match RingKind::detect(&words, LayoutChoice::Auto) {
-            Ok(RingKind::V1(g)) => {
-                let pid = words[(g.trailer_offset() + trailer::WRITER_PID) / 8].load(Ordering::Relaxed);
+        .and_then(|(kind, words)| match kind {
+            RingKind::V1(g) => {
+                let pid = crate::region::load_counters(&words, &g).writer_pid;
                 u32::try_from(pid).ok().filter(|p| *p != 0)
             }
-            _ => None,
+            RingKind::Legacy { .. } => None,
         })
         .or_else(|| lock::holder_pid(file));
     Error::WriterExists {
@@ -372,14 +492,8 @@ fn writer_exists(path: &Path, file: &File) -> Error {
 }
 
 /// Marks a v1 ring file retired (best effort: the file is being replaced anyway).
-fn retire_file(file: &File) {
-    if let Ok(words) = MappedWords::map(file, true) {
-        if let Ok(RingKind::V1(g)) = RingKind::detect(&words, LayoutChoice::V1) {
-            let at = g.trailer_offset();
-            // SYNC POINT (state): Release pairs with the reader's Acquire load of
-            // writer_state in `RingReader::check_replaced`.
-            words[(at + trailer::WRITER_STATE) / 8].store(WriterState::Retired.to_word(), Ordering::Release);
-            futex::wake_all(&words[(at + trailer::NOTIFY) / 8]);
-        }
+fn retire_file(path: &Path, file: &File, meta: &Metadata) {
+    if let Ok((RingKind::V1(g), words)) = map_ring(path, file, meta.len(), LayoutChoice::V1, true) {
+        futex::wake_all(crate::region::mark_retired(&words, &g));
     }
 }
