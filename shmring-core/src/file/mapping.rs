@@ -5,6 +5,7 @@ use std::io;
 use std::path::Path;
 
 use super::error::io_err;
+use super::sigbus::{self, Damage, Registration};
 use super::{Error, LayoutChoice, RingKind};
 
 use core::ops::Deref;
@@ -12,6 +13,8 @@ use core::sync::atomic::AtomicU64;
 
 /// A shared mapping of a ring file, seen as words.
 pub(crate) struct MappedWords {
+    /// Declared before `map`, so it is dropped (unregistered) before the unmap.
+    registration: Registration,
     map: memmap2::MmapRaw,
     words: usize,
 }
@@ -30,7 +33,26 @@ impl MappedWords {
             options.map_raw_read_only(file)?
         };
         let words = map.len() / 8;
-        Ok(MappedWords { map, words })
+        // Registered before anything touches the mapping, so a truncation at any time is
+        // survived (see the sigbus module).
+        let registration = sigbus::register(map.as_ptr(), map.len(), writable).ok_or_else(|| {
+            io::Error::other("too many ring mappings in this process (1024); close some readers or writers")
+        })?;
+        Ok(MappedWords {
+            registration,
+            map,
+            words,
+        })
+    }
+
+    /// The mapping's damage flag (set if the file shrank under it).
+    pub(crate) fn damage(&self) -> Damage {
+        self.registration.damage()
+    }
+
+    /// Bytes mapped.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
     }
 }
 

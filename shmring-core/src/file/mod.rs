@@ -14,6 +14,7 @@ mod kind;
 mod mapping;
 mod open;
 mod reader;
+mod sigbus;
 mod status;
 mod writer;
 

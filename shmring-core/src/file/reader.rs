@@ -10,10 +10,11 @@ use std::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use super::mapping::{map_ring, MappedWords};
+use super::sigbus::Damage;
 use super::{monotonic_ns, open, Error, LayoutChoice, RingKind};
 use crate::layout::WriterState;
 use crate::wake;
-use crate::{futex, FrameInfo, LegacyReader, ReaderOptions, ReaderStats, RegionReader};
+use crate::{futex, FrameInfo, LegacyReader, ReadError, ReaderOptions, ReaderStats, RegionReader};
 
 pub(super) enum ReaderInner {
     V1(RegionReader<MappedWords>),
@@ -49,6 +50,15 @@ pub struct RingReader {
     spin: Duration,
     last_replaced_check: Instant,
     reopens: u64,
+    /// The mapping's damage flag (the file shrank under it).
+    damage: Damage,
+    /// Bytes mapped, compared with the file's size on the periodic checks.
+    mapped_len: usize,
+    /// The damage was reported ([`Error::Truncated`]); reads return nothing until the
+    /// path holds a valid ring again.
+    damage_reported: bool,
+    /// The ring's retirement was reported ([`Error::Retired`]).
+    retired_reported: bool,
 }
 
 impl RingReader {
@@ -66,6 +76,15 @@ impl RingReader {
             path: path.to_path_buf(),
             source,
         };
+        if let RingKind::V1(g) = kind {
+            // A retired ring's frames are stale and its writer is gone for good.
+            if crate::region::load_state(&words, &g) == WriterState::Retired {
+                return Err(Error::Retired {
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+        let (damage, mapped_len) = (words.damage(), words.len());
         let inner = match kind {
             RingKind::V1(_) => ReaderInner::V1(RegionReader::new(words, *options).map_err(layout_err)?),
             RingKind::Legacy { .. } => ReaderInner::Legacy(LegacyReader::new(words, *options).map_err(layout_err)?),
@@ -82,6 +101,10 @@ impl RingReader {
             spin: DEFAULT_SPIN,
             last_replaced_check: Instant::now(),
             reopens: 0,
+            damage,
+            mapped_len,
+            damage_reported: false,
+            retired_reported: false,
         })
     }
 
@@ -113,11 +136,14 @@ impl RingReader {
 
     /// "Latest wins": the newest frame, skipping (and counting as lost) any in between.
     pub fn read_latest(&mut self) -> Result<Option<Frame<'_>>, Error> {
-        let info = match &mut self.inner {
+        if self.damaged()? {
+            return Ok(None);
+        }
+        let read = match &mut self.inner {
             ReaderInner::V1(r) => r.read_latest(&mut self.buf),
             ReaderInner::Legacy(r) => r.read_latest(&mut self.buf),
-        }
-        .map_err(Error::Read)?;
+        };
+        let info = self.checked(read)?;
         Ok(info.map(|info| Frame {
             info,
             payload: &self.buf[..info.size],
@@ -127,19 +153,50 @@ impl RingReader {
     /// Reads the next frame into `buf`, returning its description (for callers that keep
     /// their own buffers).
     pub fn try_read_into(&mut self, buf: &mut [u8]) -> Result<Option<FrameInfo>, Error> {
-        match &mut self.inner {
+        if self.damaged()? {
+            return Ok(None);
+        }
+        let read = match &mut self.inner {
             ReaderInner::V1(r) => r.try_read(buf),
             ReaderInner::Legacy(r) => r.try_read(buf),
-        }
-        .map_err(Error::Read)
+        };
+        self.checked(read)
     }
 
     fn try_read_info(&mut self) -> Result<Option<FrameInfo>, Error> {
-        match &mut self.inner {
+        if self.damaged()? {
+            return Ok(None);
+        }
+        let read = match &mut self.inner {
             ReaderInner::V1(r) => r.try_read(&mut self.buf),
             ReaderInner::Legacy(r) => r.try_read(&mut self.buf),
+        };
+        self.checked(read)
+    }
+
+    /// A read's result, unless the file shrank under the mapping meanwhile: then what
+    /// was read may be the zero pages the SIGBUS handler put there, and is discarded.
+    fn checked(&mut self, read: Result<Option<FrameInfo>, ReadError>) -> Result<Option<FrameInfo>, Error> {
+        if self.damaged()? {
+            return Ok(None);
         }
-        .map_err(Error::Read)
+        read.map_err(Error::Read)
+    }
+
+    /// True if the ring file shrank under the mapping. The first time, reports it
+    /// ([`Error::Truncated`]); afterwards reads return nothing until the periodic check
+    /// reopens the path.
+    fn damaged(&mut self) -> Result<bool, Error> {
+        if !self.damage.is_damaged() {
+            return Ok(false);
+        }
+        if !self.damage_reported {
+            self.damage_reported = true;
+            return Err(Error::Truncated {
+                path: self.path.clone(),
+            });
+        }
+        Ok(true)
     }
 
     /// Waits until there is something unread, up to `timeout` (`None`: forever); false on
@@ -149,6 +206,10 @@ impl RingReader {
     }
 
     fn has_unread(&self) -> bool {
+        if self.damage.is_damaged() {
+            // Nothing to read until the periodic check reopens the path.
+            return false;
+        }
         match &self.inner {
             ReaderInner::V1(r) => r.has_unread(),
             ReaderInner::Legacy(r) => r.has_unread(),
@@ -209,38 +270,59 @@ impl RingReader {
         }
     }
 
-    /// Checks whether the file at the path was replaced (another inode) or the ring was
-    /// retired, and if so reopens the path, starting at its newest keyframe. True if it
-    /// reopened. A missing path is not an error: the old ring is kept until a new one
-    /// appears.
+    /// Checks whether the file at the path was replaced (another inode), shrank under
+    /// the mapping, or the ring was retired. A replaced ring, or a damaged one once the
+    /// path holds a valid ring again, is reopened, starting at its newest keyframe: true
+    /// if it reopened. A retired ring is reported once ([`Error::Retired`]) and then
+    /// waited on, never replayed; so is a shrunk one ([`Error::Truncated`]). A missing
+    /// path is not an error: the old ring is kept until a new one appears.
     pub fn check_replaced(&mut self) -> Result<bool, Error> {
+        if !self.damage.is_damaged() {
+            let len = self.file.metadata().map(|m| m.len());
+            if len.is_ok_and(|len| len < self.mapped_len as u64) {
+                self.damage.mark();
+            }
+        }
+        if self.damaged()? {
+            return Ok(self.reopen().is_ok());
+        }
         let retired = matches!(self.status_state(), Some(WriterState::Retired));
         let replaced = match fs::metadata(&self.path) {
             Ok(m) => (m.dev(), m.ino()) != self.identity,
             Err(_) => false,
         };
-        if !(retired || replaced) {
-            return Ok(false);
+        if replaced {
+            match self.reopen() {
+                Ok(()) => return Ok(true),
+                // Gone again, or another retired ring: keep the old one.
+                Err(Error::NotFound { .. }) | Err(Error::Retired { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
-        match Self::open_layout(
+        if retired && !self.retired_reported {
+            self.retired_reported = true;
+            return Err(Error::Retired {
+                path: self.path.clone(),
+            });
+        }
+        Ok(false)
+    }
+
+    /// Opens the path again, starting at the newest keyframe, and continues with that
+    /// ring.
+    fn reopen(&mut self) -> Result<(), Error> {
+        let mut fresh = Self::open_layout(
             &self.path,
             &ReaderOptions {
                 start: crate::StartPosition::LatestKeyframe,
                 ..self.options
             },
             self.layout,
-        ) {
-            Ok(mut fresh) => {
-                fresh.reopens = self.reopens + 1;
-                fresh.spin = self.spin;
-                *self = fresh;
-                Ok(true)
-            }
-            Err(Error::NotFound { .. }) => Ok(false),
-            // Retired but not yet replaced: keep waiting on the old ring.
-            Err(_) if retired && !replaced => Ok(false),
-            Err(e) => Err(e),
-        }
+        )?;
+        fresh.reopens = self.reopens + 1;
+        fresh.spin = self.spin;
+        *self = fresh;
+        Ok(())
     }
 
     fn status_state(&self) -> Option<WriterState> {

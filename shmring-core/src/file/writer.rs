@@ -8,6 +8,7 @@ use std::{format, string::String};
 
 use super::error::io_err;
 use super::mapping::{map_ring, MappedWords};
+use super::sigbus::Damage;
 use super::{monotonic_ns, open, unix_ns, Error, LayoutChoice, RingKind};
 use crate::layout::{Geometry, LayoutError, WriterState};
 use crate::wake;
@@ -83,6 +84,8 @@ pub struct RingWriter {
     path: PathBuf,
     /// (device, inode) of the ring file, to recognise it at the path.
     identity: (u64, u64),
+    /// The mapping's damage flag (the file shrank under it).
+    damage: Damage,
     _file: File,
     /// Heartbeat stamp of this writer's previous commit (0: none yet).
     last_commit_stamp: u64,
@@ -166,6 +169,7 @@ impl RingWriter {
         }
         let meta = file.metadata().map_err(io_err(path, "stat"))?;
         let words = MappedWords::map(&file, true, len).map_err(io_err(path, "map"))?;
+        let damage = words.damage();
         let inner = match kind {
             RingKind::V1(g) => {
                 let w = RegionWriter::format(words, g, unix_ns()).map_err(|source| Error::Layout {
@@ -181,7 +185,7 @@ impl RingWriter {
                 })?)
             }
         };
-        let writer = RingWriter::assemble(inner, kind, path, file, &meta, options);
+        let writer = RingWriter::assemble(inner, kind, path, file, &meta, damage, options);
         match old {
             Some((old, old_meta)) => {
                 // Holding the old file's lock, and having checked after taking it that
@@ -218,6 +222,7 @@ impl RingWriter {
         path: &Path,
         file: File,
         meta: &Metadata,
+        damage: Damage,
         options: &WriterOptions,
     ) -> Self {
         if let WriterInner::V1(w) = &inner {
@@ -229,6 +234,7 @@ impl RingWriter {
             kind,
             path: path.to_path_buf(),
             identity: (meta.dev(), meta.ino()),
+            damage,
             _file: file,
             last_commit_stamp: 0,
         };
@@ -255,6 +261,7 @@ impl RingWriter {
                 }
             };
             let (kind, words) = map_ring(path, &file, meta.len(), options.layout, true)?;
+            let damage = words.damage();
             let inner = match kind {
                 RingKind::V1(g) => {
                     if crate::region::load_state(&words, &g) == WriterState::Retired {
@@ -275,7 +282,7 @@ impl RingWriter {
                     })?)
                 }
             };
-            return Ok(RingWriter::assemble(inner, kind, path, file, &meta, options));
+            return Ok(RingWriter::assemble(inner, kind, path, file, &meta, damage, options));
         }
         Err(Error::WriterExists {
             path: path.to_path_buf(),
@@ -315,7 +322,7 @@ impl RingWriter {
     /// closely follows the previous one skips the `FUTEX_WAKE` system call; sleeping
     /// readers bound their sleep instead (see the wake module).
     pub fn write(&mut self, payload: &[u8], meta: FrameMeta) -> Result<u64, Error> {
-        match &mut self.inner {
+        let seq = match &mut self.inner {
             WriterInner::V1(w) => {
                 let stamp = monotonic_ns();
                 // SYNC POINT (wake gap): this relaxed heartbeat store precedes the commit's
@@ -328,10 +335,18 @@ impl RingWriter {
                     futex::wake_all(w.notify_word());
                 }
                 self.last_commit_stamp = stamp;
-                Ok(seq)
+                seq
             }
-            WriterInner::Legacy(w) => w.write(payload, meta).map_err(Error::Write),
+            WriterInner::Legacy(w) => w.write(payload, meta).map_err(Error::Write)?,
+        };
+        // The file shrank under the mapping (the write went to the zero pages that
+        // replaced it, which no reader sees): say so on this and every later write.
+        if self.damage.is_damaged() {
+            return Err(Error::Truncated {
+                path: self.path.clone(),
+            });
         }
+        Ok(seq)
     }
 
     /// Records that the writer is alive without writing a frame (for idle producers;
