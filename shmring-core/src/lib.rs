@@ -45,6 +45,7 @@ mod legacy;
 mod reader;
 mod region;
 mod sync;
+mod tally;
 mod words;
 mod writer;
 

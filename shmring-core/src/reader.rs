@@ -4,9 +4,10 @@
 use core::ops::Deref;
 
 use crate::error::ReadError;
-use crate::layout::{record_len, trailer, FrameHeader, Geometry, FLAG_NO_CRC, HEADER_SIZE, NO_POSITION, RECORD_ALIGN};
+use crate::layout::{record_len, trailer, FrameHeader, Geometry, HEADER_SIZE, NO_POSITION, RECORD_ALIGN};
 use crate::region::{read_geometry, RegionOffsets};
 use crate::sync::{fence, AtomicU64, Ordering};
+use crate::tally::Tally;
 use crate::words;
 use crate::{Codec, LayoutError};
 
@@ -73,7 +74,7 @@ impl FrameInfo {
         self.flags & crate::layout::FLAG_KEYFRAME != 0
     }
 
-    fn from_header(header: &FrameHeader, lost_before: u64) -> Self {
+    pub(crate) fn from_header(header: &FrameHeader, lost_before: u64) -> Self {
         FrameInfo {
             frame_id: header.frame_id.get(),
             frame_seq: header.frame_seq.get(),
@@ -139,9 +140,7 @@ pub struct RegionReader<M: Deref<Target = [AtomicU64]>> {
     /// Skip non-keyframes until a keyframe arrives.
     await_keyframe: bool,
     options: ReaderOptions,
-    stats: ReaderStats,
-    /// Frames lost since the last delivered frame (reported as `lost_before`).
-    lost_since_delivery: u64,
+    tally: Tally,
 }
 
 impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
@@ -158,8 +157,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
             pending_start: Some(options.start),
             await_keyframe: false,
             options,
-            stats: ReaderStats::default(),
-            lost_since_delivery: 0,
+            tally: Tally::default(),
         };
         // Apply the start position now, so `Next` means "after the reader opened".
         for _ in 0..STEP_BUDGET {
@@ -178,7 +176,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
 
     /// Accounting so far.
     pub fn stats(&self) -> ReaderStats {
-        self.stats
+        self.tally.stats()
     }
 
     /// The options the reader was opened with.
@@ -250,30 +248,15 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
                     let gap = if self.expected == 0 { 0 } else { seq - self.expected };
                     self.pos += len;
                     self.expected = seq.wrapping_add(1);
-                    if !copied {
-                        // Skipped while waiting for a keyframe.
-                        self.count_lost(gap.saturating_add(1));
-                        continue;
+                    // Not copied: skipped while waiting for a keyframe.
+                    let payload = copied.then(|| &buf[..header.size.get() as usize]);
+                    match self
+                        .tally
+                        .finish(&header, payload, gap, &self.options, &mut self.await_keyframe)?
+                    {
+                        Some(info) => return Ok(Some(info)),
+                        None => continue,
                     }
-                    let size = header.size.get() as usize;
-                    if self.options.verify_crc && header.flags.get() & FLAG_NO_CRC == 0 {
-                        let computed = crc32fast::hash(&buf[..size]);
-                        if computed != header.crc32.get() {
-                            self.count_lost(gap.saturating_add(1));
-                            self.stats.crc_errors += 1;
-                            self.await_keyframe = self.options.resync_at_keyframe;
-                            return Err(ReadError::CrcMismatch {
-                                frame_seq: seq,
-                                stored: header.crc32.get(),
-                                computed,
-                            });
-                        }
-                    }
-                    self.count_lost(gap);
-                    self.stats.delivered += 1;
-                    self.await_keyframe = false;
-                    let lost_before = core::mem::take(&mut self.lost_since_delivery);
-                    return Ok(Some(FrameInfo::from_header(&header, lost_before)));
                 }
             }
         }
@@ -328,7 +311,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
                 }
                 Record::Lapped => false,
                 _ => {
-                    self.stats.corrupt += 1;
+                    self.tally.corrupt();
                     self.pos = tail;
                     self.await_keyframe = await_keyframe;
                     true
@@ -355,7 +338,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
             }
             Record::Lapped => false,
             _ => {
-                self.stats.corrupt += 1;
+                self.tally.corrupt();
                 self.pos = tail;
                 true
             }
@@ -440,20 +423,14 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
         }
     }
 
-    fn count_lost(&mut self, frames: u64) {
-        // Saturating: a hostile file can claim absurd frame_seq gaps.
-        self.stats.lost = self.stats.lost.saturating_add(frames);
-        self.lost_since_delivery = self.lost_since_delivery.saturating_add(frames);
-    }
-
     fn lapped(&mut self, tail: u64) {
-        self.stats.lapped += 1;
+        self.tally.lapped();
         self.resync(tail);
     }
 
     fn corrupt(&mut self, tail: u64, reason: &'static str) -> ReadError {
         let position = self.pos;
-        self.stats.corrupt += 1;
+        self.tally.corrupt();
         self.resync(tail);
         ReadError::Corrupt { position, reason }
     }

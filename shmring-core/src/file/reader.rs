@@ -118,7 +118,9 @@ impl RingReader {
 
     /// Reads the next frame, waiting up to `timeout` (`None`: forever) for one. Spins
     /// briefly, then sleeps on the ring's futex; `Ok(None)` on timeout. Reopens the path
-    /// if the ring was replaced or retired meanwhile.
+    /// if the ring was replaced meanwhile; reports a ring retired without a successor
+    /// ([`Error::Retired`]) or truncated under its mapping ([`Error::Truncated`]) once,
+    /// then keeps waiting for a valid ring at the path (see [`Self::check_replaced`]).
     pub fn read_timeout(&mut self, timeout: Option<Duration>) -> Result<Option<Frame<'_>>, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {

@@ -318,7 +318,9 @@ impl RingWriter {
         }
     }
 
-    /// Writes one frame and wakes sleeping readers; returns its frame_seq. A commit that
+    /// Writes one frame and wakes sleeping readers; returns its frame_seq. Fails with
+    /// [`Error::Truncated`] once another process has shrunk the ring file: the writer
+    /// survives, but nothing it writes reaches readers any more; create the ring again. A commit that
     /// closely follows the previous one skips the `FUTEX_WAKE` system call; sleeping
     /// readers bound their sleep instead (see the wake module).
     pub fn write(&mut self, payload: &[u8], meta: FrameMeta) -> Result<u64, Error> {
