@@ -15,21 +15,25 @@ pub(crate) struct Tally {
 
 impl Tally {
     /// Accounting so far.
+    #[inline]
     pub(crate) fn stats(&self) -> ReaderStats {
         self.stats
     }
 
     /// Counts an impossible record that was skipped.
+    #[inline]
     pub(crate) fn corrupt(&mut self) {
         self.stats.corrupt += 1;
     }
 
     /// Counts a lap (the writer overwrote a record the reader had not finished with).
+    #[inline]
     pub(crate) fn lapped(&mut self) {
         self.stats.lapped += 1;
     }
 
     /// Counts `frames` as lost.
+    #[inline]
     pub(crate) fn lost(&mut self, frames: u64) {
         // Saturating: a hostile file can claim absurd frame_seq gaps.
         self.stats.lost = self.stats.lost.saturating_add(frames);
@@ -40,6 +44,7 @@ impl Tally {
     /// it was skipped while waiting for a keyframe (lost with the gap: `Ok(None)`);
     /// otherwise its CRC is checked (a mismatch loses it and, with keyframe resync, sets
     /// `await_keyframe`) and it is delivered, clearing `await_keyframe`.
+    #[inline]
     pub(crate) fn finish(
         &mut self,
         header: &FrameHeader,
