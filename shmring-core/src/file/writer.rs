@@ -117,17 +117,15 @@ impl RingWriter {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| String::from("ring"));
         for _ in 0..OPEN_ATTEMPTS {
+            // A ring another writer holds was refused by lock_at_path; one nobody holds is
+            // replaced.
             let old = match lock_at_path(path, options)? {
-                Locked::Held(file, meta) => {
-                    // A ring that is still being written stays; only an abandoned one is
-                    // replaced.
-                    Some((file, meta))
-                }
+                Locked::Held(file, meta) => Some((file, meta)),
                 Locked::Replaced => continue,
                 Locked::Missing => None,
             };
             let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), unix_ns()));
-            let result = Self::build(path, &tmp, kind, options, old.as_ref().map(|(f, m)| (f, m)));
+            let result = Self::build(path, &tmp, kind, options, old.as_ref());
             if result.is_err() {
                 let _ = fs::remove_file(&tmp);
             }
@@ -147,7 +145,7 @@ impl RingWriter {
         tmp: &Path,
         kind: RingKind,
         options: &WriterOptions,
-        old: Option<(&File, &Metadata)>,
+        old: Option<&(File, Metadata)>,
     ) -> Result<Self, Error> {
         let file = OpenOptions::new()
             .read(true)
