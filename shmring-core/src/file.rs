@@ -513,6 +513,12 @@ impl RingWriter {
                 // `RingReader::wait_until`).
                 w.heartbeat(stamp);
                 let seq = w.write(payload, meta).map_err(Error::Write)?;
+                // SYNC POINT (wake gap): the SeqCst fence pairs with nothing in the ring; it
+                // makes the commit's stores globally visible before the clock is read for
+                // `post(c)` (on x86-64 an mfence drains the store buffer), so "committed
+                // before post(c)" in the wake-gap argument (docs/protocol.md §4.4) holds
+                // for other processes, not only in this thread's program order.
+                core::sync::atomic::fence(Ordering::SeqCst);
                 if wake::writer_must_wake(self.last_commit_stamp, monotonic_ns()) {
                     futex::wake_all(w.notify_word());
                 }
@@ -725,7 +731,8 @@ impl RingReader {
 
     /// Reads the next frame, waiting up to `timeout` (`None`: forever) for one. Spins
     /// briefly, then sleeps on the ring's futex; `Ok(None)` on timeout. Reopens the path
-    /// if the ring was replaced or retired meanwhile.
+    /// if the ring was replaced or retired meanwhile. The timeout holds whatever the ring
+    /// holds: a read that finds only records it cannot deliver returns at the deadline.
     pub fn read_timeout(&mut self, timeout: Option<Duration>) -> Result<Option<Frame<'_>>, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
@@ -735,7 +742,9 @@ impl RingReader {
                     payload: &self.buf[..info.size],
                 }));
             }
-            if !self.wait_until(deadline)? {
+            // `wait_until` returns at once while something is unread, without looking at
+            // the deadline; a read that made no frame of it must not loop past it.
+            if deadline.is_some_and(|d| Instant::now() >= d) || !self.wait_until(deadline)? {
                 return Ok(None);
             }
         }
