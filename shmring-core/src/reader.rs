@@ -162,13 +162,8 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
             stats: ReaderStats::default(),
             lost_since_delivery: 0,
         };
-        // Apply the start position now, so `Next` means "after the reader opened". A start
-        // record overwritten under the reader is retried (the writer has published a newer
-        // one by now); if it stays overwritten (a writer that died after publishing its
-        // intent over it), the reader starts at the write index.
-        if !(0..STEP_BUDGET).any(|_| reader.start_at(options.start)) {
-            reader.start_at_tail(options.start);
-        }
+        // Apply the start position now, so `Next` means "after the reader opened".
+        reader.start_at(options.start);
         Ok(reader)
     }
 
@@ -304,8 +299,11 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
         self.try_read(buf)
     }
 
-    /// Applies a start position; false if it must be retried (the writer moved on).
-    fn start_at(&mut self, start: StartPosition) -> bool {
+    /// Applies a start position. A start record found overwritten (the writer is writing
+    /// over it, or died after publishing its intent over it) or damaged makes the reader
+    /// start at the write index it loaded: everything from there on is still to come,
+    /// including the write that overwrote the start record.
+    fn start_at(&mut self, start: StartPosition) {
         // Load order matters: sequence_number, then write_index, then the hints (see
         // docs/protocol.md, "Starting").
         // SYNC POINT (start): Acquire loads pair with the writer's Release stores of
@@ -322,27 +320,26 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
         };
         if !tail.is_multiple_of(RECORD_ALIGN as u64) {
             // Reported by the first read; nothing is read until the word changes.
-            self.start_at_tail(start);
-            return true;
+            self.start_at_tail(start, tail);
+            return;
         }
         if let Some((pos, await_keyframe)) = chosen {
             // The reader's stream starts at this frame: read its frame_seq so frames
             // lost before the first delivery are counted too.
             let mut header_only = [0u8; 0];
-            return match self.record_at(pos, tail, &mut header_only, true) {
+            match self.record_at(pos, tail, &mut header_only, true) {
                 Record::Frame { header, .. } => {
                     self.pos = pos;
                     self.expected = header.frame_seq.get();
                     self.await_keyframe = await_keyframe;
-                    true
                 }
-                Record::Lapped => false,
+                Record::Lapped => self.start_at_tail(start, tail),
                 _ => {
                     self.stats.corrupt += 1;
-                    self.start_at_tail(start);
-                    true
+                    self.start_at_tail(start, tail);
                 }
-            };
+            }
+            return;
         }
         self.await_keyframe = start == StartPosition::LatestKeyframe;
         if latest == NO_POSITION {
@@ -350,11 +347,11 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
             // the counter is damaged).
             self.pos = tail;
             self.expected = sequence.checked_add(1).unwrap_or(0);
-            return true;
+            return;
         }
         if !self.usable(latest, tail) {
             self.pos = tail;
-            return true;
+            return;
         }
         let mut header_only = [0u8; 0];
         match self.record_at(latest, tail, &mut header_only, true) {
@@ -362,23 +359,19 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
                 self.pos = latest + len;
                 // No overflow: `record_at` refuses frame_seq u64::MAX.
                 self.expected = header.frame_seq.get() + 1;
-                true
             }
-            Record::Lapped => false,
+            Record::Lapped => self.start_at_tail(start, tail),
             _ => {
                 self.stats.corrupt += 1;
-                self.start_at_tail(start);
-                true
+                self.start_at_tail(start, tail);
             }
         }
     }
 
-    /// Starts at the write index (rounded down to a record boundary if it is damaged: the
-    /// first read reports it) with frame_seq unknown: the fallback when no start record
-    /// can be read.
-    fn start_at_tail(&mut self, start: StartPosition) {
-        // SYNC POINT (start): pairs with the writer's Release store of write_index (W4).
-        let tail = self.load(self.at.write_index, Ordering::Acquire);
+    /// Starts at `tail`, the write index loaded for the start (rounded down to a record
+    /// boundary if it is damaged: the first read reports it), with frame_seq unknown: the
+    /// fallback when no start record can be read.
+    fn start_at_tail(&mut self, start: StartPosition, tail: u64) {
         self.pos = tail - tail % RECORD_ALIGN as u64;
         self.expected = 0;
         self.await_keyframe = start == StartPosition::LatestKeyframe;
