@@ -407,7 +407,9 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
 
     /// Reads the record at `pos` (< `tail`). The payload is copied into `buf` unless
     /// `keyframes_only` is set and the record is not a keyframe, or `buf` is empty and
-    /// only the header is wanted. Every field is validated before it is trusted.
+    /// only the header is wanted. Every field is validated before it is trusted. Bounds
+    /// are checked as `len > tail - pos`: `pos + len` can overflow when a hostile write
+    /// index sits at the end of the u64 range.
     fn record_at(&self, pos: u64, tail: u64, buf: &mut [u8], keyframes_only: bool) -> Record {
         let off = self.at.frame_offset(pos, self.cap);
         let room = (self.cap - (pos & (self.cap - 1))) as usize;
@@ -427,7 +429,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
             if let Err(record) = self.intact(pos, tail) {
                 return record;
             }
-            if pos + len > tail {
+            if len > tail - pos {
                 return Record::Corrupt("padding record runs past the write index");
             }
             return Record::Padding { len };
@@ -447,7 +449,7 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
         if let Err(record) = self.intact(pos, tail) {
             return record;
         }
-        if pos + len > tail {
+        if len > tail - pos {
             return Record::Corrupt("record runs past the write index");
         }
         if header.frame_seq.get() == 0 {

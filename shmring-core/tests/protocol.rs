@@ -178,6 +178,38 @@ fn write_index_moved_back_is_reported_once_and_the_reader_waits() {
     assert_eq!(r.stats().lost, 0);
 }
 
+/// Found by the `ring_live` fuzz target: a write index at the end of the u64 range made
+/// `pos + len` overflow (a panic in debug builds, a wrapped bound check in release ones
+/// that let a record past the write index through).
+#[test]
+fn positions_at_the_end_of_the_u64_range_do_not_overflow() {
+    let g = Geometry::new(1024, 400).unwrap();
+    let words = region(g);
+    let mut w = RegionWriter::format(words.clone(), g, 0).unwrap();
+    let mut r = RegionReader::new(words.clone(), options(StartPosition::Next)).unwrap();
+    w.write(&payload(1, 20), meta(1, true)).unwrap();
+    let far = u64::MAX - 63;
+    store(&words, WRITE_INDEX, far);
+    let (frames, _) = drain(&mut r, 8);
+    assert!(frames.is_empty());
+    // A 64-byte record at `far` runs past a write index 32 bytes further.
+    let header = shmring_core::FrameHeader::new(7, 7, 20, shmring_core::layout::FLAG_KEYFRAME, 1, 0);
+    for (i, chunk) in header.as_bytes().chunks(8).enumerate() {
+        store(
+            &words,
+            FRAME_REGION_OFFSET + (far % 1024) as usize + 8 * i,
+            u64::from_le_bytes(chunk.try_into().unwrap()),
+        );
+    }
+    store(&words, g.trailer_offset() + trailer::TAIL_INTENT, far + 32);
+    store(&words, WRITE_INDEX, far + 32);
+    let (frames, errors) = drain(&mut r, 8);
+    assert!(frames.is_empty(), "{frames:?}");
+    assert_eq!(corrupt_reasons(&errors), vec!["record runs past the write index"]);
+    // A writer resuming such a ring refuses it instead of overflowing its positions.
+    assert!(RegionWriter::resume(words.clone()).is_err());
+}
+
 /// Item 12: a frame_seq of u64::MAX used to wrap `expected` to 0 ("unknown"), after which
 /// any frame_seq, including ones already delivered, was accepted.
 #[test]
