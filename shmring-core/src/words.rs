@@ -102,10 +102,11 @@ fn copy_in_words(words: &[AtomicU64], off: usize, src: &[u8]) {
 /// (CPUID.01H:ECX.AVX\[bit 28\] = 1) carry out the 16-byte memory operation of MOVDQA
 /// (among others) atomically; without AVX an SSE access wider than a quadword "may be
 /// implemented using multiple memory accesses", with no promise about how the bytes are
-/// split, so such CPUs use the word loop. AMD's APM Vol. 2 §7.3.2 promises only that
-/// accesses within an aligned 8-byte block are atomic, so the vector copy rests on the
-/// AVX guarantee as Intel states it, which AMD CPUs with AVX are taken to share (as
-/// compilers and the Linux kernel take them to). An atomic aligned 16-byte access is in
+/// split, so such CPUs use the word loop. AMD's APM Vol. 2 §7.3.2 ("Access Atomicity")
+/// is weaker: processors that report AVX extend the atomicity of naturally aligned single
+/// loads and stores from a quadword to a double quadword for *cacheable* memory only. A
+/// ring is an ordinary write-back mapping of a file (tmpfs or page cache), which both
+/// guarantees cover. An atomic aligned 16-byte access is in
 /// particular two single-copy-atomic 8-byte accesses, so each asm block is, to every other
 /// thread and process, a run of relaxed 8-byte atomic loads or stores of the region's
 /// words, which is exactly what the word loop does; the protocol orders payload accesses
