@@ -15,7 +15,8 @@
 //! - `resume_after_a_crash_mid_write`: a writer died after publishing its intent and half
 //!   a record over the reader's frame; a new writer resumes (covering the gap with
 //!   padding) and writes while the reader reads.
-//! - `read_latest_races_the_writer`: "latest wins" reads against a concurrent write.
+//! - `read_latest_races_the_writer`: a "latest wins" read of the newest frame while the
+//!   next write (after a WRAP pad) overwrites it.
 //! - `loom_catches_intent_published_after_payload`: a deliberately broken writer (intent
 //!   published after the payload) must be caught delivering a frame whose payload bytes
 //!   differ from what was written, so the models are known to have teeth.
@@ -33,18 +34,24 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use zerocopy::IntoBytes;
 
-/// Payload bytes of frame `seq`: one word, except frame 2 in the 256-byte models (five
-/// words, so records 1-3 fill the region up to the padding).
-fn size_of_frame(seq: u64, capacity: usize) -> usize {
-    if seq == 2 && capacity == 256 {
+/// Payload bytes of frame `seq` in most models: one word, except frame 2 (five words, so
+/// on a 256-byte ring records 1-3 fill the region up to the padding).
+fn usual_size(seq: u64) -> usize {
+    if seq == 2 {
         40
     } else {
         8
     }
 }
 
-fn payload(seq: u64, capacity: usize) -> Vec<u8> {
-    (0..size_of_frame(seq, capacity) as u64 / 8)
+/// One word per frame.
+fn one_word(_seq: u64) -> usize {
+    8
+}
+
+/// The payload of frame `seq`: `size(seq)` bytes, distinct for every frame and word.
+fn payload(seq: u64, size: fn(u64) -> usize) -> Vec<u8> {
+    (0..size(seq) as u64 / 8)
         .flat_map(|i| (seq * 0x0101_0101_0101_0101 ^ i).to_le_bytes())
         .collect()
 }
@@ -78,7 +85,8 @@ static TORN_SEEN: AtomicBool = AtomicBool::new(false);
 /// How a model judges delivered frames.
 #[derive(Clone, Copy)]
 struct Checks {
-    capacity: usize,
+    /// Payload length of each frame.
+    size: fn(u64) -> usize,
     /// The newest frame the writer writes in the model.
     frames: u64,
     /// false for the broken writer: a torn frame is recorded in `TORN_SEEN` instead of
@@ -91,7 +99,7 @@ impl Checks {
     fn frame(self, info: &FrameInfo, buf: &[u8], last: &mut u64) {
         let intact = info.frame_id == info.frame_seq
             && info.frame_seq <= self.frames
-            && buf[..info.size] == payload(info.frame_seq, self.capacity)[..];
+            && buf[..info.size] == payload(info.frame_seq, self.size)[..];
         if !self.strict {
             if !intact {
                 TORN_SEEN.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -161,7 +169,7 @@ fn first_frames(words: &Region, g: Geometry) -> RegionWriter<Region> {
     let mut writer = RegionWriter::format(words.clone(), g, 0).unwrap();
     writer.set_crc(false);
     for seq in 1..4 {
-        writer.write(&payload(seq, 256), meta(seq, seq == 1)).unwrap();
+        writer.write(&payload(seq, usual_size), meta(seq, seq == 1)).unwrap();
     }
     writer
 }
@@ -169,7 +177,7 @@ fn first_frames(words: &Region, g: Geometry) -> RegionWriter<Region> {
 fn real_writer(words: Region, g: Geometry) -> Box<dyn FnOnce() + Send> {
     let mut writer = first_frames(&words, g);
     Box::new(move || {
-        assert_eq!(writer.write(&payload(4, 256), meta(4, true)).unwrap(), 4);
+        assert_eq!(writer.write(&payload(4, usual_size), meta(4, true)).unwrap(), 4);
     })
 }
 
@@ -177,7 +185,7 @@ fn model_one_writer_two_readers(writer: fn(Region, Geometry) -> Box<dyn FnOnce()
     loom::model(move || {
         let (words, g) = region(256);
         let checks = Checks {
-            capacity: 256,
+            size: usual_size,
             frames: 4,
             strict,
         };
@@ -215,13 +223,13 @@ fn a_reader_starts_while_the_writer_writes() {
     loom::model(|| {
         let (words, g) = region(256);
         let checks = Checks {
-            capacity: 256,
+            size: usual_size,
             frames: 4,
             strict: true,
         };
         let mut writer = first_frames(&words, g);
         let w = thread::spawn(move || {
-            writer.write(&payload(4, 256), meta(4, true)).unwrap();
+            writer.write(&payload(4, usual_size), meta(4, true)).unwrap();
         });
         let starting = words.clone();
         let r = thread::spawn(move || {
@@ -243,20 +251,20 @@ fn two_laps_and_a_resync_target_overwritten() {
     loom::model(|| {
         let (words, g) = region(128);
         let checks = Checks {
-            capacity: 128,
+            size: one_word,
             frames: 5,
             strict: true,
         };
         let mut writer = RegionWriter::format(words.clone(), g, 0).unwrap();
         writer.set_crc(false);
-        writer.write(&payload(1, 128), meta(1, true)).unwrap();
+        writer.write(&payload(1, one_word), meta(1, true)).unwrap();
         let reader = RegionReader::new(words.clone(), options(StartPosition::LatestKeyframe, true)).unwrap();
         for seq in 2..=3 {
-            writer.write(&payload(seq, 128), meta(seq, seq == 3)).unwrap();
+            writer.write(&payload(seq, one_word), meta(seq, seq == 3)).unwrap();
         }
         let w = thread::spawn(move || {
             for seq in 4..=5 {
-                writer.write(&payload(seq, 128), meta(seq, seq == 5)).unwrap();
+                writer.write(&payload(seq, one_word), meta(seq, seq == 5)).unwrap();
             }
         });
         let r = thread::spawn(move || concurrent_reads(reader, 1, checks));
@@ -275,7 +283,7 @@ fn resume_after_a_crash_mid_write() {
     loom::model(|| {
         let (words, g) = region(256);
         let checks = Checks {
-            capacity: 256,
+            size: usual_size,
             frames: 4,
             strict: true,
         };
@@ -289,7 +297,7 @@ fn resume_after_a_crash_mid_write() {
         let w = thread::spawn(move || {
             let mut writer = RegionWriter::resume(resumed).unwrap();
             writer.set_crc(false);
-            assert_eq!(writer.write(&payload(4, 256), meta(4, true)).unwrap(), 4);
+            assert_eq!(writer.write(&payload(4, usual_size), meta(4, true)).unwrap(), 4);
         });
         let r = thread::spawn(move || concurrent_reads(reader, 2, checks));
         w.join().unwrap();
@@ -298,28 +306,43 @@ fn resume_after_a_crash_mid_write() {
     });
 }
 
-/// `read_latest` jumps to the newest frame while frame 4 is written over frame 1.
+/// Record lengths for the `read_latest` model: frame 1 empty (32 B), frames 2 and 3 four
+/// words (64 B).
+fn latest_size(seq: u64) -> usize {
+    if seq == 1 {
+        0
+    } else {
+        32
+    }
+}
+
+/// `read_latest` against the one write that can overwrite the newest frame: on a
+/// 128-byte ring frame 1 (32 B) is at 0 and frame 2 (64 B) at 32; frame 3 needs a WRAP
+/// pad at 96 and lands at 128..192 (offsets 0..64), over frame 2's header, while the
+/// reader jumps to frame 2 and copies it (the exception docs/protocol.md §1.4 states).
 #[test]
 fn read_latest_races_the_writer() {
     loom::model(|| {
-        let (words, g) = region(256);
+        let (words, g) = region(128);
         let checks = Checks {
-            capacity: 256,
-            frames: 4,
+            size: latest_size,
+            frames: 3,
             strict: true,
         };
-        let mut writer = first_frames(&words, g);
+        let mut writer = RegionWriter::format(words.clone(), g, 0).unwrap();
+        writer.set_crc(false);
+        for seq in 1..=2 {
+            writer.write(&payload(seq, latest_size), meta(seq, seq == 1)).unwrap();
+        }
         let mut reader = RegionReader::new(words.clone(), options(StartPosition::LatestKeyframe, true)).unwrap();
         let w = thread::spawn(move || {
-            writer.write(&payload(4, 256), meta(4, true)).unwrap();
+            writer.write(&payload(3, latest_size), meta(3, true)).unwrap();
         });
         let r = thread::spawn(move || {
             let mut buf = [0u8; 40];
             let mut last = 0;
-            for _ in 0..2 {
-                if let Ok(Some(info)) = reader.read_latest(&mut buf) {
-                    checks.frame(&info, &buf, &mut last);
-                }
+            if let Ok(Some(info)) = reader.read_latest(&mut buf) {
+                checks.frame(&info, &buf, &mut last);
             }
             (reader, last)
         });
@@ -329,7 +352,7 @@ fn read_latest_races_the_writer() {
         while let Some(info) = reader.read_latest(&mut buf).unwrap() {
             checks.frame(&info, &buf, &mut last);
         }
-        assert_eq!(last, 4, "read_latest ends on the newest frame");
+        assert_eq!(last, 3, "read_latest ends on the newest frame");
     });
 }
 
@@ -357,7 +380,7 @@ fn broken_writer(words: Region, g: Geometry) -> Box<dyn FnOnce() + Send> {
         store_header(start, FrameHeader::new(4, 4, 8, FLAG_NO_CRC | FLAG_KEYFRAME, 1, 0));
         store(
             FRAME_REGION_OFFSET + 32,
-            u64::from_le_bytes(payload(4, 256).try_into().unwrap()),
+            u64::from_le_bytes(payload(4, usual_size).try_into().unwrap()),
             Ordering::Relaxed,
         );
         // BROKEN ON PURPOSE: the intent is published after the payload.
