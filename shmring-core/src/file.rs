@@ -513,12 +513,6 @@ impl RingWriter {
                 // `RingReader::wait_until`).
                 w.heartbeat(stamp);
                 let seq = w.write(payload, meta).map_err(Error::Write)?;
-                // SYNC POINT (wake gap): the SeqCst fence pairs with nothing in the ring; it
-                // makes the commit's stores globally visible before the clock is read for
-                // `post(c)` (on x86-64 an mfence drains the store buffer), so "committed
-                // before post(c)" in the wake-gap argument (docs/protocol.md §4.4) holds
-                // for other processes, not only in this thread's program order.
-                core::sync::atomic::fence(Ordering::SeqCst);
                 if wake::writer_must_wake(self.last_commit_stamp, monotonic_ns()) {
                     futex::wake_all(w.notify_word());
                 }
