@@ -123,7 +123,7 @@ fn unaligned_write_index_is_reported_not_a_panic() {
     // position 4 bytes further reads it (word loads round the offset down) and copies its
     // payload from a misaligned address.
     let header = shmring_core::FrameHeader::new(9, 2, 300, shmring_core::layout::FLAG_KEYFRAME, 1, 0);
-    let mut bytes = vec![0u8; 64];
+    let mut bytes = [0u8; 64];
     bytes[..HEADER_SIZE].copy_from_slice(header.as_bytes());
     for (i, chunk) in bytes.chunks(8).enumerate() {
         let off = FRAME_REGION_OFFSET + (tail as usize % g.capacity) + 8 * i;
