@@ -10,7 +10,7 @@ use common::ring_dir;
 use shmring_core::layout::{record_len, trailer};
 use shmring_core::{FrameMeta, ReaderOptions, RingKind, RingReader, RingWriter, StartPosition, WriterOptions};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -48,9 +48,19 @@ fn reads_under_guard(mut reader: RingReader, rounds: usize) -> (Vec<u64>, Vec<St
         .expect("read_timeout ignored its timeout (the reader thread is still inside it)")
 }
 
-fn ring(name: &str, capacity: usize) -> (std::path::PathBuf, RingWriter) {
+/// Removes the test's ring directory when dropped, also when the test fails.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn ring(name: &str, capacity: usize) -> (RemoveOnDrop, PathBuf, RingWriter) {
     let dir = ring_dir(name);
     let path = dir.join("ring");
+    let guard = RemoveOnDrop(dir);
     let w = RingWriter::create(
         &path,
         &WriterOptions {
@@ -59,7 +69,7 @@ fn ring(name: &str, capacity: usize) -> (std::path::PathBuf, RingWriter) {
         },
     )
     .unwrap();
-    (path, w)
+    (guard, path, w)
 }
 
 fn trailer_of(w: &RingWriter) -> usize {
@@ -73,7 +83,7 @@ fn trailer_of(w: &RingWriter) -> usize {
 /// where a new reader starts.
 #[test]
 fn dead_writer_over_the_start_record() {
-    let (path, mut w) = ring("timeout-dead-writer", 1024);
+    let (_dir, path, mut w) = ring("timeout-dead-writer", 1024);
     for seq in 1..=5u64 {
         w.write(
             &[seq as u8; 100],
@@ -92,14 +102,13 @@ fn dead_writer_over_the_start_record() {
     let r = RingReader::open(&path, &ReaderOptions::default()).unwrap();
     let (frames, errors) = reads_under_guard(r, 3);
     assert!(frames.is_empty() && errors.is_empty(), "{frames:?} {errors:?}");
-    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
 
 /// The write index moved back by less than a capacity (no writer does that): reported
 /// once, then the reads time out as on an idle ring.
 #[test]
 fn write_index_moved_back() {
-    let (path, mut w) = ring("timeout-moved-back", 4096);
+    let (_dir, path, mut w) = ring("timeout-moved-back", 4096);
     let mut r = RingReader::open(
         &path,
         &ReaderOptions {
@@ -121,5 +130,4 @@ fn write_index_moved_back() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("moved backwards"), "{errors:?}");
     drop(w);
-    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
