@@ -406,6 +406,11 @@ impl Geometry {
         if d.trailer_size.get() as usize != TRAILER_SIZE {
             return Err(LayoutError::Inconsistent("trailer size is not 256"));
         }
+        if d.reserved0.get() != 0 || d.reserved != [0; 16] {
+            return Err(LayoutError::Inconsistent(
+                "reserved descriptor fields are not zero (a newer or foreign layout)",
+            ));
+        }
         let cap = d.capacity.get();
         if !cap.is_power_of_two() || cap < MIN_CAPACITY as u64 || cap > MAX_CAPACITY as u64 {
             return Err(LayoutError::BadCapacity(cap));

@@ -117,6 +117,11 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
                 "tail intent is not within one lap of the write index",
             ));
         }
+        if intent > u64::MAX / 2 {
+            // Positions count bytes ever written: 2^63 of them is centuries of writing,
+            // so this is a damaged counter, and continuing would overflow positions.
+            return Err(RingStateError::Damaged("write position is beyond 2^63 bytes"));
+        }
         let mut sequence = words::load(&words, at.sequence_number, Ordering::Acquire);
         // Positions published before a crash but not committed (>= write_index) point at
         // bytes about to be covered by padding, and so do records the dead writer had

@@ -121,6 +121,8 @@ impl RingReader {
     /// if the ring was replaced meanwhile; reports a ring retired without a successor
     /// ([`Error::Retired`]) or truncated under its mapping ([`Error::Truncated`]) once,
     /// then keeps waiting for a valid ring at the path (see [`Self::check_replaced`]).
+    /// The timeout holds whatever the ring holds: a read that finds only records it
+    /// cannot deliver returns at the deadline.
     pub fn read_timeout(&mut self, timeout: Option<Duration>) -> Result<Option<Frame<'_>>, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
@@ -130,7 +132,9 @@ impl RingReader {
                     payload: &self.buf[..info.size],
                 }));
             }
-            if !self.wait_until(deadline)? {
+            // `wait_until` returns at once while something is unread, without looking at
+            // the deadline; a read that made no frame of it must not loop past it.
+            if deadline.is_some_and(|d| Instant::now() >= d) || !self.wait_until(deadline)? {
                 return Ok(None);
             }
         }
