@@ -5,16 +5,17 @@ fresh `--source` server is started while 20 clients join it at once, again and a
 client's first frame must be a keyframe and every gap must resume at a keyframe, checked
 from the bytes (the H.264 NAL unit types, not only the header's flag)."""
 import asyncio
+import os
 import time
 
 from websockets.asyncio.client import connect
 
-from conftest import check_gated, parse_video, run
-from test_scaleout import NatsCluster, Server
+from conftest import SERVER, Proc, check_gated, free_port, parse_video, run
+from test_scaleout import NatsCluster
 
 SUBJECT = "video.joins"
 CLIENTS = 20
-ROUNDS = 3
+ROUNDS = 5
 
 
 def nal_types(annexb):
@@ -61,21 +62,27 @@ def test_twenty_clients_joining_a_fresh_source_server_all_start_at_a_keyframe(st
     cluster = NatsCluster(tmp_path)
     cluster.start()
     servers = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDR_")}
     try:
         stack.start_producer(fps=30)
         stack.start_server("--publish", f"{cluster.urls()}/{SUBJECT}", "--keyframe-replicas", "3")
         time.sleep(2)  # the keyframe store holds a keyframe
         for round_ in range(ROUNDS):
-            server = Server(tmp_path, f"source-{round_}", "--source", f"{cluster.urls()}/{SUBJECT}")
+            # The clients connect as soon as the server listens: while it fetches the
+            # stored keyframe and meets the live stream.
+            port = free_port()
+            server = Proc([SERVER, "--listen", f"127.0.0.1:{port}", "--source", f"{cluster.urls()}/{SUBJECT}"],
+                          tmp_path / f"source-{round_}.log", env=env)
             servers.append(server)
+            url = f"ws://127.0.0.1:{port}/stream/ws"
 
             async def main():
-                return await asyncio.gather(*(join(server.url(), 45) for _ in range(CLIENTS)))
+                return await asyncio.gather(*(join(url, 45) for _ in range(CLIENTS)))
 
             for frames in run(main(), timeout=90):
                 decodable(frames)
-            server.proc.kill()
+            server.kill()
     finally:
         for s in servers:
-            s.proc.kill()
+            s.kill()
         cluster.stop()
