@@ -48,10 +48,20 @@ fn newest_codec(metrics: &Metrics) -> Option<u16> {
     u16::try_from(metrics.last_codec.load(Ordering::Relaxed)).ok().filter(|&c| c != 0)
 }
 
+/// The ring gate and how long the source has been fresh.
+#[derive(Debug)]
+struct RingState {
+    gate: VideoGate,
+    /// Time of the first frame of the current fresh stretch of video (`None` while the
+    /// newest frame is older than HOLD). Client gates do not count time before it: while
+    /// the ring is stale, the ring gate judges; after, a client gets HOLD to catch up.
+    fresh_since: Option<u64>,
+}
+
 /// The server-wide gate on the age of the newest frame read from the source.
 #[derive(Debug)]
 pub struct SafetyGate {
-    ring: Mutex<VideoGate>,
+    ring: Mutex<RingState>,
     metrics: Arc<Metrics>,
     publish: mpsc::Sender<Publication>,
 }
@@ -62,21 +72,24 @@ impl SafetyGate {
     pub fn new(settings: GateSettings, metrics: Arc<Metrics>) -> (Arc<Self>, mpsc::Receiver<Publication>) {
         let (tx, rx) = mpsc::channel(PUBLICATION_QUEUE);
         let gate = SafetyGate {
-            ring: Mutex::new(VideoGate::new(settings, shmring_core::monotonic_ns())),
+            ring: Mutex::new(RingState {
+                gate: VideoGate::new(settings, shmring_core::monotonic_ns()),
+                fresh_since: None,
+            }),
             metrics,
             publish: tx,
         };
         (Arc::new(gate), rx)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VideoGate> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RingState> {
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A gate for one connection, with the same settings, started now.
     pub fn client_gate(&self) -> ClientGate {
         ClientGate {
-            gate: VideoGate::new(self.lock().settings(), shmring_core::monotonic_ns()),
+            gate: VideoGate::new(self.lock().gate.settings(), shmring_core::monotonic_ns()),
         }
     }
 
@@ -101,25 +114,49 @@ impl SafetyGate {
     /// Feeds the ring gate the newest frame's time and codec; publishes a recovery.
     fn observe(&self, now: u64) {
         let frame = self.metrics.last_frame_ns.load(Ordering::Relaxed);
-        let effect = self.lock().observe(now, frame, newest_codec(&self.metrics));
+        let effect = {
+            let mut ring = self.lock();
+            let hold = ring.gate.settings().hold;
+            if frame == 0 || Duration::from_nanos(now.saturating_sub(frame)) > hold {
+                ring.fresh_since = None;
+            } else if ring.fresh_since.is_none() {
+                ring.fresh_since = Some(frame);
+            }
+            ring.gate.observe(now, frame, newest_codec(&self.metrics))
+        };
         if let Some(effect) = effect {
             tracing::info!("video gate open: frames flow again");
             self.send(&[effect]);
         }
     }
 
+    /// The time a client gate counts from: the read time of the newest frame the client
+    /// was sent, or the start of the ring's current fresh stretch if that is later.
+    fn client_clock(&self, client_frame_ns: u64) -> u64 {
+        let since = self.lock().fresh_since;
+        client_frame_ns.max(since.unwrap_or(u64::MAX))
+    }
+
     /// Judges a command `action` from a client whose own gate is `client` and whose
     /// newest frame was read at `client_frame_ns`. Returns whether to forward it and the
-    /// status message for that client alone (its own gate's), if any.
+    /// status message for that client alone (its own gate's), if any. While the ring
+    /// gate holds, it alone judges (the client gate would only repeat it).
     pub fn judge(&self, client: &mut ClientGate, client_frame_ns: u64, action: &str) -> (bool, Option<Bytes>) {
         let now = shmring_core::monotonic_ns();
         self.observe(now);
-        let ring = self.lock().command(now, action);
+        let ring = self.lock().gate.command(now, action);
         if !ring.effects.is_empty() {
-            self.log(&ring.effects, "video");
+            self.log(&ring.effects, "the ring's");
         }
         self.send(&ring.effects);
-        let (pass, effects) = client.command(now, client_frame_ns, action);
+        if !ring.pass {
+            return (false, None);
+        }
+        let clock = self.client_clock(client_frame_ns);
+        if clock == u64::MAX {
+            return (true, None);
+        }
+        let (pass, effects) = client.command(now, clock, action);
         // Command effects of a client's gate go to NATS; its status goes to the client.
         let mut to_client = None;
         for effect in &effects {
@@ -133,7 +170,7 @@ impl SafetyGate {
         if !effects.is_empty() {
             self.log(&effects, "a client's");
         }
-        (ring.pass && pass, to_client)
+        (pass, to_client)
     }
 
     fn log(&self, effects: &[GateEffect], whose: &str) {
@@ -177,11 +214,15 @@ impl ClientGate {
         self.gate.mode() != GateMode::Open
     }
 
-    /// Checks for recovery with the client's newest frame read at `frame_ns`: the status
-    /// message for the client if its gate opened.
-    pub fn recovered(&mut self, frame_ns: u64) -> Option<Bytes> {
+    /// Checks for recovery with the client's newest frame read at `frame_ns` (judged on
+    /// `ring`'s clock): the status message for the client if its gate opened.
+    pub fn recovered(&mut self, ring: &SafetyGate, frame_ns: u64) -> Option<Bytes> {
         let now = shmring_core::monotonic_ns();
-        self.gate.observe(now, frame_ns, None)?;
+        let clock = ring.client_clock(frame_ns);
+        if clock == u64::MAX {
+            return None;
+        }
+        self.gate.observe(now, clock, None)?;
         encode_telemetry(GATE_TELEMETRY_SUBJECT, GateEffect::status_json(GateMode::Open, 0, true).as_bytes())
     }
 }
