@@ -23,6 +23,9 @@ from websockets.asyncio.client import connect
 from conftest import Proc, SERVER, check_gated, free_port, parse_video, run
 
 HERE = Path(__file__).resolve().parent
+# Linux's SO_TIMESTAMPNS (also the control message type, SCM_TIMESTAMPNS); Python's
+# socket module does not name it.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 SIM = HERE / "sdr_sim.py"
 BROWSER_DIR = HERE / "browser"
 
@@ -372,7 +375,7 @@ class RawClient:
         if rcvbuf:
             self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         if timestamps:
-            self.s.setsockopt(socket.SOL_SOCKET, socket.SO_TIMESTAMPNS, 1)
+            self.s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.s.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
         self.s.sendall((f"GET /stream/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -388,7 +391,7 @@ class RawClient:
         data, anc, _, _ = self.s.recvmsg(n, socket.CMSG_SPACE(16))
         ts = None
         for level, kind, raw in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SO_TIMESTAMPNS:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                 sec, nsec = struct.unpack("qq", raw[:16])
                 ts = sec + nsec / 1e9
         return data, ts
