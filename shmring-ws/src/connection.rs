@@ -4,8 +4,8 @@
 //! tungstenite formats every outgoing message into a per-connection buffer, which would
 //! copy each video frame once per client. So outgoing messages bypass it: a 2-10 byte
 //! frame header goes in front of the shared [`Bytes`] message and both go to `writev`.
-//! While the client keeps up, the hub's publishing thread makes that call itself (see
-//! [`crate::hub`]); the writer task here only finishes what the socket could not take at
+//! While the client keeps up, the fan-out makes that call itself (see
+//! [`crate::client`]); the writer task here only finishes what the socket could not take at
 //! once, writes backlogs (the GOP burst at join, a slow client) and control frames, and
 //! ends the connection. tungstenite still does everything on the way in (unmasking, size
 //! limits, fragments, UTF-8, ping/pong, the close handshake); the pongs and close replies
@@ -28,11 +28,30 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use tokio::sync::mpsc;
+
+use crate::client::{Batch, ClientQueue, DirectSink};
 use crate::foxglove;
-use crate::hub::{wire, Batch, ClientQueue, CloseReason, DirectSink, Head, Outgoing, Protocol, WRITEV_MESSAGES};
-use crate::metrics::SentTally;
-use crate::protocol::{parse_command, ACTION_REQUEST_IDR, MSG_COMMAND};
-use crate::server::Ctx;
+use crate::framing::{close_frame, text_frame, CloseReason};
+use crate::hub::Hub;
+use crate::keyframe::KeyframeRequests;
+use crate::message::Outgoing;
+use crate::metrics::{Metrics, SentTally};
+use crate::options::ServerOptions;
+use crate::protocol::{parse_command, Command, ACTION_REQUEST_IDR, MSG_COMMAND};
+use crate::wire::{wire, Head, Protocol, WRITEV_MESSAGES};
+
+/// State every connection shares (the server's).
+pub(crate) struct Shared {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) keyframes: Arc<KeyframeRequests>,
+    /// Where client commands go (the NATS relay), if NATS is configured.
+    pub(crate) commands: Option<mpsc::Sender<Command>>,
+    pub(crate) options: ServerOptions,
+    /// Told to Foxglove clients, so they can tell a reconnection from a new server.
+    pub(crate) session_id: String,
+}
 
 /// How long the writer may take to finish after the reader ended.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -68,24 +87,6 @@ impl AsyncWrite for ProtocolSide {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
-}
-
-/// A close frame with a code and a reason (cut to fit a control frame).
-fn close_frame(reason: &CloseReason) -> Vec<u8> {
-    let mut text = reason.reason.as_str();
-    while text.len() > 123 {
-        let mut cut = 123.min(text.len() - 1);
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text = &text[..cut];
-    }
-    let mut f = Vec::with_capacity(4 + text.len());
-    f.push(0x88);
-    f.push((2 + text.len()) as u8);
-    f.extend_from_slice(&reason.code.to_be_bytes());
-    f.extend_from_slice(text.as_bytes());
-    f
 }
 
 impl DirectSink for OwnedWriteHalf {
@@ -159,7 +160,7 @@ fn shutdown_write(w: &OwnedWriteHalf) {
 }
 
 /// Writes what the hub could not write directly, until the connection ends.
-async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Ctx) {
+async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared) {
     let mut batch = Batch::default();
     let metrics = &ctx.metrics;
     loop {
@@ -206,7 +207,7 @@ async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Ctx) {
 }
 
 /// Reads the client's messages until it closes, misbehaves or the connection fails.
-async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue>, ctx: &Ctx) {
+async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue>, ctx: &Shared) {
     let metrics = &ctx.metrics;
     let mut window_start = Instant::now();
     let mut in_window = 0u32;
@@ -256,7 +257,9 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
             Message::Binary(b) if client.protocol() == Protocol::Sdr && b.first() == Some(&MSG_COMMAND) => {
                 handle_command(b.slice(1..), client, ctx)
             }
-            Message::Text(t) if client.protocol() == Protocol::Foxglove => handle_foxglove(t.as_str(), client, ctx),
+            Message::Text(t) if client.protocol() == Protocol::Foxglove => {
+                foxglove::handle_request(t.as_str(), &FoxgloveSession { client, ctx })
+            }
             Message::Close(_) => {
                 // tungstenite has queued the close reply; send it and end.
                 client.end();
@@ -270,57 +273,35 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
     }
 }
 
-/// Sends a Foxglove `status` message (a control frame, between whole messages).
-fn foxglove_status(client: &ClientQueue, level: u8, message: &str) {
-    let _ = client.push_control(&foxglove::text_frame(&foxglove::status(level, message)));
+/// A Foxglove client's requests act on its queue, through the hub.
+struct FoxgloveSession<'a> {
+    client: &'a ClientQueue,
+    ctx: &'a Shared,
 }
 
-/// A Foxglove client's JSON request: subscribe or unsubscribe to the video channel.
-/// Anything else is counted as malformed and answered with a status message.
-fn handle_foxglove(text: &str, client: &Arc<ClientQueue>, ctx: &Ctx) {
-    let metrics = &ctx.metrics;
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
-        metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
-        foxglove_status(client, 2, "not a JSON message");
-        return;
-    };
-    match v.get("op").and_then(|o| o.as_str()) {
-        Some("subscribe") => {
-            for sub in v.get("subscriptions").and_then(|s| s.as_array()).into_iter().flatten() {
-                let id = sub
-                    .get("id")
-                    .and_then(|i| i.as_u64())
-                    .and_then(|i| u32::try_from(i).ok());
-                let channel = sub.get("channelId").and_then(|c| c.as_u64());
-                match (id, channel.and_then(|c| u32::try_from(c).ok())) {
-                    (Some(id), Some(c)) => {
-                        if !ctx.hub.subscribe(client, c, id) {
-                            foxglove_status(client, 1, &format!("no channel {c}, or already subscribed to it"));
-                        }
-                    }
-                    _ => {
-                        metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
-                        foxglove_status(client, 2, "subscription without a numeric id and channelId");
-                    }
-                }
-            }
-        }
-        Some("unsubscribe") => {
-            let ids = v.get("subscriptionIds").and_then(|s| s.as_array());
-            for id in ids.into_iter().flatten().filter_map(|i| i.as_u64()) {
-                if let Ok(id) = u32::try_from(id) {
-                    ctx.hub.unsubscribe(client, id);
-                }
-            }
-        }
-        op => {
-            metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
-            foxglove_status(client, 1, &format!("unsupported op {}", op.unwrap_or("(none)")));
-        }
+impl foxglove::Session for FoxgloveSession<'_> {
+    fn subscribe(&self, channel: u32, subscription: u32) -> bool {
+        self.ctx.hub.subscribe(self.client, channel, subscription)
+    }
+
+    fn unsubscribe(&self, subscription: u32) {
+        self.ctx.hub.unsubscribe(self.client, subscription);
+    }
+
+    /// A control frame, so it goes out between whole messages.
+    fn status(&self, level: u8, message: &str) {
+        let _ = self.client.push_control(&text_frame(&foxglove::status(level, message)));
+    }
+
+    fn malformed(&self) {
+        self.ctx
+            .metrics
+            .client_messages_malformed
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
-fn handle_command(body: Bytes, client: &ClientQueue, ctx: &Ctx) {
+fn handle_command(body: Bytes, client: &ClientQueue, ctx: &Shared) {
     let metrics = &ctx.metrics;
     let cmd = match parse_command(&body, ctx.options.max_command_size) {
         Ok(c) => c,
@@ -358,12 +339,14 @@ async fn drain(read: &mut OwnedReadHalf) {
 
 /// Runs an upgraded WebSocket connection to its end. `prefix` holds bytes the client
 /// sent after its HTTP request.
-pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Ctx>, protocol: Protocol) {
+pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Shared>, protocol: Protocol) {
     let (read, write) = stream.into_split();
     let write = Arc::new(write);
     let client = match protocol {
         Protocol::Sdr => ctx.hub.join(),
-        Protocol::Foxglove => ctx.hub.connect_foxglove(&foxglove::server_info(&ctx.session_id)),
+        Protocol::Foxglove => ctx
+            .hub
+            .join_subscriber(protocol, &text_frame(&foxglove::server_info(&ctx.session_id))),
     };
     client.attach_sink(write.clone());
     ctx.metrics.clients.fetch_add(1, Ordering::Relaxed);
@@ -401,25 +384,4 @@ pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Ctx>, protoco
     let _ = tokio::time::timeout(CLOSE_GRACE, drain(&mut ws.get_mut().read)).await;
     ctx.metrics.clients.fetch_sub(1, Ordering::Relaxed);
     tracing::debug!("client {} left ({} frames dropped)", client.id(), client.dropped());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frame_headers() {
-        use crate::hub::binary_frame_header;
-        assert_eq!(binary_frame_header(5).0[..2], [0x82, 5]);
-        let (h, n) = binary_frame_header(300);
-        assert_eq!((&h[..n], n), (&[0x82, 126, 1, 44][..], 4));
-        let (h, n) = binary_frame_header(70_000);
-        assert_eq!(&h[..n], &[0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
-        let f = close_frame(&CloseReason {
-            code: 1008,
-            reason: "é".repeat(100),
-        });
-        assert!(f.len() <= 127 && f[1] as usize == f.len() - 2);
-        assert!(std::str::from_utf8(&f[4..]).is_ok());
-    }
 }

@@ -7,11 +7,14 @@
 //! (`video.<stream>`), and `--source nats://HOST:PORT/video.<stream>` serves that
 //! stream from NATS instead of a ring (`docs/nats-video.md`).
 
-use std::path::PathBuf;
+mod config;
+mod demo;
 
 use clap::Parser;
-use shmring_ws::demo::{DemoProducer, DemoSettings};
-use shmring_ws::{Config, FrameSource, Server, DEFAULT_SHM_PATH};
+use shmring_ws::Server;
+
+use config::Config;
+use demo::{DemoProducer, DemoSettings};
 
 /// Streams a shmring video ring to browsers over WebSocket (/stream/ws), with a viewer
 /// page at /, /health and /metrics.
@@ -31,11 +34,7 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
-    let shm_path = match (&cli.config.shm_path, cli.demo) {
-        (Some(p), _) => p.clone(),
-        (None, true) => PathBuf::from(format!("/dev/shm/shmring-demo-{}", std::process::id())),
-        (None, false) => PathBuf::from(DEFAULT_SHM_PATH),
-    };
+    let shm_path = cli.config.ring_path(cli.demo);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -44,14 +43,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        if cli.demo && cli.config.source.is_some() {
-            return Err("--demo writes a local ring; it cannot be combined with --source".to_owned());
-        }
-        let mut options = cli.config.server_options(shm_path.clone())?;
-        // The demo producer stamps frame_id with the commit time.
-        if let FrameSource::Ring(ring) = &mut options.source {
-            ring.frame_id_is_commit_time |= cli.demo;
-        }
+        let options = cli.config.server_options(cli.demo)?;
         let server = Server::bind(options)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cli.config.listen))?;

@@ -1,21 +1,6 @@
-//! The Foxglove WebSocket protocol (`foxglove.websocket.v1`), served on the same port as
-//! the SDR_OS protocol: a client that offers this subprotocol (Foxglove, Lichtblick)
-//! gets a `serverInfo`, an `advertise` of the video channel (`foxglove.CompressedVideo`,
-//! protobuf encoding, schema as a base64 `FileDescriptorSet`), and after it subscribes,
-//! Message Data frames: `[0x01][u32 LE subscription id][u64 LE log time ns][protobuf]`.
-//!
-//! Each subscription starts at a keyframe (the GOP cache, as a new SDR client does) and
-//! is gated like any client: a subscriber that falls behind resumes at a keyframe. H.264
-//! keyframes from the ring carry their SPS and PPS (Annex B), as Foxglove requires.
-//!
-//! Each NATS telemetry subject with JSON payloads becomes a `json` channel (ids from
-//! [`FIRST_TELEMETRY_CHANNEL`], advertised to connected clients when first seen); its
-//! Message Data payload is the NATS payload as published.
-//!
-//! No per-client copy: the protobuf fields before `data` (timestamp, frame_id, format,
-//! and `data`'s tag and length) form a small per-client head written with the frame
-//! payload, a slice of the shared message, in one `writev`. Protobuf allows fields in
-//! any order, so `data` (field 3) goes last.
+//! Foxglove's messages, built without state: `serverInfo`, `advertise`, `status`, the
+//! `foxglove.CompressedVideo` schema, and the per-client heads of Message Data frames
+//! (the shared payload follows them on the wire).
 
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,14 +9,15 @@ use prost::Message as _;
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet};
 
-use crate::hub::VideoFrame;
+use shmring_core::Codec;
+
+use super::session::VIDEO_CHANNEL_ID;
+use crate::message::{Telemetry, VideoFrame};
 
 /// The WebSocket subprotocol name.
 pub const SUBPROTOCOL: &str = "foxglove.websocket.v1";
 /// The topic of the video channel.
 pub const VIDEO_TOPIC: &str = "/video";
-/// The id of the video channel in `advertise`.
-pub const VIDEO_CHANNEL_ID: u32 = 1;
 /// The schema name of the video channel.
 pub const VIDEO_SCHEMA_NAME: &str = "foxglove.CompressedVideo";
 /// The `frame_id` (frame of reference) put in every CompressedVideo message.
@@ -52,12 +38,6 @@ pub fn server_info(session_id: &str) -> String {
     })
     .to_string()
 }
-
-/// The first channel id of telemetry subjects (one `json` channel per subject, in the
-/// order the subjects were first seen).
-pub const FIRST_TELEMETRY_CHANNEL: u32 = 2;
-/// Most telemetry subjects offered as channels; later ones reach SDR clients only.
-pub const MAX_TELEMETRY_CHANNELS: usize = 1024;
 
 fn telemetry_channel(id: u32, subject: &str) -> serde_json::Value {
     serde_json::json!({
@@ -91,16 +71,6 @@ pub fn advertise_telemetry(telemetry: &[(u32, &str)]) -> String {
         .map(|(id, subject)| telemetry_channel(*id, subject))
         .collect();
     serde_json::json!({"op": "advertise", "channels": channels}).to_string()
-}
-
-/// A WebSocket text frame carrying `text` (server to client, unmasked).
-pub(crate) fn text_frame(text: &str) -> Vec<u8> {
-    let (mut h, hl) = crate::hub::binary_frame_header(text.len());
-    h[0] = 0x81;
-    let mut f = Vec::with_capacity(hl + text.len());
-    f.extend_from_slice(&h[..hl]);
-    f.extend_from_slice(text.as_bytes());
-    f
 }
 
 /// CLOCK_REALTIME now, in ns since the Unix epoch (Foxglove log times).
@@ -198,10 +168,10 @@ fn realtime_offset_ns() -> u64 {
 }
 
 /// The CompressedVideo `format` of a ring codec, or `None` if Foxglove cannot show it.
-fn video_format(codec: u16) -> Option<&'static str> {
+fn video_format(codec: Codec) -> Option<&'static str> {
     match codec {
-        1 => Some("h264"),
-        2 => Some("h265"),
+        Codec::H264 => Some("h264"),
+        Codec::HEVC => Some("h265"),
         _ => None,
     }
 }
@@ -219,9 +189,8 @@ pub(crate) fn message_data_head<'a>(
     frame: &'a VideoFrame,
     out: &mut [u8; MAX_HEAD],
 ) -> Option<(usize, &'a [u8])> {
-    let header = frame.message.get(1..33)?;
-    let payload = frame.message.get(33..)?;
-    let format = video_format(u16::from_le_bytes([header[22], header[23]]))?;
+    let (header, payload) = frame.parts()?;
+    let format = video_format(Codec(header.codec.get()))?;
     let log_ns = frame.read_ns.saturating_add(realtime_offset_ns());
     let mut w = Writer { out, at: 0 };
     w.put(&[OP_MESSAGE_DATA]);
@@ -244,6 +213,22 @@ pub(crate) fn message_data_head<'a>(
     w.put(&[0x1a]);
     w.varint(payload.len() as u64);
     Some((w.at, payload))
+}
+
+/// Writes the head of the Message Data frame carrying telemetry message `t` for
+/// subscription `sub` into `out`: opcode, subscription id, log time. Returns the head's
+/// length and the payload (the NATS payload as published), or `None` if `t` has no
+/// channel (its payload is not JSON).
+pub(crate) fn telemetry_data_head<'a>(
+    sub: u32,
+    t: &'a Telemetry,
+    out: &mut [u8; MAX_HEAD],
+) -> Option<(usize, &'a [u8])> {
+    t.channel?;
+    out[0] = OP_MESSAGE_DATA;
+    out[1..5].copy_from_slice(&sub.to_le_bytes());
+    out[5..13].copy_from_slice(&t.log_ns.to_le_bytes());
+    Some((MESSAGE_DATA_HEAD, t.message.get(t.payload_at..)?))
 }
 
 fn varint_len(mut v: u64) -> usize {

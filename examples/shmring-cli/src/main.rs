@@ -104,14 +104,9 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
-/// Codec id as a name.
+/// Codec id as a name (shmring-core's codec table; `codec<id>` for other ids).
 pub fn codec_name(id: u16) -> String {
-    match id {
-        1 => "h264".into(),
-        2 => "hevc".into(),
-        3 => "jpeg".into(),
-        other => format!("codec{other}"),
-    }
+    shmring_core::Codec(id).to_string()
 }
 
 /// Flag bits as text: `KEY`, `WRAP`, `NOCRC`, or `-`.

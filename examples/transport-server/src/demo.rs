@@ -13,7 +13,7 @@ use shmring_core::{monotonic_ns, RingWriter, WriterOptions};
 use shmring_nvenc::testpattern::TestPattern;
 use shmring_nvenc::{Encoder, EncoderChoice, EncoderConfig, PixelFormat};
 
-use crate::keyframe::KeyframeCallback;
+use shmring_ws::KeyframeCallback;
 
 /// Picture settings of the demo stream.
 #[derive(Clone, Copy, Debug)]
@@ -80,7 +80,7 @@ impl DemoProducer {
     }
 
     /// A callback that makes the encoder's next frame a keyframe (register it with
-    /// [`crate::KeyframeRequests::set_direct`]).
+    /// [`shmring_ws::KeyframeRequests::set_direct`]).
     pub fn keyframe_callback(&self) -> KeyframeCallback {
         let flag = self.keyframe.clone();
         Box::new(move || flag.store(true, Ordering::Relaxed))

@@ -13,7 +13,7 @@
 //! B delivers at least 99.5% of the frames with nothing lost or skipped.
 //!
 //! ```text
-//! cargo bench -p shmring-examples --bench nats_hop -- [--rates 30,120,240,480] [--seconds 8] [--fixed]
+//! cargo bench -p shmring-benches --bench nats_hop -- [--rates 30,120,240,480] [--seconds 8] [--fixed]
 //! ```
 //! Needs `nats-server` on PATH.
 
@@ -28,8 +28,7 @@ use shmring_core::{monotonic_ns, FrameMeta, RingWriter, WriterOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-mod support;
-use support::{arg, free_addr, percentile, wait_listening, ChildProcess};
+use shmring_benches::{arg, free_addr, percentile, wait_listening, ChildProcess};
 
 const KEYFRAME_BYTES: usize = 150_000;
 const DELTA_BYTES: usize = 15_000;
@@ -184,6 +183,7 @@ fn main() {
         .collect();
     let seconds: u64 = arg(&args, "--seconds").unwrap_or("8").parse().expect("--seconds N");
     let fixed = args.iter().any(|a| a == "--fixed");
+    let server_bin = shmring_benches::transport_server();
     let tmp = std::env::temp_dir().join(format!("shmring-nats-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let nats_addr = free_addr();
@@ -211,7 +211,7 @@ fn main() {
     let queue = ["--queue-frames", "1000", "--queue-bytes", "134217728"];
     let a_addr = free_addr();
     let _a = ChildProcess(
-        Command::new(env!("CARGO_BIN_EXE_transport-server"))
+        Command::new(&server_bin)
             .arg("--shm-path")
             .arg(&ring)
             .args(["--listen", &a_addr.to_string(), "--publish", &url])
@@ -223,7 +223,7 @@ fn main() {
     );
     let b_addr = free_addr();
     let _b = ChildProcess(
-        Command::new(env!("CARGO_BIN_EXE_transport-server"))
+        Command::new(&server_bin)
             .args(["--listen", &b_addr.to_string(), "--source", &url])
             .args(queue)
             .env("RUST_LOG", "warn")

@@ -6,28 +6,21 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 
-use crate::hub::QueueLimits;
-use crate::hub::GOP_CACHE_MAX_BYTES;
-use crate::nats::NatsOptions;
-use crate::nats_publish::NatsPublishOptions;
-use crate::nats_source::NatsSourceOptions;
-use crate::nats_video::{NatsVideoTarget, VIDEO_SUBJECT_PREFIX};
-use crate::ring::RingSource;
-use crate::server::ServerOptions;
-use crate::source::FrameSource;
+use shmring_ws::defaults;
+use shmring_ws::nats::video::{NatsVideoTarget, VIDEO_SUBJECT_PREFIX};
+use shmring_ws::nats::{NatsOptions, NatsPublishOptions, NatsSourceOptions};
+use shmring_ws::{FrameSource, QueueLimits, RingSource, ServerOptions, GOP_CACHE_MAX_BYTES};
 
-/// The ring the SDR_OS writer uses when none is given.
-pub const DEFAULT_SHM_PATH: &str = "/dev/shm/sdr_os_ipc/frames";
-
-/// Server settings, from flags or the environment names the SDR_OS server used.
+/// Server settings, from flags or the environment names the SDR_OS server used; the
+/// defaults are the library's ([`shmring_ws::defaults`]).
 #[derive(clap::Args, Clone, Debug)]
-pub struct Config {
+pub(crate) struct Config {
     /// Ring file to read [default: /dev/shm/sdr_os_ipc/frames; with --demo, a private
     /// ring in /dev/shm].
     #[arg(long, env = "SDR_SHM_PATH")]
     pub shm_path: Option<PathBuf>,
     /// Address to listen on for HTTP and WebSocket.
-    #[arg(long, env = "SDR_LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "SDR_LISTEN_ADDR", default_value_t = defaults::LISTEN)]
     pub listen: SocketAddr,
     /// NATS server URL; without one the server runs without NATS.
     #[arg(long, env = "SDR_NATS_URL")]
@@ -37,49 +30,49 @@ pub struct Config {
     #[arg(long, env = "SDR_FRAME_ID_COMMIT_TIME", default_value = "false", value_parser = BoolishValueParser::new())]
     pub frame_id_commit_time: bool,
     /// Verify each frame's CRC-32.
-    #[arg(long, env = "SDR_CRC_ENABLED", default_value = "true", value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "SDR_CRC_ENABLED", default_value_t = defaults::VERIFY_CRC, value_parser = BoolishValueParser::new())]
     pub crc: bool,
     /// NATS subjects relayed to clients as telemetry (comma-separated, wildcards allowed).
     #[arg(
         long,
         env = "SDR_TELEMETRY_SUBJECTS",
-        default_value = "telemetry.>",
+        default_value = defaults::TELEMETRY_SUBJECTS,
         value_delimiter = ','
     )]
     pub telemetry_subjects: Vec<String>,
     /// Largest telemetry payload relayed, in bytes.
-    #[arg(long, env = "SDR_TELEMETRY_MAX_SIZE", default_value_t = 65536)]
+    #[arg(long, env = "SDR_TELEMETRY_MAX_SIZE", default_value_t = defaults::TELEMETRY_MAX_SIZE)]
     pub telemetry_max_size: usize,
     /// Keyframe requests are coalesced to one per this many milliseconds.
-    #[arg(long, env = "SDR_IDR_COALESCE_MS", default_value_t = 500)]
+    #[arg(long, env = "SDR_IDR_COALESCE_MS", default_value_t = defaults::KEYFRAME_INTERVAL.as_millis() as u64)]
     pub idr_coalesce_ms: u64,
     /// A client waiting this many milliseconds for a keyframe (while frames flow) is closed.
-    #[arg(long, env = "SDR_IDR_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "SDR_IDR_TIMEOUT_MS", default_value_t = defaults::KEYFRAME_TIMEOUT.as_millis() as u64)]
     pub keyframe_timeout_ms: u64,
     /// Most messages waiting in one client's queue (besides the GOP burst a new client
     /// starts with); more and the client drops to the next keyframe.
-    #[arg(long, env = "SDR_CLIENT_QUEUE_FRAMES", default_value_t = 60)]
+    #[arg(long, env = "SDR_CLIENT_QUEUE_FRAMES", default_value_t = defaults::QUEUE_FRAMES)]
     pub queue_frames: usize,
     /// Most bytes waiting in one client's queue (besides the GOP burst).
-    #[arg(long, env = "SDR_CLIENT_QUEUE_BYTES", default_value_t = 4 << 20)]
+    #[arg(long, env = "SDR_CLIENT_QUEUE_BYTES", default_value_t = defaults::QUEUE_BYTES)]
     pub queue_bytes: usize,
     /// Largest client message in bytes; larger ones close the connection (1009).
-    #[arg(long, env = "SDR_MAX_COMMAND_SIZE", default_value_t = 65536)]
+    #[arg(long, env = "SDR_MAX_COMMAND_SIZE", default_value_t = defaults::MAX_COMMAND_SIZE)]
     pub max_command_size: usize,
     /// More client messages than this per second close the connection (1008).
-    #[arg(long, env = "SDR_MAX_MESSAGES_PER_SEC", default_value_t = 200)]
+    #[arg(long, env = "SDR_MAX_MESSAGES_PER_SEC", default_value_t = defaults::MAX_MESSAGES_PER_SEC)]
     pub max_messages_per_sec: u32,
     /// A client write making no progress for this many milliseconds drops the connection.
-    #[arg(long, env = "SDR_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "SDR_WRITE_TIMEOUT_MS", default_value_t = defaults::WRITE_TIMEOUT.as_millis() as u64)]
     pub write_timeout_ms: u64,
     /// Most simultaneous WebSocket clients.
-    #[arg(long, env = "SDR_MAX_CLIENTS", default_value_t = 4096)]
+    #[arg(long, env = "SDR_MAX_CLIENTS", default_value_t = defaults::MAX_CLIENTS)]
     pub max_clients: usize,
     /// Threads writing frames to client sockets (0: one per CPU).
-    #[arg(long, env = "SDR_FANOUT_THREADS", default_value_t = 0)]
+    #[arg(long, env = "SDR_FANOUT_THREADS", default_value_t = defaults::FANOUT_THREADS)]
     pub fanout_threads: usize,
     /// Kernel send buffer per client in bytes (0: system default).
-    #[arg(long, env = "SDR_SEND_BUFFER", default_value_t = 256 << 10)]
+    #[arg(long, env = "SDR_SEND_BUFFER", default_value_t = defaults::SEND_BUFFER)]
     pub send_buffer: usize,
     /// Publish every frame to NATS: `nats://HOST:PORT[,nats://HOST2:PORT2...][/SUBJECT]`
     /// (default subject `video.<ring file name>`); keyframes are also kept in JetStream.
@@ -91,7 +84,7 @@ pub struct Config {
     pub source: Option<String>,
     /// JetStream replicas of the keyframe store created by --publish (3 on a 3-node
     /// cluster keeps it through the loss of a node).
-    #[arg(long, env = "SDR_KEYFRAME_REPLICAS", default_value_t = 1)]
+    #[arg(long, env = "SDR_KEYFRAME_REPLICAS", default_value_t = defaults::KEYFRAME_REPLICAS)]
     pub keyframe_replicas: usize,
 }
 
@@ -115,10 +108,26 @@ fn default_subject(shm_path: &std::path::Path) -> String {
 }
 
 impl Config {
-    /// The server options these settings describe, reading `shm_path` (unless
-    /// `--source` names a NATS stream). Fails on a malformed `--publish`/`--source` URL,
-    /// or when a server would publish the subject it reads.
-    pub fn server_options(&self, shm_path: PathBuf) -> Result<ServerOptions, String> {
+    /// The ring to read (with `--demo`, to write too): `--shm-path`, else with `--demo`
+    /// a private ring in /dev/shm, else the SDR_OS ring.
+    pub(crate) fn ring_path(&self, demo: bool) -> PathBuf {
+        match (&self.shm_path, demo) {
+            (Some(p), _) => p.clone(),
+            (None, true) => PathBuf::from(format!("/dev/shm/shmring-demo-{}", std::process::id())),
+            (None, false) => PathBuf::from(defaults::SHM_PATH),
+        }
+    }
+
+    /// The server options these settings describe, reading [`Config::ring_path`]
+    /// (unless `--source` names a NATS stream); `demo`: an in-process producer writes
+    /// the ring, stamping frame_id with the commit time. Fails on `--demo` with
+    /// `--source`, a malformed `--publish`/`--source` URL, or when a server would
+    /// publish the subject it reads.
+    pub(crate) fn server_options(&self, demo: bool) -> Result<ServerOptions, String> {
+        if demo && self.source.is_some() {
+            return Err("--demo writes a local ring; it cannot be combined with --source".to_owned());
+        }
+        let shm_path = self.ring_path(demo);
         let publish = match &self.publish {
             Some(url) => Some(NatsPublishOptions {
                 target: NatsVideoTarget::parse(url, Some(&default_subject(&shm_path)))
@@ -136,7 +145,8 @@ impl Config {
             None => FrameSource::Ring(RingSource {
                 path: shm_path,
                 verify_crc: self.crc,
-                frame_id_is_commit_time: self.frame_id_commit_time,
+                // The demo producer stamps frame_id with the commit time.
+                frame_id_is_commit_time: self.frame_id_commit_time || demo,
             }),
         };
         if let (FrameSource::Nats(s), Some(p)) = (&source, &publish) {

@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use shmring_ws::nats_video::{split_record, Reassembler};
+//! use shmring_ws::nats::video::{split_record, Reassembler};
 //! # let mut record = vec![0u8; 32];
 //! # record[8] = 7; // frame_seq 7
 //! # record[16..20].copy_from_slice(&(1000u32).to_le_bytes());
@@ -28,14 +28,11 @@
 //! assert_eq!(&frames[0].message[1..], &record[..]); // `[0x01]` + the record
 //! ```
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use bytes::{BufMut, Bytes, BytesMut};
 use shmring_core::layout::{FrameHeader, FLAG_KEYFRAME, FLAG_NO_CRC, HEADER_SIZE};
 use zerocopy::FromBytes;
 
-use crate::protocol::MSG_VIDEO;
+use crate::protocol::{parse_video, video_message_buffer};
 
 /// The NATS header that marks a chunk: `<frame_seq> <index> <count>` in decimal.
 pub const CHUNK_HEADER: &str = "Shmring-Chunk";
@@ -62,7 +59,7 @@ impl NatsVideoTarget {
     /// refused if there is none). A subject must not contain wildcards or spaces.
     ///
     /// ```
-    /// use shmring_ws::nats_video::NatsVideoTarget;
+    /// use shmring_ws::nats::video::NatsVideoTarget;
     /// let t = NatsVideoTarget::parse("nats://a:4222,nats://b:4223/video.cam0", None).unwrap();
     /// assert_eq!(t.servers, ["nats://a:4222", "nats://b:4223"]);
     /// assert_eq!(t.subject, "video.cam0");
@@ -305,8 +302,7 @@ impl Reassembler {
         let Some(value) = chunk_header else {
             // An incomplete frame lost its last chunks; it shows as a frame_seq gap.
             self.partial = None;
-            let mut buf = BytesMut::with_capacity(1 + data.len());
-            buf.put_u8(MSG_VIDEO);
+            let mut buf = video_message_buffer(data.len());
             buf.put_slice(data);
             return self.check(buf.freeze(), None).map(Some);
         };
@@ -322,8 +318,7 @@ impl Reassembler {
                 self.partial = None;
                 return Err(NatsVideoError::TooLarge(size));
             }
-            let mut buf = BytesMut::with_capacity(1 + HEADER_SIZE + size as usize);
-            buf.put_u8(MSG_VIDEO);
+            let mut buf = video_message_buffer(HEADER_SIZE + size as usize);
             buf.put_slice(data);
             self.partial = Some(Partial { id, next: 1, buf });
         } else {
@@ -354,9 +349,7 @@ impl Reassembler {
     }
 
     fn check(&self, message: Bytes, chunk_seq: Option<u64>) -> Result<ReceivedFrame, NatsVideoError> {
-        let record = &message[1..];
-        let (header, payload) =
-            FrameHeader::read_from_prefix(record).map_err(|_| NatsVideoError::TooShort(record.len()))?;
+        let (header, payload) = parse_video(&message).ok_or(NatsVideoError::TooShort(message.len() - 1))?;
         let size = u64::from(header.size.get());
         if size > self.max_frame as u64 {
             return Err(NatsVideoError::TooLarge(size));
@@ -384,128 +377,10 @@ impl Reassembler {
     }
 }
 
-/// Counters of the NATS video publisher and source, shown on `/metrics` as
-/// `shmring_ws_nats_*`.
-#[derive(Debug, Default)]
-pub struct NatsVideoMetrics {
-    /// Frames published on the live subject.
-    pub frames_published: AtomicU64,
-    /// NATS messages those frames took (more than frames when chunked).
-    pub chunks_published: AtomicU64,
-    /// Frames that could not be published (NATS refused them, or too large).
-    pub publish_errors: AtomicU64,
-    /// Frames the publisher skipped because NATS did not keep up (it resumes at the
-    /// next keyframe).
-    pub publish_skipped: AtomicU64,
-    /// Keyframes stored in JetStream (acknowledged).
-    pub keyframes_stored: AtomicU64,
-    /// Keyframes JetStream did not acknowledge.
-    pub keyframe_store_errors: AtomicU64,
-    /// Keyframe requests received from subscribing servers.
-    pub idr_requests_received: AtomicU64,
-    /// Frames received from the live subject and handed to clients.
-    pub frames_received: AtomicU64,
-    /// Frames missing between received ones (gaps in frame_seq), lost in transit.
-    pub frames_lost: AtomicU64,
-    /// Messages that were malformed, damaged or broke a chunk run.
-    pub malformed: AtomicU64,
-    /// Frames older than one already received (duplicates, late deliveries), dropped.
-    pub stale: AtomicU64,
-    /// Stored keyframes fetched from JetStream at start.
-    pub keyframes_fetched: AtomicU64,
-    /// Keyframe requests sent upstream.
-    pub idr_requests_sent: AtomicU64,
-    /// Slow-consumer events the NATS client reported (messages dropped locally).
-    pub slow_consumer_events: AtomicU64,
-    /// Times the NATS video connection was lost (async-nats then reconnects).
-    pub disconnects: AtomicU64,
-}
-
-impl NatsVideoMetrics {
-    /// Appends the counters in Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        let rows: [(&str, &str, &AtomicU64); 15] = [
-            ("frames_published", "Frames published to NATS.", &self.frames_published),
-            (
-                "chunks_published",
-                "NATS messages carrying published frames.",
-                &self.chunks_published,
-            ),
-            (
-                "publish_errors",
-                "Frames NATS refused or that were too large.",
-                &self.publish_errors,
-            ),
-            (
-                "publish_skipped",
-                "Frames not published because NATS did not keep up.",
-                &self.publish_skipped,
-            ),
-            (
-                "keyframes_stored",
-                "Keyframes stored in JetStream.",
-                &self.keyframes_stored,
-            ),
-            (
-                "keyframe_store_errors",
-                "Keyframes JetStream did not acknowledge.",
-                &self.keyframe_store_errors,
-            ),
-            (
-                "idr_requests_received",
-                "Keyframe requests from subscribing servers.",
-                &self.idr_requests_received,
-            ),
-            ("frames_received", "Frames received from NATS.", &self.frames_received),
-            (
-                "frames_lost",
-                "Frames missing from the NATS stream (frame_seq gaps).",
-                &self.frames_lost,
-            ),
-            (
-                "malformed",
-                "NATS video messages malformed, damaged or out of turn.",
-                &self.malformed,
-            ),
-            (
-                "stale",
-                "NATS video frames older than one already received.",
-                &self.stale,
-            ),
-            (
-                "keyframes_fetched",
-                "Stored keyframes fetched from JetStream.",
-                &self.keyframes_fetched,
-            ),
-            (
-                "idr_requests_sent",
-                "Keyframe requests sent upstream.",
-                &self.idr_requests_sent,
-            ),
-            (
-                "slow_consumer_events",
-                "Slow-consumer events of the NATS video connection.",
-                &self.slow_consumer_events,
-            ),
-            (
-                "disconnects",
-                "Times the NATS video connection was lost.",
-                &self.disconnects,
-            ),
-        ];
-        for (name, help, value) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP shmring_ws_nats_{name}_total {help}\n# TYPE shmring_ws_nats_{name}_total counter\nshmring_ws_nats_{name}_total {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::MSG_VIDEO;
     use shmring_core::layout::FLAG_KEYFRAME;
     use zerocopy::IntoBytes;
 

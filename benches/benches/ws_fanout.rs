@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! ulimit -n 65536
-//! cargo bench -p shmring-examples --bench ws_fanout -- [--clients 1,50,200,500,1000] [--seconds 10] [--servers shmring,baseline] [--extra-server LABEL=PATH]
+//! cargo bench -p shmring-benches --bench ws_fanout -- [--clients 1,50,200,500,1000] [--seconds 10] [--servers shmring,baseline] [--extra-server LABEL=PATH]
 //! ```
 //!
 //! `--extra-server LABEL=PATH` also measures another transport-server binary (started
@@ -31,8 +31,7 @@ use shmring_ws::annexb::{AccessUnit, Splitter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
-mod support;
-use support::{arg, percentile, wait_listening, ChildProcess};
+use shmring_benches::{arg, percentile, wait_listening, ChildProcess};
 
 const FPS: u64 = 60;
 
@@ -420,6 +419,7 @@ fn main() {
     if let Some(extra) = arg(&args, "--extra-server") {
         servers.push(format!("extra:{extra}"));
     }
+    let server_bin = shmring_benches::transport_server();
     let exe = std::env::current_exe().expect("current exe");
     let target = exe
         .parent()
@@ -478,7 +478,7 @@ fn main() {
             }
             "shmring" => (
                 "transport-server".to_owned(),
-                Command::new(env!("CARGO_BIN_EXE_transport-server"))
+                Command::new(&server_bin)
                     .arg("--shm-path")
                     .arg(&ring)
                     .args(["--listen", &addr.to_string()])

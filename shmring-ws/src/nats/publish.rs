@@ -20,10 +20,13 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::hub::{Batch, Hub, Outgoing};
+use super::client::wait_connected;
+use super::video::{split_record, Chunk, NatsVideoTarget, CHUNK_HEADER, DEFAULT_MAX_PAYLOAD};
+use crate::client::Batch;
+use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
+use crate::message::Outgoing;
 use crate::metrics::Metrics;
-use crate::nats_video::{split_record, NatsVideoTarget, CHUNK_HEADER, DEFAULT_MAX_PAYLOAD};
 
 /// Keyframes waiting for JetStream; a newer one replaces them if the store is slow.
 const STORE_QUEUE: usize = 2;
@@ -44,64 +47,6 @@ pub struct NatsPublishOptions {
     pub keyframe_replicas: usize,
 }
 
-/// Connects to NATS with reconnects forever, logging state changes under `role` and
-/// counting slow-consumer events.
-pub(crate) async fn connect(
-    servers: &[String],
-    role: String,
-    metrics: Arc<Metrics>,
-    on_state: impl Fn(bool) + Send + Sync + 'static,
-) -> Result<Client, String> {
-    let addrs: Vec<async_nats::ServerAddr> = servers
-        .iter()
-        .map(|s| s.parse().map_err(|e| format!("bad NATS address {s:?}: {e}")))
-        .collect::<Result<_, _>>()?;
-    let on_state = Arc::new(on_state);
-    let label = role.clone();
-    async_nats::ConnectOptions::new()
-        .name(role)
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .event_callback(move |event| {
-            let (metrics, label, on_state) = (metrics.clone(), label.clone(), on_state.clone());
-            async move {
-                match event {
-                    async_nats::Event::Connected => {
-                        on_state(true);
-                        tracing::info!("{label}: NATS connected");
-                    }
-                    async_nats::Event::Disconnected => {
-                        metrics.nats_video.disconnects.fetch_add(1, Ordering::Relaxed);
-                        on_state(false);
-                        tracing::warn!("{label}: NATS disconnected; reconnecting");
-                    }
-                    async_nats::Event::SlowConsumer(_) => {
-                        metrics.nats_video.slow_consumer_events.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!("{label}: NATS messages dropped (slow consumer)");
-                    }
-                    other => tracing::debug!("{label}: NATS {other}"),
-                }
-            }
-        })
-        .connect(addrs)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Waits until the client's first connection is up (connect returns at once and
-/// keeps trying in the background), saying so once if that takes a while.
-pub(crate) async fn wait_connected(client: &Client, role: &str, servers: &[String]) {
-    let started = Instant::now();
-    let mut said = false;
-    while client.connection_state() != async_nats::connection::State::Connected {
-        if !said && started.elapsed() > Duration::from_secs(2) {
-            said = true;
-            tracing::warn!("{role}: NATS at {} not reachable yet; still trying", servers.join(","));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The JetStream stream holding the newest keyframe of `target`: one message per
 /// chunk subject, in memory, replicated `replicas` times, readable by direct get.
 pub(crate) fn keyframe_store_config(target: &NatsVideoTarget, replicas: usize) -> stream::Config {
@@ -117,29 +62,21 @@ pub(crate) fn keyframe_store_config(target: &NatsVideoTarget, replicas: usize) -
     }
 }
 
-/// Runs the publisher until the process ends.
+/// The publisher's role name in logs.
+pub(crate) fn role(options: &NatsPublishOptions) -> String {
+    format!("publish {}", options.target.subject)
+}
+
+/// Runs the publisher over `client` until the process ends.
 pub(crate) async fn run(
     options: NatsPublishOptions,
+    client: Client,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     keyframes: Arc<KeyframeRequests>,
 ) {
     let target = options.target.clone();
-    let role = format!("publish {}", target.subject);
-    let client = match connect(
-        &target.servers,
-        format!("transport-server {role}"),
-        metrics.clone(),
-        |_| {},
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{role}: NATS unusable: {e}; frames are not published");
-            return;
-        }
-    };
+    let role = role(&options);
     tracing::info!(
         "{role}: publishing every frame on {}, keyframes kept in JetStream stream {}",
         target.subject,
@@ -180,7 +117,7 @@ pub(crate) async fn run(
             queue.next_batch(&mut batch).await;
             for item in &batch.items {
                 let Outgoing::Video(frame) = item else { continue };
-                let record = frame.message.slice(1..);
+                let record = frame.record();
                 let max_payload = match client.server_info().max_payload {
                     0 => DEFAULT_MAX_PAYLOAD,
                     n => n,
@@ -229,7 +166,7 @@ pub(crate) async fn run(
 async fn publish_chunks(
     client: &Client,
     subject: &Subject,
-    chunks: Vec<crate::nats_video::Chunk>,
+    chunks: Vec<Chunk>,
     metrics: &Metrics,
 ) -> Result<(), String> {
     for chunk in chunks {
@@ -313,11 +250,7 @@ async fn store_keyframes(
     }
 }
 
-async fn store_chunks(
-    js: &jetstream::Context,
-    target: &NatsVideoTarget,
-    chunks: Vec<crate::nats_video::Chunk>,
-) -> Result<(), String> {
+async fn store_chunks(js: &jetstream::Context, target: &NatsVideoTarget, chunks: Vec<Chunk>) -> Result<(), String> {
     let order = (1..chunks.len()).chain(std::iter::once(0));
     for i in order {
         let chunk = &chunks[i];

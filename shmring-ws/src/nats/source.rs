@@ -16,16 +16,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use async_nats::HeaderMap;
+use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-use crate::hub::{Hub, VideoFrame};
+use super::client::wait_connected;
+use super::video::{ChunkId, NatsVideoTarget, Reassembler, ReceivedFrame, CHUNK_HEADER};
+use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
+use crate::message::VideoFrame;
 use crate::metrics::Metrics;
-use crate::nats_publish::{connect, wait_connected};
-use crate::nats_video::{ChunkId, NatsVideoTarget, Reassembler, ReceivedFrame, CHUNK_HEADER};
 
 /// How long fetching the stored keyframe may take at start.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -120,36 +121,31 @@ async fn fetch_stored_keyframe(
     Err(last_error)
 }
 
-/// Runs the source until the process ends.
+/// The source's role name in logs.
+pub(crate) fn role(options: &NatsSourceOptions) -> String {
+    format!("source {}", options.target.subject)
+}
+
+/// Tells `/health` the stream is down ("writer_down") while NATS is, until frames flow
+/// again.
+pub(crate) fn on_state(metrics: Arc<Metrics>) -> impl Fn(bool) + Send + Sync + 'static {
+    move |connected| {
+        if !connected {
+            metrics.writer_alive.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs the source over `client` until the process ends.
 pub(crate) async fn run(
     options: NatsSourceOptions,
+    client: Client,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     keyframes: Arc<KeyframeRequests>,
 ) {
     let target = options.target.clone();
-    let role = format!("source {}", target.subject);
-    let state_metrics = metrics.clone();
-    let on_state = move |connected: bool| {
-        if !connected {
-            // /health shows "writer_down" until frames flow again.
-            state_metrics.writer_alive.store(0, Ordering::Relaxed);
-        }
-    };
-    let client = match connect(
-        &target.servers,
-        format!("transport-server {role}"),
-        metrics.clone(),
-        on_state,
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{role}: NATS unusable: {e}; no frames to serve");
-            return;
-        }
-    };
+    let role = role(&options);
     // Keyframe requests of this server's clients go upstream.
     let want_idr = Arc::new(Notify::new());
     let notify = want_idr.clone();

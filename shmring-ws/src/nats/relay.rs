@@ -1,12 +1,12 @@
 //! The NATS side: telemetry relayed to clients as `0x02` messages, client commands
 //! published on `command.genesis.<action>`, keyframe requests on `control.request_idr`.
 //! async-nats reconnects and resubscribes by itself, so a NATS restart needs nothing
-//! from the server.
+//! from the server (the connection policy is [`super::client`]'s).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use async_nats::{ConnectOptions, Event};
+use async_nats::Client;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -32,45 +32,29 @@ pub struct NatsOptions {
     pub telemetry_max_size: usize,
 }
 
-/// Runs the relay until the process ends.
-pub async fn run(
+/// The relay's role name in logs.
+pub(crate) const ROLE: &str = "relay";
+
+/// The servers of the relay's URL (`nats://HOST:PORT[,nats://HOST2:PORT2...]`).
+pub(crate) fn servers(options: &NatsOptions) -> Vec<String> {
+    options.url.split(',').map(|s| s.trim().to_owned()).collect()
+}
+
+/// Records the relay's connection state for `/health` (`"connected"`,
+/// `"disconnected"`).
+pub(crate) fn on_state(metrics: Arc<Metrics>) -> impl Fn(bool) + Send + Sync + 'static {
+    move |connected| metrics.set_nats_state(if connected { "connected" } else { "disconnected" })
+}
+
+/// Runs the relay over `client` until the process ends.
+pub(crate) async fn run(
     options: NatsOptions,
+    client: Client,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     keyframes: Arc<KeyframeRequests>,
     mut commands: mpsc::Receiver<Command>,
 ) {
-    metrics.set_nats_state("connecting");
-    let events = metrics.clone();
-    let client = ConnectOptions::new()
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .event_callback(move |event| {
-            let metrics = events.clone();
-            async move {
-                match event {
-                    Event::Connected => {
-                        metrics.set_nats_state("connected");
-                        tracing::info!("NATS connected");
-                    }
-                    Event::Disconnected => {
-                        metrics.set_nats_state("disconnected");
-                        tracing::warn!("NATS disconnected; reconnecting");
-                    }
-                    other => tracing::debug!("NATS event: {other}"),
-                }
-            }
-        })
-        .connect(options.url.as_str())
-        .await;
-    let client = match client {
-        Ok(c) => c,
-        Err(e) => {
-            metrics.set_nats_state("failed");
-            tracing::error!("NATS at {} unusable: {e}; running without NATS", options.url);
-            return;
-        }
-    };
     for subject in &options.telemetry_subjects {
         match client.subscribe(subject.clone()).await {
             Ok(mut sub) => {
