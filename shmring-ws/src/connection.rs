@@ -39,6 +39,7 @@ use crate::message::Outgoing;
 use crate::metrics::{Metrics, SentTally};
 use crate::options::ServerOptions;
 use crate::protocol::{parse_command, Command, ACTION_REQUEST_IDR, MSG_COMMAND};
+use crate::safety::{ClientGate, SafetyGate};
 use crate::wire::{wire, Head, Protocol, WRITEV_MESSAGES};
 
 /// State every connection shares (the server's).
@@ -51,8 +52,12 @@ pub(crate) struct Shared {
     pub(crate) options: ServerOptions,
     /// Told to Foxglove clients, so they can tell a reconnection from a new server.
     pub(crate) session_id: String,
+    /// The video safety gate (`None`: switched off).
+    pub(crate) gate: Option<Arc<SafetyGate>>,
 }
 
+/// How often a client whose own video gate holds is checked for recovery.
+const GATE_RECHECK: Duration = Duration::from_millis(100);
 /// How long the writer may take to finish after the reader ended.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -186,6 +191,7 @@ async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared) {
         let mut tally = SentTally::default();
         for item in &batch.items {
             tally.sent(item, now);
+            client.sent(item);
         }
         tally.flush(metrics, false);
         if let Some(reason) = &batch.close {
@@ -211,8 +217,22 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
     let metrics = &ctx.metrics;
     let mut window_start = Instant::now();
     let mut in_window = 0u32;
+    let mut client_gate = ctx.gate.as_ref().map(|g| g.client_gate());
     loop {
-        let msg = match ws.next().await {
+        let gated = client_gate.as_ref().is_some_and(ClientGate::closed);
+        let next = tokio::select! {
+            next = ws.next() => next,
+            // While this client's own gate holds, look for its recovery now and then.
+            () = tokio::time::sleep(GATE_RECHECK), if gated => {
+                if let (Some(gate), Some(mine)) = (&ctx.gate, client_gate.as_mut()) {
+                    if let Some(status) = mine.recovered(gate, client.newest_frame_ns()) {
+                        client.push_telemetry(status, &ctx.options.limits, &ctx.metrics);
+                    }
+                }
+                continue;
+            }
+        };
+        let msg = match next {
             Some(Ok(m)) => m,
             Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
                 client.close(CloseReason {
@@ -255,7 +275,7 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
         }
         match msg {
             Message::Binary(b) if client.protocol() == Protocol::Sdr && b.first() == Some(&MSG_COMMAND) => {
-                handle_command(b.slice(1..), client, ctx)
+                handle_command(b.slice(1..), client, ctx, &mut client_gate)
             }
             Message::Text(t) if client.protocol() == Protocol::Foxglove => {
                 foxglove::handle_request(t.as_str(), &FoxgloveSession { client, ctx })
@@ -301,7 +321,7 @@ impl foxglove::Session for FoxgloveSession<'_> {
     }
 }
 
-fn handle_command(body: Bytes, client: &ClientQueue, ctx: &Shared) {
+fn handle_command(body: Bytes, client: &ClientQueue, ctx: &Shared, client_gate: &mut Option<ClientGate>) {
     let metrics = &ctx.metrics;
     let cmd = match parse_command(&body, ctx.options.max_command_size) {
         Ok(c) => c,
@@ -314,6 +334,16 @@ fn handle_command(body: Bytes, client: &ClientQueue, ctx: &Shared) {
     if cmd.action == ACTION_REQUEST_IDR {
         ctx.keyframes.request("a viewer asked (decoder error)");
         return;
+    }
+    if let (Some(gate), Some(mine)) = (&ctx.gate, client_gate.as_mut()) {
+        let (pass, status) = gate.judge(mine, client.newest_frame_ns(), &cmd.action);
+        if let Some(status) = status {
+            client.push_telemetry(status, &ctx.options.limits, metrics);
+        }
+        if !pass {
+            metrics.commands_gated.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
     }
     match &ctx.commands {
         Some(tx) => match tx.try_send(cmd) {
@@ -339,11 +369,12 @@ async fn drain(read: &mut OwnedReadHalf) {
 
 /// Runs an upgraded WebSocket connection to its end. `prefix` holds bytes the client
 /// sent after its HTTP request.
-pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Shared>, protocol: Protocol) {
+/// `burst`: the client asked to start with the GOP cache (`?burst=gop`).
+pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Shared>, protocol: Protocol, burst: bool) {
     let (read, write) = stream.into_split();
     let write = Arc::new(write);
     let client = match protocol {
-        Protocol::Sdr => ctx.hub.join(),
+        Protocol::Sdr => ctx.hub.join(burst),
         Protocol::Foxglove => ctx
             .hub
             .join_subscriber(protocol, &text_frame(&foxglove::server_info(&ctx.session_id))),

@@ -137,7 +137,7 @@ pub(crate) fn foxglove_subs(wire: &[u8]) -> Vec<u32> {
 fn frames_go_straight_to_the_socket_while_the_client_keeps_up() {
     let h = hub(100);
     h.publish_video(frame(1, true, 200));
-    let c = h.join();
+    let c = h.join(true);
     let sock = with_socket(&c, 1 << 20);
     // The GOP burst goes through the writer task...
     assert_eq!(seqs(&writer_step(&c).expect("the GOP burst")), vec![1]);
@@ -159,7 +159,7 @@ fn frames_go_straight_to_the_socket_while_the_client_keeps_up() {
 fn a_frame_the_socket_cuts_short_is_finished_by_the_writer_and_never_dropped() {
     let h = hub(3);
     h.publish_video(frame(1, true, 100));
-    let c = h.join();
+    let c = h.join(true);
     let sock = with_socket(&c, 0);
     assert_eq!(seqs(&writer_step(&c).unwrap()), vec![1]);
     assert!(writer_step(&c).is_none());
@@ -189,7 +189,7 @@ fn a_failed_direct_write_ends_the_connection() {
     }
     let h = hub(100);
     h.publish_video(frame(1, true, 10));
-    let c = h.join();
+    let c = h.join(true);
     c.attach_sink(Arc::new(Broken));
     writer_step(&c).unwrap();
     assert!(writer_step(&c).is_none());
@@ -205,7 +205,7 @@ fn the_join_burst_does_not_count_against_the_limits() {
     for seq in 2..=10 {
         h.publish_video(frame(seq, false, 10));
     }
-    let c = h.join();
+    let c = h.join(true);
     h.publish_video(frame(11, false, 10));
     h.publish_video(frame(12, false, 10));
     assert_eq!(take(&c), (1..=12).collect::<Vec<_>>());
@@ -222,7 +222,7 @@ fn a_client_starved_of_keyframes_is_closed_with_a_reason() {
         keyframe_timeout: Duration::from_millis(20),
     };
     let h = Hub::new(limits, metrics, keyframes);
-    let c = h.join(); // no keyframe cached: waits for one
+    let c = h.join(true); // no keyframe cached: waits for one
     h.publish_video(frame(1, false, 10));
     std::thread::sleep(Duration::from_millis(30));
     h.publish_video(frame(2, false, 10));
@@ -234,7 +234,7 @@ fn a_client_starved_of_keyframes_is_closed_with_a_reason() {
 #[test]
 fn client_without_cached_keyframe_waits_for_one() {
     let h = hub(100);
-    let c = h.join();
+    let c = h.join(true);
     h.publish_video(frame(1, false, 10));
     h.publish_video(frame(2, true, 10));
     assert_eq!(take(&c), vec![2]);
@@ -244,8 +244,8 @@ fn client_without_cached_keyframe_waits_for_one() {
 #[test]
 fn overflow_drops_one_client_to_the_next_keyframe_only() {
     let h = hub(4);
-    let slow = h.join();
-    let fast = h.join();
+    let slow = h.join(true);
+    let fast = h.join(true);
     h.publish_video(frame(1, true, 10));
     let mut fast_seen = take(&fast);
     for seq in 2..=10 {
