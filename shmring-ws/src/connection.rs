@@ -226,7 +226,7 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
             () = tokio::time::sleep(GATE_RECHECK), if gated => {
                 if let (Some(gate), Some(mine)) = (&ctx.gate, client_gate.as_mut()) {
                     if let Some(status) = mine.recovered(gate, client.newest_frame_ns()) {
-                        client.push_telemetry(status, &ctx.options.limits, &ctx.metrics);
+                        client.push_urgent(&status);
                     }
                 }
                 continue;
@@ -338,7 +338,7 @@ fn handle_command(body: Bytes, client: &ClientQueue, ctx: &Shared, client_gate: 
     if let (Some(gate), Some(mine)) = (&ctx.gate, client_gate.as_mut()) {
         let (pass, status) = gate.judge(mine, client.newest_frame_ns(), &cmd.action);
         if let Some(status) = status {
-            client.push_telemetry(status, &ctx.options.limits, metrics);
+            client.push_urgent(&status);
         }
         if !pass {
             metrics.commands_gated.fetch_add(1, Ordering::Relaxed);

@@ -19,10 +19,14 @@ from pathlib import Path
 import nats
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from conftest import Proc, SERVER, check_gated, free_port, parse_video, run
 
 HERE = Path(__file__).resolve().parent
+# Linux's SO_TIMESTAMPNS (also the control message type, SCM_TIMESTAMPNS); Python's
+# socket module does not name it.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 SIM = HERE / "sdr_sim.py"
 BROWSER_DIR = HERE / "browser"
 
@@ -289,8 +293,11 @@ async def drive(ws, who, stop):
     """set_cmd_vel at 30 Hz, tagged with `who`, until `stop` is set; reads everything."""
     async def reader():
         out = []
-        async for msg in ws:
-            out.append(msg)
+        try:
+            async for msg in ws:
+                out.append(msg)
+        except ConnectionClosed:
+            pass
         return out
 
     r = asyncio.create_task(reader())
@@ -367,15 +374,15 @@ def test_gate_holds_escalates_to_estop_and_clears_with_sdr_os_timings(sdr):
 class RawClient:
     """A WebSocket client on a raw socket: a tiny receive buffer, reads only when told."""
 
-    def __init__(self, port, rcvbuf=None, timestamps=False):
+    def __init__(self, port, rcvbuf=None, timestamps=False, target="/stream/ws"):
         self.s = socket.socket()
         if rcvbuf:
             self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         if timestamps:
-            self.s.setsockopt(socket.SOL_SOCKET, socket.SO_TIMESTAMPNS, 1)
+            self.s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.s.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
-        self.s.sendall((f"GET /stream/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        self.s.sendall((f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
 
     def send(self, payload):
@@ -388,7 +395,7 @@ class RawClient:
         data, anc, _, _ = self.s.recvmsg(n, socket.CMSG_SPACE(16))
         ts = None
         for level, kind, raw in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SO_TIMESTAMPNS:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                 sec, nsec = struct.unpack("qq", raw[:16])
                 ts = sec + nsec / 1e9
         return data, ts
@@ -432,30 +439,36 @@ def test_per_client_gate_holds_a_client_whose_picture_is_stale_while_the_ring_is
         stop = asyncio.Event()
         async with connect(sdr.url(), max_size=None) as ws:
             driver = asyncio.create_task(drive(ws, "sighted", stop))
-            t_end = time.monotonic() + 4.0
+            t_end = time.monotonic() + 5.0
             while time.monotonic() < t_end:
                 blind.send(command("set_cmd_vel", {"linear_x": 1, "linear_y": 0, "angular_z": 0, "who": "blind"}))
                 await asyncio.sleep(1 / 30)
             stop.set()
-            await (await driver)
+            reader = await driver
             await ws.close()
+            await reader
+        # The client reads again: its backlog, then the stream, for a few seconds.
         blind.s.settimeout(0.5)
         data = b""
+        deadline = time.monotonic() + 3
         try:
-            while chunk := blind.s.recv(1 << 16):
+            while time.monotonic() < deadline and (chunk := blind.s.recv(1 << 16)):
                 data += chunk
         except socket.timeout:
             pass
         blind.close()
         await log.nc.drain()
-        return log, data
+        return log, data, t_end
 
-    log, data = run(main(), timeout=60)
+    log, data, t_end = run(main(), timeout=60)
     blind_motion = log.of("command.genesis.set_cmd_vel", lambda d: d.get("data", {}).get("who") == "blind")
     sighted = log.of("command.genesis.set_cmd_vel", lambda d: d.get("data", {}).get("who") == "sighted")
     zero = log.of("command.genesis.set_cmd_vel", lambda d: d.get("_safety") == "hold")
-    assert len(sighted) > 60, "the other client's motion was held"
-    assert len(blind_motion) < 60, f"{len(blind_motion)} of ~120 blind commands passed"
+    assert len(sighted) > 90, "the other client's motion was held"
+    assert sighted[-1]["t"] > t_end - 0.5, "the other client's motion stopped"
+    assert blind_motion and blind_motion[-1]["t"] < t_end - 1.0, "the blind client's motion was never held"
+    print(f"per-client gate: the blind client's last motion passed {t_end - blind_motion[-1]['t']:.2f} s "
+          f"before it stopped sending; zero velocity at {zero[0]['t'] - blind_motion[-1]['t']:.3f} s after it")
     assert len(zero) == 1, zero
     assert not log.of("telemetry.safety.video_gate"), "a client's gate is not the ring's gate"
     _, rest = data.split(b"\r\n\r\n", 1)
@@ -497,24 +510,42 @@ def test_crc_bad_frames_are_not_delivered_and_the_stream_resumes_at_a_keyframe(s
 
 
 def test_the_101_arrives_alone_and_frames_follow_after_a_pause(sdr):
-    """By the kernel's receive timestamps: the 101 head is a segment of its own and the
-    first frame arrives at least 2 ms after it (a proxy reading the head first never
-    finds frames behind it)."""
+    """By the kernel's receive timestamps: the 101 head arrives on its own and the first
+    frame at least 2 ms after it (a proxy reading the head first never finds frames
+    behind it). The client reads at once; the kernel merges segments that wait unread,
+    so a read that found the head with frames behind it proves nothing either way when
+    the reader was late, and at most a few of those are tolerated."""
     sdr.start()
     wait_for(lambda: sdr.health()["frames_read"] > 10, what="frames")
-    gaps = []
-    for _ in range(5):
-        c = RawClient(sdr.port, timestamps=True)
-        time.sleep(1.5)  # everything has arrived: what the kernel stamped is what counts
-        peek = c.s.recv(1 << 16, socket.MSG_PEEK)
-        end = peek.index(b"\r\n\r\n") + 4
-        head, t_head = c.recv_with_time(end)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        first, t_first = c.recv_with_time(1)
-        assert first and t_head and t_first
-        gaps.append(t_first - t_head)
+    # Receive timestamps are switched on system-wide with a delay: warm them up first.
+    warm = socket.socket()
+    warm.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    time.sleep(0.2)
+    warm.close()
+    gaps, merged = [], 0
+    for i in range(10):
+        # Half of them ask for the GOP burst (as the viewer does): frames are ready at once.
+        c = RawClient(sdr.port, timestamps=True, target="/stream/ws?burst=gop" if i % 2 else "/stream/ws")
+        data, t_head = c.recv_with_time(1 << 16)
+        while b"\r\n\r\n" not in data:
+            more, t_head = c.recv_with_time(1 << 16)
+            assert more, "connection closed before the 101"
+            data += more
+        assert data.startswith(b"HTTP/1.1 101"), data[:200]
+        if not data.endswith(b"\r\n\r\n"):
+            merged += 1
+            c.close()
+            continue
+        first, t_first = c.recv_with_time(1 << 16)
+        assert first, "no frame after the 101"
         c.close()
-    print("101 -> first frame (kernel receive times, ms):", [round(g * 1000, 2) for g in gaps])
+        if t_head is None or t_first is None:
+            continue  # the kernel stamped no time on this one: no evidence
+        gaps.append(t_first - t_head)
+    print("101 -> first frame (kernel receive times, ms):", [round(g * 1000, 2) for g in gaps],
+          f"({merged} reads found frames behind the head)")
+    assert merged <= 3, f"{merged} of 10 reads found frames right behind the 101"
+    assert len(gaps) >= 5, "too few receive timestamps to judge"
     assert min(gaps) >= 0.002, gaps
 
 

@@ -22,12 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::foxglove::Subscriptions;
 use crate::framing::CloseReason;
-use crate::message::{Outgoing, Telemetry, VideoFrame};
+use crate::message::{Outgoing, VideoFrame};
 use crate::metrics::{DropReason, Metrics};
 use crate::wire::{wire, Head, Protocol, WRITEV_MESSAGES};
 
@@ -277,21 +276,29 @@ impl ClientQueue {
         self.newest_frame_ns.load(Ordering::Relaxed)
     }
 
-    /// Sends a telemetry message (`[0x02][subject length][subject][payload]`) to this
-    /// client alone, in order with its other messages (SDR clients only: Foxglove
-    /// clients have no channel for it).
-    pub(crate) fn push_telemetry(&self, message: Bytes, limits: &QueueLimits, metrics: &Metrics) {
-        let Some((_, payload_at)) = crate::protocol::telemetry_subject(&message) else {
-            return;
+    /// Sends a message meant for this client alone (its video gate's status) ahead of
+    /// its queued frames, as a control frame: never dropped with an overflowing queue,
+    /// and never behind a backlog of stale video. SDR clients get the telemetry message
+    /// `message` (`[0x02][subject length][subject][payload]`), Foxglove clients its
+    /// payload as a `status`.
+    pub(crate) fn push_urgent(&self, message: &[u8]) {
+        let frame = match self.protocol {
+            Protocol::Sdr => {
+                let (head, n) = crate::framing::binary_frame_header(message.len());
+                let mut f = Vec::with_capacity(n + message.len());
+                f.extend_from_slice(&head[..n]);
+                f.extend_from_slice(message);
+                f
+            }
+            Protocol::Foxglove => {
+                let Some((_, at)) = crate::protocol::telemetry_subject(message) else {
+                    return;
+                };
+                let text = String::from_utf8_lossy(&message[at..]);
+                crate::framing::text_frame(&crate::foxglove::status(1, &format!("video gate: {text}")))
+            }
         };
-        let item = Outgoing::Telemetry(Telemetry {
-            message,
-            payload_at,
-            channel: None,
-            log_ns: crate::foxglove::wall_clock_ns(),
-        });
-        let mut scratch = Vec::with_capacity(1);
-        self.push_many(std::iter::once(&item), limits, metrics, &mut scratch);
+        let _ = self.push_control(&frame);
     }
 
     /// Records that `item` was written in full to the client's socket.
