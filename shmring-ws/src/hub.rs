@@ -199,8 +199,12 @@ impl Hub {
     pub(crate) fn publish_video(&self, frame: VideoFrame) {
         if let Some((header, payload)) = frame.parts() {
             self.metrics.frames_broadcast.fetch_add(1, Ordering::Relaxed);
-            self.metrics.bytes_broadcast.fetch_add(payload.len() as u64, Ordering::Relaxed);
-            self.metrics.last_codec.store(u64::from(header.codec.get()), Ordering::Relaxed);
+            self.metrics
+                .bytes_broadcast
+                .fetch_add(payload.len() as u64, Ordering::Relaxed);
+            self.metrics
+                .last_codec
+                .store(u64::from(header.codec.get()), Ordering::Relaxed);
         }
         let mut hub = self.lock();
         let len = frame.message.len();

@@ -601,3 +601,67 @@ def test_our_viewer_shows_jpeg_and_survives_codec_switches(sdr):
     assert s["decodedByCodec"].get("jpeg", 0) > 20, s
     assert s["decodedByCodec"].get("h264", 0) > 20, s
     assert s["errors"] == 0, s
+
+
+# --- 7: settings as SDR_OS's ------------------------------------------------------------
+
+
+def server_exits(env):
+    full = {k: v for k, v in os.environ.items() if not k.startswith("SDR_")}
+    full.update(env, SDR_LISTEN_ADDR=f"127.0.0.1:{free_port()}", SDR_SHM_PATH="/dev/shm/shmring-dropin-absent")
+    r = subprocess.run([str(SERVER)], env=full, capture_output=True, text=True, timeout=10)
+    return r.returncode, r.stderr
+
+
+def test_every_sdr_setting_is_honoured_or_refused_and_help_shows_defaults_and_off_switches():
+    help_text = subprocess.run([str(SERVER), "--help"], capture_output=True, text=True, timeout=10).stdout
+    flat = " ".join(help_text.split())
+    for env in ["SDR_SHM_PATH", "SDR_SHM_SIZE", "SDR_NATS_URL", "SDR_LISTEN_ADDR", "SDR_BROADCAST_CAPACITY",
+                "SDR_CRC_ENABLED", "SDR_IDR_COALESCE_MS", "SDR_IDR_TIMEOUT_MS", "SDR_TELEMETRY_SUBJECTS",
+                "SDR_TELEMETRY_MAX_SIZE", "SDR_VIDEO_GATE_HOLD_MS", "SDR_VIDEO_GATE_ESTOP_MS",
+                "SDR_VIDEO_GATE_CODEC_CHANGE_GRACE_MS", "SDR_SHM_KEYFRAME_GATING"]:
+        assert f"env: {env}" in flat, f"--help does not name {env}"
+    # Every option shows its default; CRC shows its default and how to turn it off.
+    options = [o for o in help_text.split("\n  -") if o.lstrip().startswith("-")]
+    for o in options:
+        if "--help" in o or "--version" in o or "--demo" in o:
+            continue
+        assert "default" in o, f"no default shown: {' '.join(o.split())[:80]}"
+    crc = next(" ".join(o.split()) for o in options if o.lstrip().startswith("-crc"))
+    assert "[default: true]" in crc and "--crc false" in crc and "SDR_CRC_ENABLED=false" in crc, crc
+    # Refused at start, with a message saying what to do.
+    code, err = server_exits({"SDR_SHM_KEYFRAME_GATING": "false"})
+    assert code != 0 and "SDR_SHM_KEYFRAME_GATING" in err and "remove the setting" in err, err
+    code, err = server_exits({"SDR_BROADCAST_CAPACITY": "16", "SDR_CLIENT_QUEUE_FRAMES": "30"})
+    assert code != 0 and "set only one" in err, err
+    code, err = server_exits({"SDR_VIDEO_GATE_HOLD_MS": "2000", "SDR_VIDEO_GATE_ESTOP_MS": "1000"})
+    assert code != 0 and "SDR_VIDEO_GATE_ESTOP_MS" in err, err
+    code, err = server_exits({"SDR_VIDEO_GATE_HOLD_MS": "soon"})
+    assert code != 0 and "SDR_VIDEO_GATE_HOLD_MS" in err.replace("video-gate-hold-ms", "SDR_VIDEO_GATE_HOLD_MS"), err
+
+
+def test_gate_settings_are_honoured(sdr):
+    """SDR_VIDEO_GATE_HOLD_MS moves HOLD; SDR_VIDEO_GATE=false lets motion through."""
+    sdr.start(server_env={"SDR_VIDEO_GATE_HOLD_MS": "300", "SDR_VIDEO_GATE_ESTOP_MS": "20000"})
+    wait_for(lambda: sdr.health()["frames_read"] > 10, what="frames")
+
+    async def main():
+        log = NatsLog()
+        await log.start(sdr.nats.url, "telemetry.safety.video_gate")
+        stop = asyncio.Event()
+        async with connect(sdr.url(), max_size=None) as ws:
+            driver = asyncio.create_task(drive(ws, "op", stop))
+            await asyncio.sleep(0.5)
+            sdr.sim.send("pause")
+            paused = sdr.sim.wait_event("paused")["t"]
+            await asyncio.sleep(1.2)
+            stop.set()
+            reader = await driver
+            await ws.close()
+            await reader
+        await log.nc.drain()
+        return log, paused
+
+    log, paused = run(main())
+    holds = log.of("telemetry.safety.video_gate", lambda d: d.get("mode") == "HOLD")
+    assert holds and 0.25 <= holds[0]["t"] - paused <= 0.9, [h["t"] - paused for h in holds]

@@ -28,12 +28,13 @@ pub(crate) struct Config {
     #[arg(long, env = "SDR_NATS_URL")]
     pub nats_url: Option<String>,
     /// The producer stamps each frame's frame_id with its commit time (CLOCK_MONOTONIC
-    /// ns), as the demo producer does: /metrics then measures commit-to-send latency.
+    /// ns), as the demo producer does: /metrics then measures commit-to-send latency
+    /// [default: false; on with --demo].
     #[arg(long, env = "SDR_FRAME_ID_COMMIT_TIME", default_value = "false", value_parser = BoolishValueParser::new())]
     pub frame_id_commit_time: bool,
     /// Verify each frame's CRC-32 and drop frames that fail it (as SDR_OS does); turn
     /// off with `--crc false` or SDR_CRC_ENABLED=false.
-    #[arg(long, env = "SDR_CRC_ENABLED", default_value_t = defaults::VERIFY_CRC, value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "SDR_CRC_ENABLED", action = clap::ArgAction::Set, value_name = "BOOL", default_value_t = defaults::VERIFY_CRC, value_parser = BoolishValueParser::new())]
     pub crc: bool,
     /// NATS subjects relayed to clients as telemetry (comma-separated, wildcards allowed).
     #[arg(
@@ -78,11 +79,11 @@ pub(crate) struct Config {
     /// SDR_OS's switch for per-client keyframe gating. Clients here always start and
     /// resume at a keyframe (a decoder cannot use the frames before one), so only
     /// `true` is accepted; `false` is refused at start.
-    #[arg(long, env = "SDR_SHM_KEYFRAME_GATING", default_value = "true", value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "SDR_SHM_KEYFRAME_GATING", action = clap::ArgAction::Set, value_name = "BOOL", default_value = "true", value_parser = BoolishValueParser::new())]
     pub keyframe_gating: bool,
     /// The video safety gate (docs/video-gate.md): motion commands are held while the
     /// video is stale; turn off with `--video-gate false` or SDR_VIDEO_GATE=false.
-    #[arg(long, env = "SDR_VIDEO_GATE", default_value = "true", value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "SDR_VIDEO_GATE", action = clap::ArgAction::Set, value_name = "BOOL", default_value = "true", value_parser = BoolishValueParser::new())]
     pub video_gate: bool,
     /// Video older than this many milliseconds holds motion (one zero velocity, then
     /// motion commands are dropped).
@@ -172,10 +173,12 @@ impl Config {
         }
         let shm_path = self.ring_path(demo);
         if !self.keyframe_gating {
-            return Err("SDR_SHM_KEYFRAME_GATING=false (--keyframe-gating false) is not supported: every client \
+            return Err(
+                "SDR_SHM_KEYFRAME_GATING=false (--keyframe-gating false) is not supported: every client \
                  starts and resumes at a keyframe, since a decoder cannot use the frames before one; remove the \
                  setting"
-                .to_owned());
+                    .to_owned(),
+            );
         }
         let queue_frames = match self.broadcast_capacity {
             Some(n) if self.queue_frames != defaults::QUEUE_FRAMES && self.queue_frames != n => {

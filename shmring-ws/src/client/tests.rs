@@ -257,3 +257,47 @@ fn overflow_drops_one_client_to_the_next_keyframe_only() {
     assert_eq!(take(&slow), vec![8, 9, 10]);
     assert_eq!(slow.dropped(), 7);
 }
+
+#[test]
+fn a_delta_frame_after_a_gap_waits_for_a_keyframe() {
+    // The source reads every frame from the newest one (intra-refresh producers may have
+    // no keyframe in the ring), so a gap reaches the clients: each resumes at a keyframe.
+    let h = hub(100);
+    let c = h.join(true);
+    for (seq, key) in [(1, true), (2, false), (5, false), (6, false), (7, true), (8, false)] {
+        h.publish_video(frame(seq, key, 10));
+    }
+    assert_eq!(take(&c), vec![1, 2, 7, 8]);
+    assert_eq!(c.dropped(), 2);
+}
+
+#[test]
+fn a_stored_keyframe_met_by_the_live_stream_resumes_at_a_keyframe() {
+    // A `--source` server starts from the keyframe JetStream kept (40), then meets the
+    // live stream further on (52...): the client must not get 52, whose references it
+    // never had, whatever order the discontinuity and the queued frames take.
+    let h = hub(100);
+    let c = h.join(true);
+    h.publish_video(frame(40, true, 10));
+    for seq in 52..56 {
+        h.publish_video(frame(seq, false, 10));
+    }
+    h.publish_video(frame(60, true, 10));
+    h.publish_video(frame(61, false, 10));
+    assert_eq!(take(&c), vec![40, 60, 61]);
+}
+
+#[test]
+fn without_a_burst_a_client_starts_at_the_next_keyframe() {
+    let h = hub(100);
+    h.publish_video(frame(1, true, 10));
+    h.publish_video(frame(2, false, 10));
+    let c = h.join(false);
+    assert!(take(&c).is_empty(), "no GOP burst for a client that did not ask");
+    h.publish_video(frame(3, false, 10));
+    h.publish_video(frame(4, true, 10));
+    h.publish_video(frame(5, false, 10));
+    assert_eq!(take(&c), vec![4, 5]);
+    let burst = h.join(true);
+    assert_eq!(take(&burst), vec![4, 5], "the burst, for a client that asked");
+}
