@@ -97,7 +97,9 @@ impl Connections {
             Some(i) => i,
             None => {
                 let users = Arc::new(Users::default());
-                let client = connect(servers, users.clone(), self.metrics.clone()).await?;
+                // Named after its first user: NATS monitoring (`/connz`) shows who is who.
+                let name = format!("transport-server {role}");
+                let client = connect(servers, name, users.clone(), self.metrics.clone()).await?;
                 self.open.push(Connection {
                     servers: servers.to_vec(),
                     client,
@@ -128,7 +130,12 @@ impl Connections {
 }
 
 /// Connects (in the background: the client is returned at once) with the policy.
-async fn connect(servers: &[String], users: Arc<Users>, metrics: Arc<Metrics>) -> Result<Client, NatsError> {
+async fn connect(
+    servers: &[String],
+    name: String,
+    users: Arc<Users>,
+    metrics: Arc<Metrics>,
+) -> Result<Client, NatsError> {
     let addrs: Vec<async_nats::ServerAddr> = servers
         .iter()
         .map(|s| {
@@ -139,7 +146,7 @@ async fn connect(servers: &[String], users: Arc<Users>, metrics: Arc<Metrics>) -
         })
         .collect::<Result<_, _>>()?;
     async_nats::ConnectOptions::new()
-        .name("transport-server")
+        .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)
         .event_callback(move |event| {

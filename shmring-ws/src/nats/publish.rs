@@ -124,7 +124,7 @@ pub(crate) async fn run(
                 };
                 let result = match split_record(record.clone(), frame.frame_seq, max_payload) {
                     Ok(chunks) => publish_chunks(&client, &subject, chunks, &metrics).await,
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.to_string()),
                 };
                 match result {
                     Ok(()) => {
@@ -233,7 +233,7 @@ async fn store_keyframes(
         };
         let result = match split_record(record, frame_seq, max_payload) {
             Ok(chunks) => store_chunks(&js, target, chunks).await,
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         };
         match result {
             Ok(()) => {

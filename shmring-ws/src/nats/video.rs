@@ -65,9 +65,11 @@ impl NatsVideoTarget {
     /// assert_eq!(t.subject, "video.cam0");
     /// assert_eq!(t.keyframe_subject(2), "video.cam0.key.2");
     /// ```
-    pub fn parse(url: &str, default_subject: Option<&str>) -> Result<Self, String> {
+    pub fn parse(url: &str, default_subject: Option<&str>) -> Result<Self, TargetError> {
         let mut servers: Vec<String> = url.split(',').map(|s| s.trim().to_owned()).collect();
-        let last = servers.last_mut().ok_or("empty NATS URL")?;
+        let Some(last) = servers.last_mut() else {
+            return Err(TargetError::EmptyServer { url: url.to_owned() });
+        };
         let scheme_end = last.find("://").map_or(0, |i| i + 3);
         let subject = match last[scheme_end..].find('/') {
             Some(slash) => {
@@ -80,22 +82,16 @@ impl NatsVideoTarget {
         let subject = match (subject.is_empty(), default_subject) {
             (false, _) => subject,
             (true, Some(d)) => d.to_owned(),
-            (true, None) => {
-                return Err(format!(
-                    "{url}: no subject; write it as nats://HOST:PORT/video.<stream>"
-                ))
-            }
+            (true, None) => return Err(TargetError::NoSubject { url: url.to_owned() }),
         };
         if subject.is_empty()
             || subject.split('.').any(str::is_empty)
             || subject.contains(|c: char| c == '*' || c == '>' || c.is_whitespace())
         {
-            return Err(format!(
-                "{subject:?} is not a NATS subject a stream can use (no wildcards, spaces or empty tokens)"
-            ));
+            return Err(TargetError::BadSubject { subject });
         }
         if servers.iter().any(String::is_empty) {
-            return Err(format!("{url}: empty server address"));
+            return Err(TargetError::EmptyServer { url: url.to_owned() });
         }
         Ok(NatsVideoTarget { servers, subject })
     }
@@ -127,6 +123,78 @@ impl NatsVideoTarget {
     }
 }
 
+/// Why a NATS video URL was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetError {
+    /// No subject in the URL and no default.
+    NoSubject {
+        /// The URL as given.
+        url: String,
+    },
+    /// The subject has wildcards, spaces or empty tokens.
+    BadSubject {
+        /// The subject.
+        subject: String,
+    },
+    /// A server address in the list is empty.
+    EmptyServer {
+        /// The URL as given.
+        url: String,
+    },
+}
+
+impl std::fmt::Display for TargetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetError::NoSubject { url } => {
+                write!(f, "{url}: no subject; write it as nats://HOST:PORT/video.<stream>")
+            }
+            TargetError::BadSubject { subject } => write!(
+                f,
+                "{subject:?} is not a NATS subject a stream can use (no wildcards, spaces or empty tokens)"
+            ),
+            TargetError::EmptyServer { url } => write!(f, "{url}: empty server address"),
+        }
+    }
+}
+
+impl std::error::Error for TargetError {}
+
+/// Why a frame cannot be cut into chunks for a server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SplitError {
+    /// The server's `max_payload` leaves no room for data after the chunk headers.
+    NoRoom {
+        /// The server's `max_payload`.
+        max_payload: usize,
+    },
+    /// The frame would need more than 65535 chunks.
+    TooManyChunks {
+        /// The record's length in bytes.
+        len: usize,
+        /// Chunks it would need.
+        count: usize,
+        /// Data bytes per chunk.
+        per_chunk: usize,
+    },
+}
+
+impl std::fmt::Display for SplitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SplitError::NoRoom { max_payload } => {
+                write!(f, "max_payload {max_payload} leaves no room for chunk data")
+            }
+            SplitError::TooManyChunks { len, count, per_chunk } => write!(
+                f,
+                "a {len} byte frame needs {count} chunks of {per_chunk} bytes (at most 65535)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SplitError {}
+
 /// One NATS message of a frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chunk {
@@ -139,7 +207,7 @@ pub struct Chunk {
 /// Cuts `record` (32-byte frame header + payload) into the messages that carry it
 /// through a server with `max_payload`. Fails if that would take more than 65535
 /// chunks or `max_payload` leaves no room for data.
-pub fn split_record(record: Bytes, frame_seq: u64, max_payload: usize) -> Result<Vec<Chunk>, String> {
+pub fn split_record(record: Bytes, frame_seq: u64, max_payload: usize) -> Result<Vec<Chunk>, SplitError> {
     if record.len() <= max_payload {
         return Ok(vec![Chunk {
             header: None,
@@ -148,14 +216,15 @@ pub fn split_record(record: Bytes, frame_seq: u64, max_payload: usize) -> Result
     }
     let per_chunk = max_payload.saturating_sub(CHUNK_HEADER_RESERVE);
     if per_chunk == 0 {
-        return Err(format!("max_payload {max_payload} leaves no room for chunk data"));
+        return Err(SplitError::NoRoom { max_payload });
     }
     let count = record.len().div_ceil(per_chunk);
     if count > u16::MAX as usize {
-        return Err(format!(
-            "a {} byte frame needs {count} chunks of {per_chunk} bytes (at most 65535)",
-            record.len()
-        ));
+        return Err(SplitError::TooManyChunks {
+            len: record.len(),
+            count,
+            per_chunk,
+        });
     }
     Ok((0..count)
         .map(|i| Chunk {
