@@ -11,6 +11,8 @@
 //! limits, fragments, UTF-8, ping/pong, the close handshake); the pongs and close replies
 //! it formats are passed to the writer, which sends them between whole messages.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -56,6 +58,8 @@ pub(crate) struct Shared {
     pub(crate) gate: Option<Arc<SafetyGate>>,
 }
 
+/// Most channels a Foxglove client may advertise to publish on.
+const MAX_CLIENT_CHANNELS: usize = 64;
 /// How often a client whose own video gate holds is checked for recovery.
 const GATE_RECHECK: Duration = Duration::from_millis(100);
 /// How long the writer may take to finish after the reader ended.
@@ -218,6 +222,7 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
     let mut window_start = Instant::now();
     let mut in_window = 0u32;
     let mut client_gate = ctx.gate.as_ref().map(|g| g.client_gate());
+    let client_channels = RefCell::new(HashMap::new());
     loop {
         let gated = client_gate.as_ref().is_some_and(ClientGate::closed);
         let next = tokio::select! {
@@ -278,7 +283,33 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
                 handle_command(b.slice(1..), client, ctx, &mut client_gate)
             }
             Message::Text(t) if client.protocol() == Protocol::Foxglove => {
-                foxglove::handle_request(t.as_str(), &FoxgloveSession { client, ctx })
+                let session = FoxgloveSession {
+                    client,
+                    ctx,
+                    channels: &client_channels,
+                };
+                foxglove::handle_request(t.as_str(), &session)
+            }
+            Message::Binary(b)
+                if client.protocol() == Protocol::Foxglove && b.first() == Some(&foxglove::OP_CLIENT_MESSAGE_DATA) =>
+            {
+                // clientPublish: [0x01][u32 LE channel id][payload], a command through
+                // the same path (and gate) as the SDR protocol's.
+                let command = b
+                    .get(1..5)
+                    .and_then(|id| <[u8; 4]>::try_from(id).ok())
+                    .and_then(|id| client_channels.borrow().get(&u32::from_le_bytes(id)).cloned())
+                    .and_then(|topic| topic.command(&b[5..]));
+                match command {
+                    Some(json) => handle_command(Bytes::from(json), client, ctx, &mut client_gate),
+                    None => {
+                        metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
+                        let _ = client.push_control(&text_frame(&foxglove::status(
+                            1,
+                            "message on a channel not advertised, or not a JSON object of its topic's shape",
+                        )));
+                    }
+                }
             }
             Message::Close(_) => {
                 // tungstenite has queued the close reply; send it and end.
@@ -297,6 +328,8 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
 struct FoxgloveSession<'a> {
     client: &'a ClientQueue,
     ctx: &'a Shared,
+    /// The channels the client advertised to publish on (`clientPublish`).
+    channels: &'a RefCell<HashMap<u32, foxglove::ClientTopic>>,
 }
 
 impl foxglove::Session for FoxgloveSession<'_> {
@@ -311,6 +344,22 @@ impl foxglove::Session for FoxgloveSession<'_> {
     /// A control frame, so it goes out between whole messages.
     fn status(&self, level: u8, message: &str) {
         let _ = self.client.push_control(&text_frame(&foxglove::status(level, message)));
+    }
+
+    fn client_advertise(&self, id: u32, topic: &str, encoding: &str) -> bool {
+        let Some(meaning) = foxglove::client_topic_action(topic, encoding) else {
+            return false;
+        };
+        let mut channels = self.channels.borrow_mut();
+        if channels.len() >= MAX_CLIENT_CHANNELS && !channels.contains_key(&id) {
+            return false;
+        }
+        channels.insert(id, meaning);
+        true
+    }
+
+    fn client_unadvertise(&self, id: u32) {
+        self.channels.borrow_mut().remove(&id);
     }
 
     fn malformed(&self) {

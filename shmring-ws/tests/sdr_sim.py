@@ -10,7 +10,7 @@
 
 Control lines on stdin: `pause`, `resume`, `codec h264|hevc|jpeg`, `badcrc N` (the next
 N frames carry a wrong CRC), `idr`. Events on stdout, one JSON object a line, with `t`
-(CLOCK_MONOTONIC seconds): `ready`, `idr` (a keyframe was written, `seq`), `nats`
+(CLOCK_MONOTONIC seconds; `wall`: Unix time): `ready`, `idr` (a keyframe was written, `seq`), `nats`
 (`subject`, `data`), `paused`, `resumed`, `codec`.
 
 Usage: python sdr_sim.py SHM_PATH NATS_URL [--fps 30] [--size 320x240] [--shm-size BYTES]
@@ -35,7 +35,7 @@ FLAG_KEYFRAME = 0x01
 
 
 def emit(event, **kw):
-    print(json.dumps({"t": time.monotonic(), "event": event, **kw}), flush=True)
+    print(json.dumps({"t": time.monotonic(), "wall": time.time(), "event": event, **kw}), flush=True)
 
 
 class LegacyRing:

@@ -678,3 +678,62 @@ def test_gate_settings_are_honoured(sdr):
     log, paused = run(main())
     holds = log.of("telemetry.safety.video_gate", lambda d: d.get("mode") == "HOLD")
     assert holds and 0.25 <= holds[0]["t"] - paused <= 0.9, [h["t"] - paused for h in holds]
+
+
+# --- 9: Foxglove teleop ------------------------------------------------------------------
+
+
+def test_foxglove_client_publish_goes_through_the_command_path_and_the_gate(sdr):
+    """A Foxglove client (foxglove.websocket.v1) advertises /cmd_vel (a Twist, as the
+    Teleop panel does) and command.genesis.reset: its messages arrive on NATS as SDR_OS
+    commands, and motion is held by the video gate like any client's."""
+    sdr.start()
+    wait_for(lambda: sdr.health()["frames_read"] > 10, what="frames")
+
+    async def main():
+        log = NatsLog()
+        await log.start(sdr.nats.url, "command.genesis.>")
+        async with connect(sdr.url(), subprotocols=["foxglove.websocket.v1"], max_size=None) as ws:
+            info = json.loads(await ws.recv())
+            assert "clientPublish" in info["capabilities"], info
+            await ws.send(json.dumps({"op": "advertise", "channels": [
+                {"id": 7, "topic": "/cmd_vel", "encoding": "json", "schemaName": "geometry_msgs/Twist"},
+                {"id": 8, "topic": "command.genesis.reset", "encoding": "json", "schemaName": "reset"},
+                {"id": 9, "topic": "/tf", "encoding": "json", "schemaName": "tf"}]}))
+            twist = json.dumps({"linear": {"x": 0.4, "y": 0, "z": 0}, "angular": {"x": 0, "y": 0, "z": 0.2}})
+
+            async def publish(channel, payload):
+                await ws.send(b"\x01" + struct.pack("<I", channel) + payload.encode())
+
+            for _ in range(5):
+                await publish(7, twist)
+                await asyncio.sleep(0.05)
+            await publish(9, "{}")
+            sdr.sim.send("pause")
+            paused = sdr.sim.wait_event("paused")["t"]
+            await asyncio.sleep(1.3)
+            for _ in range(10):
+                await publish(7, twist)
+                await asyncio.sleep(0.05)
+            await publish(8, '{"why": "test"}')
+            await asyncio.sleep(0.5)
+            statuses = []
+            try:
+                while True:
+                    m = await asyncio.wait_for(ws.recv(), 0.3)
+                    if isinstance(m, str):
+                        statuses.append(json.loads(m))
+            except asyncio.TimeoutError:
+                pass
+        await log.nc.drain()
+        return log, paused, statuses
+
+    log, paused, statuses = run(main())
+    moves = log.of("command.genesis.set_cmd_vel", lambda d: "_safety" not in d)
+    assert len(moves) == 5, moves
+    assert moves[0]["data"] == {"action": "set_cmd_vel", "cmd_seq": 0,
+                                "data": {"linear_x": 0.4, "linear_y": 0.0, "angular_z": 0.2}}
+    assert all(m["t"] < paused + 1.0 for m in moves), "motion passed the gate"
+    assert log.of("command.genesis.set_cmd_vel", lambda d: d.get("_safety") == "hold"), "no HOLD"
+    assert log.of("command.genesis.reset", lambda d: d.get("data") == {"why": "test"}), "reset did not pass"
+    assert any("/tf" in s.get("message", "") for s in statuses if s.get("op") == "status"), statuses

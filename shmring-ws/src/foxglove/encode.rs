@@ -32,7 +32,8 @@ pub fn server_info(session_id: &str) -> String {
     serde_json::json!({
         "op": "serverInfo",
         "name": "shmring transport-server",
-        "capabilities": [],
+        "capabilities": ["clientPublish"],
+        "supportedEncodings": ["json"],
         "metadata": {},
         "sessionId": session_id,
     })

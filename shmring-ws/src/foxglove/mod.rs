@@ -29,5 +29,8 @@ pub use encode::{
     SUBPROTOCOL, VIDEO_FRAME_ID, VIDEO_SCHEMA_NAME, VIDEO_TOPIC,
 };
 pub(crate) use encode::{message_data_head, telemetry_data_head, wall_clock_ns, MAX_HEAD};
+pub use session::{
+    client_topic_action, ClientTopic, FIRST_TELEMETRY_CHANNEL, MAX_TELEMETRY_CHANNELS, OP_CLIENT_MESSAGE_DATA,
+    VIDEO_CHANNEL_ID,
+};
 pub(crate) use session::{handle_request, Channels, Session, Subscriptions};
-pub use session::{FIRST_TELEMETRY_CHANNEL, MAX_TELEMETRY_CHANNELS, VIDEO_CHANNEL_ID};
