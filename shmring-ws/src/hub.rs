@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use crate::client::{ClientQueue, QueueLimits, VideoStart};
-use crate::foxglove::{Channels, VIDEO_CHANNEL_ID};
+use crate::foxglove::{Channels, IMAGE_CHANNEL_ID, VIDEO_CHANNEL_ID};
 use crate::keyframe::KeyframeRequests;
 use crate::message::{Outgoing, Telemetry, VideoFrame};
 use crate::metrics::{DropReason, Metrics, SentTally};
@@ -164,6 +164,10 @@ impl Hub {
     /// already subscribed to it.
     pub(crate) fn subscribe(&self, client: &ClientQueue, channel: u32, subscription: u32) -> bool {
         let hub = self.lock();
+        if channel == IMAGE_CHANNEL_ID {
+            // JPEG pictures stand alone: no burst, no keyframe to wait for.
+            return client.subscribe_image(subscription);
+        }
         if channel != VIDEO_CHANNEL_ID {
             return hub.channels.is_telemetry(channel) && client.subscribe_telemetry(channel, subscription);
         }

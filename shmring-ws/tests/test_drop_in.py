@@ -737,3 +737,48 @@ def test_foxglove_client_publish_goes_through_the_command_path_and_the_gate(sdr)
     assert log.of("command.genesis.set_cmd_vel", lambda d: d.get("_safety") == "hold"), "no HOLD"
     assert log.of("command.genesis.reset", lambda d: d.get("data") == {"why": "test"}), "reset did not pass"
     assert any("/tf" in s.get("message", "") for s in statuses if s.get("op") == "status"), statuses
+
+
+# --- 8: JPEG for Foxglove -----------------------------------------------------------------
+
+
+def test_foxglove_gets_jpeg_frames_as_compressed_image(sdr):
+    """SDR_OS's sim falls back to JPEG (codec 3): a Foxglove client subscribed to /image
+    gets every JPEG frame as foxglove.CompressedImage, and the /video subscription
+    resumes at a keyframe when H.264 comes back."""
+    from test_foxglove import handshake, message_class
+
+    sdr.start()
+    wait_for(lambda: sdr.health()["frames_read"] > 10, what="frames")
+
+    async def main():
+        ws, _, adv = await handshake(sdr.url())
+        video, image = adv["channels"][0], adv["channels"][1]
+        assert image["topic"] == "/image" and image["schemaName"] == "foxglove.CompressedImage"
+        Image = message_class(image["schema"], "foxglove.CompressedImage")
+        Video = message_class(video["schema"], "foxglove.CompressedVideo")
+        await ws.send(json.dumps({"op": "subscribe", "subscriptions": [
+            {"id": 5, "channelId": video["id"]}, {"id": 6, "channelId": image["id"]}]}))
+        sdr.sim.send("codec jpeg")
+        got = {5: [], 6: []}
+        deadline = time.time() + 6
+        switched = False
+        while time.time() < deadline:
+            m = await asyncio.wait_for(ws.recv(), 5)
+            if isinstance(m, str):
+                continue
+            sub = struct.unpack_from("<I", m, 1)[0]
+            got[sub].append(bytes(m[13:]))
+            if len(got[6]) >= 20 and not switched:
+                sdr.sim.send("codec h264")
+                switched = True
+        await ws.close()
+        return got, Image, Video
+
+    got, Image, Video = run(main())
+    assert len(got[6]) >= 20, f"{len(got[6])} JPEG pictures"
+    for raw in got[6]:
+        img = Image.FromString(raw)
+        assert img.format == "jpeg" and img.data[:2] == b"\xff\xd8" and img.frame_id
+    videos = [Video.FromString(raw) for raw in got[5]]
+    assert videos and all(v.format == "h264" for v in videos)

@@ -229,6 +229,17 @@ impl ClientQueue {
         VideoStart::FromCache
     }
 
+    /// Subscribes the client to the image channel (JPEG frames) under `subscription`;
+    /// false if it already is.
+    pub(crate) fn subscribe_image(&self, subscription: u32) -> bool {
+        let mut q = self.lock();
+        if q.subs.image.is_some() {
+            return false;
+        }
+        q.subs.image = Some(subscription);
+        true
+    }
+
     /// Subscribes the client to telemetry `channel` under `subscription`; false if it
     /// already is.
     pub(crate) fn subscribe_telemetry(&self, channel: u32, subscription: u32) -> bool {
@@ -245,6 +256,9 @@ impl ClientQueue {
     pub(crate) fn unsubscribe(&self, subscription: u32) {
         let mut s = self.lock();
         s.subs.telemetry.retain(|(_, sub)| *sub != subscription);
+        if s.subs.image == Some(subscription) {
+            s.subs.image = None;
+        }
         if s.subs.video == Some(subscription) {
             s.subs.video = None;
             let keep = usize::from(s.front_written > 0).min(s.items.len());

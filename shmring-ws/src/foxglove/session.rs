@@ -3,13 +3,19 @@
 //! The connection applies requests through [`Session`], whose calls the hub answers
 //! without knowing the protocol.
 
+use shmring_core::Codec;
+
 use crate::message::Outgoing;
+
+/// The id of the image channel (`/image`, `foxglove.CompressedImage`): the stream's
+/// JPEG frames (codec 3, SDR_OS's fallback encoder).
+pub const IMAGE_CHANNEL_ID: u32 = 2;
 
 /// The id of the video channel in `advertise`.
 pub const VIDEO_CHANNEL_ID: u32 = 1;
 /// The first channel id of telemetry subjects (one `json` channel per subject, in the
 /// order the subjects were first seen).
-pub const FIRST_TELEMETRY_CHANNEL: u32 = 2;
+pub const FIRST_TELEMETRY_CHANNEL: u32 = 3;
 /// Most telemetry subjects offered as channels; later ones reach SDR clients only.
 pub const MAX_TELEMETRY_CHANNELS: usize = 1024;
 
@@ -60,6 +66,8 @@ impl Channels {
 pub(crate) struct Subscriptions {
     /// The subscription id of the video channel.
     pub(crate) video: Option<u32>,
+    /// The subscription id of the image channel (JPEG frames).
+    pub(crate) image: Option<u32>,
     /// (channel, subscription id) of telemetry channels.
     pub(crate) telemetry: Vec<(u32, u32)>,
 }
@@ -68,6 +76,7 @@ impl Subscriptions {
     /// The subscription `item` goes out under, if any.
     pub(crate) fn for_item(&self, item: &Outgoing) -> Option<u32> {
         match item {
+            Outgoing::Video(f) if f.codec() == Some(Codec::JPEG) => self.image,
             Outgoing::Video(_) => self.video,
             Outgoing::Telemetry(t) => {
                 let channel = t.channel?;
