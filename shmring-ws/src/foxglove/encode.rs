@@ -386,14 +386,38 @@ mod tests {
         let log_ns = u64::from_le_bytes(buf[5..13].try_into().unwrap());
         let ts = m.timestamp.unwrap();
         assert_eq!(ts.seconds as u64 * 1_000_000_000 + ts.nanos as u64, log_ns);
-        // A codec Foxglove cannot decode is not sent.
+        // A JPEG frame is a CompressedImage (frame_id 4, data 2, format 3).
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct CompressedImage {
+            #[prost(message, optional, tag = "1")]
+            timestamp: Option<Ts>,
+            #[prost(string, tag = "4")]
+            frame_id: String,
+            #[prost(bytes = "vec", tag = "2")]
+            data: Vec<u8>,
+            #[prost(string, tag = "3")]
+            format: String,
+        }
         let mut jpeg = frame.message.to_vec();
         jpeg[23] = 3;
         let jpeg = VideoFrame {
             message: jpeg.into(),
+            ..frame.clone()
+        };
+        let (len, body) = message_data_head(7, &jpeg, &mut buf).unwrap();
+        let mut pb = buf[MESSAGE_DATA_HEAD..len].to_vec();
+        pb.extend_from_slice(body);
+        let m = CompressedImage::decode(&pb[..]).unwrap();
+        assert_eq!((m.format.as_str(), m.frame_id.as_str()), ("jpeg", VIDEO_FRAME_ID));
+        assert_eq!(m.data, payload);
+        // A codec Foxglove cannot decode is not sent.
+        let mut other = frame.message.to_vec();
+        other[23] = 9;
+        let other = VideoFrame {
+            message: other.into(),
             ..frame
         };
-        assert!(message_data_head(7, &jpeg, &mut buf).is_none());
+        assert!(message_data_head(7, &other, &mut buf).is_none());
     }
 
     #[test]
