@@ -345,7 +345,10 @@ mod tests {
     fn recovery_opens_once_and_a_new_episode_latches_again() {
         let mut g = gate();
         g.command(T0 + 1500 * MS, "set_cmd_vel");
-        assert_eq!(g.observe(T0 + 1600 * MS, T0 + 1590 * MS, Some(1)), Some(status(GateMode::Open, 0)));
+        assert_eq!(
+            g.observe(T0 + 1600 * MS, T0 + 1590 * MS, Some(1)),
+            Some(status(GateMode::Open, 0))
+        );
         assert_eq!(g.observe(T0 + 1700 * MS, T0 + 1690 * MS, Some(1)), None);
         assert!(g.command(T0 + 1710 * MS, "set_cmd_vel").pass);
         // Video stops again: a fresh HOLD with its own zero velocity.
@@ -413,8 +416,14 @@ mod tests {
 
     #[test]
     fn payloads_are_sdr_os_json() {
-        assert_eq!(GateEffect::status_json(GateMode::Hold, 1234, false), r#"{"gated":true,"mode":"HOLD","stale_ms":1234}"#);
-        assert_eq!(GateEffect::status_json(GateMode::Estop, 5001, true), r#"{"gated":true,"mode":"ESTOP","stale_ms":5001,"scope":"client"}"#);
+        assert_eq!(
+            GateEffect::status_json(GateMode::Hold, 1234, false),
+            r#"{"gated":true,"mode":"HOLD","stale_ms":1234}"#
+        );
+        assert_eq!(
+            GateEffect::status_json(GateMode::Estop, 5001, true),
+            r#"{"gated":true,"mode":"ESTOP","stale_ms":5001,"scope":"client"}"#
+        );
         assert_eq!(GateEffect::status_json(GateMode::Open, 0, false), r#"{"gated":false}"#);
         for text in [ZERO_VELOCITY_PAYLOAD, ESTOP_PAYLOAD] {
             assert!(text.starts_with('{') && text.ends_with('}'));

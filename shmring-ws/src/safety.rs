@@ -45,7 +45,9 @@ fn command_publication(effect: &GateEffect) -> Option<Publication> {
 
 /// The codec of the newest frame, as the metrics recorded it (0: none yet).
 fn newest_codec(metrics: &Metrics) -> Option<u16> {
-    u16::try_from(metrics.last_codec.load(Ordering::Relaxed)).ok().filter(|&c| c != 0)
+    u16::try_from(metrics.last_codec.load(Ordering::Relaxed))
+        .ok()
+        .filter(|&c| c != 0)
 }
 
 /// The ring gate and how long the source has been fresh.
@@ -162,7 +164,10 @@ impl SafetyGate {
         for effect in &effects {
             match effect {
                 GateEffect::Status { mode, stale_ms } => {
-                    to_client = encode_telemetry(GATE_TELEMETRY_SUBJECT, GateEffect::status_json(*mode, *stale_ms, true).as_bytes());
+                    to_client = encode_telemetry(
+                        GATE_TELEMETRY_SUBJECT,
+                        GateEffect::status_json(*mode, *stale_ms, true).as_bytes(),
+                    );
                 }
                 other => self.send(std::slice::from_ref(other)),
             }
@@ -223,6 +228,9 @@ impl ClientGate {
             return None;
         }
         self.gate.observe(now, clock, None)?;
-        encode_telemetry(GATE_TELEMETRY_SUBJECT, GateEffect::status_json(GateMode::Open, 0, true).as_bytes())
+        encode_telemetry(
+            GATE_TELEMETRY_SUBJECT,
+            GateEffect::status_json(GateMode::Open, 0, true).as_bytes(),
+        )
     }
 }
