@@ -570,15 +570,17 @@ def test_sdr_os_client_decodes_from_join_without_drops(sdr):
     """A client that behaves as SDR_OS's (decoder queue of 3) joins an intra-refresh stream
     mid-way (and again after a GOP has built up in the server): decoded frames, and no
     frame dropped at join (a burst of the GOP would overflow its queue of 3). Drops later
-    on would be the browser starved of CPU, not the join."""
-    sdr.start("--fps", 30)
+    on would be the browser starved of CPU, not the join. At 15 fps a decoder may take
+    up to ~260 ms for its first picture (a loaded machine) before 4 frames queue up; a
+    burst of the GOP (dozens of frames at once) overflows it whatever the frame rate."""
+    sdr.start("--fps", 15)
     sdr.sim.wait_event("idr")
     time.sleep(1.5)
     for _ in range(2):
         start, s = browser("sdr", sdr.base(), 4)
         print(f"SDR_OS-like client: first message {s['firstMessage'] - start} ms, first decoded "
               f"{s['firstDecoded'] - start} ms after start; decoded {s['decoded']}, drops {s['drops']}")
-        assert s["decoded"] > 60, s
+        assert s["decoded"] > 30, s
         assert s["dropsAtJoin"] == 0 and s["errors"] == 0, s
         assert s["resets"] == 0, s
 
