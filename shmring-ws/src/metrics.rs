@@ -511,4 +511,43 @@ mod tests {
         assert!((sum - 0.03).abs() < 1e-9, "sum {sum}");
         assert!(text.contains("shmring_ws_read_to_send_seconds_bucket{le=\"0.001\"} 1"));
     }
+
+    fn status(m: &Metrics) -> String {
+        let v: serde_json::Value = serde_json::from_str(&m.health_json()).expect("JSON");
+        v["status"].as_str().expect("a status").to_owned()
+    }
+
+    #[test]
+    fn health_status_follows_the_writer_and_the_frame_age() {
+        let m = Metrics::default();
+        assert_eq!(status(&m), "waiting_for_ring");
+        // A live writer (it holds the lock) that has not written yet: starting, not stale.
+        m.writer_alive.store(1, Ordering::Relaxed);
+        assert_eq!(status(&m), "starting");
+        m.last_frame_ns.store(shmring_core::monotonic_ns(), Ordering::Relaxed);
+        assert_eq!(status(&m), "ok");
+        // A writer whose liveness cannot be probed (SDR_OS's legacy writer holds no lock):
+        // judged by the age of its newest frame.
+        m.writer_alive.store(-1, Ordering::Relaxed);
+        assert_eq!(status(&m), "ok");
+        let old = shmring_core::monotonic_ns().saturating_sub((STALE_AFTER_MS + 1) * 1_000_000);
+        m.last_frame_ns.store(old.max(1), Ordering::Relaxed);
+        assert_eq!(status(&m), "stale");
+        m.writer_alive.store(0, Ordering::Relaxed);
+        assert_eq!(status(&m), "writer_down");
+    }
+
+    #[test]
+    fn health_has_sdr_os_keys() {
+        let m = Metrics::default();
+        m.frames_broadcast.store(4, Ordering::Relaxed);
+        m.bytes_broadcast.store(4000, Ordering::Relaxed);
+        m.dropped(DropReason::QueueOverflow, 2);
+        m.dropped(DropReason::AwaitingKeyframe, 3);
+        let v: serde_json::Value = serde_json::from_str(&m.health_json()).expect("JSON");
+        assert_eq!(v["frames_broadcast"], 4);
+        assert_eq!(v["avg_frame_size_bytes"], 1000);
+        assert_eq!(v["client_lag_total"], 5);
+        assert!(v["uptime_s"].is_u64() && v["clients"].is_i64() && v["shm_seq"].is_u64());
+    }
 }
