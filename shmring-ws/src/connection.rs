@@ -11,6 +11,8 @@
 //! limits, fragments, UTF-8, ping/pong, the close handshake); the pongs and close replies
 //! it formats are passed to the writer, which sends them between whole messages.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -39,6 +41,7 @@ use crate::message::Outgoing;
 use crate::metrics::{Metrics, SentTally};
 use crate::options::ServerOptions;
 use crate::protocol::{parse_command, Command, ACTION_REQUEST_IDR, MSG_COMMAND};
+use crate::safety::{ClientGate, SafetyGate};
 use crate::wire::{wire, Head, Protocol, WRITEV_MESSAGES};
 
 /// State every connection shares (the server's).
@@ -51,8 +54,14 @@ pub(crate) struct Shared {
     pub(crate) options: ServerOptions,
     /// Told to Foxglove clients, so they can tell a reconnection from a new server.
     pub(crate) session_id: String,
+    /// The video safety gate (`None`: switched off).
+    pub(crate) gate: Option<Arc<SafetyGate>>,
 }
 
+/// Most channels a Foxglove client may advertise to publish on.
+const MAX_CLIENT_CHANNELS: usize = 64;
+/// How often a client whose own video gate holds is checked for recovery.
+const GATE_RECHECK: Duration = Duration::from_millis(100);
 /// How long the writer may take to finish after the reader ended.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -186,6 +195,7 @@ async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared) {
         let mut tally = SentTally::default();
         for item in &batch.items {
             tally.sent(item, now);
+            client.sent(item);
         }
         tally.flush(metrics, false);
         if let Some(reason) = &batch.close {
@@ -211,8 +221,23 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
     let metrics = &ctx.metrics;
     let mut window_start = Instant::now();
     let mut in_window = 0u32;
+    let mut client_gate = ctx.gate.as_ref().map(|g| g.client_gate());
+    let client_channels = RefCell::new(HashMap::new());
     loop {
-        let msg = match ws.next().await {
+        let gated = client_gate.as_ref().is_some_and(ClientGate::closed);
+        let next = tokio::select! {
+            next = ws.next() => next,
+            // While this client's own gate holds, look for its recovery now and then.
+            () = tokio::time::sleep(GATE_RECHECK), if gated => {
+                if let (Some(gate), Some(mine)) = (&ctx.gate, client_gate.as_mut()) {
+                    if let Some(status) = mine.recovered(gate, client.newest_frame_ns()) {
+                        client.push_urgent(&status);
+                    }
+                }
+                continue;
+            }
+        };
+        let msg = match next {
             Some(Ok(m)) => m,
             Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
                 client.close(CloseReason {
@@ -255,10 +280,36 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
         }
         match msg {
             Message::Binary(b) if client.protocol() == Protocol::Sdr && b.first() == Some(&MSG_COMMAND) => {
-                handle_command(b.slice(1..), client, ctx)
+                handle_command(b.slice(1..), client, ctx, &mut client_gate)
             }
             Message::Text(t) if client.protocol() == Protocol::Foxglove => {
-                foxglove::handle_request(t.as_str(), &FoxgloveSession { client, ctx })
+                let session = FoxgloveSession {
+                    client,
+                    ctx,
+                    channels: &client_channels,
+                };
+                foxglove::handle_request(t.as_str(), &session)
+            }
+            Message::Binary(b)
+                if client.protocol() == Protocol::Foxglove && b.first() == Some(&foxglove::OP_CLIENT_MESSAGE_DATA) =>
+            {
+                // clientPublish: [0x01][u32 LE channel id][payload], a command through
+                // the same path (and gate) as the SDR protocol's.
+                let command = b
+                    .get(1..5)
+                    .and_then(|id| <[u8; 4]>::try_from(id).ok())
+                    .and_then(|id| client_channels.borrow().get(&u32::from_le_bytes(id)).cloned())
+                    .and_then(|topic| topic.command(&b[5..]));
+                match command {
+                    Some(json) => handle_command(Bytes::from(json), client, ctx, &mut client_gate),
+                    None => {
+                        metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
+                        let _ = client.push_control(&text_frame(&foxglove::status(
+                            1,
+                            "message on a channel not advertised, or not a JSON object of its topic's shape",
+                        )));
+                    }
+                }
             }
             Message::Close(_) => {
                 // tungstenite has queued the close reply; send it and end.
@@ -277,6 +328,8 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
 struct FoxgloveSession<'a> {
     client: &'a ClientQueue,
     ctx: &'a Shared,
+    /// The channels the client advertised to publish on (`clientPublish`).
+    channels: &'a RefCell<HashMap<u32, foxglove::ClientTopic>>,
 }
 
 impl foxglove::Session for FoxgloveSession<'_> {
@@ -293,6 +346,22 @@ impl foxglove::Session for FoxgloveSession<'_> {
         let _ = self.client.push_control(&text_frame(&foxglove::status(level, message)));
     }
 
+    fn client_advertise(&self, id: u32, topic: &str, encoding: &str) -> bool {
+        let Some(meaning) = foxglove::client_topic_action(topic, encoding) else {
+            return false;
+        };
+        let mut channels = self.channels.borrow_mut();
+        if channels.len() >= MAX_CLIENT_CHANNELS && !channels.contains_key(&id) {
+            return false;
+        }
+        channels.insert(id, meaning);
+        true
+    }
+
+    fn client_unadvertise(&self, id: u32) {
+        self.channels.borrow_mut().remove(&id);
+    }
+
     fn malformed(&self) {
         self.ctx
             .metrics
@@ -301,7 +370,7 @@ impl foxglove::Session for FoxgloveSession<'_> {
     }
 }
 
-fn handle_command(body: Bytes, client: &ClientQueue, ctx: &Shared) {
+fn handle_command(body: Bytes, client: &ClientQueue, ctx: &Shared, client_gate: &mut Option<ClientGate>) {
     let metrics = &ctx.metrics;
     let cmd = match parse_command(&body, ctx.options.max_command_size) {
         Ok(c) => c,
@@ -314,6 +383,16 @@ fn handle_command(body: Bytes, client: &ClientQueue, ctx: &Shared) {
     if cmd.action == ACTION_REQUEST_IDR {
         ctx.keyframes.request("a viewer asked (decoder error)");
         return;
+    }
+    if let (Some(gate), Some(mine)) = (&ctx.gate, client_gate.as_mut()) {
+        let (pass, status) = gate.judge(mine, client.newest_frame_ns(), &cmd.action);
+        if let Some(status) = status {
+            client.push_urgent(&status);
+        }
+        if !pass {
+            metrics.commands_gated.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
     }
     match &ctx.commands {
         Some(tx) => match tx.try_send(cmd) {
@@ -339,11 +418,12 @@ async fn drain(read: &mut OwnedReadHalf) {
 
 /// Runs an upgraded WebSocket connection to its end. `prefix` holds bytes the client
 /// sent after its HTTP request.
-pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Shared>, protocol: Protocol) {
+/// `burst`: the client asked to start with the GOP cache (`?burst=gop`).
+pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Shared>, protocol: Protocol, burst: bool) {
     let (read, write) = stream.into_split();
     let write = Arc::new(write);
     let client = match protocol {
-        Protocol::Sdr => ctx.hub.join(),
+        Protocol::Sdr => ctx.hub.join(burst),
         Protocol::Foxglove => ctx
             .hub
             .join_subscriber(protocol, &text_frame(&foxglove::server_info(&ctx.session_id))),

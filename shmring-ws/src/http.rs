@@ -1,6 +1,7 @@
-//! HTTP/1.1 as far as the server needs it: reading and parsing a request head (GET
-//! only; the WebSocket upgrade headers, the Foxglove subprotocol offer) and writing a
-//! small complete response.
+//! HTTP/1.1 as far as the server needs it: reading and parsing a request head (GET and
+//! HEAD; the WebSocket upgrade headers, the Foxglove subprotocol offer) and writing a
+//! small complete response (its head alone for HEAD: `wget --spider`, which SDR_OS's
+//! compose healthcheck runs, sends HEAD).
 
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct RequestHead {
     /// The request target (path and query).
     pub(crate) path: String,
+    /// A HEAD request: answer with the response head only (never an upgrade).
+    pub(crate) head_only: bool,
     /// `Sec-WebSocket-Key`.
     pub(crate) websocket_key: Option<String>,
     /// `Upgrade: websocket`.
@@ -33,11 +36,14 @@ fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, &'static str> 
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => {
-            if req.method != Some("GET") {
-                return Err("only GET is served");
-            }
+            let head_only = match req.method {
+                Some("GET") => false,
+                Some("HEAD") => true,
+                _ => return Err("only GET and HEAD are served"),
+            };
             let mut head = RequestHead {
                 path: req.path.unwrap_or("/").to_owned(),
+                head_only,
                 websocket_key: None,
                 upgrade_websocket: false,
                 version_13: false,
@@ -64,10 +70,17 @@ fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, &'static str> 
 
 /// Writes a complete response with `body` and closes the connection (bounded in time).
 pub(crate) async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) {
+    respond_to(stream, false, status, content_type, body).await
+}
+
+/// [`respond`] to a request that may be a HEAD (`head_only`): then the head alone, with
+/// the `Content-Length` the GET would have had.
+pub(crate) async fn respond_to(stream: &mut TcpStream, head_only: bool, status: &str, content_type: &str, body: &[u8]) {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     );
+    let body = if head_only { &[][..] } else { body };
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(body).await?;

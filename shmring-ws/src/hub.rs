@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use crate::client::{ClientQueue, QueueLimits, VideoStart};
-use crate::foxglove::{Channels, VIDEO_CHANNEL_ID};
+use crate::foxglove::{Channels, IMAGE_CHANNEL_ID, VIDEO_CHANNEL_ID};
 use crate::keyframe::KeyframeRequests;
 use crate::message::{Outgoing, Telemetry, VideoFrame};
 use crate::metrics::{DropReason, Metrics, SentTally};
@@ -125,19 +125,19 @@ impl Hub {
         Arc::new(ClientQueue::new(self.next_id.fetch_add(1, Ordering::Relaxed), protocol))
     }
 
-    /// Registers a new client that gets everything (video and telemetry). Its queue
-    /// starts with the GOP cache (the newest keyframe and the frames after it), so its
-    /// picture appears at once; without a cached keyframe it waits for the next one,
-    /// and one is requested.
-    pub(crate) fn join(&self) -> Arc<ClientQueue> {
+    /// Registers a new client that gets everything (video and telemetry). With `burst`
+    /// its queue starts with the GOP cache (the newest keyframe and the frames after
+    /// it), so its picture appears at once; otherwise, or without a cached keyframe, it
+    /// waits for the next one, and one is requested.
+    pub(crate) fn join(&self, burst: bool) -> Arc<ClientQueue> {
         let client = self.new_client(Protocol::Sdr);
         let mut hub = self.lock();
         client.set_first_seq(hub.next_seq);
-        let start = client.start_video(None, &hub.gop, hub.gop_bytes);
+        let start = client.start_video(None, burst, &hub.gop, hub.gop_bytes);
         Arc::make_mut(&mut hub.clients).push(client.clone());
         drop(hub);
         if start == VideoStart::AwaitingKeyframe {
-            self.keyframes.request("new client, no keyframe cached");
+            self.keyframes.request("a new client waits for a keyframe");
         }
         client.wake();
         client
@@ -164,10 +164,14 @@ impl Hub {
     /// already subscribed to it.
     pub(crate) fn subscribe(&self, client: &ClientQueue, channel: u32, subscription: u32) -> bool {
         let hub = self.lock();
+        if channel == IMAGE_CHANNEL_ID {
+            // JPEG pictures stand alone: no burst, no keyframe to wait for.
+            return client.subscribe_image(subscription);
+        }
         if channel != VIDEO_CHANNEL_ID {
             return hub.channels.is_telemetry(channel) && client.subscribe_telemetry(channel, subscription);
         }
-        let start = client.start_video(Some(subscription), &hub.gop, hub.gop_bytes);
+        let start = client.start_video(Some(subscription), true, &hub.gop, hub.gop_bytes);
         if start == VideoStart::AlreadySubscribed {
             return false;
         }
@@ -197,6 +201,15 @@ impl Hub {
 
     /// Hands a video frame to every client and updates the GOP cache.
     pub(crate) fn publish_video(&self, frame: VideoFrame) {
+        if let Some((header, payload)) = frame.parts() {
+            self.metrics.frames_broadcast.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .bytes_broadcast
+                .fetch_add(payload.len() as u64, Ordering::Relaxed);
+            self.metrics
+                .last_codec
+                .store(u64::from(header.codec.get()), Ordering::Relaxed);
+        }
         let mut hub = self.lock();
         let len = frame.message.len();
         if frame.keyframe {

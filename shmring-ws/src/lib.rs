@@ -16,9 +16,11 @@
 //!   copy in this crate). Fan-out threads write it to each client's socket with one
 //!   non-blocking `writev`; only what a socket cannot take at once waits in that
 //!   client's bounded queue for its writer task.
-//! - New clients start from a GOP cache (the newest keyframe and the frames after it).
-//!   A client whose queue overflows (bytes or messages) drops to the next keyframe; the
-//!   others lose nothing. Keyframe requests are coalesced ([`KeyframeRequests`]).
+//! - New clients that ask for it (`?burst=gop`) start from a GOP cache (the newest
+//!   keyframe and the frames after it); others at the next keyframe, requested for them.
+//!   A client whose queue overflows (bytes or messages), or that meets a gap in
+//!   frame_seq, resumes at a keyframe; the others lose nothing. Keyframe requests are
+//!   coalesced ([`KeyframeRequests`]). Motion commands pass the video safety [`gate`].
 //! - [`Server`] also serves a WebCodecs viewer page at `/`, `/health` and `/metrics`,
 //!   and the [`foxglove`] WebSocket protocol on the same port.
 //!
@@ -46,6 +48,7 @@ mod connection;
 pub mod defaults;
 pub mod foxglove;
 mod framing;
+pub mod gate;
 mod http;
 mod hub;
 mod keyframe;
@@ -55,6 +58,7 @@ pub mod nats;
 mod options;
 pub mod protocol;
 mod ring;
+mod safety;
 mod server;
 mod source;
 mod wire;

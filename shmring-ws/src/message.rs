@@ -30,6 +30,11 @@ impl VideoFrame {
         crate::protocol::parse_video(&self.message)
     }
 
+    /// The frame's codec (`None` only for a message that is not a video message).
+    pub(crate) fn codec(&self) -> Option<shmring_core::Codec> {
+        self.parts().map(|(h, _)| shmring_core::Codec(h.codec.get()))
+    }
+
     /// The frame's record (`[header][payload]`, the message without its type byte),
     /// sharing the message's buffer.
     pub(crate) fn record(&self) -> Bytes {

@@ -150,6 +150,9 @@ impl Histogram {
     }
 }
 
+/// Frames older than this make `/health` say `stale`.
+const STALE_AFTER_MS: u64 = 5_000;
+
 /// Server-wide counters, shared by the reader thread, the client tasks and the HTTP
 /// handlers. All updates are relaxed atomics: the numbers are for monitoring.
 #[derive(Debug)]
@@ -161,8 +164,17 @@ pub struct Metrics {
     pub shm_seq: AtomicU64,
     /// CLOCK_MONOTONIC ns when the newest frame was read (0 before the first).
     pub last_frame_ns: AtomicU64,
-    /// 1 if the ring's writer holds its lock, 0 if not, -1 if unknown (no ring yet).
+    /// 1 if the ring's writer holds its lock, 0 if not, -1 if unknown (no ring yet, a
+    /// legacy ring whose writer holds no lock, or a NATS source).
     pub writer_alive: AtomicI64,
+    /// Video frames handed to the clients (SDR_OS's `frames_broadcast`).
+    pub frames_broadcast: AtomicU64,
+    /// Payload bytes of those frames (for `avg_frame_size_bytes`).
+    pub bytes_broadcast: AtomicU64,
+    /// Codec id of the newest frame (0 before the first).
+    pub last_codec: AtomicU64,
+    /// Client commands the video gate held back.
+    pub commands_gated: AtomicU64,
     /// Video frames written to clients.
     pub frames_sent: AtomicU64,
     /// Of `frames_sent`, those the publishing thread wrote straight to the socket (the
@@ -212,6 +224,10 @@ impl Default for Metrics {
             shm_seq: AtomicU64::new(0),
             last_frame_ns: AtomicU64::new(0),
             writer_alive: AtomicI64::new(-1),
+            frames_broadcast: AtomicU64::new(0),
+            bytes_broadcast: AtomicU64::new(0),
+            last_codec: AtomicU64::new(0),
+            commands_gated: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             frames_sent_direct: AtomicU64::new(0),
             commit_time_invalid: AtomicU64::new(0),
@@ -264,16 +280,23 @@ impl Metrics {
         (at != 0).then(|| shmring_core::monotonic_ns().saturating_sub(at) / 1_000_000)
     }
 
-    /// The `/health` document.
+    /// The `/health` document: SDR_OS's keys and ours. `status` is `ok` while frames
+    /// are fresh from a live writer, or from one whose liveness cannot be probed (a
+    /// legacy writer holding no lock, a NATS source: liveness from the frame age);
+    /// `starting` while a live writer has not produced its first frame; `stale`,
+    /// `writer_down` or `waiting_for_ring` otherwise.
     pub fn health_json(&self) -> String {
         let age = self.last_frame_age_ms();
         let alive = self.writer_alive.load(Ordering::Relaxed);
         let status = match (alive, age) {
-            (1, Some(a)) if a < 5_000 => "ok",
-            (-1, _) => "waiting_for_ring",
+            (1 | -1, Some(a)) if a < STALE_AFTER_MS => "ok",
+            (1, None) => "starting",
+            (-1, None) => "waiting_for_ring",
             (0, _) => "writer_down",
             _ => "stale",
         };
+        let frames = self.frames_broadcast.load(Ordering::Relaxed);
+        let lag = self.drops(DropReason::QueueOverflow) + self.drops(DropReason::AwaitingKeyframe);
         serde_json::json!({
             "status": status,
             "clients": self.clients.load(Ordering::Relaxed),
@@ -282,6 +305,9 @@ impl Metrics {
             "writer_alive": match alive { 1 => Some(true), 0 => Some(false), _ => None },
             "frames_read": self.frames_read.load(Ordering::Relaxed),
             "frames_sent": self.frames_sent.load(Ordering::Relaxed),
+            "frames_broadcast": frames,
+            "client_lag_total": lag,
+            "avg_frame_size_bytes": self.bytes_broadcast.load(Ordering::Relaxed).checked_div(frames).unwrap_or(0),
             "nats": self.nats_state(),
             "uptime_s": self.started.elapsed().as_secs(),
         })
@@ -359,6 +385,16 @@ impl Metrics {
             "shmring_ws_commands_dropped_total",
             "Client commands dropped.",
             get(&self.commands_dropped),
+        );
+        counter(
+            "shmring_ws_commands_gated_total",
+            "Client motion commands the video safety gate held back (stale video).",
+            get(&self.commands_gated),
+        );
+        counter(
+            "shmring_ws_frames_broadcast_total",
+            "Video frames handed to the clients.",
+            get(&self.frames_broadcast),
         );
         counter(
             "shmring_ws_ring_read_errors_total",
@@ -474,5 +510,44 @@ mod tests {
             .expect("a sum");
         assert!((sum - 0.03).abs() < 1e-9, "sum {sum}");
         assert!(text.contains("shmring_ws_read_to_send_seconds_bucket{le=\"0.001\"} 1"));
+    }
+
+    fn status(m: &Metrics) -> String {
+        let v: serde_json::Value = serde_json::from_str(&m.health_json()).expect("JSON");
+        v["status"].as_str().expect("a status").to_owned()
+    }
+
+    #[test]
+    fn health_status_follows_the_writer_and_the_frame_age() {
+        let m = Metrics::default();
+        assert_eq!(status(&m), "waiting_for_ring");
+        // A live writer (it holds the lock) that has not written yet: starting, not stale.
+        m.writer_alive.store(1, Ordering::Relaxed);
+        assert_eq!(status(&m), "starting");
+        m.last_frame_ns.store(shmring_core::monotonic_ns(), Ordering::Relaxed);
+        assert_eq!(status(&m), "ok");
+        // A writer whose liveness cannot be probed (SDR_OS's legacy writer holds no lock):
+        // judged by the age of its newest frame.
+        m.writer_alive.store(-1, Ordering::Relaxed);
+        assert_eq!(status(&m), "ok");
+        let old = shmring_core::monotonic_ns().saturating_sub((STALE_AFTER_MS + 1) * 1_000_000);
+        m.last_frame_ns.store(old.max(1), Ordering::Relaxed);
+        assert_eq!(status(&m), "stale");
+        m.writer_alive.store(0, Ordering::Relaxed);
+        assert_eq!(status(&m), "writer_down");
+    }
+
+    #[test]
+    fn health_has_sdr_os_keys() {
+        let m = Metrics::default();
+        m.frames_broadcast.store(4, Ordering::Relaxed);
+        m.bytes_broadcast.store(4000, Ordering::Relaxed);
+        m.dropped(DropReason::QueueOverflow, 2);
+        m.dropped(DropReason::AwaitingKeyframe, 3);
+        let v: serde_json::Value = serde_json::from_str(&m.health_json()).expect("JSON");
+        assert_eq!(v["frames_broadcast"], 4);
+        assert_eq!(v["avg_frame_size_bytes"], 1000);
+        assert_eq!(v["client_lag_total"], 5);
+        assert!(v["uptime_s"].is_u64() && v["clients"].is_i64() && v["shm_seq"].is_u64());
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::client::QueueLimits;
 use crate::defaults;
+use crate::gate::GateSettings;
 use crate::nats::{NatsOptions, NatsPublishOptions};
 use crate::source::{FrameSource, RingSource};
 
@@ -39,6 +40,8 @@ pub struct ServerOptions {
     pub send_buffer: usize,
     /// Threads writing frames to client sockets (0: one per CPU).
     pub fanout_threads: usize,
+    /// The video safety gate's thresholds (`None`: no gate, every command passes).
+    pub video_gate: Option<GateSettings>,
 }
 
 impl Default for ServerOptions {
@@ -58,6 +61,7 @@ impl Default for ServerOptions {
             max_clients: defaults::MAX_CLIENTS,
             send_buffer: defaults::SEND_BUFFER,
             fanout_threads: defaults::FANOUT_THREADS,
+            video_gate: Some(GateSettings::default()),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shmring_core::layout::FrameHeader;
-use shmring_core::{monotonic_ns, Error, ReaderOptions, RingReader, StartPosition};
+use shmring_core::{monotonic_ns, Error, ReaderOptions, RingKind, RingReader, StartPosition};
 
 use crate::hub::Hub;
 use crate::message::VideoFrame;
@@ -61,10 +61,14 @@ pub(crate) fn spawn_reader(
 }
 
 fn open(source: &RingSource, stop: &AtomicBool) -> Option<RingReader> {
+    // Every frame, from the newest: a producer that encodes with intra refresh (one
+    // IDR, then none unless asked, as SDR_OS's sim does) may have no keyframe in the ring
+    // at all. Each client waits for a keyframe itself, and after every gap (see
+    // `crate::client`), and a keyframe is requested for it.
     let options = ReaderOptions {
-        start: StartPosition::LatestKeyframe,
+        start: StartPosition::Latest,
         verify_crc: source.verify_crc,
-        resync_at_keyframe: true,
+        resync_at_keyframe: false,
     };
     let mut said = false;
     while !stop.load(Ordering::Relaxed) {
@@ -93,13 +97,16 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
     let mut reopens = reader.reopens();
     let mut last_status = Instant::now();
     let mut last_error_log: Option<Instant> = None;
+    // A legacy ring's writer may hold no lock (SDR_OS's Python writer does not): then
+    // its liveness is unknown, and /health judges it by the age of the newest frame.
+    let legacy = matches!(reader.kind(), RingKind::Legacy { .. });
     let probe = |reader: &RingReader, epoch: &mut Option<u64>| {
         let status = reader.status();
         metrics.writer_alive.store(
             match status.writer.alive {
                 Some(true) => 1,
-                Some(false) => 0,
-                None => -1,
+                Some(false) if !legacy => 0,
+                _ => -1,
             },
             Ordering::Relaxed,
         );

@@ -14,19 +14,22 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::connection::Shared;
-use crate::http::{read_head, respond, switching_protocols, HEAD_TIMEOUT};
+use crate::http::{read_head, respond, respond_to, switching_protocols, HEAD_TIMEOUT};
 use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
 use crate::metrics::Metrics;
 use crate::nats::client::Connections;
 use crate::options::ServerOptions;
 use crate::protocol::Command;
+use crate::safety::{Publication, SafetyGate};
 use crate::wire::Protocol;
 
 /// The viewer page served at `/`.
 pub const VIEWER_HTML: &str = include_str!("viewer.html");
 /// The WebSocket endpoint.
 pub const STREAM_PATH: &str = "/stream/ws";
+/// Pause between the 101 response and the first WebSocket frame.
+const UPGRADE_PAUSE: Duration = Duration::from_millis(5);
 /// Client commands waiting for NATS.
 const COMMAND_QUEUE: usize = 1024;
 
@@ -35,6 +38,7 @@ pub struct Server {
     listener: TcpListener,
     ctx: Arc<Shared>,
     commands_rx: Option<mpsc::Receiver<Command>>,
+    gate_rx: Option<mpsc::Receiver<Publication>>,
 }
 
 impl Server {
@@ -56,6 +60,13 @@ impl Server {
             }
             None => (None, None),
         };
+        let (gate, gate_rx) = match options.video_gate {
+            Some(settings) => {
+                let (gate, rx) = SafetyGate::new(settings, metrics.clone());
+                (Some(gate), Some(rx))
+            }
+            None => (None, None),
+        };
         Ok(Server {
             listener,
             ctx: Arc::new(Shared {
@@ -68,8 +79,10 @@ impl Server {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis())
                     .to_string(),
+                gate,
             }),
             commands_rx,
+            gate_rx,
         })
     }
 
@@ -128,6 +141,7 @@ impl Server {
                             ctx.metrics.clone(),
                             ctx.keyframes.clone(),
                             rx,
+                            self.gate_rx.take(),
                         ));
                     }
                     Err(e) => {
@@ -140,6 +154,7 @@ impl Server {
                 "NATS not configured (--nats-url / SDR_NATS_URL): no telemetry relay, client commands are dropped, keyframe requests go only to an in-process producer"
             ),
         }
+        let gate_ticker = ctx.gate.clone().map(|gate| tokio::spawn(gate.run()));
         tracing::info!(
             "listening on http://{} (viewer at /, stream at {STREAM_PATH})",
             self.listener.local_addr()?
@@ -163,9 +178,22 @@ impl Server {
         if let Some(publisher) = publisher {
             publisher.abort();
         }
+        if let Some(ticker) = gate_ticker {
+            ticker.abort();
+        }
         source.stop().await;
         Ok(())
     }
+}
+
+/// True if the request target asks for the GOP burst at join (`?burst=gop`, as the
+/// viewer page does): an instant picture for a decoder that takes a burst. Other
+/// clients start at the next keyframe (requested for them), so a decoder that drops
+/// frames when more than a few are queued (SDR_OS's) never loses a reference.
+fn wants_burst(target: &str) -> bool {
+    target
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|p| p == "burst=gop"))
 }
 
 async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Shared>) {
@@ -189,10 +217,11 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Shared>) {
         let Some(key) = head
             .websocket_key
             .as_deref()
-            .filter(|_| head.upgrade_websocket && head.version_13)
+            .filter(|_| head.upgrade_websocket && head.version_13 && !head.head_only)
         else {
-            respond(
+            respond_to(
                 &mut stream,
+                head.head_only,
                 "426 Upgrade Required",
                 "text/plain",
                 b"this endpoint speaks WebSocket (version 13)",
@@ -211,21 +240,26 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Shared>) {
             return;
         }
         let response = switching_protocols(key, foxglove.then_some(crate::foxglove::SUBPROTOCOL));
+        // The 101 goes out alone (TCP_NODELAY: its own segment), and nothing follows it
+        // for a moment: a proxy that reads the response head first (SDR_OS's development
+        // proxy drops whatever arrives in the same read) never finds frames behind it.
         if stream.write_all(response.as_bytes()).await.is_err() {
             return;
         }
+        tokio::time::sleep(UPGRADE_PAUSE).await;
         if ctx.options.send_buffer > 0 {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(ctx.options.send_buffer);
         }
         let protocol = if foxglove { Protocol::Foxglove } else { Protocol::Sdr };
-        crate::connection::run(stream, rest, ctx, protocol).await;
+        crate::connection::run(stream, rest, ctx, protocol, wants_burst(&head.path)).await;
         return;
     }
     ctx.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
     match path {
         "/" | "/index.html" => {
-            respond(
+            respond_to(
                 &mut stream,
+                head.head_only,
                 "200 OK",
                 "text/html; charset=utf-8",
                 VIEWER_HTML.as_bytes(),
@@ -233,8 +267,9 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Shared>) {
             .await
         }
         "/health" => {
-            respond(
+            respond_to(
                 &mut stream,
+                head.head_only,
                 "200 OK",
                 "application/json",
                 ctx.metrics.health_json().as_bytes(),
@@ -242,15 +277,16 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Shared>) {
             .await
         }
         "/metrics" => {
-            respond(
+            respond_to(
                 &mut stream,
+                head.head_only,
                 "200 OK",
                 "text/plain; version=0.0.4",
                 ctx.metrics.render_prometheus().as_bytes(),
             )
             .await
         }
-        "/favicon.ico" => respond(&mut stream, "204 No Content", "image/x-icon", b"").await,
-        _ => respond(&mut stream, "404 Not Found", "text/plain", b"not found").await,
+        "/favicon.ico" => respond_to(&mut stream, head.head_only, "204 No Content", "image/x-icon", b"").await,
+        _ => respond_to(&mut stream, head.head_only, "404 Not Found", "text/plain", b"not found").await,
     }
 }

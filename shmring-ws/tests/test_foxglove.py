@@ -61,7 +61,8 @@ def test_foxglove_client_gets_gated_compressed_video(stack):
         ws, info, adv = await handshake(stack.url("/"))
         assert info["op"] == "serverInfo" and info["name"] and isinstance(info["capabilities"], list)
         assert info["sessionId"]
-        assert adv["op"] == "advertise" and len(adv["channels"]) == 1
+        # The video channel, and the image channel JPEG frames go to (issue 13).
+        assert adv["op"] == "advertise" and [c["topic"] for c in adv["channels"]] == ["/video", "/image"]
         ch = adv["channels"][0]
         assert ch["encoding"] == "protobuf" and ch["schemaName"] == "foxglove.CompressedVideo"
         Video = message_class(ch["schema"], "foxglove.CompressedVideo")
@@ -179,7 +180,7 @@ def test_foxglove_gets_nats_telemetry_as_json_channels(stack, tmp_path):
                 await asyncio.sleep(0.1)
             nc = await nats.connect(nats_url)
             ws, _, adv = await handshake(stack.url("/"))
-            assert [c["id"] for c in adv["channels"]] == [1], "no telemetry seen yet"
+            assert [c["id"] for c in adv["channels"]] == [1, 2], "no telemetry seen yet"
             # Not JSON: relayed to SDR clients only, never a Foxglove channel.
             await nc.publish("telemetry.raw", b"\x00\x01 not json")
             await nc.publish("telemetry.imu", json.dumps({"tag": 1}).encode())
@@ -187,7 +188,7 @@ def test_foxglove_gets_nats_telemetry_as_json_channels(stack, tmp_path):
             new = await next_text(ws, 10)
             assert new["op"] == "advertise"
             [ch] = new["channels"]
-            assert ch["topic"] == "telemetry.imu" and ch["encoding"] == "json" and ch["id"] >= 2
+            assert ch["topic"] == "telemetry.imu" and ch["encoding"] == "json" and ch["id"] >= 3
             await ws.send(json.dumps({"op": "subscribe", "subscriptions": [{"id": 5, "channelId": ch["id"]}]}))
             await asyncio.sleep(0.3)
             payload = json.dumps({"tag": 2, "gyro": [0.1, 0.2, 0.3]}).encode()

@@ -201,7 +201,8 @@ def test_three_servers_through_a_nats_cluster_survive_a_node_kill(stack, tmp_pat
             c = Server(tmp_path, "server-c", "--source", source)
             servers.append(c)
             connect_at = time.time()
-            tasks.append(asyncio.create_task(collect(c.url(), stop, via_c, c_first)))
+            # The instant picture from the stored keyframe is for clients that ask for the burst.
+            tasks.append(asyncio.create_task(collect(c.url() + "?burst=gop", stop, via_c, c_first)))
             await asyncio.sleep(3)
             # Kill the node the publisher and B are connected to, mid-stream.
             node = cluster.node_of(f"transport-server publish {SUBJECT}")

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 
 use shmring_ws::defaults;
+use shmring_ws::gate::GateSettings;
 use shmring_ws::nats::video::{NatsVideoTarget, VIDEO_SUBJECT_PREFIX};
 use shmring_ws::nats::{NatsOptions, NatsPublishOptions, NatsSourceOptions};
 use shmring_ws::{FrameSource, QueueLimits, RingSource, ServerOptions, GOP_CACHE_MAX_BYTES};
@@ -22,15 +23,18 @@ pub(crate) struct Config {
     /// Address to listen on for HTTP and WebSocket.
     #[arg(long, env = "SDR_LISTEN_ADDR", default_value_t = defaults::LISTEN)]
     pub listen: SocketAddr,
-    /// NATS server URL; without one the server runs without NATS.
+    /// NATS server URL [default: none: the server runs without NATS (no telemetry, no
+    /// commands, no video gate publications)].
     #[arg(long, env = "SDR_NATS_URL")]
     pub nats_url: Option<String>,
     /// The producer stamps each frame's frame_id with its commit time (CLOCK_MONOTONIC
-    /// ns), as the demo producer does: /metrics then measures commit-to-send latency.
+    /// ns), as the demo producer does: /metrics then measures commit-to-send latency
+    /// [default: false; on with --demo].
     #[arg(long, env = "SDR_FRAME_ID_COMMIT_TIME", default_value = "false", value_parser = BoolishValueParser::new())]
     pub frame_id_commit_time: bool,
-    /// Verify each frame's CRC-32.
-    #[arg(long, env = "SDR_CRC_ENABLED", default_value_t = defaults::VERIFY_CRC, value_parser = BoolishValueParser::new())]
+    /// Verify each frame's CRC-32 and drop frames that fail it (as SDR_OS does); turn
+    /// off with `--crc false` or SDR_CRC_ENABLED=false.
+    #[arg(long, env = "SDR_CRC_ENABLED", action = clap::ArgAction::Set, value_name = "BOOL", default_value_t = defaults::VERIFY_CRC, value_parser = BoolishValueParser::new())]
     pub crc: bool,
     /// NATS subjects relayed to clients as telemetry (comma-separated, wildcards allowed).
     #[arg(
@@ -43,6 +47,16 @@ pub(crate) struct Config {
     /// Largest telemetry payload relayed, in bytes.
     #[arg(long, env = "SDR_TELEMETRY_MAX_SIZE", default_value_t = defaults::TELEMETRY_MAX_SIZE)]
     pub telemetry_max_size: usize,
+    /// Subjects keyframe requests are published on (comma-separated): SDR_OS's sim
+    /// listens on command.genesis.force_idr, shmring producers on control.request_idr.
+    /// Requests go out when a client connects and while one waits, coalesced.
+    #[arg(
+        long,
+        env = "SDR_KEYFRAME_REQUEST_SUBJECTS",
+        default_value = "command.genesis.force_idr,control.request_idr",
+        value_delimiter = ','
+    )]
+    pub keyframe_request_subjects: Vec<String>,
     /// Keyframe requests are coalesced to one per this many milliseconds.
     #[arg(long, env = "SDR_IDR_COALESCE_MS", default_value_t = defaults::KEYFRAME_INTERVAL.as_millis() as u64)]
     pub idr_coalesce_ms: u64,
@@ -53,6 +67,34 @@ pub(crate) struct Config {
     /// starts with); more and the client drops to the next keyframe.
     #[arg(long, env = "SDR_CLIENT_QUEUE_FRAMES", default_value_t = defaults::QUEUE_FRAMES)]
     pub queue_frames: usize,
+    /// SDR_OS's name for the same limit (its broadcast channel's capacity, 64 there)
+    /// [default: none: --queue-frames applies]; if set, it sets --queue-frames, and the
+    /// two may not disagree.
+    #[arg(long, env = "SDR_BROADCAST_CAPACITY")]
+    pub broadcast_capacity: Option<usize>,
+    /// Size SDR_OS expects of the ring file, in bytes. The whole file is mapped
+    /// whatever its size; a smaller file is reported when the server starts.
+    #[arg(long, env = "SDR_SHM_SIZE", default_value_t = 4 << 20)]
+    pub shm_size: u64,
+    /// SDR_OS's switch for per-client keyframe gating. Clients here always start and
+    /// resume at a keyframe (a decoder cannot use the frames before one), so only
+    /// `true` is accepted; `false` is refused at start.
+    #[arg(long, env = "SDR_SHM_KEYFRAME_GATING", action = clap::ArgAction::Set, value_name = "BOOL", default_value = "true", value_parser = BoolishValueParser::new())]
+    pub keyframe_gating: bool,
+    /// The video safety gate (docs/video-gate.md): motion commands are held while the
+    /// video is stale; turn off with `--video-gate false` or SDR_VIDEO_GATE=false.
+    #[arg(long, env = "SDR_VIDEO_GATE", action = clap::ArgAction::Set, value_name = "BOOL", default_value = "true", value_parser = BoolishValueParser::new())]
+    pub video_gate: bool,
+    /// Video older than this many milliseconds holds motion (one zero velocity, then
+    /// motion commands are dropped).
+    #[arg(long, env = "SDR_VIDEO_GATE_HOLD_MS", default_value_t = 1000)]
+    pub video_gate_hold_ms: u64,
+    /// Video older than this many milliseconds stops the robot (one estop).
+    #[arg(long, env = "SDR_VIDEO_GATE_ESTOP_MS", default_value_t = 5000)]
+    pub video_gate_estop_ms: u64,
+    /// After a codec change, ESTOP waits this many milliseconds longer.
+    #[arg(long, env = "SDR_VIDEO_GATE_CODEC_CHANGE_GRACE_MS", default_value_t = 2000)]
+    pub video_gate_codec_change_grace_ms: u64,
     /// Most bytes waiting in one client's queue (besides the GOP burst).
     #[arg(long, env = "SDR_CLIENT_QUEUE_BYTES", default_value_t = defaults::QUEUE_BYTES)]
     pub queue_bytes: usize,
@@ -75,11 +117,13 @@ pub(crate) struct Config {
     #[arg(long, env = "SDR_SEND_BUFFER", default_value_t = defaults::SEND_BUFFER)]
     pub send_buffer: usize,
     /// Publish every frame to NATS: `nats://HOST:PORT[,nats://HOST2:PORT2...][/SUBJECT]`
-    /// (default subject `video.<ring file name>`); keyframes are also kept in JetStream.
+    /// (default subject `video.<ring file name>`); keyframes are also kept in JetStream
+    /// [default: none: frames are not published].
     #[arg(long, env = "SDR_PUBLISH_URL", value_name = "URL")]
     pub publish: Option<String>,
     /// Serve a stream from NATS instead of a ring:
-    /// `nats://HOST:PORT[,nats://HOST2:PORT2...]/video.<stream>`.
+    /// `nats://HOST:PORT[,nats://HOST2:PORT2...]/video.<stream>` [default: none: the
+    /// ring is read].
     #[arg(long, env = "SDR_SOURCE_URL", value_name = "URL")]
     pub source: Option<String>,
     /// JetStream replicas of the keyframe store created by --publish (3 on a 3-node
@@ -128,6 +172,43 @@ impl Config {
             return Err("--demo writes a local ring; it cannot be combined with --source".to_owned());
         }
         let shm_path = self.ring_path(demo);
+        if !self.keyframe_gating {
+            return Err(
+                "SDR_SHM_KEYFRAME_GATING=false (--keyframe-gating false) is not supported: every client \
+                 starts and resumes at a keyframe, since a decoder cannot use the frames before one; remove the \
+                 setting"
+                    .to_owned(),
+            );
+        }
+        let queue_frames = match self.broadcast_capacity {
+            Some(n) if self.queue_frames != defaults::QUEUE_FRAMES && self.queue_frames != n => {
+                return Err(format!(
+                    "SDR_BROADCAST_CAPACITY ({n}) and SDR_CLIENT_QUEUE_FRAMES ({}) set the same limit differently; \
+                     set only one",
+                    self.queue_frames
+                ))
+            }
+            Some(n) => n,
+            None => self.queue_frames,
+        };
+        if self.video_gate && self.video_gate_estop_ms <= self.video_gate_hold_ms {
+            return Err(format!(
+                "SDR_VIDEO_GATE_ESTOP_MS ({}) must be longer than SDR_VIDEO_GATE_HOLD_MS ({}): ESTOP escalates a HOLD",
+                self.video_gate_estop_ms, self.video_gate_hold_ms
+            ));
+        }
+        if self.source.is_none() && !demo {
+            if let Ok(meta) = std::fs::metadata(&shm_path) {
+                if meta.len() < self.shm_size {
+                    tracing::warn!(
+                        "ring {} is {} bytes, smaller than SDR_SHM_SIZE ({}); it is read as it is",
+                        shm_path.display(),
+                        meta.len(),
+                        self.shm_size
+                    );
+                }
+            }
+        }
         let publish = match &self.publish {
             Some(url) => Some(NatsPublishOptions {
                 target: NatsVideoTarget::parse(url, Some(&default_subject(&shm_path)))
@@ -159,7 +240,7 @@ impl Config {
             source,
             publish,
             limits: QueueLimits {
-                max_frames: self.queue_frames.max(1),
+                max_frames: queue_frames.max(1),
                 max_bytes: self.queue_bytes.max(1),
                 keyframe_timeout: Duration::from_millis(self.keyframe_timeout_ms),
             },
@@ -168,6 +249,12 @@ impl Config {
                 url: url.clone(),
                 telemetry_subjects: self.telemetry_subjects.clone(),
                 telemetry_max_size: self.telemetry_max_size,
+                keyframe_request_subjects: self
+                    .keyframe_request_subjects
+                    .iter()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
             }),
             max_command_size: self.max_command_size,
             max_messages_per_sec: self.max_messages_per_sec,
@@ -175,6 +262,11 @@ impl Config {
             max_clients: self.max_clients,
             send_buffer: self.send_buffer,
             fanout_threads: self.fanout_threads,
+            video_gate: self.video_gate.then_some(GateSettings {
+                hold: Duration::from_millis(self.video_gate_hold_ms),
+                estop: Duration::from_millis(self.video_gate_estop_ms),
+                codec_change_grace: Duration::from_millis(self.video_gate_codec_change_grace_ms),
+            }),
         })
     }
 }

@@ -53,6 +53,11 @@ struct QueueState {
     awaiting_keyframe: bool,
     /// When the client first skipped a delta frame in its current wait.
     skipping_since: Option<Instant>,
+    /// frame_seq of the last video frame let through to this client (0: none yet). A
+    /// delta frame that does not follow it may reference a frame the client never got,
+    /// whatever the reason of the gap (a ring lap, a NATS loss, a stored keyframe met by
+    /// the live stream): the client then waits for a keyframe.
+    last_seq: u64,
     close: Option<CloseReason>,
     /// Bytes to write before anything else (WebSocket control frames: pongs, the close
     /// reply), formatted by the connection's protocol reader.
@@ -112,6 +117,10 @@ pub(crate) struct ClientQueue {
     dropped: AtomicU64,
     /// The socket, for direct writes (absent in unit tests: everything is queued).
     sink: OnceLock<Arc<dyn DirectSink>>,
+    /// CLOCK_MONOTONIC ns when the newest video frame written in full to this client's
+    /// socket was read from the source (the time the client joined, before its first):
+    /// the clock of its video gate ([`crate::safety::ClientGate`]).
+    newest_frame_ns: AtomicU64,
 }
 
 /// What a writer task takes from its queue in one go.
@@ -169,6 +178,7 @@ impl ClientQueue {
             notify: Notify::new(),
             dropped: AtomicU64::new(0),
             sink: OnceLock::new(),
+            newest_frame_ns: AtomicU64::new(shmring_core::monotonic_ns()),
         }
     }
 
@@ -187,27 +197,47 @@ impl ClientQueue {
         self.first_seq.store(seq, Ordering::Relaxed);
     }
 
-    /// Starts video for this client (under `subscription`, for clients that subscribe)
-    /// from the GOP cache `gop` (the newest keyframe and the frames after it, `gop_bytes`
-    /// message bytes), which does not count against the queue limits; without a cached
-    /// keyframe, the client waits for the next one. Called under the hub lock.
-    pub(crate) fn start_video(&self, subscription: Option<u32>, gop: &[VideoFrame], gop_bytes: usize) -> VideoStart {
+    /// Starts video for this client (under `subscription`, for clients that subscribe):
+    /// with `burst`, from the GOP cache `gop` (the newest keyframe and the frames after
+    /// it, `gop_bytes` message bytes), which does not count against the queue limits;
+    /// without `burst` or a cached keyframe, the client waits for the next keyframe (a
+    /// small decoder queue, like SDR_OS's, would drop references out of a burst). Called
+    /// under the hub lock.
+    pub(crate) fn start_video(
+        &self,
+        subscription: Option<u32>,
+        burst: bool,
+        gop: &[VideoFrame],
+        gop_bytes: usize,
+    ) -> VideoStart {
         let mut q = self.lock();
         if subscription.is_some() && q.subs.video.is_some() {
             return VideoStart::AlreadySubscribed;
         }
         q.subs.video = subscription;
-        if gop.is_empty() {
+        let Some(last) = gop.last().filter(|_| burst) else {
             q.awaiting_keyframe = true;
             return VideoStart::AwaitingKeyframe;
-        }
+        };
         q.awaiting_keyframe = false;
+        q.last_seq = last.frame_seq;
         q.items.extend(gop.iter().cloned().map(Outgoing::Video));
         q.bytes += gop_bytes;
         // The burst does not count against the queue limits.
         q.credit_frames = gop.len();
         q.credit_bytes = gop_bytes;
         VideoStart::FromCache
+    }
+
+    /// Subscribes the client to the image channel (JPEG frames) under `subscription`;
+    /// false if it already is.
+    pub(crate) fn subscribe_image(&self, subscription: u32) -> bool {
+        let mut q = self.lock();
+        if q.subs.image.is_some() {
+            return false;
+        }
+        q.subs.image = Some(subscription);
+        true
     }
 
     /// Subscribes the client to telemetry `channel` under `subscription`; false if it
@@ -226,6 +256,9 @@ impl ClientQueue {
     pub(crate) fn unsubscribe(&self, subscription: u32) {
         let mut s = self.lock();
         s.subs.telemetry.retain(|(_, sub)| *sub != subscription);
+        if s.subs.image == Some(subscription) {
+            s.subs.image = None;
+        }
         if s.subs.video == Some(subscription) {
             s.subs.video = None;
             let keep = usize::from(s.front_written > 0).min(s.items.len());
@@ -249,6 +282,44 @@ impl ClientQueue {
     /// Wakes the writer task (something was queued outside [`ClientQueue::push_many`]).
     pub(crate) fn wake(&self) {
         self.notify.notify_one();
+    }
+
+    /// CLOCK_MONOTONIC ns when the newest video frame this client was sent in full was
+    /// read from the source (when it joined, before its first frame).
+    pub(crate) fn newest_frame_ns(&self) -> u64 {
+        self.newest_frame_ns.load(Ordering::Relaxed)
+    }
+
+    /// Sends a message meant for this client alone (its video gate's status) ahead of
+    /// its queued frames, as a control frame: never dropped with an overflowing queue,
+    /// and never behind a backlog of stale video. SDR clients get the telemetry message
+    /// `message` (`[0x02][subject length][subject][payload]`), Foxglove clients its
+    /// payload as a `status`.
+    pub(crate) fn push_urgent(&self, message: &[u8]) {
+        let frame = match self.protocol {
+            Protocol::Sdr => {
+                let (head, n) = crate::framing::binary_frame_header(message.len());
+                let mut f = Vec::with_capacity(n + message.len());
+                f.extend_from_slice(&head[..n]);
+                f.extend_from_slice(message);
+                f
+            }
+            Protocol::Foxglove => {
+                let Some((_, at)) = crate::protocol::telemetry_subject(message) else {
+                    return;
+                };
+                let text = String::from_utf8_lossy(&message[at..]);
+                crate::framing::text_frame(&crate::foxglove::status(1, &format!("video gate: {text}")))
+            }
+        };
+        let _ = self.push_control(&frame);
+    }
+
+    /// Records that `item` was written in full to the client's socket.
+    pub(crate) fn sent(&self, item: &Outgoing) {
+        if let Outgoing::Video(f) = item {
+            self.newest_frame_ns.fetch_max(f.read_ns, Ordering::Relaxed);
+        }
     }
 
     /// The client's id (unique in this hub).
@@ -429,7 +500,9 @@ impl ClientQueue {
                 }
                 written -= len;
                 whole += 1;
-                rest.next();
+                if let Some(item) = rest.next() {
+                    self.sent(item);
+                }
             }
             out.sent_directly += whole as u64;
             if whole < chunk.len() {
@@ -523,10 +596,16 @@ fn gate(s: &mut QueueState, item: &Outgoing, limits: &QueueLimits) -> Gate {
     if frame.keyframe {
         s.awaiting_keyframe = false;
         s.skipping_since = None;
+        s.last_seq = frame.frame_seq;
         return Gate::Pass;
     }
     if !s.awaiting_keyframe {
-        return Gate::Pass;
+        if s.last_seq == 0 || frame.frame_seq == s.last_seq.wrapping_add(1) {
+            s.last_seq = frame.frame_seq;
+            return Gate::Pass;
+        }
+        // A gap: this delta frame may reference one the client never got.
+        s.awaiting_keyframe = true;
     }
     let now = Instant::now();
     let since = *s.skipping_since.get_or_insert(now);

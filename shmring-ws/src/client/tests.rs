@@ -137,7 +137,7 @@ pub(crate) fn foxglove_subs(wire: &[u8]) -> Vec<u32> {
 fn frames_go_straight_to_the_socket_while_the_client_keeps_up() {
     let h = hub(100);
     h.publish_video(frame(1, true, 200));
-    let c = h.join();
+    let c = h.join(true);
     let sock = with_socket(&c, 1 << 20);
     // The GOP burst goes through the writer task...
     assert_eq!(seqs(&writer_step(&c).expect("the GOP burst")), vec![1]);
@@ -159,7 +159,7 @@ fn frames_go_straight_to_the_socket_while_the_client_keeps_up() {
 fn a_frame_the_socket_cuts_short_is_finished_by_the_writer_and_never_dropped() {
     let h = hub(3);
     h.publish_video(frame(1, true, 100));
-    let c = h.join();
+    let c = h.join(true);
     let sock = with_socket(&c, 0);
     assert_eq!(seqs(&writer_step(&c).unwrap()), vec![1]);
     assert!(writer_step(&c).is_none());
@@ -189,7 +189,7 @@ fn a_failed_direct_write_ends_the_connection() {
     }
     let h = hub(100);
     h.publish_video(frame(1, true, 10));
-    let c = h.join();
+    let c = h.join(true);
     c.attach_sink(Arc::new(Broken));
     writer_step(&c).unwrap();
     assert!(writer_step(&c).is_none());
@@ -205,7 +205,7 @@ fn the_join_burst_does_not_count_against_the_limits() {
     for seq in 2..=10 {
         h.publish_video(frame(seq, false, 10));
     }
-    let c = h.join();
+    let c = h.join(true);
     h.publish_video(frame(11, false, 10));
     h.publish_video(frame(12, false, 10));
     assert_eq!(take(&c), (1..=12).collect::<Vec<_>>());
@@ -222,7 +222,7 @@ fn a_client_starved_of_keyframes_is_closed_with_a_reason() {
         keyframe_timeout: Duration::from_millis(20),
     };
     let h = Hub::new(limits, metrics, keyframes);
-    let c = h.join(); // no keyframe cached: waits for one
+    let c = h.join(true); // no keyframe cached: waits for one
     h.publish_video(frame(1, false, 10));
     std::thread::sleep(Duration::from_millis(30));
     h.publish_video(frame(2, false, 10));
@@ -234,7 +234,7 @@ fn a_client_starved_of_keyframes_is_closed_with_a_reason() {
 #[test]
 fn client_without_cached_keyframe_waits_for_one() {
     let h = hub(100);
-    let c = h.join();
+    let c = h.join(true);
     h.publish_video(frame(1, false, 10));
     h.publish_video(frame(2, true, 10));
     assert_eq!(take(&c), vec![2]);
@@ -244,8 +244,8 @@ fn client_without_cached_keyframe_waits_for_one() {
 #[test]
 fn overflow_drops_one_client_to_the_next_keyframe_only() {
     let h = hub(4);
-    let slow = h.join();
-    let fast = h.join();
+    let slow = h.join(true);
+    let fast = h.join(true);
     h.publish_video(frame(1, true, 10));
     let mut fast_seen = take(&fast);
     for seq in 2..=10 {
@@ -256,4 +256,48 @@ fn overflow_drops_one_client_to_the_next_keyframe_only() {
     // The slow one overflowed at frame 5, skipped 6 and 7, resumed at keyframe 8.
     assert_eq!(take(&slow), vec![8, 9, 10]);
     assert_eq!(slow.dropped(), 7);
+}
+
+#[test]
+fn a_delta_frame_after_a_gap_waits_for_a_keyframe() {
+    // The source reads every frame from the newest one (intra-refresh producers may have
+    // no keyframe in the ring), so a gap reaches the clients: each resumes at a keyframe.
+    let h = hub(100);
+    let c = h.join(true);
+    for (seq, key) in [(1, true), (2, false), (5, false), (6, false), (7, true), (8, false)] {
+        h.publish_video(frame(seq, key, 10));
+    }
+    assert_eq!(take(&c), vec![1, 2, 7, 8]);
+    assert_eq!(c.dropped(), 2);
+}
+
+#[test]
+fn a_stored_keyframe_met_by_the_live_stream_resumes_at_a_keyframe() {
+    // A `--source` server starts from the keyframe JetStream kept (40), then meets the
+    // live stream further on (52...): the client must not get 52, whose references it
+    // never had, whatever order the discontinuity and the queued frames take.
+    let h = hub(100);
+    let c = h.join(true);
+    h.publish_video(frame(40, true, 10));
+    for seq in 52..56 {
+        h.publish_video(frame(seq, false, 10));
+    }
+    h.publish_video(frame(60, true, 10));
+    h.publish_video(frame(61, false, 10));
+    assert_eq!(take(&c), vec![40, 60, 61]);
+}
+
+#[test]
+fn without_a_burst_a_client_starts_at_the_next_keyframe() {
+    let h = hub(100);
+    h.publish_video(frame(1, true, 10));
+    h.publish_video(frame(2, false, 10));
+    let c = h.join(false);
+    assert!(take(&c).is_empty(), "no GOP burst for a client that did not ask");
+    h.publish_video(frame(3, false, 10));
+    h.publish_video(frame(4, true, 10));
+    h.publish_video(frame(5, false, 10));
+    assert_eq!(take(&c), vec![4, 5]);
+    let burst = h.join(true);
+    assert_eq!(take(&burst), vec![4, 5], "the burst, for a client that asked");
 }

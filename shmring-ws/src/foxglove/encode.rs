@@ -11,7 +11,7 @@ use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto, Fi
 
 use shmring_core::Codec;
 
-use super::session::VIDEO_CHANNEL_ID;
+use super::session::{IMAGE_CHANNEL_ID, VIDEO_CHANNEL_ID};
 use crate::message::{Telemetry, VideoFrame};
 
 /// The WebSocket subprotocol name.
@@ -32,7 +32,8 @@ pub fn server_info(session_id: &str) -> String {
     serde_json::json!({
         "op": "serverInfo",
         "name": "shmring transport-server",
-        "capabilities": [],
+        "capabilities": ["clientPublish"],
+        "supportedEncodings": ["json"],
         "metadata": {},
         "sessionId": session_id,
     })
@@ -60,6 +61,13 @@ pub fn advertise(telemetry: &[(u32, &str)]) -> String {
         "schemaName": VIDEO_SCHEMA_NAME,
         "schema": compressed_video_schema(),
     })];
+    channels.push(serde_json::json!({
+        "id": IMAGE_CHANNEL_ID,
+        "topic": IMAGE_TOPIC,
+        "encoding": "protobuf",
+        "schemaName": IMAGE_SCHEMA_NAME,
+        "schema": compressed_image_schema(),
+    }));
     channels.extend(telemetry.iter().map(|(id, subject)| telemetry_channel(*id, subject)));
     serde_json::json!({"op": "advertise", "channels": channels}).to_string()
 }
@@ -93,6 +101,54 @@ fn field(name: &str, number: i32, kind: Type, type_name: Option<&str>) -> FieldD
         json_name: Some(name.into()),
         ..Default::default()
     }
+}
+
+/// The topic of the image channel (JPEG frames).
+pub const IMAGE_TOPIC: &str = "/image";
+/// The schema name of the image channel.
+pub const IMAGE_SCHEMA_NAME: &str = "foxglove.CompressedImage";
+
+/// `foxglove.CompressedImage` and its dependency `google.protobuf.Timestamp` as a
+/// base64 `FileDescriptorSet`: the `schema` of the image channel.
+pub fn compressed_image_schema() -> &'static str {
+    static SCHEMA: OnceLock<String> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let timestamp = FileDescriptorProto {
+            name: Some("google/protobuf/timestamp.proto".into()),
+            package: Some("google.protobuf".into()),
+            message_type: vec![DescriptorProto {
+                name: Some("Timestamp".into()),
+                field: vec![
+                    field("seconds", 1, Type::Int64, None),
+                    field("nanos", 2, Type::Int32, None),
+                ],
+                ..Default::default()
+            }],
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        };
+        let image = FileDescriptorProto {
+            name: Some("foxglove/CompressedImage.proto".into()),
+            package: Some("foxglove".into()),
+            dependency: vec!["google/protobuf/timestamp.proto".into()],
+            message_type: vec![DescriptorProto {
+                name: Some("CompressedImage".into()),
+                field: vec![
+                    field("timestamp", 1, Type::Message, Some(".google.protobuf.Timestamp")),
+                    field("frame_id", 4, Type::String, None),
+                    field("data", 2, Type::Bytes, None),
+                    field("format", 3, Type::String, None),
+                ],
+                ..Default::default()
+            }],
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        };
+        let set = FileDescriptorSet {
+            file: vec![timestamp, image],
+        };
+        base64_encode(&set.encode_to_vec())
+    })
 }
 
 /// `foxglove.CompressedVideo` and its dependency `google.protobuf.Timestamp` as a
@@ -190,7 +246,12 @@ pub(crate) fn message_data_head<'a>(
     out: &mut [u8; MAX_HEAD],
 ) -> Option<(usize, &'a [u8])> {
     let (header, payload) = frame.parts()?;
-    let format = video_format(Codec(header.codec.get()))?;
+    // JPEG frames go out as CompressedImage, whose fields are numbered differently:
+    // frame_id 4, format 3, data 2 (CompressedVideo: frame_id 2, format 4, data 3).
+    let (format, frame_id_tag, format_tag, data_tag) = match Codec(header.codec.get()) {
+        Codec::JPEG => ("jpeg", 0x22, 0x1a, 0x12),
+        codec => (video_format(codec)?, 0x12, 0x22, 0x1a),
+    };
     let log_ns = frame.read_ns.saturating_add(realtime_offset_ns());
     let mut w = Writer { out, at: 0 };
     w.put(&[OP_MESSAGE_DATA]);
@@ -205,12 +266,12 @@ pub(crate) fn message_data_head<'a>(
     w.varint(secs);
     w.put(&[0x10]);
     w.varint(nanos);
-    // frame_id (2), format (4), then data (3): tag and length only.
-    w.put(&[0x12, VIDEO_FRAME_ID.len() as u8]);
+    // frame_id, format, then data: tag and length only.
+    w.put(&[frame_id_tag, VIDEO_FRAME_ID.len() as u8]);
     w.put(VIDEO_FRAME_ID.as_bytes());
-    w.put(&[0x22, format.len() as u8]);
+    w.put(&[format_tag, format.len() as u8]);
     w.put(format.as_bytes());
-    w.put(&[0x1a]);
+    w.put(&[data_tag]);
     w.varint(payload.len() as u64);
     Some((w.at, payload))
 }
@@ -325,14 +386,38 @@ mod tests {
         let log_ns = u64::from_le_bytes(buf[5..13].try_into().unwrap());
         let ts = m.timestamp.unwrap();
         assert_eq!(ts.seconds as u64 * 1_000_000_000 + ts.nanos as u64, log_ns);
-        // A codec Foxglove cannot decode is not sent.
+        // A JPEG frame is a CompressedImage (frame_id 4, data 2, format 3).
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct CompressedImage {
+            #[prost(message, optional, tag = "1")]
+            timestamp: Option<Ts>,
+            #[prost(string, tag = "4")]
+            frame_id: String,
+            #[prost(bytes = "vec", tag = "2")]
+            data: Vec<u8>,
+            #[prost(string, tag = "3")]
+            format: String,
+        }
         let mut jpeg = frame.message.to_vec();
         jpeg[23] = 3;
         let jpeg = VideoFrame {
             message: jpeg.into(),
+            ..frame.clone()
+        };
+        let (len, body) = message_data_head(7, &jpeg, &mut buf).unwrap();
+        let mut pb = buf[MESSAGE_DATA_HEAD..len].to_vec();
+        pb.extend_from_slice(body);
+        let m = CompressedImage::decode(&pb[..]).unwrap();
+        assert_eq!((m.format.as_str(), m.frame_id.as_str()), ("jpeg", VIDEO_FRAME_ID));
+        assert_eq!(m.data, payload);
+        // A codec Foxglove cannot decode is not sent.
+        let mut other = frame.message.to_vec();
+        other[23] = 9;
+        let other = VideoFrame {
+            message: other.into(),
             ..frame
         };
-        assert!(message_data_head(7, &jpeg, &mut buf).is_none());
+        assert!(message_data_head(7, &other, &mut buf).is_none());
     }
 
     #[test]

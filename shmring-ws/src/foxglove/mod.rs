@@ -25,9 +25,13 @@ mod encode;
 mod session;
 
 pub use encode::{
-    advertise, advertise_telemetry, compressed_video_schema, server_info, status, MESSAGE_DATA_HEAD, OP_MESSAGE_DATA,
-    SUBPROTOCOL, VIDEO_FRAME_ID, VIDEO_SCHEMA_NAME, VIDEO_TOPIC,
+    advertise, advertise_telemetry, compressed_image_schema, compressed_video_schema, server_info, status,
+    IMAGE_SCHEMA_NAME, IMAGE_TOPIC, MESSAGE_DATA_HEAD, OP_MESSAGE_DATA, SUBPROTOCOL, VIDEO_FRAME_ID, VIDEO_SCHEMA_NAME,
+    VIDEO_TOPIC,
 };
 pub(crate) use encode::{message_data_head, telemetry_data_head, wall_clock_ns, MAX_HEAD};
+pub use session::{
+    client_topic_action, ClientTopic, FIRST_TELEMETRY_CHANNEL, IMAGE_CHANNEL_ID, MAX_TELEMETRY_CHANNELS,
+    OP_CLIENT_MESSAGE_DATA, VIDEO_CHANNEL_ID,
+};
 pub(crate) use session::{handle_request, Channels, Session, Subscriptions};
-pub use session::{FIRST_TELEMETRY_CHANNEL, MAX_TELEMETRY_CHANNELS, VIDEO_CHANNEL_ID};

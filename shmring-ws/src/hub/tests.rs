@@ -13,7 +13,7 @@ use crate::wire::Protocol;
 fn fan_out_threads_deliver_every_frame_in_order_to_every_client() {
     let h = hub(1000).with_fanout_threads(2).unwrap();
     h.publish_video(frame(1, true, 10));
-    let clients: Vec<_> = (0..5).map(|_| h.join()).collect();
+    let clients: Vec<_> = (0..5).map(|_| h.join(true)).collect();
     let sockets: Vec<_> = clients.iter().map(|c| with_socket(c, 1 << 20)).collect();
     for c in &clients {
         assert_eq!(seqs(&writer_step(c).unwrap()), vec![1]);
@@ -40,7 +40,7 @@ fn new_client_starts_from_the_gop_cache() {
     h.publish_video(frame(1, false, 10));
     h.publish_video(frame(2, true, 10));
     h.publish_video(frame(3, false, 10));
-    let c = h.join();
+    let c = h.join(true);
     h.publish_video(frame(4, false, 10));
     assert_eq!(take(&c), vec![2, 3, 4]);
 }

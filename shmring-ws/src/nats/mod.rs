@@ -4,7 +4,8 @@
 //! - [`video`]: how a stream's frames, stored keyframes and keyframe requests travel
 //!   (subjects, chunks, reassembly).
 //! - `relay`: telemetry subjects to clients as `0x02` messages, client commands to
-//!   `command.genesis.<action>`, keyframe requests to `control.request_idr`.
+//!   `command.genesis.<action>`, keyframe requests (`command.genesis.force_idr`,
+//!   `control.request_idr`), the video gate's publications.
 //! - `publish` (`--publish`): every frame to `video.<stream>`, keyframes kept in
 //!   JetStream.
 //! - `source` (`--source`): a stream from NATS feeds the hub instead of a ring.
@@ -19,5 +20,7 @@ pub mod video;
 
 pub use client::NatsError;
 pub use publish::NatsPublishOptions;
-pub use relay::{NatsOptions, COMMAND_SUBJECT_PREFIX, REQUEST_IDR_SUBJECT};
+pub use relay::{
+    NatsOptions, COMMAND_SUBJECT_PREFIX, DEFAULT_KEYFRAME_REQUEST_SUBJECTS, FORCE_IDR_SUBJECT, REQUEST_IDR_SUBJECT,
+};
 pub use source::NatsSourceOptions;

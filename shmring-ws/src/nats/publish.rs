@@ -110,7 +110,7 @@ pub(crate) async fn run(
     let mut batch = Batch::default();
     let mut last_error_log: Option<Instant> = None;
     loop {
-        let queue = hub.join();
+        let queue = hub.join(true);
         let mut skipped_before = 0;
         loop {
             batch.clear();

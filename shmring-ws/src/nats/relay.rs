@@ -1,5 +1,8 @@
 //! The NATS side: telemetry relayed to clients as `0x02` messages, client commands
-//! published on `command.genesis.<action>`, keyframe requests on `control.request_idr`.
+//! published on `command.genesis.<action>`, keyframe requests on every subject of
+//! [`NatsOptions::keyframe_request_subjects`] (SDR_OS's sim listens on
+//! `command.genesis.force_idr`, our producers on `control.request_idr`), and the video
+//! gate's publications.
 //! async-nats reconnects and resubscribes by itself, so a NATS restart needs nothing
 //! from the server (the connection policy is [`super::client`]'s).
 
@@ -15,9 +18,14 @@ use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::{encode_telemetry, Command};
+use crate::safety::Publication;
 
-/// Subject keyframe requests are published on.
+/// Subject our producers hear keyframe requests on.
 pub const REQUEST_IDR_SUBJECT: &str = "control.request_idr";
+/// Subject SDR_OS's sim hears keyframe requests on (payload `{"cmd_seq":0}`).
+pub const FORCE_IDR_SUBJECT: &str = "command.genesis.force_idr";
+/// Subjects keyframe requests go to by default: SDR_OS's sim's and our producers'.
+pub const DEFAULT_KEYFRAME_REQUEST_SUBJECTS: [&str; 2] = [FORCE_IDR_SUBJECT, REQUEST_IDR_SUBJECT];
 /// Prefix of the subjects client commands are published on.
 pub const COMMAND_SUBJECT_PREFIX: &str = "command.genesis.";
 
@@ -30,6 +38,19 @@ pub struct NatsOptions {
     pub telemetry_subjects: Vec<String>,
     /// Largest telemetry payload relayed; larger ones are dropped and counted.
     pub telemetry_max_size: usize,
+    /// Subjects each keyframe request is published on. One under `command.genesis.`
+    /// gets SDR_OS's command payload `{"cmd_seq":0}`; others get
+    /// `{"source":"transport-server","ts_ns":N}`.
+    pub keyframe_request_subjects: Vec<String>,
+}
+
+/// The payload of a keyframe request on `subject`.
+fn keyframe_request(subject: &str) -> Bytes {
+    if subject.starts_with(COMMAND_SUBJECT_PREFIX) {
+        return Bytes::from_static(br#"{"cmd_seq":0}"#);
+    }
+    let body = serde_json::json!({ "source": "transport-server", "ts_ns": shmring_core::monotonic_ns() });
+    Bytes::from(body.to_string())
 }
 
 /// The relay's role name in logs.
@@ -54,6 +75,7 @@ pub(crate) async fn run(
     metrics: Arc<Metrics>,
     keyframes: Arc<KeyframeRequests>,
     mut commands: mpsc::Receiver<Command>,
+    mut gate: Option<mpsc::Receiver<Publication>>,
 ) {
     for subject in &options.telemetry_subjects {
         match client.subscribe(subject.clone()).await {
@@ -91,9 +113,16 @@ pub(crate) async fn run(
                 }
             }
             () = keyframes.next_for_nats() => {
-                let body = serde_json::json!({ "source": "transport-server", "ts_ns": shmring_core::monotonic_ns() });
-                if let Err(e) = client.publish(REQUEST_IDR_SUBJECT, Bytes::from(body.to_string())).await {
-                    tracing::debug!("keyframe request not published: {e}");
+                for subject in &options.keyframe_request_subjects {
+                    if let Err(e) = client.publish(subject.clone(), keyframe_request(subject)).await {
+                        tracing::debug!("keyframe request not published on {subject}: {e}");
+                    }
+                }
+            }
+            Some(p) = async { match gate.as_mut() { Some(rx) => rx.recv().await, None => None } }, if gate.is_some() => {
+                if let Err(e) = client.publish(p.subject, p.payload).await {
+                    metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("video gate publication lost: {e}");
                 }
             }
         }

@@ -1,0 +1,236 @@
+//! The video safety gate at run time (the state machine is [`crate::gate`]): the ring
+//! gate shared by every connection and fed by a ticker, each connection's own gate, and
+//! the NATS publications both ask for.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::gate::{GateEffect, GateMode, GateSettings, VideoGate, GATE_TELEMETRY_SUBJECT};
+use crate::gate::{ESTOP_ACTION, ESTOP_PAYLOAD, ZERO_VELOCITY_ACTION, ZERO_VELOCITY_PAYLOAD};
+use crate::metrics::Metrics;
+use crate::nats::COMMAND_SUBJECT_PREFIX;
+use crate::protocol::encode_telemetry;
+
+/// How often the ring gate looks at the newest frame, so it opens (and says so) as soon
+/// as frames flow again, with or without a command.
+const TICK: Duration = Duration::from_millis(50);
+/// Gate publications waiting for NATS.
+const PUBLICATION_QUEUE: usize = 256;
+
+/// One NATS message the gate wants published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Publication {
+    /// The subject.
+    pub subject: String,
+    /// The JSON payload.
+    pub payload: Bytes,
+}
+
+/// The NATS publication of a command-like effect (`None` for a status).
+fn command_publication(effect: &GateEffect) -> Option<Publication> {
+    let (action, payload) = match effect {
+        GateEffect::ZeroVelocity => (ZERO_VELOCITY_ACTION, ZERO_VELOCITY_PAYLOAD),
+        GateEffect::Estop => (ESTOP_ACTION, ESTOP_PAYLOAD),
+        GateEffect::Status { .. } => return None,
+    };
+    Some(Publication {
+        subject: format!("{COMMAND_SUBJECT_PREFIX}{action}"),
+        payload: Bytes::from_static(payload.as_bytes()),
+    })
+}
+
+/// The codec of the newest frame, as the metrics recorded it (0: none yet).
+fn newest_codec(metrics: &Metrics) -> Option<u16> {
+    u16::try_from(metrics.last_codec.load(Ordering::Relaxed))
+        .ok()
+        .filter(|&c| c != 0)
+}
+
+/// The ring gate and how long the source has been fresh.
+#[derive(Debug)]
+struct RingState {
+    gate: VideoGate,
+    /// Time of the first frame of the current fresh stretch of video (`None` while the
+    /// newest frame is older than HOLD). Client gates do not count time before it: while
+    /// the ring is stale, the ring gate judges; after, a client gets HOLD to catch up.
+    fresh_since: Option<u64>,
+}
+
+/// The server-wide gate on the age of the newest frame read from the source.
+#[derive(Debug)]
+pub struct SafetyGate {
+    ring: Mutex<RingState>,
+    metrics: Arc<Metrics>,
+    publish: mpsc::Sender<Publication>,
+}
+
+impl SafetyGate {
+    /// A gate with `settings`, started now; returns it and the receiving end of its
+    /// publications (for the NATS relay).
+    pub fn new(settings: GateSettings, metrics: Arc<Metrics>) -> (Arc<Self>, mpsc::Receiver<Publication>) {
+        let (tx, rx) = mpsc::channel(PUBLICATION_QUEUE);
+        let gate = SafetyGate {
+            ring: Mutex::new(RingState {
+                gate: VideoGate::new(settings, shmring_core::monotonic_ns()),
+                fresh_since: None,
+            }),
+            metrics,
+            publish: tx,
+        };
+        (Arc::new(gate), rx)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RingState> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A gate for one connection, with the same settings, started now.
+    pub fn client_gate(&self) -> ClientGate {
+        ClientGate {
+            gate: VideoGate::new(self.lock().gate.settings(), shmring_core::monotonic_ns()),
+        }
+    }
+
+    fn send(&self, effects: &[GateEffect]) {
+        for effect in effects {
+            let publication = match effect {
+                GateEffect::Status { mode, stale_ms } => Publication {
+                    subject: GATE_TELEMETRY_SUBJECT.to_owned(),
+                    payload: Bytes::from(GateEffect::status_json(*mode, *stale_ms, false)),
+                },
+                other => match command_publication(other) {
+                    Some(p) => p,
+                    None => continue,
+                },
+            };
+            if self.publish.try_send(publication).is_err() {
+                self.metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Feeds the ring gate the newest frame's time and codec; publishes a recovery.
+    fn observe(&self, now: u64) {
+        let frame = self.metrics.last_frame_ns.load(Ordering::Relaxed);
+        let effect = {
+            let mut ring = self.lock();
+            let hold = ring.gate.settings().hold;
+            if frame == 0 || Duration::from_nanos(now.saturating_sub(frame)) > hold {
+                ring.fresh_since = None;
+            } else if ring.fresh_since.is_none() {
+                ring.fresh_since = Some(frame);
+            }
+            ring.gate.observe(now, frame, newest_codec(&self.metrics))
+        };
+        if let Some(effect) = effect {
+            tracing::info!("video gate open: frames flow again");
+            self.send(&[effect]);
+        }
+    }
+
+    /// The time a client gate counts from: the read time of the newest frame the client
+    /// was sent, or the start of the ring's current fresh stretch if that is later.
+    fn client_clock(&self, client_frame_ns: u64) -> u64 {
+        let since = self.lock().fresh_since;
+        client_frame_ns.max(since.unwrap_or(u64::MAX))
+    }
+
+    /// Judges a command `action` from a client whose own gate is `client` and whose
+    /// newest frame was read at `client_frame_ns`. Returns whether to forward it and the
+    /// status message for that client alone (its own gate's), if any. While the ring
+    /// gate holds, it alone judges (the client gate would only repeat it).
+    pub fn judge(&self, client: &mut ClientGate, client_frame_ns: u64, action: &str) -> (bool, Option<Bytes>) {
+        let now = shmring_core::monotonic_ns();
+        self.observe(now);
+        let ring = self.lock().gate.command(now, action);
+        if !ring.effects.is_empty() {
+            self.log(&ring.effects, "the ring's");
+        }
+        self.send(&ring.effects);
+        if !ring.pass {
+            return (false, None);
+        }
+        let clock = self.client_clock(client_frame_ns);
+        if clock == u64::MAX {
+            return (true, None);
+        }
+        let (pass, effects) = client.command(now, clock, action);
+        // Command effects of a client's gate go to NATS; its status goes to the client.
+        let mut to_client = None;
+        for effect in &effects {
+            match effect {
+                GateEffect::Status { mode, stale_ms } => {
+                    to_client = encode_telemetry(
+                        GATE_TELEMETRY_SUBJECT,
+                        GateEffect::status_json(*mode, *stale_ms, true).as_bytes(),
+                    );
+                }
+                other => self.send(std::slice::from_ref(other)),
+            }
+        }
+        if !effects.is_empty() {
+            self.log(&effects, "a client's");
+        }
+        (pass, to_client)
+    }
+
+    fn log(&self, effects: &[GateEffect], whose: &str) {
+        for effect in effects {
+            if let GateEffect::Status { mode, stale_ms } = effect {
+                match mode.name() {
+                    Some(name) => tracing::warn!("video gate {name}: {whose} picture is {stale_ms} ms old"),
+                    None => tracing::info!("video gate open: {whose} picture is fresh again"),
+                }
+            }
+        }
+    }
+
+    /// Runs the ticker that opens the ring gate when frames flow again.
+    pub async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.observe(shmring_core::monotonic_ns());
+        }
+    }
+}
+
+/// One connection's gate, on the age of the newest frame that client was sent.
+#[derive(Debug)]
+pub struct ClientGate {
+    gate: VideoGate,
+}
+
+impl ClientGate {
+    fn command(&mut self, now: u64, frame_ns: u64, action: &str) -> (bool, Vec<GateEffect>) {
+        let mut effects: Vec<GateEffect> = self.gate.observe(now, frame_ns, None).into_iter().collect();
+        let verdict = self.gate.command(now, action);
+        effects.extend(verdict.effects);
+        (verdict.pass, effects)
+    }
+
+    /// True while this client's gate is closed (it should be checked for recovery).
+    pub fn closed(&self) -> bool {
+        self.gate.mode() != GateMode::Open
+    }
+
+    /// Checks for recovery with the client's newest frame read at `frame_ns` (judged on
+    /// `ring`'s clock): the status message for the client if its gate opened.
+    pub fn recovered(&mut self, ring: &SafetyGate, frame_ns: u64) -> Option<Bytes> {
+        let now = shmring_core::monotonic_ns();
+        let clock = ring.client_clock(frame_ns);
+        if clock == u64::MAX {
+            return None;
+        }
+        self.gate.observe(now, clock, None)?;
+        encode_telemetry(
+            GATE_TELEMETRY_SUBJECT,
+            GateEffect::status_json(GateMode::Open, 0, true).as_bytes(),
+        )
+    }
+}

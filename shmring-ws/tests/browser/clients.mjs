@@ -1,0 +1,54 @@
+// Runs one browser client in headless Chromium (over CDP, puppeteer-core) against a
+// transport-server for some seconds and prints what it saw as one JSON line.
+//   node clients.mjs sdr    BASE_URL SECONDS [drive]   the SDR_OS-like client (sdr_client.js)
+//   node clients.mjs viewer BASE_URL SECONDS           the server's own viewer page
+// Prints "START <Date.now()>" when the client starts connecting, then "RESULT <json>".
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import puppeteer from "puppeteer-core";
+
+const [kind, base, seconds, option] = process.argv.slice(2);
+if (!["sdr", "viewer"].includes(kind) || !base || !seconds) {
+  console.error("usage: node clients.mjs sdr|viewer BASE_URL SECONDS [drive]");
+  process.exit(2);
+}
+const here = dirname(fileURLToPath(import.meta.url));
+const profile = mkdtempSync(join(tmpdir(), "shmring-chromium-"));
+const args = [
+  "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  `--user-data-dir=${profile}`,
+];
+if (process.getuid && process.getuid() === 0) args.push("--no-sandbox");
+let browser;
+const timer = setTimeout(() => { console.error("FAIL: timed out"); process.exit(1); }, 60_000 + 1000 * Number(seconds));
+try {
+  browser = await puppeteer.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args, headless: true, protocolTimeout: 60_000,
+  });
+  const page = await browser.newPage();
+  page.on("console", (m) => console.log("page:", m.text()));
+  if (kind === "sdr") {
+    // A page of the server's origin (a secure context for WebCodecs) that runs the client.
+    await page.goto(base + "/health", { waitUntil: "load", timeout: 30_000 });
+    await page.addScriptTag({ content: readFileSync(join(here, "sdr_client.js"), "utf8") });
+    const ws = base.replace(/^http/, "ws") + "/stream/ws";
+    console.log("START " + Date.now());
+    await page.evaluate((u, d) => window.sdrClient.start(u, d), ws, option === "drive");
+  } else {
+    console.log("START " + Date.now());
+    await page.goto(base + "/", { waitUntil: "load", timeout: 30_000 });
+  }
+  await new Promise((r) => setTimeout(r, 1000 * Number(seconds)));
+  const result = await page.evaluate((k) => (k === "sdr" ? window.sdrStats : window.viewerStats), kind);
+  console.log("RESULT " + JSON.stringify(result));
+} catch (e) {
+  console.error("FAIL:", e.message);
+  process.exitCode = 1;
+} finally {
+  clearTimeout(timer);
+  if (browser) await browser.close().catch(() => {});
+  rmSync(profile, { recursive: true, force: true });
+}
