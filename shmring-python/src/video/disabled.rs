@@ -21,7 +21,12 @@ impl Session {
         )))
     }
 
-    pub(crate) fn write(&mut self, _py: Python<'_>, _frame: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+    pub(crate) fn write(
+        &mut self,
+        _py: Python<'_>,
+        _frame: &Bound<'_, PyAny>,
+        _timestamp_ns: Option<u64>,
+    ) -> PyResult<Option<u64>> {
         match *self {}
     }
 
