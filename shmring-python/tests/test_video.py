@@ -3,6 +3,7 @@ ring, and clear errors for frames it cannot encode."""
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -247,3 +248,24 @@ def test_quiet_by_default_loud_on_demand(ring_path: Path) -> None:
     assert "shmring.ffmpeg INFO [libx264 @" in loud.stderr
     if "h264_nvenc" in loud.stderr:  # FFmpeg builds with NVENC, on a machine without a GPU
         assert all(" DEBUG probing h264_nvenc: " in line for line in loud.stderr.splitlines() if "nvenc" in line.lower())
+
+
+def test_sim_time_reaches_the_recording(ring_path: Path, shmring_cli: Path) -> None:
+    """Frames rendered at 15 fps of simulated time, written with their sim timestamps to
+    a VideoWriter opened at a nominal 30 fps, recorded with `shmring dump`: the
+    recording plays at 15 fps (ffprobe), and the timestamps file has the sim times."""
+    steps = 20
+    with shmring.VideoWriter(ring_path, W, H, 30, encoder="libx264", gop=100) as video:
+        for i in range(steps):
+            video.write(frame(i), timestamp_ns=2_000_000_000 + i * 66_666_667)
+    mkv, times = ring_path.with_name("sim.mkv"), ring_path.with_name("times.txt")
+    subprocess.run([shmring_cli, "dump", ring_path, "-o", mkv, "--timestamps", times, "--idle-timeout", "0.3"],
+                   check=True, capture_output=True, timeout=60)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+                            "stream=r_frame_rate,nb_read_frames", "-of", "json", mkv],
+                           check=True, capture_output=True, text=True).stdout
+    stream = json.loads(probe)["streams"][0]
+    assert (stream["nb_read_frames"], stream["r_frame_rate"]) == (str(steps), "15/1")
+    lines = times.read_text().splitlines()
+    assert lines[0] == "# timestamp format v2" and len(lines) == steps + 1
+    assert [round(float(t)) for t in lines[1:]] == [round(i * 66.666667) for i in range(steps)]
