@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::Once;
 
-use ff::format::Pixel;
+use ff::util::format::Pixel;
 use ff::software::scaling;
 use ff::util::frame;
 use ffmpeg_next as ff;

@@ -1,9 +1,9 @@
 //! `shmring.VideoWriter`: raw RGB/RGBA frames in, encoded access units into a ring.
 //!
 //! The class always exists so code and stubs are the same in every build; the encoder
-//! behind it needs the `video` cargo feature (FFmpeg, through `shmring-nvenc`). Without
-//! it, constructing a `VideoWriter` raises `FeatureNotBuiltError` with the command that
-//! builds it.
+//! behind it needs the `video` cargo feature (FFmpeg, through `shmring-nvenc`), which
+//! the package's build backend turns on where FFmpeg is installed. Without it,
+//! constructing a `VideoWriter` raises `FeatureNotBuiltError` saying what to install.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -38,11 +38,10 @@ pub(crate) struct Settings<'a> {
 /// Encodes raw frames to H.264 or HEVC (NVENC when a GPU is there, libx264 otherwise)
 /// and writes each access unit into a ring as a :class:`Writer` would.
 ///
-/// Needs a build with the ``video`` feature::
-///
-///     MATURIN_PEP517_ARGS="--features video" pip install ./shmring-python
-///
-/// Without it, constructing a ``VideoWriter`` raises ``FeatureNotBuiltError``.
+/// Needs FFmpeg: shmring wheels carry their own, and ``pip install ./shmring-python``
+/// builds it in where FFmpeg's development files are installed (the ``video`` cargo
+/// feature). Without it, constructing a ``VideoWriter`` raises ``FeatureNotBuiltError``
+/// saying what to install.
 ///
 /// Args:
 ///     path: the ring file (created or continued as by :class:`Writer`).

@@ -260,5 +260,6 @@ def test_video_writer_without_the_feature_names_it() -> None:
     with pytest.raises(shmring.FeatureNotBuiltError) as caught:
         shmring.VideoWriter("/nonexistent/ring", 64, 48, 30.0)
     message = str(caught.value)
-    assert "`video` cargo feature" in message
-    assert 'MATURIN_PEP517_ARGS="--features video" pip install ./shmring-python' in message
+    assert "needs FFmpeg" in message
+    assert "sudo apt-get install pkg-config clang libclang-dev libavcodec-dev" in message
+    assert "pip install --force-reinstall ./shmring-python" in message
