@@ -127,6 +127,8 @@ def main() -> int:
     parser.add_argument("--test-pattern", action="store_true", help="do not use Genesis even if installed")
     parser.add_argument("--fast", action="store_true", help="do not pace the simulation to wall-clock time")
     parser.add_argument("--nats-url", default=os.environ.get("SDR_NATS_URL"), help="answer keyframe requests from this NATS server")
+    parser.add_argument("--save-frame", nargs=2, metavar=("INDEX", "FILE"),
+                        help="also save frame INDEX (0-based) as given to the encoder, as a .npy file (for checks)")
     args = parser.parse_args()
 
     use_genesis = not args.test_pattern and genesis_available()
@@ -153,7 +155,10 @@ def main() -> int:
             if keyframe_wanted.is_set():
                 keyframe_wanted.clear()
                 video.request_keyframe()
-            video.write(on_host(frame), timestamp_ns=round(sim_t * 1e9))
+            frame = on_host(frame)
+            video.write(frame, timestamp_ns=round(sim_t * 1e9))
+            if args.save_frame and written == int(args.save_frame[0]):
+                np.save(args.save_frame[1], np.asarray(frame))
             written += 1
     print(f"wrote {written} frames", flush=True)
     return 0
