@@ -3,8 +3,8 @@
 use std::collections::VecDeque;
 use std::sync::Once;
 
-use ff::util::format::Pixel;
 use ff::software::scaling;
+use ff::util::format::Pixel;
 use ff::util::frame;
 use ffmpeg_next as ff;
 
