@@ -377,13 +377,17 @@ impl Encoder {
         //   that the highest row's end is not near a page boundary (or `staging`, which
         //   FFmpeg allocates with padding, is used);
         // - `picture` is writable (made so above) with planes of the encoder's format at
-        //   width x height, its data pointers and line sizes taken from the AVFrame.
+        //   width x height, its data pointers and line sizes taken from the AVFrame;
+        // - `planes` and `strides` have the four entries swscale reads.
         let converted = unsafe {
             let dst = self.picture.as_mut_ptr();
+            // swscale reads four plane pointers and strides; packed input uses the first.
+            let planes = [src, std::ptr::null(), std::ptr::null(), std::ptr::null()];
+            let strides = [src_stride, 0, 0, 0];
             ff::ffi::sws_scale(
                 scaler.as_mut_ptr(),
-                [src].as_ptr(),
-                [src_stride].as_ptr(),
+                planes.as_ptr(),
+                strides.as_ptr(),
                 0,
                 rows as i32,
                 (*dst).data.as_ptr(),
