@@ -125,7 +125,16 @@ impl VideoWriter {
     /// message time). Without it a frame is stamped one nominal period (``1/fps``)
     /// after the previous one, the first at 0.
     #[pyo3(signature = (frame, *, timestamp_ns = None))]
-    fn write(&self, py: Python<'_>, frame: &Bound<'_, PyAny>, timestamp_ns: Option<u64>) -> PyResult<Option<u64>> {
+    fn write(&self, py: Python<'_>, frame: &Bound<'_, PyAny>, timestamp_ns: Option<i64>) -> PyResult<Option<u64>> {
+        let timestamp_ns = timestamp_ns
+            .map(|t| {
+                u64::try_from(t).map_err(|_| {
+                    pyo3::exceptions::PyValueError::new_err(format!(
+                        "write: timestamp_ns={t} is negative; pass the frame's simulation or capture time in ns (>= 0)"
+                    ))
+                })
+            })
+            .transpose()?;
         self.with_session(py, |session| session.write(py, frame, timestamp_ns))
     }
 
