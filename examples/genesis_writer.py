@@ -9,7 +9,7 @@ and streams the camera; otherwise it streams a moving numpy test pattern. Either
 - frames go through ``shmring.VideoWriter`` as Genesis returns them: a flipped numpy
   view from ``cam.render()``, or a torch tensor (one environment of a batch) from the
   batch renderer, moved to the host only if it lives on the GPU;
-- each frame is stamped with the simulation time (``scene.cur_t``), so recordings and
+- each frame is stamped with the simulation time (``scene.sim.cur_t``), so recordings and
   viewers replay it at the simulation's pace, and the loop runs in real time (simulated
   seconds take wall-clock seconds) unless ``--fast`` is given;
 - keyframe requests are answered: with ``--nats-url`` (or ``SDR_NATS_URL``) it listens
@@ -76,7 +76,7 @@ def genesis_frames(width: int, height: int, frames: int, fps: float, backend: st
     for _ in range(frames):
         for _ in range(steps_per_frame):
             scene.step()
-        yield cam.render(rgb=True)[0], float(scene.cur_t)
+        yield cam.render(rgb=True)[0], float(scene.sim.cur_t)
 
 
 def on_host(frame: Any) -> Any:
