@@ -19,14 +19,14 @@ echo "--- mypy stubtest"
 $py -m mypy.stubtest shmring
 
 echo "--- mypy (tests, example, benchmark, build backend)"
-$py -m mypy --strict --no-incremental shmring-python/tests examples/genesis_writer.py benches/python_write.py \
+$py -m mypy --strict --no-incremental shmring-python/tests examples/genesis-writer/genesis_writer.py benches/python_write.py \
   shmring-python/build_backend/shmring_build.py
 
 echo "--- Rust interop peer"
 cargo build -q -p shmring-python --release --example ring_peer
 export SHMRING_RING_PEER="$PWD/target/release/examples/ring_peer"
 echo "--- the shmring CLI (dump of VideoWriter's timestamps)"
-cargo build -q -p shmring-examples --bin shmring
+cargo build -q -p shmring-cli --bin shmring
 export SHMRING_CLI="$PWD/target/debug/shmring"
 
 echo "--- pytest"

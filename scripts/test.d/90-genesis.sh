@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/test: opt-in (runs only as `scripts/test genesis`, never in the default suite)
 #
-# examples/genesis_writer.py with the real simulator: genesis-world on the CPU backend
+# examples/genesis-writer/genesis_writer.py with the real simulator: genesis-world on the CPU backend
 # (Mesa's software EGL, no GPU), headless, 150 frames in real time (its default), while
 # `shmring dump` records the ring into a Matroska file. Checks ffprobe's frame count and
 # rate (the simulation's 30 fps from the frames' sim timestamps) and the PSNR of a
@@ -28,7 +28,7 @@ step "virtualenv $venv: torch, genesis-world, PyAV, shmring"
 "$venv/bin/python" -c "import genesis, torch; print('genesis', genesis.__version__, 'torch', torch.__version__)"
 
 step "the shmring CLI"
-cargo build -q --release -p shmring-examples --bin shmring
+cargo build -q --release -p shmring-cli --bin shmring
 cli=$repo/target/release/shmring
 
 work=$(mktemp -d)
@@ -37,7 +37,7 @@ trap 'rm -rf "$work"; rm -f "$ring"' EXIT
 
 step "genesis_writer.py: build the scene, then $frames frames in real time; shmring dump records them"
 export PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl}
-"$venv/bin/python" examples/genesis_writer.py --path "$ring" --frames "$frames" --encoder libx264 \
+"$venv/bin/python" examples/genesis-writer/genesis_writer.py --path "$ring" --frames "$frames" --encoder libx264 \
   --save-frame "$check_frame" "$work/rendered.npy" > "$work/writer.log" 2>&1 &
 writer=$!
 # The example builds its scene before it opens the ring: start recording when it appears

@@ -39,7 +39,7 @@ def _build_peer() -> Path:
 
 
 def _build_cli() -> Path:
-    cmd = ["cargo", "build", "-q", "-p", "shmring-examples", "--bin", "shmring", "--message-format=json"]
+    cmd = ["cargo", "build", "-q", "-p", "shmring-cli", "--bin", "shmring", "--message-format=json"]
     out = subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout
     for line in out.splitlines():
         message = json.loads(line)
