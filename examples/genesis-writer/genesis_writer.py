@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import itertools
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -99,17 +100,28 @@ def genesis_available() -> bool:
 
 
 def listen_for_keyframe_requests(url: str, wanted: threading.Event) -> None:
-    """Sets `wanted` whenever a keyframe request arrives on NATS (in a daemon thread)."""
-    import nats  # nats-py
+    """Sets `wanted` whenever a keyframe request arrives on NATS (in a daemon thread).
+    Without nats-py, or without the server, the stream goes on without requests."""
+    try:
+        import nats  # nats-py
+    except ImportError:
+        print("keyframe requests: nats-py is not installed (pip install nats-py); not listening", file=sys.stderr)
+        return
 
     async def listen() -> None:
-        client = await nats.connect(url)
-
         async def request(_msg: Any) -> None:
             wanted.set()
 
-        for subject in KEYFRAME_SUBJECTS:
-            await client.subscribe(subject, cb=request)
+        async def quiet(_error: Exception) -> None:
+            pass  # nats-py reconnects by itself; its default handler prints each failure
+
+        try:
+            client = await nats.connect(url, error_cb=quiet)
+            for subject in KEYFRAME_SUBJECTS:
+                await client.subscribe(subject, cb=request)
+        except Exception as e:  # noqa: BLE001  # any connection failure: go on without
+            print(f"keyframe requests: cannot listen on {url} ({e}); streaming without them", file=sys.stderr)
+            return
         await asyncio.Event().wait()  # until the process ends
 
     threading.Thread(target=lambda: asyncio.run(listen()), name="keyframe-requests", daemon=True).start()
@@ -126,6 +138,8 @@ def main() -> int:
     parser.add_argument("--backend", choices=["cpu", "gpu"], default="cpu", help="Genesis backend")
     parser.add_argument("--test-pattern", action="store_true", help="do not use Genesis even if installed")
     parser.add_argument("--fast", action="store_true", help="do not pace the simulation to wall-clock time")
+    # Real time is the default; the flag stays for command lines written before (compose).
+    parser.add_argument("--realtime", action="store_true", help="pace to wall-clock time (the default)")
     parser.add_argument("--nats-url", default=os.environ.get("SDR_NATS_URL"), help="answer keyframe requests from this NATS server")
     parser.add_argument("--save-frame", nargs=2, metavar=("INDEX", "FILE"),
                         help="also save frame INDEX (0-based) as given to the encoder, as a .npy file (for checks)")
