@@ -201,7 +201,13 @@ def test_garbage_read_as_legacy_raises_cleanly(tmp_path: Path) -> None:
     # Without a v1 descriptor, "auto" falls back to the legacy layout; garbage then
     # yields clean errors or nothing, never a crash or an out-of-bounds read.
     path = tmp_path / "garbage"
-    path.write_bytes(os.urandom(64 * 1024))
+    garbage = bytearray(os.urandom(64 * 1024))
+    # write_index and the slot's size consistent and inside the file, so the file passes
+    # for a legacy ring at open (random ones are refused there with LayoutError) and the
+    # reads meet the garbage: random frame_id, frame_seq, flags, codec and CRC.
+    garbage[8:16] = (32 + 1000).to_bytes(8, "little")
+    garbage[16 + 16 : 16 + 20] = (1000).to_bytes(4, "little")
+    path.write_bytes(garbage)
     with shmring.Reader(path) as reader:
         assert reader.layout == "legacy"
         for _ in range(3):
