@@ -127,8 +127,8 @@ impl PixelFormat {
         }
     }
 
-    pub(crate) fn ffmpeg(self) -> ffmpeg_next::format::Pixel {
-        use ffmpeg_next::format::Pixel;
+    pub(crate) fn ffmpeg(self) -> ffmpeg_next::util::format::Pixel {
+        use ffmpeg_next::util::format::Pixel;
         match self {
             PixelFormat::Rgb24 => Pixel::RGB24,
             PixelFormat::Rgba => Pixel::RGBA,

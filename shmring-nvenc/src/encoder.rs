@@ -3,8 +3,8 @@
 use std::collections::VecDeque;
 use std::sync::Once;
 
-use ff::format::Pixel;
 use ff::software::scaling;
+use ff::util::format::Pixel;
 use ff::util::frame;
 use ffmpeg_next as ff;
 
@@ -45,9 +45,10 @@ pub struct Encoder {
     options: Vec<(String, String)>,
     encoder: ff::encoder::Video,
     encoder_format: Pixel,
-    /// Converts `staging` (the caller's format) into `picture`; `None` when the caller's
+    /// Converts the caller's rows into `picture`; `None` when the caller's
     /// format is the encoder's (NV12 into an NV12 encoder).
     scaler: Option<scaling::Context>,
+    /// A packed copy of the caller's rows, for frames that cannot be read in place.
     staging: frame::Video,
     picture: frame::Video,
     packet: ff::Packet,
@@ -94,8 +95,15 @@ impl Encoder {
             EncoderChoice::Named(name) => Self::open(name, &config, Vec::new()),
             EncoderChoice::Auto => {
                 let mut tried = Vec::new();
-                for name in config.codec.auto_encoders() {
-                    match Self::open(name, &config, tried.clone()) {
+                let candidates = config.codec.auto_encoders();
+                for (i, name) in candidates.iter().enumerate() {
+                    let opened = if i + 1 < candidates.len() {
+                        // A fallback follows: this encoder's failure is expected.
+                        crate::log::probing(name, || Self::open(name, &config, tried.clone()))
+                    } else {
+                        Self::open(name, &config, tried.clone())
+                    };
+                    match opened {
                         Ok(encoder) => return Ok(encoder),
                         Err(e) => tried.push((name.to_string(), short_reason(&e))),
                     }
@@ -281,37 +289,122 @@ impl Encoder {
             return Err(EncodeError::Finished);
         }
         self.check_frame(frame.len(), stride)?;
-        make_writable(&mut self.picture)?;
-        match &mut self.scaler {
-            Some(scaler) => {
-                make_writable(&mut self.staging)?;
-                copy_plane(
-                    frame,
-                    stride,
-                    &mut self.staging,
-                    0,
-                    self.config.input.packed_stride(self.config.width),
-                    self.config.height as usize,
-                );
-                scaler
-                    .run(&self.staging, &mut self.picture)
-                    .map_err(ffmpeg_err("convert pixels (swscale)"))?;
-            }
-            None => {
-                // NV12 in, NV12 out: luma rows, then interleaved chroma rows.
-                let width = self.config.width as usize;
-                let height = self.config.height as usize;
-                copy_plane(frame, stride, &mut self.picture, 0, width, height);
-                copy_plane(
-                    &frame[stride * height..],
-                    stride,
-                    &mut self.picture,
-                    1,
-                    width,
-                    height.div_ceil(2),
-                );
-            }
+        if self.scaler.is_none() {
+            // NV12 in, NV12 out: luma rows, then interleaved chroma rows.
+            make_writable(&mut self.picture)?;
+            let width = self.config.width as usize;
+            let height = self.config.height as usize;
+            copy_plane(frame, stride, &mut self.picture, 0, width, height);
+            copy_plane(
+                &frame[stride * height..],
+                stride,
+                &mut self.picture,
+                1,
+                width,
+                height.div_ceil(2),
+            );
+            return self.submit(frame_id, sink);
         }
+        let stride = isize::try_from(stride).map_err(|_| EncodeError::Stride {
+            stride,
+            min: self.config.input.packed_stride(self.config.width),
+        })?;
+        self.encode_rows(frame, 0, stride, frame_id, sink)
+    }
+
+    /// Encodes one frame of packed pixels (RGB24, RGBA or BGRA) whose rows lie anywhere
+    /// in `memory`: row 0 starts at byte `first_row`, row `r` at `first_row + r * stride`.
+    /// `stride` may be negative (a vertically flipped view, as `image[::-1]` in numpy)
+    /// and larger than a row (padding or a crop of a wider image). The rows go to the
+    /// pixel converter (swscale) where they are, without an intermediate copy; only when
+    /// the image ends so close to a page boundary that the converter's vector loads could
+    /// touch the next page is it copied first.
+    ///
+    /// Otherwise as [`Encoder::encode`]: same return value, same recovery after errors.
+    /// NV12 input is not packed: give it to [`Encoder::encode`].
+    pub fn encode_rows<S: FrameSink + ?Sized>(
+        &mut self,
+        memory: &[u8],
+        first_row: usize,
+        stride: isize,
+        frame_id: u64,
+        sink: &mut S,
+    ) -> Result<Vec<u64>, EncodeError> {
+        if self.finished {
+            return Err(EncodeError::Finished);
+        }
+        let row_bytes = self.config.input.packed_stride(self.config.width);
+        let rows = self.config.height as usize;
+        let span = row_span(memory.len(), first_row, stride, row_bytes, rows).ok_or(EncodeError::RowsOutOfBounds {
+            len: memory.len(),
+            first_row,
+            stride,
+            row_bytes,
+            rows,
+        })?;
+        let src_stride = i32::try_from(stride).map_err(|_| EncodeError::Stride {
+            stride: stride.unsigned_abs(),
+            min: row_bytes,
+        })?;
+        let Some(scaler) = self.scaler.as_mut() else {
+            return Err(EncodeError::InvalidConfig(
+                "encode_rows takes packed pixels (rgb24, rgba, bgra); give NV12 frames to encode".into(),
+            ));
+        };
+        make_writable(&mut self.picture)?;
+        let tail_safe = overread_is_safe(memory[span.clone()].as_ptr_range().end);
+        let (src, src_stride) = if tail_safe {
+            // `first_row` is in bounds: row_span checked every row.
+            (memory[first_row..].as_ptr(), src_stride)
+        } else {
+            make_writable(&mut self.staging)?;
+            let staging_stride = self.staging.stride(0);
+            let out = self.staging.data_mut(0);
+            for r in 0..rows {
+                let at = first_row.wrapping_add_signed(stride * r as isize);
+                out[r * staging_stride..r * staging_stride + row_bytes].copy_from_slice(&memory[at..at + row_bytes]);
+            }
+            (self.staging.data(0).as_ptr(), staging_stride as i32)
+        };
+        // SAFETY:
+        // - `scaler` is a valid SwsContext converting width x height frames of the input
+        //   format into the encoder's format, set up in `open`;
+        // - `src` points to row 0 and every row r at `src + r * src_stride` holds
+        //   `row_bytes` readable bytes: checked by `row_span` for the caller's memory
+        //   (which outlives this call), or true of `staging` by construction. The
+        //   converter's vector loads may read a few bytes past a row's end: within the
+        //   caller's memory for all but the highest row, and `overread_is_safe` checked
+        //   that the highest row's end is not near a page boundary (or `staging`, which
+        //   FFmpeg allocates with padding, is used);
+        // - `picture` is writable (made so above) with planes of the encoder's format at
+        //   width x height, its data pointers and line sizes taken from the AVFrame;
+        // - `planes` and `strides` have the four entries swscale reads.
+        let converted = unsafe {
+            let dst = self.picture.as_mut_ptr();
+            // swscale reads four plane pointers and strides; packed input uses the first.
+            let planes = [src, std::ptr::null(), std::ptr::null(), std::ptr::null()];
+            let strides = [src_stride, 0, 0, 0];
+            ff::ffi::sws_scale(
+                scaler.as_mut_ptr(),
+                planes.as_ptr(),
+                strides.as_ptr(),
+                0,
+                rows as i32,
+                (*dst).data.as_ptr(),
+                (*dst).linesize.as_ptr(),
+            )
+        };
+        if converted < 0 {
+            return Err(EncodeError::Ffmpeg {
+                action: "convert pixels (swscale)",
+                source: ff::Error::from(converted),
+            });
+        }
+        self.submit(frame_id, sink)
+    }
+
+    /// Sends the converted `picture` to the encoder and drains what it produced.
+    fn submit<S: FrameSink + ?Sized>(&mut self, frame_id: u64, sink: &mut S) -> Result<Vec<u64>, EncodeError> {
         let pts = self.next_pts;
         self.picture.set_pts(Some(pts));
         self.picture.set_kind(if self.force_keyframe {
@@ -503,6 +596,39 @@ fn copy_plane(src: &[u8], stride: usize, dst: &mut frame::Video, plane: usize, r
     for r in 0..rows {
         out[r * dst_stride..r * dst_stride + row_bytes].copy_from_slice(&src[r * stride..r * stride + row_bytes]);
     }
+}
+
+/// The byte range of `memory` (`len` bytes) that `rows` rows of `row_bytes` bytes,
+/// starting at `first_row` and `stride` apart, cover; `None` if any row is out of bounds.
+fn row_span(
+    len: usize,
+    first_row: usize,
+    stride: isize,
+    row_bytes: usize,
+    rows: usize,
+) -> Option<std::ops::Range<usize>> {
+    if rows == 0 || stride.unsigned_abs() < row_bytes {
+        return None;
+    }
+    let last_row = isize::try_from(first_row)
+        .ok()?
+        .checked_add(stride.checked_mul(isize::try_from(rows - 1).ok()?)?)?;
+    let last_row = usize::try_from(last_row).ok()?;
+    let (low, high) = (first_row.min(last_row), first_row.max(last_row));
+    let end = high.checked_add(row_bytes)?;
+    (end <= len).then_some(low..end)
+}
+
+/// Bytes past the end of a row that swscale's vector loads may read (its x86 input
+/// readers load 16 to 64 bytes at a time).
+const CONVERTER_OVERREAD: usize = 128;
+
+/// True if reading up to [`CONVERTER_OVERREAD`] bytes past `end` stays on the page that
+/// holds the byte before `end`: pages are mapped whole, so those bytes are readable.
+fn overread_is_safe(end: *const u8) -> bool {
+    const PAGE: usize = 4096;
+    let last = (end as usize).wrapping_sub(1);
+    last / PAGE == last.wrapping_add(CONVERTER_OVERREAD) / PAGE
 }
 
 /// Gives the frame's buffers back to us if the encoder still references them (FFmpeg

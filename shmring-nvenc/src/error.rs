@@ -46,6 +46,19 @@ pub enum EncodeError {
         /// Bytes in one row of pixels.
         min: usize,
     },
+    /// A row given to [`crate::Encoder::encode_rows`] lies outside the memory given.
+    RowsOutOfBounds {
+        /// Bytes of memory given.
+        len: usize,
+        /// Offset of row 0.
+        first_row: usize,
+        /// Bytes from one row to the next (negative: bottom-up).
+        stride: isize,
+        /// Bytes in one row of pixels.
+        row_bytes: usize,
+        /// Rows in a frame.
+        rows: usize,
+    },
     /// The frame buffer's length does not match width, height, stride and format.
     FrameLength {
         /// Bytes given.
@@ -97,6 +110,16 @@ impl fmt::Display for EncodeError {
             EncodeError::Stride { stride, min } => {
                 write!(f, "stride {stride} is smaller than one row of pixels ({min} bytes)")
             }
+            EncodeError::RowsOutOfBounds {
+                len,
+                first_row,
+                stride,
+                row_bytes,
+                rows,
+            } => write!(
+                f,
+                "{rows} rows of {row_bytes} bytes from offset {first_row}, {stride} bytes apart, do not fit in {len} bytes: check width, height, stride and pixel format"
+            ),
             EncodeError::FrameLength { got, full, trimmed } => write!(
                 f,
                 "frame is {got} bytes, expected {full} (stride x rows) or {trimmed} (last row trimmed): check width, height, stride and pixel format"

@@ -9,6 +9,7 @@
 //! - [`testpattern`] draws a moving test pattern with a frame counter, for demos and
 //!   tests.
 //! - [`annexb`] splits access units into NAL units.
+//! - [`log`] captures FFmpeg's log lines for the application's own logging.
 //! - [`probe`] checks CUDA, the GPU and NVENC (the `validate-nvenc` binary prints it).
 //!
 //! ```
@@ -30,6 +31,7 @@ pub mod annexb;
 mod config;
 mod encoder;
 mod error;
+pub mod log;
 pub mod probe;
 mod sink;
 pub mod testpattern;

@@ -209,3 +209,77 @@ fn no_frames_after_flush() {
         "flushing twice is harmless"
     );
 }
+
+#[test]
+fn rows_outside_the_memory_given_are_rejected_and_nothing_is_lost() {
+    let mut encoder = x264(64, 48, PixelFormat::Rgb24);
+    let pattern = TestPattern::new(64, 48, PixelFormat::Rgb24);
+    let good = pattern.render(0);
+    let row = 64 * 3;
+    let mut out: Vec<OwnedAccessUnit> = Vec::new();
+    for (first_row, stride) in [
+        (0, row as isize + 1),           // the last row runs past the end
+        (0, -(row as isize)),            // bottom-up from row 0: row 1 is before the start
+        (row * 47 + 1, -(row as isize)), // row 0 runs past the end
+        (0, row as isize - 1),           // rows overlap
+        (usize::MAX, row as isize),      // nonsense offset
+        (0, isize::MIN),                 // nonsense stride
+    ] {
+        let e = encoder.encode_rows(&good, first_row, stride, 1, &mut out).unwrap_err();
+        assert!(
+            matches!(e, EncodeError::RowsOutOfBounds { .. }),
+            "{first_row} {stride}: {e:?}"
+        );
+        assert!(e.to_string().contains("do not fit in 9216 bytes"), "{e}");
+    }
+    assert!(out.is_empty());
+    // Bottom-up rows that fit are taken.
+    assert_eq!(
+        encoder
+            .encode_rows(&good, row * 47, -(row as isize), 7, &mut out)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(out[0].frame_id, 7);
+}
+
+/// The same frames, read in place or (ending next to a page boundary, where swscale's
+/// vector loads could reach the next page) copied first, encode to the same bytes.
+#[test]
+fn rows_next_to_a_page_boundary_are_copied_and_encode_the_same() {
+    const PAGE: usize = 4096;
+    let (width, height) = (64u32, 48u32);
+    let pattern = TestPattern::new(width, height, PixelFormat::Rgb24);
+    let row = width as usize * 3;
+    let len = row * height as usize;
+    let mut memory = vec![0u8; len + 3 * PAGE];
+    // Place the frame so that it ends exactly at a page boundary.
+    let base = memory.as_ptr() as usize;
+    let end = (base + len + PAGE).next_multiple_of(PAGE) - base;
+    let start = end - len;
+    let mut in_place = x264(width, height, PixelFormat::Rgb24);
+    let mut at_page_end = x264(width, height, PixelFormat::Rgb24);
+    let (mut a, mut b): (Vec<OwnedAccessUnit>, Vec<OwnedAccessUnit>) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        let frame = pattern.render(i);
+        memory[start..end].copy_from_slice(&frame);
+        // Flipped in both: row 0 is the last row in memory.
+        in_place
+            .encode_rows(&frame, row * (height as usize - 1), -(row as isize), i, &mut a)
+            .unwrap();
+        at_page_end
+            .encode_rows(
+                &memory[..end],
+                start + row * (height as usize - 1),
+                -(row as isize),
+                i,
+                &mut b,
+            )
+            .unwrap();
+    }
+    in_place.flush(&mut a).unwrap();
+    at_page_end.flush(&mut b).unwrap();
+    assert_eq!(a.len(), 5);
+    assert_eq!(a, b);
+}

@@ -1,5 +1,14 @@
-"""The PEP 517 build backend of the ``shmring`` package: maturin, plus one rule maturin
+"""The PEP 517 build backend of the ``shmring`` package: maturin, plus two rules maturin
 cannot express itself.
+
+``VideoWriter`` needs the ``video`` cargo feature, which links FFmpeg. This backend
+turns it on by itself where FFmpeg's development files can be found (``pkg-config``
+knows libavcodec, libavformat, libavutil and libswscale, and libclang is there for the
+bindings), so a plain ``pip install ./shmring-python`` gets a working ``VideoWriter``.
+Where they are missing it builds without it and says what to install (``pip install
+-v`` shows it; ``VideoWriter`` raises ``FeatureNotBuiltError`` with the same advice).
+``SHMRING_VIDEO=1`` insists on the feature (the build fails if FFmpeg is missing),
+``SHMRING_VIDEO=0`` leaves it out.
 
 The extension is built against CPython's stable ABI by default (the crate's default
 cargo feature ``abi3``, which is PyO3's ``abi3-py311``: 3.11 is the first limited API
@@ -8,12 +17,16 @@ later version. On CPython 3.10 maturin falls back to a version-specific wheel, b
 PyO3 still compiles for the 3.11 API and the module fails to import (undefined symbol
 ``PyType_GetName``). So on CPython before 3.11 this backend adds
 ``--no-default-features`` to maturin's arguments, which gives a working 3.10 build.
-Every other argument (``MATURIN_PEP517_ARGS="--features video"``, or pip's
+Every other argument (``MATURIN_PEP517_ARGS``, or pip's
 ``--config-settings maturin.build-args=...``) passes through unchanged.
 """
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -41,13 +54,65 @@ __all__ = [
 STABLE_ABI_FROM = (3, 11)
 
 
+# FFmpeg libraries the `video` feature links, by pkg-config name.
+FFMPEG_PACKAGES = ("libavcodec", "libavformat", "libavutil", "libswscale")
+# What to install where they are missing (also in src/video/disabled.rs).
+INSTALL_HINT = (
+    "install FFmpeg's development files, pkg-config and libclang, then reinstall: "
+    "Debian/Ubuntu: sudo apt-get install pkg-config clang libclang-dev libavcodec-dev "
+    "libavformat-dev libavutil-dev libswscale-dev; Fedora (RPM Fusion): sudo dnf install "
+    "pkgconf clang-devel ffmpeg-devel; then: pip install --force-reinstall ./shmring-python"
+)
+
+
+def _libclang_found() -> bool:
+    """True if bindgen will find a libclang (what clang-sys looks for)."""
+    dirs = [os.environ.get("LIBCLANG_PATH", ""), "/usr/lib", "/usr/lib64", "/usr/local/lib"]
+    dirs += glob.glob("/usr/lib/llvm-*/lib") + glob.glob("/usr/lib/*-linux-gnu")
+    return any(glob.glob(os.path.join(d, "libclang*.so*")) for d in dirs if d)
+
+
+def ffmpeg_missing() -> str | None:
+    """Why the `video` feature cannot be built here, or None if it can."""
+    pkg_config = os.environ.get("PKG_CONFIG", "pkg-config")
+    if shutil.which(pkg_config) is None:
+        return "pkg-config is not installed"
+    missing = [p for p in FFMPEG_PACKAGES if subprocess.run([pkg_config, "--exists", p]).returncode != 0]
+    if missing:
+        return f"pkg-config does not find {', '.join(missing)}"
+    if not _libclang_found():
+        return "libclang (for the FFmpeg bindings) is not installed"
+    return None
+
+
+def _with_video(args: list[str]) -> list[str]:
+    """`args` plus `--features video` where it is wanted and can be built."""
+    if any("video" in a for a in args):  # asked for explicitly (--features video)
+        return args
+    want = os.environ.get("SHMRING_VIDEO", "auto").lower()
+    if want in ("0", "false", "no", "off"):
+        return args
+    reason = ffmpeg_missing()
+    if reason is None or want in ("1", "true", "yes", "on"):
+        return [*args, "--features", "video"]
+    print(
+        f"shmring: building without VideoWriter (the `video` feature): {reason}. To get it, {INSTALL_HINT}",
+        file=sys.stderr,
+    )
+    return args
+
+
 def _settings(config_settings: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """The settings to hand to maturin: unchanged where the abi3 build works."""
-    if sys.implementation.name != "cpython" or sys.version_info[:2] >= STABLE_ABI_FROM:
-        return config_settings
+    """The settings to hand to maturin: the `video` feature where FFmpeg is there, and
+    no abi3 on CPython 3.10."""
     args: list[str] = list(maturin.get_maturin_pep517_args(config_settings))
-    if "--no-default-features" not in args:
-        args = [*args, "--no-default-features"]
+    old = list(args)
+    args = _with_video(args)
+    if sys.implementation.name == "cpython" and sys.version_info[:2] < STABLE_ABI_FROM:
+        if "--no-default-features" not in args:
+            args = [*args, "--no-default-features"]
+    if args == old:
+        return config_settings
     return {**(config_settings or {}), "maturin.build-args": args}
 
 

@@ -1,5 +1,6 @@
 //! Borrowing the bytes of any buffer-protocol object (bytes, bytearray, memoryview,
-//! contiguous numpy arrays of any dtype) without copying them.
+//! contiguous numpy arrays of any dtype) without copying them, and strided views of
+//! arrays (for images).
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
@@ -82,27 +83,27 @@ impl Drop for ByteView<'_> {
     }
 }
 
-/// The shape of a C-contiguous array of bytes, from a `PyBUF_C_CONTIGUOUS | PyBUF_FORMAT`
-/// view: what `VideoWriter.write` needs to check an image before encoding it.
+/// A strided view (`PyBUF_RECORDS_RO`: any strides, with shape and format) of a
+/// buffer-protocol object: what `VideoWriter.write` reads an image from.
 #[cfg(feature = "video")]
-pub(crate) struct ArrayView<'py> {
+pub(crate) struct StridedView<'py> {
     bytes: ByteView<'py>,
 }
 
 #[cfg(feature = "video")]
-impl<'py> ArrayView<'py> {
-    /// Requests a C-contiguous view with shape and format. Objects without the buffer
-    /// protocol raise `TypeError`; non-contiguous arrays raise `ValueError`/`BufferError`.
+impl<'py> StridedView<'py> {
+    /// Requests a strided view with shape and format; objects without the buffer
+    /// protocol raise `TypeError`.
     pub(crate) fn get(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
-        let flags = ffi::PyBUF_C_CONTIGUOUS | ffi::PyBUF_FORMAT;
-        Ok(ArrayView {
-            bytes: ByteView::request(obj, flags)?,
+        Ok(StridedView {
+            bytes: ByteView::request(obj, ffi::PyBUF_RECORDS_RO)?,
         })
     }
 
-    /// The array's bytes.
-    pub(crate) fn as_slice(&self) -> &[u8] {
-        self.bytes.as_slice()
+    /// The address of element `[0, 0, ...]` (other elements may lie below it when a
+    /// stride is negative).
+    pub(crate) fn ptr(&self) -> *const u8 {
+        self.bytes.view.buf.cast::<u8>().cast_const()
     }
 
     /// Size of one element in bytes.
@@ -125,16 +126,38 @@ impl<'py> ArrayView<'py> {
             .into_owned()
     }
 
-    /// The array's shape (empty for a 0-d array).
-    pub(crate) fn shape(&self) -> Vec<usize> {
+    /// The array's shape and strides in bytes (empty for a 0-d array).
+    pub(crate) fn shape_and_strides(&self) -> (Vec<usize>, Vec<isize>) {
         let view = &self.bytes.view;
         let ndim = usize::try_from(view.ndim).unwrap_or(0);
         if ndim == 0 || view.shape.is_null() {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
-        // SAFETY: PyBUF_C_CONTIGUOUS includes PyBUF_ND, so a non-null `shape` points to
+        // SAFETY: PyBUF_RECORDS_RO includes PyBUF_ND, so a non-null `shape` points to
         // `ndim` Py_ssize_t values owned by the exporter and valid while the view is held.
-        let shape = unsafe { std::slice::from_raw_parts(view.shape, ndim) };
-        shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect()
+        let shape: Vec<usize> = unsafe { std::slice::from_raw_parts(view.shape, ndim) }
+            .iter()
+            .map(|&d| usize::try_from(d).unwrap_or(0))
+            .collect();
+        let strides = if view.strides.is_null() {
+            c_strides(&shape, self.itemsize())
+        } else {
+            // SAFETY: PyBUF_STRIDES was requested, so a non-null `strides` points to
+            // `ndim` Py_ssize_t values owned by the exporter, valid while the view is held.
+            unsafe { std::slice::from_raw_parts(view.strides, ndim) }.to_vec()
+        };
+        (shape, strides)
     }
+}
+
+/// The byte strides of a C-contiguous array of `shape` with `itemsize`-byte elements.
+#[cfg(feature = "video")]
+pub(crate) fn c_strides(shape: &[usize], itemsize: usize) -> Vec<isize> {
+    let mut strides = vec![0isize; shape.len()];
+    let mut step = itemsize as isize;
+    for (stride, &dim) in strides.iter_mut().zip(shape).rev() {
+        *stride = step;
+        step = step.saturating_mul(dim as isize);
+    }
+    strides
 }

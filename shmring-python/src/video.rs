@@ -1,9 +1,9 @@
 //! `shmring.VideoWriter`: raw RGB/RGBA frames in, encoded access units into a ring.
 //!
 //! The class always exists so code and stubs are the same in every build; the encoder
-//! behind it needs the `video` cargo feature (FFmpeg, through `shmring-nvenc`). Without
-//! it, constructing a `VideoWriter` raises `FeatureNotBuiltError` with the command that
-//! builds it.
+//! behind it needs the `video` cargo feature (FFmpeg, through `shmring-nvenc`), which
+//! the package's build backend turns on where FFmpeg is installed. Without it,
+//! constructing a `VideoWriter` raises `FeatureNotBuiltError` saying what to install.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -32,16 +32,16 @@ pub(crate) struct Settings<'a> {
     pub(crate) encoder: &'a str,
     pub(crate) bitrate: Option<u64>,
     pub(crate) gop: Option<u32>,
+    pub(crate) options: Vec<(String, String)>,
 }
 
 /// Encodes raw frames to H.264 or HEVC (NVENC when a GPU is there, libx264 otherwise)
 /// and writes each access unit into a ring as a :class:`Writer` would.
 ///
-/// Needs a build with the ``video`` feature::
-///
-///     MATURIN_PEP517_ARGS="--features video" pip install ./shmring-python
-///
-/// Without it, constructing a ``VideoWriter`` raises ``FeatureNotBuiltError``.
+/// Needs FFmpeg: shmring wheels carry their own, and ``pip install ./shmring-python``
+/// builds it in where FFmpeg's development files are installed (the ``video`` cargo
+/// feature). Without it, constructing a ``VideoWriter`` raises ``FeatureNotBuiltError``
+/// saying what to install.
 ///
 /// Args:
 ///     path: the ring file (created or continued as by :class:`Writer`).
@@ -52,6 +52,10 @@ pub(crate) struct Settings<'a> {
 ///         name such as ``"h264_nvenc"`` or ``"libx264"``.
 ///     bitrate: target bits per second (default: the encoder's choice for the size).
 ///     gop: frames between keyframes (default: one second's worth).
+///     options: FFmpeg private options of the encoder, overriding shmring's low-latency
+///         defaults, as ``ffmpeg -c:v NAME -KEY VALUE`` takes them (for example
+///         ``{"preset": "p4"}``, or ``encoder="libx264rgb", options={"qp": "0"}`` for a
+///         lossless stream).
 ///
 /// Threads may share a video writer: calls are serialised.
 #[pyclass(module = "shmring._shmring", frozen)]
@@ -72,7 +76,7 @@ impl VideoWriter {
 #[pymethods]
 impl VideoWriter {
     #[new]
-    #[pyo3(signature = (path, width, height, fps, *, codec = "h264", encoder = "auto", bitrate = None, gop = None))]
+    #[pyo3(signature = (path, width, height, fps, *, codec = "h264", encoder = "auto", bitrate = None, gop = None, options = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -84,6 +88,7 @@ impl VideoWriter {
         encoder: &str,
         bitrate: Option<u64>,
         gop: Option<u32>,
+        options: Option<std::collections::BTreeMap<String, String>>,
     ) -> PyResult<Self> {
         let settings = Settings {
             width,
@@ -93,6 +98,7 @@ impl VideoWriter {
             encoder,
             bitrate,
             gop,
+            options: options.unwrap_or_default().into_iter().collect(),
         };
         let inner = session::Session::open(py, &path, &settings)?;
         Ok(VideoWriter {
@@ -101,12 +107,35 @@ impl VideoWriter {
         })
     }
 
-    /// Encodes one frame, an ``(height, width, 3)`` (RGB) or ``(height, width, 4)``
-    /// (RGBA) C-contiguous ``uint8`` array, and writes the access units the encoder
-    /// produces; returns the frame_seq of the last one written (``None`` while the
-    /// encoder is still buffering). The GIL is released while encoding.
-    fn write(&self, py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
-        self.with_session(py, |session| session.write(py, frame))
+    /// Encodes one frame and writes the access units the encoder produces; returns the
+    /// frame_seq of the last one written (``None`` while the encoder is still buffering).
+    /// The GIL is released while encoding.
+    ///
+    /// ``frame`` is a ``uint8`` image of this writer's size, ``(height, width, 3)`` RGB or
+    /// ``(height, width, 4)`` RGBA, optionally with a leading batch axis of 1, from any
+    /// of: a numpy array with any strides (a flipped view such as Genesis'
+    /// ``cam.render()[0]`` is read in place, not copied), a torch CPU tensor or anything
+    /// with ``__dlpack__`` (JAX, CuPy host arrays), anything with
+    /// ``__array_interface__``, or any other buffer-protocol object. Tensors in GPU
+    /// memory are refused with the call that copies them to the host (``.cpu()``).
+    ///
+    /// ``timestamp_ns`` is the frame's time (simulation or capture time, ns, increasing
+    /// from frame to frame). It is recorded as the ring frame's ``frame_id``, which
+    /// readers use to time the stream (``shmring dump --timestamps``, the Foxglove
+    /// message time). Without it a frame is stamped one nominal period (``1/fps``)
+    /// after the previous one, the first at 0.
+    #[pyo3(signature = (frame, *, timestamp_ns = None))]
+    fn write(&self, py: Python<'_>, frame: &Bound<'_, PyAny>, timestamp_ns: Option<i64>) -> PyResult<Option<u64>> {
+        let timestamp_ns = timestamp_ns
+            .map(|t| {
+                u64::try_from(t).map_err(|_| {
+                    pyo3::exceptions::PyValueError::new_err(format!(
+                        "write: timestamp_ns={t} is negative; pass the frame's simulation or capture time in ns (>= 0)"
+                    ))
+                })
+            })
+            .transpose()?;
+        self.with_session(py, |session| session.write(py, frame, timestamp_ns))
     }
 
     /// Makes the next frame a keyframe (for a reader that just joined or lost frames).

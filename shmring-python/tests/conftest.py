@@ -38,6 +38,23 @@ def _build_peer() -> Path:
     raise RuntimeError("cargo did not report the ring_peer executable")
 
 
+def _build_cli() -> Path:
+    cmd = ["cargo", "build", "-q", "-p", "shmring-cli", "--bin", "shmring", "--message-format=json"]
+    out = subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        message = json.loads(line)
+        if message.get("reason") == "compiler-artifact" and message["target"]["name"] == "shmring":
+            return Path(message["executable"])
+    raise RuntimeError("cargo did not report the shmring executable")
+
+
+@pytest.fixture(scope="session")
+def shmring_cli() -> Path:
+    """The `shmring` command-line tool: `$SHMRING_CLI` if set, else built here."""
+    env = os.environ.get("SHMRING_CLI")
+    return Path(env) if env else _build_cli()
+
+
 @pytest.fixture(scope="session")
 def peer_exe() -> Path:
     """The Rust peer: `$SHMRING_RING_PEER` if set (scripts/test.d/20-python.sh sets it),

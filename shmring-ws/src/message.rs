@@ -21,6 +21,10 @@ pub(crate) struct VideoFrame {
     /// has no per-frame commit time; producers that stamp it as the frame_id say so with
     /// `--frame-id-commit-time`).
     pub(crate) commit_ns: Option<u64>,
+    /// The frame's own time in ns (simulation or capture time), when the source was told
+    /// that frame_id carries it (`--frame-id-time`, as `shmring.VideoWriter` writes it;
+    /// `docs/protocol.md` 1.5): Foxglove messages carry it as their timestamp.
+    pub(crate) time_ns: Option<u64>,
 }
 
 impl VideoFrame {

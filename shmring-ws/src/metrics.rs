@@ -466,6 +466,7 @@ mod tests {
             frame_seq: 1,
             read_ns,
             commit_ns,
+            time_ns: None,
         })
     }
 

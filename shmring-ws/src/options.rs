@@ -78,12 +78,13 @@ impl Default for QueueLimits {
 }
 
 impl Default for RingSource {
-    /// [`defaults::SHM_PATH`], CRCs checked, frame_id not a commit time.
+    /// [`defaults::SHM_PATH`], CRCs checked, frame_id neither a commit time nor a time.
     fn default() -> Self {
         RingSource {
             path: PathBuf::from(defaults::SHM_PATH),
             verify_crc: defaults::VERIFY_CRC,
             frame_id_is_commit_time: false,
+            frame_id_is_time: false,
         }
     }
 }

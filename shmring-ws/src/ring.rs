@@ -34,6 +34,9 @@ pub struct RingSource {
     /// ns (as the demo producer and `h264_replay` do): the commit-to-send histogram then
     /// starts there. The ring itself records no per-frame commit time.
     pub frame_id_is_commit_time: bool,
+    /// Each frame's frame_id is its time in ns (simulation or capture time, as
+    /// `shmring.VideoWriter` writes it): Foxglove messages carry it as their timestamp.
+    pub frame_id_is_time: bool,
 }
 
 /// Frames whose frame_id claims to be a commit time more than this old are not believed.
@@ -157,6 +160,7 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
                     frame_seq: info.frame_seq,
                     read_ns,
                     commit_ns,
+                    time_ns: source.frame_id_is_time.then_some(info.frame_id),
                 });
                 if last_status.elapsed() >= STATUS_EVERY {
                     last_status = Instant::now();

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import struct
+import time
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from websockets.asyncio.client import connect
@@ -215,3 +216,27 @@ def test_foxglove_gets_nats_telemetry_as_json_channels(stack, tmp_path):
         run(main())
     finally:
         ns.kill()
+
+
+def test_foxglove_timestamp_is_the_frames_own_time_with_frame_id_time(stack):
+    """With --frame-id-time the CompressedVideo timestamp is each frame's frame_id (its
+    simulation or capture time; the replay producer stamps CLOCK_MONOTONIC ns), while
+    the Message Data log time stays the wall-clock time the server read the frame."""
+    stack.start_producer()
+    stack.start_server("--frame-id-time")
+
+    async def main():
+        ws, _, adv = await handshake(stack.url("/"))
+        ch = adv["channels"][0]
+        Video = message_class(ch["schema"], "foxglove.CompressedVideo")
+        await ws.send(json.dumps({"op": "subscribe", "subscriptions": [{"id": 1, "channelId": ch["id"]}]}))
+        msgs = await video_messages(ws, 20)
+        await ws.close()
+        return [(struct.unpack_from("<IQ", m, 1)[1], Video.FromString(m[13:]).timestamp) for m in msgs]
+
+    stamped = run(main())
+    now_mono, now_wall = time.monotonic_ns(), time.time_ns()
+    times = [ts.seconds * 1_000_000_000 + ts.nanos for _, ts in stamped]
+    assert all(now_mono - 60_000_000_000 < t <= now_mono for t in times), "not the producer's frame times"
+    assert times == sorted(set(times)), "frame times must increase"
+    assert all(abs(log_ns - now_wall) < 60_000_000_000 for log_ns, _ in stamped), "log time is not the wall clock"

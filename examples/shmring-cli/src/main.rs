@@ -3,6 +3,7 @@
 
 mod bench;
 mod dump;
+mod record;
 mod stat;
 mod tail;
 mod testsrc;
@@ -30,7 +31,8 @@ enum Command {
     /// codec, CRC).
     Tail(tail::Args),
     /// Write frame payloads as a raw stream (an .h264/.hevc file that ffprobe and ffplay
-    /// open), starting at a keyframe.
+    /// open) or a container (.mkv, .mp4, ...) timed by each frame's time, starting at a
+    /// keyframe.
     Dump(dump::Args),
     /// Encode a moving test pattern with a frame counter into a ring (NVENC, or libx264
     /// without a GPU).

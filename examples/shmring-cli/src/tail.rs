@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use shmring_core::{FrameInfo, ReaderOptions};
 
+use crate::dump::{announce_starting, writer_starting};
 use crate::{codec_name, flag_names, open_reader, parse_seconds, FromArg, LayoutArg};
 
 /// Arguments of `shmring tail`.
@@ -23,7 +24,9 @@ pub struct Args {
     /// Where to start reading.
     #[arg(long, value_enum, default_value_t)]
     from: FromArg,
-    /// Stop when no frame arrives for this many seconds (default: wait forever).
+    /// Stop when no frame arrives for this many seconds (default: wait forever). A
+    /// writer that holds the ring but has not written its first frame yet is waited for
+    /// without a limit.
     #[arg(long, value_parser = parse_seconds, value_name = "SECONDS")]
     idle_timeout: Option<Duration>,
     /// Layout to open the file as.
@@ -59,10 +62,18 @@ pub fn run(args: Args) -> Result<(), String> {
     let mut out = stdout.lock();
     let mut seen = 0u64;
     let mut last_frame = Instant::now();
+    let mut announced = false;
     while args.count.is_none_or(|n| seen < n) {
         let wait = match args.idle_timeout {
             Some(t) => match t.checked_sub(last_frame.elapsed()) {
                 Some(left) => Some(left),
+                None if seen == 0 && writer_starting(&reader).is_some() => {
+                    // A live writer that has not produced its first frame is starting
+                    // up (a simulator building its scene): no idle timeout for it.
+                    announce_starting("tail", writer_starting(&reader).flatten(), &mut announced);
+                    last_frame = Instant::now();
+                    continue;
+                }
                 None => break,
             },
             None => Some(Duration::from_millis(500)),

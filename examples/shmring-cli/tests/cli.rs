@@ -305,3 +305,118 @@ fn bench_runs_across_processes() {
         assert!(r["result"]["p50_us"].as_u64().is_some());
     }
 }
+
+/// Encodes `frames` test-pattern frames into a new ring at `path` as
+/// `shmring.VideoWriter` does: the frame_id is the frame's time in ns, here one frame
+/// every `period_ns` of simulated time from 5 s on.
+fn write_timed_ring(ring: &mut shmring_core::RingWriter, frames: u64, period_ns: u64) {
+    use shmring_nvenc::{testpattern::TestPattern, EncoderChoice, EncoderConfig};
+    let config = EncoderConfig {
+        encoder: EncoderChoice::Named("libx264".into()),
+        gop: 100,
+        ..EncoderConfig::new(160, 120)
+    };
+    let mut encoder = shmring_nvenc::Encoder::new(config.clone()).unwrap();
+    let pattern = TestPattern::new(config.width, config.height, config.input);
+    for i in 0..frames {
+        let frame = pattern.render(i);
+        encoder
+            .encode(&frame, pattern.stride(), 5_000_000_000 + i * period_ns, ring)
+            .unwrap();
+    }
+    encoder.flush(ring).unwrap();
+}
+
+#[test]
+fn dump_times_a_container_by_frame_id() {
+    let dir = Dir::new("timed");
+    let ring = dir.file("ring");
+    // 15 frames per second of simulated time, whatever the encoder's nominal rate (30).
+    let mut writer = shmring_core::RingWriter::create(&ring, &Default::default()).unwrap();
+    write_timed_ring(&mut writer, 30, 66_666_667);
+    drop(writer);
+    let (mkv, times) = (dir.file("out.mkv"), dir.file("times.txt"));
+    ok(&[
+        "dump",
+        &ring,
+        "-o",
+        &mkv,
+        "--timestamps",
+        &times,
+        "--idle-timeout",
+        "0.3",
+    ]);
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=r_frame_rate,nb_read_frames",
+            "-of",
+            "json",
+            &mkv,
+        ])
+        .output()
+        .expect("ffprobe is installed (scripts/setup)");
+    let p: Value = serde_json::from_slice(&probe.stdout).unwrap();
+    let s = &p["streams"][0];
+    assert_eq!(s["nb_read_frames"], "30", "{p}");
+    assert_eq!(s["r_frame_rate"], "15/1", "plays at the simulation's rate: {p}");
+    let times = std::fs::read_to_string(&times).unwrap();
+    let lines: Vec<&str> = times.lines().collect();
+    assert_eq!(lines.len(), 31);
+    assert_eq!(lines[..3], ["# timestamp format v2", "0.000000", "66.666667"]);
+    assert_eq!(lines[30], "1933.333343");
+}
+
+#[test]
+fn dump_and_tail_wait_for_a_live_writer_that_has_not_started() {
+    use std::io::{BufRead, BufReader};
+    let dir = Dir::new("patient");
+    let ring = dir.file("ring");
+    let out = dir.file("out.h264");
+
+    // No writer: an empty ring is given up on after the idle timeout.
+    drop(shmring_core::RingWriter::create(&ring, &Default::default()).unwrap());
+    let gone = shmring(&["dump", &ring, "-o", &out, "--idle-timeout", "0.2"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("no frames arrived within 0.2 s"));
+
+    // A live writer that has not written its first frame (a simulator building its
+    // scene) is waited for far beyond the idle timeout.
+    std::fs::remove_file(&ring).unwrap();
+    let mut writer = shmring_core::RingWriter::create(&ring, &Default::default()).unwrap();
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_shmring"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut dump = spawn(&["dump", &ring, "-o", &out, "--idle-timeout", "0.2"]);
+    let mut tail = spawn(&["tail", &ring, "--json", "--idle-timeout", "0.2"]);
+    for (child, name) in [(&mut dump, "dump"), (&mut tail, "tail")] {
+        let mut line = String::new();
+        BufReader::new(child.stderr.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            line.contains(&format!("shmring {name}: the writer (pid {})", std::process::id())),
+            "{line}"
+        );
+        assert!(line.contains("has not written a frame yet"), "{line}");
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1)); // five idle timeouts
+    assert!(dump.try_wait().unwrap().is_none(), "dump gave up on a starting writer");
+    assert!(tail.try_wait().unwrap().is_none(), "tail gave up on a starting writer");
+    write_timed_ring(&mut writer, 3, 33_333_333);
+    drop(writer);
+    let dumped = dump.wait_with_output().unwrap();
+    assert!(dumped.status.success(), "{}", String::from_utf8_lossy(&dumped.stderr));
+    assert!(String::from_utf8_lossy(&dumped.stderr).contains("3 frames"));
+    let tailed = tail.wait_with_output().unwrap();
+    assert!(tailed.status.success());
+    assert_eq!(json_lines(&String::from_utf8_lossy(&tailed.stdout)).len(), 3);
+}

@@ -32,6 +32,11 @@ pub(crate) struct Config {
     /// [default: false; on with --demo].
     #[arg(long, env = "SDR_FRAME_ID_COMMIT_TIME", default_value = "false", value_parser = BoolishValueParser::new())]
     pub frame_id_commit_time: bool,
+    /// Each frame's frame_id is its time in ns (simulation or capture time, as
+    /// shmring.VideoWriter writes it): Foxglove messages carry it as their timestamp
+    /// (their log time stays the time the server read the frame).
+    #[arg(long, env = "SDR_FRAME_ID_TIME", default_value = "false", value_parser = BoolishValueParser::new())]
+    pub frame_id_time: bool,
     /// Verify each frame's CRC-32 and drop frames that fail it (as SDR_OS does); turn
     /// off with `--crc false` or SDR_CRC_ENABLED=false.
     #[arg(long, env = "SDR_CRC_ENABLED", action = clap::ArgAction::Set, value_name = "BOOL", default_value_t = defaults::VERIFY_CRC, value_parser = BoolishValueParser::new())]
@@ -222,12 +227,14 @@ impl Config {
                 target: NatsVideoTarget::parse(url, None).map_err(|e| format!("--source: {e}"))?,
                 verify_crc: self.crc,
                 max_frame: GOP_CACHE_MAX_BYTES,
+                frame_id_is_time: self.frame_id_time,
             }),
             None => FrameSource::Ring(RingSource {
                 path: shm_path,
                 verify_crc: self.crc,
                 // The demo producer stamps frame_id with the commit time.
                 frame_id_is_commit_time: self.frame_id_commit_time || demo,
+                frame_id_is_time: self.frame_id_time,
             }),
         };
         if let (FrameSource::Nats(s), Some(p)) = (&source, &publish) {

@@ -78,7 +78,7 @@ pub fn decode(codec: VideoCodec, units: &[Vec<u8>]) -> (Vec<Vec<Decoded>>, Vec<D
     let mut frame = ff::frame::Video::empty();
     let mut take = |decoder: &mut ff::decoder::Video, out: &mut Vec<Decoded>| {
         while decoder.receive_frame(&mut frame).is_ok() {
-            assert_eq!(frame.format(), ff::format::Pixel::YUV420P, "decoded pixel format");
+            assert_eq!(frame.format(), ff::util::format::Pixel::YUV420P, "decoded pixel format");
             let (y, u, v) = packed_planes(&frame);
             out.push(Decoded {
                 width: frame.width(),
@@ -109,10 +109,10 @@ pub fn decode(codec: VideoCodec, units: &[Vec<u8>]) -> (Vec<Vec<Decoded>>, Vec<D
 pub fn reference_yuv(format: PixelFormat, width: u32, height: u32, frame: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     ff::init().unwrap();
     let pix = match format {
-        PixelFormat::Rgb24 => ff::format::Pixel::RGB24,
-        PixelFormat::Rgba => ff::format::Pixel::RGBA,
-        PixelFormat::Bgra => ff::format::Pixel::BGRA,
-        PixelFormat::Nv12 => ff::format::Pixel::NV12,
+        PixelFormat::Rgb24 => ff::util::format::Pixel::RGB24,
+        PixelFormat::Rgba => ff::util::format::Pixel::RGBA,
+        PixelFormat::Bgra => ff::util::format::Pixel::BGRA,
+        PixelFormat::Nv12 => ff::util::format::Pixel::NV12,
     };
     let mut src = ff::frame::Video::new(pix, width, height);
     let planes = if format == PixelFormat::Nv12 { 2 } else { 1 };
@@ -127,12 +127,12 @@ pub fn reference_yuv(format: PixelFormat, width: u32, height: u32, frame: &[u8])
         }
         offset += rows * row;
     }
-    let mut dst = ff::frame::Video::new(ff::format::Pixel::YUV420P, width, height);
+    let mut dst = ff::frame::Video::new(ff::util::format::Pixel::YUV420P, width, height);
     let mut scaler = ff::software::scaling::Context::get(
         pix,
         width,
         height,
-        ff::format::Pixel::YUV420P,
+        ff::util::format::Pixel::YUV420P,
         width,
         height,
         ff::software::scaling::Flags::BICUBIC,

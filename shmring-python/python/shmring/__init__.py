@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import enum
+import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from shmring._shmring import (
@@ -56,6 +57,12 @@ class Codec(enum.IntEnum):
     JPEG = 3
     """JPEG images."""
 
+
+# FFmpeg's log lines (encoder setup, NVENC probing, libx264's statistics at close) go to
+# the logger "shmring.ffmpeg", never straight to stderr. Like every library, shmring is
+# quiet until the application configures logging, e.g. logging.basicConfig(level=logging.INFO)
+# or logging.getLogger("shmring.ffmpeg").setLevel(logging.DEBUG).
+logging.getLogger("shmring").addHandler(logging.NullHandler())
 
 try:
     __version__ = version("shmring")

@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, final
+from typing import Any, Literal, Protocol, TypeAlias, final
 
 from typing_extensions import Buffer, Self
 
@@ -205,6 +205,19 @@ class Reader:
         _tb: TracebackType | None = None,
     ) -> None: ...
 
+class _SupportsDLPack(Protocol):
+    """Exports a DLPack tensor (torch, JAX, CuPy arrays)."""
+
+    def __dlpack__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+class _SupportsArrayInterface(Protocol):
+    """Describes its memory with numpy's ``__array_interface__``."""
+
+    @property
+    def __array_interface__(self) -> dict[str, Any]: ...
+
+_Image: TypeAlias = npt.NDArray[np.uint8] | Buffer | _SupportsDLPack | _SupportsArrayInterface
+
 @final
 class VideoWriter:
     """Encodes raw frames to H.264/HEVC and writes the access units into a ring."""
@@ -220,9 +233,14 @@ class VideoWriter:
         encoder: str = "auto",
         bitrate: int | None = None,
         gop: int | None = None,
+        options: dict[str, str] | None = None,
     ) -> Self: ...
-    def write(self, frame: npt.NDArray[np.uint8]) -> int | None:
-        """Encodes one HxWx3 (RGB) or HxWx4 (RGBA) uint8 frame."""
+    def write(self, frame: _Image, *, timestamp_ns: int | None = None) -> int | None:
+        """Encodes one (H, W, 3) RGB or (H, W, 4) RGBA uint8 frame (any strides, a
+        leading batch axis of 1 allowed; numpy, torch CPU tensors, ``__dlpack__``,
+        ``__array_interface__`` or the buffer protocol), stamped with ``timestamp_ns``
+        (simulation or capture time, increasing; default: previous + 1/fps), which
+        becomes the ring frame's ``frame_id``."""
 
     def request_keyframe(self) -> None:
         """Makes the next frame a keyframe."""

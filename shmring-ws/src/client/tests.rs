@@ -20,6 +20,7 @@ pub(crate) fn frame(seq: u64, keyframe: bool, len: usize) -> VideoFrame {
         frame_seq: seq,
         read_ns: 0,
         commit_ns: None,
+        time_ns: None,
     }
 }
 
@@ -113,6 +114,7 @@ pub(crate) fn h264_frame(seq: u64, keyframe: bool, payload: usize) -> VideoFrame
         frame_seq: seq,
         read_ns: 1,
         commit_ns: None,
+        time_ns: None,
     }
 }
 

@@ -252,13 +252,17 @@ pub(crate) fn message_data_head<'a>(
         Codec::JPEG => ("jpeg", 0x22, 0x1a, 0x12),
         codec => (video_format(codec)?, 0x12, 0x22, 0x1a),
     };
+    // Log time: when this server read the frame, on the wall clock. The message's own
+    // timestamp: the frame's time (simulation or capture time) where the source knows
+    // it, else the log time.
     let log_ns = frame.read_ns.saturating_add(realtime_offset_ns());
+    let stamp_ns = frame.time_ns.unwrap_or(log_ns);
     let mut w = Writer { out, at: 0 };
     w.put(&[OP_MESSAGE_DATA]);
     w.put(&sub.to_le_bytes());
     w.put(&log_ns.to_le_bytes());
     // timestamp (1): google.protobuf.Timestamp { seconds (1), nanos (2) }
-    let (secs, nanos) = (log_ns / 1_000_000_000, log_ns % 1_000_000_000);
+    let (secs, nanos) = (stamp_ns / 1_000_000_000, stamp_ns % 1_000_000_000);
     let ts_len = 1 + varint_len(secs) + 1 + varint_len(nanos);
     w.put(&[0x0a]);
     w.varint(ts_len as u64);
@@ -354,6 +358,7 @@ mod tests {
             frame_seq: 1,
             read_ns: 5_000_000_123,
             commit_ns: None,
+            time_ns: None,
         };
         let mut buf = [0u8; MAX_HEAD];
         let (len, body) = message_data_head(7, &frame, &mut buf).unwrap();
@@ -386,6 +391,20 @@ mod tests {
         let log_ns = u64::from_le_bytes(buf[5..13].try_into().unwrap());
         let ts = m.timestamp.unwrap();
         assert_eq!(ts.seconds as u64 * 1_000_000_000 + ts.nanos as u64, log_ns);
+        // With the frame's own time (a simulation at 2.5 s): the message's timestamp is
+        // that time, the log time is still when the server read it.
+        let sim = VideoFrame {
+            time_ns: Some(2_500_000_007),
+            ..frame.clone()
+        };
+        let (len, body) = message_data_head(7, &sim, &mut buf).unwrap();
+        let mut pb = buf[MESSAGE_DATA_HEAD..len].to_vec();
+        pb.extend_from_slice(body);
+        let m = CompressedVideo::decode(&pb[..]).unwrap();
+        let ts = m.timestamp.unwrap();
+        assert_eq!((ts.seconds, ts.nanos), (2, 500_000_007));
+        assert_eq!(m.data, payload);
+        assert_eq!(u64::from_le_bytes(buf[5..13].try_into().unwrap()), log_ns);
         // A JPEG frame is a CompressedImage (frame_id 4, data 2, format 3).
         #[derive(Clone, PartialEq, prost::Message)]
         struct CompressedImage {

@@ -47,6 +47,9 @@ pub struct NatsSourceOptions {
     pub verify_crc: bool,
     /// Largest frame payload accepted, in bytes.
     pub max_frame: usize,
+    /// Each frame's frame_id is its time in ns (as for [`crate::RingSource`]): Foxglove
+    /// messages carry it as their timestamp.
+    pub frame_id_is_time: bool,
 }
 
 /// Where the next frame stands relative to the last one handed to the hub.
@@ -179,7 +182,7 @@ pub(crate) async fn run(
             );
             last_seq = Some(frame.frame_seq);
             from_store = true;
-            deliver(&hub, &metrics, frame);
+            deliver(&hub, &metrics, frame, options.frame_id_is_time);
         }
         Ok(Ok(None)) => tracing::info!("{role}: no stored keyframe yet; clients start at the next live one"),
         Ok(Err(e)) => tracing::warn!("{role}: stored keyframe unusable: {e}; clients start at the next live one"),
@@ -237,7 +240,7 @@ pub(crate) async fn run(
                 }
                 from_store = false;
                 last_seq = Some(frame.frame_seq);
-                deliver(&hub, &metrics, frame);
+                deliver(&hub, &metrics, frame, options.frame_id_is_time);
             }
             () = want_idr.notified() => {
                 let body = serde_json::json!({ "source": "transport-server", "ts_ns": shmring_core::monotonic_ns() });
@@ -250,7 +253,7 @@ pub(crate) async fn run(
     }
 }
 
-fn deliver(hub: &Hub, metrics: &Metrics, frame: ReceivedFrame) {
+fn deliver(hub: &Hub, metrics: &Metrics, frame: ReceivedFrame, frame_id_is_time: bool) {
     let now = shmring_core::monotonic_ns();
     metrics.nats_video.frames_received.fetch_add(1, Ordering::Relaxed);
     metrics.frames_read.fetch_add(1, Ordering::Relaxed);
@@ -265,6 +268,7 @@ fn deliver(hub: &Hub, metrics: &Metrics, frame: ReceivedFrame) {
         // The publisher's clock: not comparable with this server's CLOCK_MONOTONIC in
         // general, so frames from NATS are left out of the commit-to-send histogram.
         commit_ns: None,
+        time_ns: frame_id_is_time.then_some(frame.frame_id),
     });
 }
 
