@@ -44,6 +44,7 @@ pub mod demo;
 pub mod foxglove;
 mod hub;
 mod keyframe;
+pub mod limits;
 mod metrics;
 mod nats;
 mod nats_publish;
@@ -53,6 +54,7 @@ pub mod protocol;
 mod ring;
 mod server;
 mod source;
+pub mod trust;
 mod ws;
 
 pub use config::{Config, DEFAULT_SHM_PATH};
