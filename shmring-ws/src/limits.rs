@@ -3,8 +3,11 @@
 //! library assembles messages), a command budget shared by all clients, and keyframe
 //! requests coalesced per client.
 
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 /// Where the scanner is in the client's byte stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,6 +217,128 @@ impl KeyframeRequestGate {
     }
 }
 
+/// Connections still in their HTTP phase (accepted, request head not yet read): at most
+/// `cap`. One more evicts the oldest, a socket that sent nothing for longest (a slowloris
+/// or an idle pre-connect), rather than turning the newcomer away, so idle sockets
+/// cannot keep `/health` or a viewer out; and their file descriptors are freed at once.
+#[derive(Debug)]
+pub struct PendingConnections {
+    cap: usize,
+    state: Mutex<PendingState>,
+}
+
+#[derive(Debug, Default)]
+struct PendingState {
+    next_id: u64,
+    queue: VecDeque<(u64, Arc<Notify>)>,
+}
+
+/// One connection's place among the pending ones; dropping it (the request head was
+/// read, or the connection ended) frees the place.
+#[derive(Debug)]
+pub struct PendingTicket {
+    id: u64,
+    evicted: Arc<Notify>,
+    owner: Arc<PendingConnections>,
+}
+
+impl PendingConnections {
+    /// At most `cap` (at least 1) connections pending at once.
+    pub fn new(cap: usize) -> Arc<PendingConnections> {
+        Arc::new(PendingConnections {
+            cap: cap.max(1),
+            state: Mutex::new(PendingState::default()),
+        })
+    }
+
+    /// Registers a new pending connection; returns its ticket and whether an older one
+    /// had to be evicted for it.
+    pub fn admit(self: &Arc<Self>) -> (PendingTicket, bool) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut evicted_one = false;
+        if s.queue.len() >= self.cap {
+            if let Some((_, oldest)) = s.queue.pop_front() {
+                // Stores a permit if the task is not waiting yet: it is not lost.
+                oldest.notify_one();
+                evicted_one = true;
+            }
+        }
+        let id = s.next_id;
+        s.next_id += 1;
+        let evicted = Arc::new(Notify::new());
+        s.queue.push_back((id, evicted.clone()));
+        (
+            PendingTicket {
+                id,
+                evicted,
+                owner: self.clone(),
+            },
+            evicted_one,
+        )
+    }
+
+    /// Connections pending now.
+    pub fn len(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).queue.len()
+    }
+
+    /// True when no connection is pending.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl PendingTicket {
+    /// Completes when this connection is evicted to make room for a newer one.
+    pub async fn evicted(&self) {
+        self.evicted.notified().await;
+    }
+}
+
+impl Drop for PendingTicket {
+    fn drop(&mut self) {
+        let mut s = self.owner.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = s.queue.iter().position(|(id, _)| *id == self.id) {
+            s.queue.remove(at);
+        }
+    }
+}
+
+/// When a client was last heard from (any bytes), for the ping deadline: a client
+/// that answers no ping for two ping intervals is gone, or idle on purpose, and its
+/// slot is freed.
+#[derive(Debug)]
+pub struct Liveness {
+    started: Instant,
+    /// Milliseconds after `started` when bytes last arrived.
+    heard_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            started: Instant::now(),
+            heard_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl Liveness {
+    /// Records that the client sent something at `now`.
+    pub fn heard(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.started).as_millis() as u64;
+        // Relaxed: a monitoring timestamp, read by the same connection's ping timer;
+        // no other memory is published through it.
+        self.heard_ms.fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long the client has been silent at `now`.
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        let heard = Duration::from_millis(self.heard_ms.load(std::sync::atomic::Ordering::Relaxed));
+        now.saturating_duration_since(self.started).saturating_sub(heard)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +429,36 @@ mod tests {
             10,
             "capped at the burst"
         );
+    }
+
+    #[test]
+    fn the_oldest_pending_connection_makes_room_for_a_new_one() {
+        use futures_util::FutureExt;
+        let pending = PendingConnections::new(2);
+        let (a, evicted) = pending.admit();
+        assert!(!evicted);
+        let (b, _) = pending.admit();
+        assert!(a.evicted().now_or_never().is_none(), "room for two");
+        let (c, evicted) = pending.admit();
+        assert!(evicted && pending.len() == 2);
+        assert!(a.evicted().now_or_never().is_some(), "the oldest was told to go");
+        assert!(b.evicted().now_or_never().is_none());
+        drop(b); // its request arrived
+        let (_d, evicted) = pending.admit();
+        assert!(!evicted && pending.len() == 2);
+        drop(c);
+        drop(a);
+        assert_eq!(pending.len(), 1);
+    }
+
+    #[test]
+    fn silence_is_measured_from_the_last_bytes_heard() {
+        let l = Liveness::default();
+        let t0 = l.started;
+        assert_eq!(l.silent_for(t0 + Duration::from_secs(3)), Duration::from_secs(3));
+        l.heard(t0 + Duration::from_secs(2));
+        l.heard(t0 + Duration::from_secs(1)); // an older stamp never moves it back
+        assert_eq!(l.silent_for(t0 + Duration::from_secs(3)), Duration::from_secs(1));
     }
 
     #[test]

@@ -22,6 +22,29 @@ use std::net::SocketAddr;
 use origin::{OriginPolicy, OriginVerdict};
 use tokens::{presented_token, Role, Tokens};
 
+/// The port the server listens on when no address is given.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// The address to listen on when none is given: `127.0.0.1:8080` (this machine only)
+/// on a workstation, `0.0.0.0:8080` inside a container, where loopback would be
+/// unreachable for the published port and the proxy beside it (the container's
+/// network is the boundary there, and the server logs what it exposes).
+pub fn default_listen() -> SocketAddr {
+    let in_container = ["/.dockerenv", "/run/.containerenv"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
+    default_listen_for(in_container)
+}
+
+fn default_listen_for(in_container: bool) -> SocketAddr {
+    let ip = if in_container {
+        std::net::Ipv4Addr::UNSPECIFIED
+    } else {
+        std::net::Ipv4Addr::LOCALHOST
+    };
+    SocketAddr::from((ip, DEFAULT_PORT))
+}
+
 /// What a request says about who sent it (from its HTTP head).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Credentials<'a> {
@@ -35,6 +58,66 @@ pub struct Credentials<'a> {
     pub subprotocols: &'a [&'a str],
     /// The query string of the request target (after `?`).
     pub query: Option<&'a str>,
+}
+
+/// The headers of a request that say who sent it, owned (collected while the request
+/// head is parsed).
+#[derive(Clone, Debug, Default)]
+pub struct RequestAuth {
+    origin: Option<String>,
+    host: Option<String>,
+    authorization: Option<String>,
+    subprotocols: Vec<String>,
+    query: Option<String>,
+}
+
+impl RequestAuth {
+    /// Collects what matters from a request target (`/path?query`) and its headers.
+    pub fn from_request(target: &str, headers: &[httparse::Header<'_>]) -> RequestAuth {
+        let mut auth = RequestAuth {
+            query: target.split_once('?').map(|(_, q)| q.to_owned()),
+            ..Default::default()
+        };
+        for h in headers {
+            let Ok(value) = std::str::from_utf8(h.value) else {
+                continue;
+            };
+            let value = value.trim();
+            if h.name.eq_ignore_ascii_case("origin") {
+                auth.origin = Some(value.to_owned());
+            } else if h.name.eq_ignore_ascii_case("host") {
+                auth.host = Some(value.to_owned());
+            } else if h.name.eq_ignore_ascii_case("authorization") {
+                auth.authorization = Some(value.to_owned());
+            } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol") {
+                auth.subprotocols.extend(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+        }
+        auth
+    }
+
+    /// The subprotocols the client offered.
+    pub fn subprotocols(&self) -> Vec<&str> {
+        self.subprotocols.iter().map(String::as_str).collect()
+    }
+
+    /// Calls `f` with the request's [`Credentials`].
+    pub fn with_credentials<T>(&self, f: impl FnOnce(&Credentials<'_>) -> T) -> T {
+        let protocols = self.subprotocols();
+        f(&Credentials {
+            origin: self.origin.as_deref(),
+            host: self.host.as_deref(),
+            authorization: self.authorization.as_deref(),
+            subprotocols: &protocols,
+            query: self.query.as_deref(),
+        })
+    }
 }
 
 /// Why a request is refused.
@@ -233,6 +316,37 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(p.admit(&c), Err(Refusal::CrossSite));
+    }
+
+    #[test]
+    fn credentials_are_collected_from_the_request_head() {
+        let headers = [
+            httparse::Header {
+                name: "Host",
+                value: b"robot:8080",
+            },
+            httparse::Header {
+                name: "origin",
+                value: b"http://robot:8080",
+            },
+            httparse::Header {
+                name: "Sec-WebSocket-Protocol",
+                value: b"foxglove.websocket.v1, shmring.token.control-token-0123456789",
+            },
+        ];
+        let auth = RequestAuth::from_request("/?a=1", &headers);
+        assert_eq!(
+            auth.subprotocols(),
+            ["foxglove.websocket.v1", "shmring.token.control-token-0123456789"]
+        );
+        let admitted = auth.with_credentials(|c| with_tokens().admit(c));
+        assert_eq!(admitted, Ok((Role::Control, OriginVerdict::SameOrigin)));
+    }
+
+    #[test]
+    fn the_default_address_is_local_outside_containers() {
+        assert_eq!(default_listen_for(false).to_string(), "127.0.0.1:8080");
+        assert_eq!(default_listen_for(true).to_string(), "0.0.0.0:8080");
     }
 
     #[test]

@@ -20,6 +20,8 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
+use crate::limits::{PendingConnections, PendingTicket};
+
 /// The certificate chain and private key, as PEM files.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
@@ -101,11 +103,24 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
 
 /// Serves one TLS connection: the handshake (within `handshake_timeout`), then the
 /// plaintext both ways between the client and the plain listener at `backend`, until
-/// either side closes.
-pub async fn terminate(client: TcpStream, acceptor: TlsAcceptor, backend: SocketAddr, handshake_timeout: Duration) {
+/// either side closes. `pending` (a place among the connections not yet past their
+/// handshake) is released once the handshake is done; an eviction before that ends
+/// the connection.
+pub async fn terminate(
+    client: TcpStream,
+    acceptor: TlsAcceptor,
+    backend: SocketAddr,
+    handshake_timeout: Duration,
+    pending: PendingTicket,
+) {
     let peer = client.peer_addr().ok();
     let _ = client.set_nodelay(true);
-    let mut tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(client)).await {
+    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(client));
+    let handshake = tokio::select! {
+        () = pending.evicted() => return,
+        result = handshake => result,
+    };
+    let mut tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!("{peer:?}: TLS handshake failed: {e}");
@@ -116,6 +131,7 @@ pub async fn terminate(client: TcpStream, acceptor: TlsAcceptor, backend: Socket
             return;
         }
     };
+    drop(pending);
     let mut plain = match TcpStream::connect(backend).await {
         Ok(s) => s,
         Err(e) => {
@@ -126,6 +142,42 @@ pub async fn terminate(client: TcpStream, acceptor: TlsAcceptor, backend: Socket
     let _ = plain.set_nodelay(true);
     let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
 }
+
+/// Accepts TLS connections on `listener` until `shutdown` completes, each terminated
+/// by [`terminate`] towards the plain listener at `backend`. Sockets still in their
+/// TLS handshake count against `pending` like sockets in their HTTP phase; `evicted`
+/// is called for each one evicted to make room.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    acceptor: TlsAcceptor,
+    backend: SocketAddr,
+    pending: Arc<PendingConnections>,
+    evicted: impl Fn() + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let (ticket, evicted_one) = pending.admit();
+                    if evicted_one {
+                        evicted();
+                    }
+                    tokio::spawn(terminate(stream, acceptor.clone(), backend, HANDSHAKE_TIMEOUT, ticket));
+                }
+                Err(e) => {
+                    tracing::warn!("TLS accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Time a client has to complete its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
