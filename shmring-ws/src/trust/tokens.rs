@@ -110,9 +110,12 @@ pub struct Tokens {
     state: RwLock<Loaded>,
 }
 
+/// A token in force and the role it grants.
+type Entry = (Role, Box<[u8]>);
+
 #[derive(Debug, Default)]
 struct Loaded {
-    entries: Vec<(Role, Box<[u8]>)>,
+    entries: Vec<Entry>,
     /// The file's modification time and length when it was read.
     stamp: Option<(SystemTime, u64)>,
 }
@@ -146,7 +149,7 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
 }
 
 /// Parses a tokens file's text (`ROLE TOKEN` lines).
-fn parse_file(text: &str, path: &Path) -> Result<Vec<(Role, Box<[u8]>)>, TokenError> {
+fn parse_file(text: &str, path: &Path) -> Result<Vec<Entry>, TokenError> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
