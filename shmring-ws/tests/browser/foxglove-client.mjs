@@ -2,8 +2,10 @@
 // against transport-server with a token: refused without it; with the token in its
 // subprotocol list it gets serverInfo, the /video channel and video messages.
 // Usage: node foxglove-client.mjs ws://127.0.0.1:PORT/ TOKEN
-import { FoxgloveClient } from "@foxglove/ws-protocol";
+import wsProtocol from "@foxglove/ws-protocol";
 import WebSocket from "ws";
+
+const { FoxgloveClient } = wsProtocol;
 
 const [url, token] = process.argv.slice(2);
 if (!url || !token) {
