@@ -385,7 +385,8 @@ def test_demo_mode_streams_a_test_pattern(tmp_path):
         async def frames_until_keyframe_after_request(ws):
             """Frames committed after the request (frame_id is the commit time in
             CLOCK_MONOTONIC ns) up to and including the first keyframe."""
-            await asyncio.sleep(0.6)  # past the 500 ms coalescing window
+            # Past the coalescing windows: 500 ms for all clients, 2 s for one client.
+            await asyncio.sleep(2.1)
             asked = time.monotonic_ns()
             await ws.send(b'\x04{"action":"request_idr","cmd_seq":1,"data":{}}')
             n = 0

@@ -461,9 +461,13 @@ def test_safe_defaults_and_a_plain_exposure_line(stack):
     """A bare run listens on 127.0.0.1; binding all interfaces says once, plainly, what is
     exposed and that commands are open."""
     out = subprocess.run([SERVER, "--help"], capture_output=True, text=True, timeout=30).stdout
-    assert "[default: 127.0.0.1:8080]" in out, "the default listen address is not loopback"
+    assert "[default: 127.0.0.1:8080" in out, "the default listen address is not loopback"
     stack.start_producer()
-    stack.start_server(env={"SDR_LISTEN_ADDR": f"0.0.0.0:{stack.port}"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDR_")}
+    stack.server = Proc([SERVER, "--shm-path", stack.ring], stack.tmp / "server.log",
+                        env=dict(env, RUST_LOG="info", SDR_LISTEN_ADDR=f"0.0.0.0:{stack.port}"))
+    stack.procs.append(stack.server)
+    wait_for(lambda: _health_ok(stack), what="server up")
     log = stack.server_log()
     assert log.count("every network") == 1 and "send commands" in log, log
 
