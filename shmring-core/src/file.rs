@@ -690,6 +690,17 @@ impl RingReader {
         let path = path.as_ref();
         let file = OpenOptions::new().read(true).open(path).map_err(io_err(path, "open"))?;
         let meta = file.metadata().map_err(io_err(path, "stat"))?;
+        if meta.is_dir() {
+            // A directory opens read-only; mapping it would fail with "No such device".
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                action: "open",
+                source: io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "it is a directory: give the ring file inside it (such as .../frames)",
+                ),
+            });
+        }
         let words = MappedWords::map(&file, false).map_err(io_err(path, "map"))?;
         let layout_err = |source| Error::Layout {
             path: path.to_path_buf(),

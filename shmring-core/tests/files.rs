@@ -203,6 +203,13 @@ fn missing_and_foreign_files_give_clear_errors() {
         .err()
         .unwrap();
     assert!(matches!(e, Error::Layout { .. }), "{e}");
+    // A directory (the ring's folder given instead of the ring) says so, rather than
+    // the "No such device" mmap reports.
+    let e = RingReader::open(&dir, &ReaderOptions::default()).err().unwrap();
+    assert!(
+        e.to_string().contains("is a directory") && e.to_string().contains("ring file inside it"),
+        "{e}"
+    );
 }
 
 /// A commit that follows the previous one within the wake gap skips `FUTEX_WAKE`; a
