@@ -218,9 +218,12 @@ impl KeyframeRequestGate {
 }
 
 /// Connections still in their HTTP phase (accepted, request head not yet read): at most
-/// `cap`. One more evicts the oldest, a socket that sent nothing for longest (a slowloris
-/// or an idle pre-connect), rather than turning the newcomer away, so idle sockets
-/// cannot keep `/health` or a viewer out; and their file descriptors are freed at once.
+/// `cap` that have been waiting for [`PendingConnections::MIN_AGE`] or longer. One more
+/// evicts the oldest, a socket that sent nothing for longest (a slowloris or an idle
+/// pre-connect), rather than turning the newcomer away, so idle sockets cannot keep
+/// `/health` or a viewer out. Young sockets are never evicted for a newcomer (a burst
+/// of real clients connecting at once all get in); out of file descriptors, the server
+/// evicts the oldest whatever its age ([`PendingConnections::evict_oldest`]).
 #[derive(Debug)]
 pub struct PendingConnections {
     cap: usize,
@@ -230,7 +233,7 @@ pub struct PendingConnections {
 #[derive(Debug, Default)]
 struct PendingState {
     next_id: u64,
-    queue: VecDeque<(u64, Arc<Notify>)>,
+    queue: VecDeque<(u64, Instant, Arc<Notify>)>,
 }
 
 /// One connection's place among the pending ones; dropping it (the request head was
@@ -251,22 +254,25 @@ impl PendingConnections {
         })
     }
 
-    /// Registers a new pending connection; returns its ticket and whether an older one
-    /// had to be evicted for it.
-    pub fn admit(self: &Arc<Self>) -> (PendingTicket, bool) {
+    /// How long a socket may be pending before a newcomer can evict it.
+    pub const MIN_AGE: Duration = Duration::from_millis(500);
+
+    /// Registers a new pending connection at `now`; returns its ticket and whether an
+    /// older one was evicted for it.
+    pub fn admit(self: &Arc<Self>, now: Instant) -> (PendingTicket, bool) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut evicted_one = false;
-        if s.queue.len() >= self.cap {
-            if let Some((_, oldest)) = s.queue.pop_front() {
-                // Stores a permit if the task is not waiting yet: it is not lost.
-                oldest.notify_one();
-                evicted_one = true;
-            }
+        let oldest_is_stale = s
+            .queue
+            .front()
+            .is_some_and(|(_, since, _)| now.saturating_duration_since(*since) >= Self::MIN_AGE);
+        if s.queue.len() >= self.cap && oldest_is_stale {
+            evicted_one = Self::pop_oldest(&mut s);
         }
         let id = s.next_id;
         s.next_id += 1;
         let evicted = Arc::new(Notify::new());
-        s.queue.push_back((id, evicted.clone()));
+        s.queue.push_back((id, now, evicted.clone()));
         (
             PendingTicket {
                 id,
@@ -275,6 +281,23 @@ impl PendingConnections {
             },
             evicted_one,
         )
+    }
+
+    /// Evicts the oldest pending connection, whatever its age (the server is out of
+    /// file descriptors); false if none is pending.
+    pub fn evict_oldest(&self) -> bool {
+        Self::pop_oldest(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn pop_oldest(s: &mut PendingState) -> bool {
+        match s.queue.pop_front() {
+            Some((_, _, oldest)) => {
+                // Stores a permit if the task is not waiting yet: it is not lost.
+                oldest.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Connections pending now.
@@ -298,7 +321,7 @@ impl PendingTicket {
 impl Drop for PendingTicket {
     fn drop(&mut self) {
         let mut s = self.owner.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(at) = s.queue.iter().position(|(id, _)| *id == self.id) {
+        if let Some(at) = s.queue.iter().position(|(id, _, _)| *id == self.id) {
             s.queue.remove(at);
         }
     }
@@ -435,20 +458,37 @@ mod tests {
     fn the_oldest_pending_connection_makes_room_for_a_new_one() {
         use futures_util::FutureExt;
         let pending = PendingConnections::new(2);
-        let (a, evicted) = pending.admit();
+        let t0 = Instant::now();
+        let later = t0 + PendingConnections::MIN_AGE;
+        let (a, evicted) = pending.admit(t0);
         assert!(!evicted);
-        let (b, _) = pending.admit();
+        let (b, _) = pending.admit(t0);
         assert!(a.evicted().now_or_never().is_none(), "room for two");
-        let (c, evicted) = pending.admit();
+        let (c, evicted) = pending.admit(later);
         assert!(evicted && pending.len() == 2);
         assert!(a.evicted().now_or_never().is_some(), "the oldest was told to go");
         assert!(b.evicted().now_or_never().is_none());
         drop(b); // its request arrived
-        let (_d, evicted) = pending.admit();
+        let (_d, evicted) = pending.admit(later);
         assert!(!evicted && pending.len() == 2);
         drop(c);
         drop(a);
         assert_eq!(pending.len(), 1);
+    }
+
+    #[test]
+    fn a_burst_of_young_connections_is_not_evicted_but_a_lack_of_descriptors_evicts() {
+        use futures_util::FutureExt;
+        let pending = PendingConnections::new(2);
+        let t0 = Instant::now();
+        let tickets: Vec<_> = (0..5).map(|_| pending.admit(t0)).collect();
+        assert!(tickets
+            .iter()
+            .all(|(t, evicted)| !evicted && t.evicted().now_or_never().is_none()));
+        assert_eq!(pending.len(), 5, "all admitted over the cap");
+        assert!(pending.evict_oldest());
+        assert!(tickets[0].0.evicted().now_or_never().is_some());
+        assert_eq!(pending.len(), 4);
     }
 
     #[test]

@@ -161,15 +161,21 @@ pub async fn serve(
             () = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let (ticket, evicted_one) = pending.admit();
+                    let (ticket, evicted_one) = pending.admit(std::time::Instant::now());
                     if evicted_one {
                         evicted();
                     }
                     tokio::spawn(terminate(stream, acceptor.clone(), backend, HANDSHAKE_TIMEOUT, ticket));
                 }
                 Err(e) => {
-                    tracing::warn!("TLS accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Out of file descriptors: free the oldest idle socket's.
+                    if pending.evict_oldest() {
+                        evicted();
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    } else {
+                        tracing::warn!("TLS accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             },
         }
