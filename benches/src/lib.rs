@@ -1,1 +1,74 @@
-//! Cross-process benchmark harnesses (see the binaries).
+//! The one support module of the benchmark harnesses (see `benches/README.md`):
+//! argument lookup, child processes that die with the benchmark, waiting for a
+//! listener, percentiles, and the `transport-server` binary the loopback benchmarks
+//! (`ws_fanout`, `nats_hop`) start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// The value after `name` in `args` (`--name value`).
+pub fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// A free loopback address (the port may be taken again before use; fine for benches).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A child process killed and reaped when dropped, so a failed run leaves nothing behind.
+pub struct ChildProcess(pub Child);
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to 10 s for something to accept connections at `addr`.
+pub fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listening at {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `p` quantile of sorted nanosecond samples, in milliseconds (NaN when empty).
+pub fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1e6
+}
+
+/// The release `transport-server` binary next to the running benchmark, built first
+/// (`cargo build --release -p transport-server`: a no-op when it is up to date), so
+/// `cargo bench -p shmring-benches --bench NAME` measures the current source.
+pub fn transport_server() -> PathBuf {
+    let exe = std::env::current_exe().expect("the benchmark's own path");
+    // target/release/deps/<bench>-<hash> -> target/release
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the benchmark runs from target/<profile>/deps")
+        .to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-q", "-p", "transport-server"])
+        .status()
+        .expect("run cargo to build transport-server");
+    assert!(status.success(), "cargo build --release -p transport-server failed");
+    let bin = profile_dir.join("transport-server");
+    assert!(bin.exists(), "{} is missing after the build", bin.display());
+    bin
+}

@@ -172,7 +172,7 @@ def test_images_and_builds(resolved):
     assert (COMPOSE_DIR / "ros-jazzy" / "Dockerfile").is_file()
     # genesis-sim runs the Genesis example, which the image copies in.
     assert "examples/genesis_writer.py" in " ".join(services["genesis-sim"]["command"])
-    assert "COPY examples/genesis_writer.py /opt/shmring/examples/" in dockerfile
+    assert "COPY examples/genesis-writer/genesis_writer.py /opt/shmring/examples/" in dockerfile
     assert services["app-cuda"]["command"] == ["validate-nvenc"]
     # Code that lives outside this project comes from documented variables.
     raw = COMPOSE_FILE.read_text()

@@ -118,7 +118,7 @@ def stack(tmp_path_factory):
 
         # The transport server, configured through the SDR_* environment as in compose.
         server_bin = BIN_DIR / "transport-server"
-        assert server_bin.is_file(), f"{server_bin} missing: cargo build --release -p shmring-examples"
+        assert server_bin.is_file(), f"{server_bin} missing: cargo build --release -p transport-server"
         server_env = dict(base_env, RUST_LOG="info", SDR_LISTEN_ADDR=f"127.0.0.1:{ports['transport']}",
                           SDR_NATS_URL=f"nats://127.0.0.1:{ports['nats']}", SDR_TELEMETRY_SUBJECTS="telemetry.>")
         ring = Path("/dev/shm") / f"shmring-smoke-{os.getpid()}"

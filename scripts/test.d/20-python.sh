@@ -17,7 +17,7 @@ echo "--- mypy stubtest"
 $py -m mypy.stubtest shmring
 
 echo "--- mypy (tests, example, benchmark, build backend)"
-$py -m mypy --strict --no-incremental shmring-python/tests examples/genesis_writer.py benches/python_write.py \
+$py -m mypy --strict --no-incremental shmring-python/tests examples/genesis-writer/genesis_writer.py benches/python_write.py \
   shmring-python/build_backend/shmring_build.py
 
 echo "--- Rust interop peer"

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 cargo build --release -p shmring-ws --examples
-cargo build --release -p shmring-examples --bin transport-server
+cargo build --release -p transport-server
 cargo test --release -p shmring-ws --lib
 
 # puppeteer-core for the headless Chromium test (Chromium itself comes from apt).

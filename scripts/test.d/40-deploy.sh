@@ -87,7 +87,7 @@ fi
 
 if want smoke; then
   echo "--- real-stack smoke test"
-  cargo build -q --release -p shmring-examples --bin transport-server
+  cargo build -q --release -p transport-server
   SHMRING_BIN_DIR="$PWD/target/release" $py -m pytest -q -p no:cacheprovider compose/tests/test_smoke.py
   took
 fi

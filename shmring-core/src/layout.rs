@@ -45,6 +45,9 @@ pub const MAGIC: [u8; 8] = *b"shmring\0";
 pub const VERSION: u32 = 1;
 /// Smallest file the legacy single-slot layout can hold a frame in (control + header).
 pub const LEGACY_MIN_LEN: usize = CONTROL_SIZE + HEADER_SIZE;
+/// Largest file taken for a legacy ring (1 GiB, as the largest v1 capacity): a bigger
+/// file without a v1 descriptor is refused before it is mapped.
+pub const LEGACY_MAX_LEN: usize = 1 << 30;
 
 /// Record flag: the frame is a keyframe (a decoder can start here).
 pub const FLAG_KEYFRAME: u16 = 0x01;
@@ -263,6 +266,15 @@ pub enum LayoutError {
     Inconsistent(&'static str),
     /// Capacity not a power of two within the supported range.
     BadCapacity(u64),
+    /// The file is longer than any ring this crate maps without a v1 descriptor.
+    TooLong {
+        /// Bytes present.
+        len: u64,
+        /// The most accepted.
+        max: usize,
+    },
+    /// Neither a v1 descriptor nor a plausible legacy control block and header.
+    NotARing(&'static str),
     /// `max_frame_size` is 0 or larger than half the region allows.
     BadMaxFrame {
         /// The requested or recorded maximum.
@@ -278,6 +290,14 @@ impl core::fmt::Display for LayoutError {
             LayoutError::TooShort { len, needed } => write!(
                 f,
                 "the file is {len} bytes, shorter than the {needed} bytes a ring needs (truncated, or not a ring)"
+            ),
+            LayoutError::TooLong { len, max } => write!(
+                f,
+                "the file is {len} bytes, has no shmring v1 descriptor, and is longer than the {max} bytes a legacy ring may have: not a ring (check the path)"
+            ),
+            LayoutError::NotARing(what) => write!(
+                f,
+                "not a ring: no shmring v1 descriptor, and not a legacy single-slot ring either ({what}); check the path, or recreate the ring"
             ),
             LayoutError::BadMagic => f.write_str(
                 "no shmring v1 descriptor at the end of the file (a legacy single-slot ring, or not a ring: open it with the legacy layout, or recreate it)",
@@ -385,6 +405,11 @@ impl Geometry {
         }
         if d.trailer_size.get() as usize != TRAILER_SIZE {
             return Err(LayoutError::Inconsistent("trailer size is not 256"));
+        }
+        if d.reserved0.get() != 0 || d.reserved != [0; 16] {
+            return Err(LayoutError::Inconsistent(
+                "reserved descriptor fields are not zero (a newer or foreign layout)",
+            ));
         }
         let cap = d.capacity.get();
         if !cap.is_power_of_two() || cap < MIN_CAPACITY as u64 || cap > MAX_CAPACITY as u64 {

@@ -9,9 +9,10 @@
 use core::ops::Deref;
 
 use crate::error::{ReadError, WriteError};
-use crate::layout::{FrameHeader, FLAG_KEYFRAME, FLAG_NO_CRC, HEADER_SIZE, LEGACY_MIN_LEN};
+use crate::layout::{FrameHeader, FLAG_KEYFRAME, FLAG_NO_CRC, HEADER_SIZE, LEGACY_MAX_LEN, LEGACY_MIN_LEN};
 use crate::reader::{FrameInfo, ReaderStats, StartPosition};
 use crate::sync::{fence, AtomicU64, Ordering};
+use crate::tally::Tally;
 use crate::{words, FrameMeta, LayoutError, ReaderOptions};
 
 const SEQUENCE: usize = 0;
@@ -31,6 +32,42 @@ fn check_len(words: &[AtomicU64]) -> Result<(), LayoutError> {
             len,
             needed: LEGACY_MIN_LEN,
         });
+    }
+    Ok(())
+}
+
+/// Checks, before a file of `len` bytes is mapped, that its first 48 bytes (`prefix`:
+/// the control block and the slot's header) can be a legacy ring: the length within
+/// [`LEGACY_MIN_LEN`]`..=`[`LEGACY_MAX_LEN`], `write_index` 0 (empty) or `32 + size` for
+/// some size the file holds, and the header's `size` within the file. A writer may be
+/// storing a new frame meanwhile, so `write_index` and `size` are not compared with each
+/// other; each is only bounded.
+pub fn check_legacy_prefix(len: u64, prefix: &[u8]) -> Result<(), LayoutError> {
+    if len < LEGACY_MIN_LEN as u64 || prefix.len() < LEGACY_MIN_LEN {
+        return Err(LayoutError::TooShort {
+            len: len as usize,
+            needed: LEGACY_MIN_LEN,
+        });
+    }
+    if len > LEGACY_MAX_LEN as u64 {
+        return Err(LayoutError::TooLong {
+            len,
+            max: LEGACY_MAX_LEN,
+        });
+    }
+    let max = legacy_max_frame(len as usize) as u64;
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&prefix[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let write_index = word(WRITE_INDEX);
+    if write_index != 0 && !(HEADER_SIZE as u64..=HEADER_SIZE as u64 + max).contains(&write_index) {
+        return Err(LayoutError::NotARing("write_index is beyond the file"));
+    }
+    let header = FrameHeader::parse(&prefix[HEADER_AT..]).ok_or(LayoutError::NotARing("no header"))?;
+    if u64::from(header.size.get()) > max {
+        return Err(LayoutError::NotARing("the frame size is larger than the file"));
     }
     Ok(())
 }
@@ -130,9 +167,7 @@ pub struct LegacyReader<M: Deref<Target = [AtomicU64]>> {
     expected: u64,
     await_keyframe: bool,
     options: ReaderOptions,
-    stats: ReaderStats,
-    /// Frames lost since the last delivered frame (reported as `lost_before`).
-    lost_since_delivery: u64,
+    tally: Tally,
 }
 
 /// Attempts at a consistent copy before giving up until the next call.
@@ -154,14 +189,13 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyReader<M> {
             expected: 0,
             await_keyframe: options.start == StartPosition::LatestKeyframe,
             options,
-            stats: ReaderStats::default(),
-            lost_since_delivery: 0,
+            tally: Tally::default(),
         })
     }
 
     /// Accounting so far.
     pub fn stats(&self) -> ReaderStats {
-        self.stats
+        self.tally.stats()
     }
 
     /// Largest payload the region holds.
@@ -217,7 +251,7 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyReader<M> {
             }
             if !fits {
                 self.last_sequence = first;
-                self.stats.corrupt += 1;
+                self.tally.corrupt();
                 return Err(ReadError::Corrupt {
                     position: 0,
                     reason: "legacy frame size is larger than the file",
@@ -225,7 +259,7 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyReader<M> {
             }
             if write_index != (HEADER_SIZE + size) as u64 {
                 self.last_sequence = first;
-                self.stats.corrupt += 1;
+                self.tally.corrupt();
                 return Err(ReadError::Corrupt {
                     position: 0,
                     reason: "legacy write_index disagrees with the frame size",
@@ -249,41 +283,9 @@ impl<M: Deref<Target = [AtomicU64]>> LegacyReader<M> {
             seq - self.expected
         };
         self.expected = seq.wrapping_add(1);
-        if self.await_keyframe && !header.is_keyframe() {
-            self.count_lost(gap.saturating_add(1));
-            return Ok(None);
-        }
-        if self.options.verify_crc && header.flags.get() & FLAG_NO_CRC == 0 {
-            let computed = crc32fast::hash(payload);
-            if computed != header.crc32.get() {
-                self.count_lost(gap.saturating_add(1));
-                self.stats.crc_errors += 1;
-                self.await_keyframe = self.options.resync_at_keyframe;
-                return Err(ReadError::CrcMismatch {
-                    frame_seq: seq,
-                    stored: header.crc32.get(),
-                    computed,
-                });
-            }
-        }
-        self.count_lost(gap);
-        self.stats.delivered += 1;
-        self.await_keyframe = false;
-        let lost_before = core::mem::take(&mut self.lost_since_delivery);
-        Ok(Some(FrameInfo {
-            frame_id: header.frame_id.get(),
-            frame_seq: seq,
-            size: payload.len(),
-            flags: header.flags.get(),
-            codec: crate::Codec(header.codec.get()),
-            crc32: header.crc32.get(),
-            lost_before,
-        }))
-    }
-
-    fn count_lost(&mut self, frames: u64) {
-        // Saturating: a hostile file can claim absurd frame_seq gaps.
-        self.stats.lost = self.stats.lost.saturating_add(frames);
-        self.lost_since_delivery = self.lost_since_delivery.saturating_add(frames);
+        // Not delivered: skipped while waiting for a keyframe.
+        let payload = (!self.await_keyframe || header.is_keyframe()).then_some(payload);
+        self.tally
+            .finish(header, payload, gap, &self.options, &mut self.await_keyframe)
     }
 }

@@ -40,11 +40,13 @@ extern crate alloc;
 extern crate std;
 
 mod error;
+mod frame;
 pub mod layout;
 mod legacy;
 mod reader;
 mod region;
 mod sync;
+mod tally;
 mod words;
 mod writer;
 
@@ -58,14 +60,16 @@ mod lock;
 mod wake;
 
 pub use error::{ReadError, RingStateError, WriteError};
+pub use frame::{Codec, FrameMeta};
 pub use layout::{FrameHeader, Geometry, LayoutError, WriterState};
-pub use legacy::{legacy_max_frame, LegacyReader, LegacyWriter};
+pub use legacy::{check_legacy_prefix, legacy_max_frame, LegacyReader, LegacyWriter};
 pub use reader::{FrameInfo, ReaderOptions, ReaderStats, RegionReader, StartPosition};
 pub use writer::RegionWriter;
 
 #[cfg(all(feature = "std", not(shmring_loom)))]
 pub use file::{
-    monotonic_ns, Error, Frame, LayoutChoice, RingKind, RingReader, RingStatus, RingWriter, WriterOptions, WriterStatus,
+    monotonic_ns, race_hook, Error, Frame, LayoutChoice, RingKind, RingReader, RingStatus, RingWriter, WriterOptions,
+    WriterStatus,
 };
 
 /// The word type regions are made of: `core`'s `AtomicU64`, or loom's under
@@ -80,56 +84,6 @@ pub use loom::sync::atomic::AtomicU64 as Word;
 /// atomics).
 #[cfg(all(not(shmring_loom), not(target_has_atomic = "64")))]
 pub use portable_atomic::AtomicU64 as Word;
-
-/// A codec id as stored in the frame header. Values other than the constants are the
-/// application's own.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Codec(pub u16);
-
-impl Codec {
-    /// H.264 / AVC access units (Annex B).
-    pub const H264: Codec = Codec(1);
-    /// HEVC / H.265 access units (Annex B).
-    pub const HEVC: Codec = Codec(2);
-    /// JPEG images.
-    pub const JPEG: Codec = Codec(3);
-}
-
-/// What a writer records with each frame besides its payload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameMeta {
-    /// The application's id for the frame (a timestamp, a camera frame number, ...).
-    pub frame_id: u64,
-    /// True if a decoder can start at this frame.
-    pub keyframe: bool,
-    /// The payload's codec.
-    pub codec: Codec,
-}
-
-impl FrameMeta {
-    /// An H.264 keyframe with the given id.
-    pub fn keyframe(frame_id: u64) -> Self {
-        FrameMeta {
-            frame_id,
-            keyframe: true,
-            codec: Codec::H264,
-        }
-    }
-
-    /// An H.264 non-keyframe (delta frame) with the given id.
-    pub fn delta(frame_id: u64) -> Self {
-        FrameMeta {
-            frame_id,
-            keyframe: false,
-            codec: Codec::H264,
-        }
-    }
-
-    /// The same metadata with another codec.
-    pub fn with_codec(self, codec: Codec) -> Self {
-        FrameMeta { codec, ..self }
-    }
-}
 
 /// The repository README's Rust example (`cargo add shmring-core`), run by
 /// `cargo test --doc` so the README cannot drift from the API.

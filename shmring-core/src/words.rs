@@ -3,8 +3,8 @@
 //! Another process may write any byte of the region at any time, so every access is an
 //! atomic load or store of an aligned `u64` (racy plain reads would be undefined
 //! behaviour even when their result is thrown away, and loom could not model them).
-//! Long payload copies on x86-64 move the same words with 16-byte vector instructions
-//! (see [`bulk`]); loom and Miri check the word loop.
+//! Long payload copies on x86-64 CPUs with AVX move the same words with 16-byte vector
+//! instructions (see [`bulk`]); other CPUs, loom and Miri use the word loop.
 //! Relaxed is enough for payload and header words: ordering comes from the fences and the
 //! `write_index` / `tail_intent` accesses in the writer and reader (see their SYNC POINTs).
 //!
@@ -30,7 +30,7 @@ pub(crate) fn store(words: &[AtomicU64], off: usize, value: u64, order: Ordering
 }
 
 /// Copies of at least this many bytes move their middle part with 16-byte vector
-/// accesses where [`bulk`] exists; shorter ones are not worth the alignment prologue.
+/// accesses where [`bulk`] is usable; shorter ones are not worth the alignment prologue.
 #[cfg(all(target_arch = "x86_64", not(miri), not(shmring_loom)))]
 const BULK_MIN: usize = 256;
 
@@ -39,13 +39,8 @@ const BULK_MIN: usize = 256;
 #[inline]
 pub(crate) fn copy_out(words: &[AtomicU64], off: usize, dst: &mut [u8]) {
     #[cfg(all(target_arch = "x86_64", not(miri), not(shmring_loom)))]
-    if dst.len() >= BULK_MIN {
-        let (lead, body) = bulk::split(words, off, dst.len());
-        copy_out_words(words, off, &mut dst[..lead]);
-        let ring = &words[(off + lead) / 8..(off + lead + body) / 8];
-        let (middle, tail) = dst[lead..].split_at_mut(body);
-        bulk::load(ring, middle);
-        copy_out_words(words, off + lead + body, tail);
+    if dst.len() >= BULK_MIN && bulk::usable() {
+        bulk::copy_out(words, off, dst);
         return;
     }
     copy_out_words(words, off, dst);
@@ -56,13 +51,8 @@ pub(crate) fn copy_out(words: &[AtomicU64], off: usize, dst: &mut [u8]) {
 #[inline]
 pub(crate) fn copy_in(words: &[AtomicU64], off: usize, src: &[u8]) {
     #[cfg(all(target_arch = "x86_64", not(miri), not(shmring_loom)))]
-    if src.len() >= BULK_MIN {
-        let (lead, body) = bulk::split(words, off, src.len());
-        copy_in_words(words, off, &src[..lead]);
-        let ring = &words[(off + lead) / 8..(off + lead + body) / 8];
-        let (middle, tail) = src[lead..].split_at(body);
-        bulk::store(ring, middle);
-        copy_in_words(words, off + lead + body, tail);
+    if src.len() >= BULK_MIN && bulk::usable() {
+        bulk::copy_in(words, off, src);
         return;
     }
     copy_in_words(words, off, src);
@@ -100,46 +90,106 @@ fn copy_in_words(words: &[AtomicU64], off: usize, src: &[u8]) {
     }
 }
 
-/// Payload copies with 16-byte SSE2 moves (part of every x86-64 CPU), four per 64-byte
-/// step, written in inline assembly because Rust has no vector-wide atomic access and
-/// LLVM never vectorises a loop of atomics: the word loop runs at about a third of
-/// memcpy speed on a cache-resident ring (see docs/benchmarks.md).
+/// Payload copies with 16-byte SSE2 moves, four per 64-byte step, written in inline
+/// assembly because Rust has no vector-wide atomic access and LLVM never vectorises a
+/// loop of atomics: the word loop runs at about a third of memcpy speed on a
+/// cache-resident ring (see docs/benchmarks.md). Used only on CPUs that report AVX
+/// ([`usable`]).
 ///
 /// Why this is the same operation as the word loop: every vector access touches a
-/// 16-byte-aligned address inside the region, and x86-64 carries out an aligned 16-byte
-/// SSE access as single-copy-atomic aligned quadword accesses (Intel SDM Vol. 3A,
-/// "Guaranteed Atomic Operations": aligned quadwords are atomic, wider SSE accesses may be
-/// split into several accesses; CPUs with AVX make the whole aligned 16 bytes atomic).
-/// So each asm block is, to every other thread and process, a run of relaxed 8-byte
-/// atomic loads or stores of the region's words, which is exactly what the word loop
-/// does; the protocol orders payload accesses only through the fences around the whole
-/// copy (see the SYNC POINTs in the writer and reader), never among themselves. The asm
-/// is opaque to the compiler and declared as reading and writing memory, so it is not
-/// moved across those fences.
+/// 16-byte-aligned address inside the region, and Intel SDM Vol. 3A §9.1.1 ("Guaranteed
+/// Atomic Operations") guarantees that processors which enumerate AVX
+/// (CPUID.01H:ECX.AVX\[bit 28\] = 1) carry out the 16-byte memory operation of MOVDQA
+/// (among others) atomically; without AVX an SSE access wider than a quadword "may be
+/// implemented using multiple memory accesses", with no promise about how the bytes are
+/// split, so such CPUs use the word loop. AMD's APM Vol. 2 §7.3.2 ("Access Atomicity")
+/// is weaker: processors that report AVX extend the atomicity of naturally aligned single
+/// loads and stores from a quadword to a double quadword for *cacheable* memory only. A
+/// ring is an ordinary write-back mapping of a file (tmpfs or page cache), which both
+/// guarantees cover. An atomic aligned 16-byte access is in
+/// particular two single-copy-atomic 8-byte accesses, so each asm block is, to every other
+/// thread and process, a run of relaxed 8-byte atomic loads or stores of the region's
+/// words, which is exactly what the word loop does; the protocol orders payload accesses
+/// only through the fences around the whole copy (see the SYNC POINTs in the writer and
+/// reader), never among themselves. The asm is opaque to the compiler and declared as
+/// reading and writing memory, so it is not moved across those fences.
 #[cfg(all(target_arch = "x86_64", not(miri), not(shmring_loom)))]
 mod bulk {
-    use super::AtomicU64;
+    use super::{copy_in_words, copy_out_words, AtomicU64};
     use core::arch::asm;
+    use core::sync::atomic::{AtomicU8, Ordering};
 
-    /// Splits a copy of `len` bytes at region byte offset `off` into a word-copied lead
-    /// (0 or 8 bytes, so the vector part starts 16-byte aligned in memory) and a vector
-    /// body (a multiple of 64 bytes); the word loop copies what is left.
+    /// [`usable`]'s cached answer: 0 not yet asked, 1 no, 2 yes.
+    static AVX: AtomicU8 = AtomicU8::new(0);
+
+    /// True if the CPU reports AVX, the condition under which the vector copies are
+    /// documented to be atomic. Asks CPUID once per process.
     #[inline]
-    pub(super) fn split(words: &[AtomicU64], off: usize, len: usize) -> (usize, usize) {
+    pub(super) fn usable() -> bool {
+        // SYNC POINT (none needed): the cache holds a value every thread computes
+        // identically; a thread that sees 0 just asks CPUID itself.
+        match AVX.load(Ordering::Relaxed) {
+            0 => {
+                let avx = cpu_has_avx();
+                AVX.store(if avx { 2 } else { 1 }, Ordering::Relaxed);
+                avx
+            }
+            cached => cached == 2,
+        }
+    }
+
+    /// CPUID.01H:ECX.AVX\[bit 28\] (leaf 1 exists on every x86-64 CPU). Only the flag the
+    /// SDM's guarantee names: whether the OS saves AVX registers does not matter, the
+    /// copies use SSE registers.
+    #[cold]
+    fn cpu_has_avx() -> bool {
+        let leaf = core::arch::x86_64::__cpuid(1);
+        leaf.ecx & (1 << 28) != 0
+    }
+
+    /// [`super::copy_out`] with the vector body, whatever [`usable`] says (the tests call
+    /// it directly on every CPU: SSE2 itself is part of x86-64).
+    #[inline]
+    pub(super) fn copy_out(words: &[AtomicU64], off: usize, dst: &mut [u8]) {
+        let (lead, body) = split(words, off, dst.len());
+        copy_out_words(words, off, &mut dst[..lead]);
+        let ring = &words[(off + lead) / 8..(off + lead + body) / 8];
+        let (middle, tail) = dst[lead..].split_at_mut(body);
+        load(ring, middle);
+        copy_out_words(words, off + lead + body, tail);
+    }
+
+    /// [`super::copy_in`] with the vector body, whatever [`usable`] says.
+    #[inline]
+    pub(super) fn copy_in(words: &[AtomicU64], off: usize, src: &[u8]) {
+        let (lead, body) = split(words, off, src.len());
+        copy_in_words(words, off, &src[..lead]);
+        let ring = &words[(off + lead) / 8..(off + lead + body) / 8];
+        let (middle, tail) = src[lead..].split_at(body);
+        store(ring, middle);
+        copy_in_words(words, off + lead + body, tail);
+    }
+
+    /// Splits a copy of `len` bytes at region byte offset `off` (a multiple of 8) into a
+    /// word-copied lead (0 or 8 bytes, so the vector part starts 16-byte aligned in
+    /// memory) and a vector body (a multiple of 64 bytes); the word loop copies what is
+    /// left.
+    #[inline]
+    fn split(words: &[AtomicU64], off: usize, len: usize) -> (usize, usize) {
         let addr = words.as_ptr() as usize + off;
-        let lead = addr % 16;
+        let lead = (addr.wrapping_neg() % 16).min(len);
         (lead, (len - lead) & !63)
     }
 
     /// Copies `ring` (16-byte aligned, `dst.len()` bytes, a multiple of 64) into `dst`.
     #[inline]
-    pub(super) fn load(ring: &[AtomicU64], dst: &mut [u8]) {
-        assert!(
-            ring.len() * 8 == dst.len() && dst.len().is_multiple_of(64) && (ring.as_ptr() as usize).is_multiple_of(16)
-        );
+    fn load(ring: &[AtomicU64], dst: &mut [u8]) {
         if dst.is_empty() {
             return;
         }
+        assert!(
+            ring.len() * 8 == dst.len() && dst.len().is_multiple_of(64) && (ring.as_ptr() as usize).is_multiple_of(16)
+        );
         // SAFETY: `ring` and `dst` are live slices of exactly `dst.len()` bytes (asserted),
         // a non-zero multiple of 64, so the loop reads only `ring` and writes only `dst`
         // and ends. `ring` is 16-byte aligned, as `movdqa` needs. Reading the atomics'
@@ -175,13 +225,13 @@ mod bulk {
 
     /// Copies `src` (a multiple of 64 bytes) into `ring` (16-byte aligned, the same length).
     #[inline]
-    pub(super) fn store(ring: &[AtomicU64], src: &[u8]) {
-        assert!(
-            ring.len() * 8 == src.len() && src.len().is_multiple_of(64) && (ring.as_ptr() as usize).is_multiple_of(16)
-        );
+    fn store(ring: &[AtomicU64], src: &[u8]) {
         if src.is_empty() {
             return;
         }
+        assert!(
+            ring.len() * 8 == src.len() && src.len().is_multiple_of(64) && (ring.as_ptr() as usize).is_multiple_of(16)
+        );
         // SAFETY: as in `load`, with the roles swapped: reads only `src`, writes only
         // `ring` (16-byte aligned for `movdqa`). Writing through a pointer derived from
         // `&[AtomicU64]` is allowed because atomics are interior-mutable (`UnsafeCell`),
@@ -235,33 +285,62 @@ mod tests {
     extern crate alloc;
     use alloc::{vec, vec::Vec};
 
+    type Copies = (fn(&[AtomicU64], usize, &mut [u8]), fn(&[AtomicU64], usize, &[u8]));
+
+    /// The copy paths to check: the word loop everywhere, and the vector copy on x86-64
+    /// whatever the CPU reports (SSE2 is part of x86-64; only its atomicity needs AVX).
+    fn paths() -> Vec<(&'static str, Copies)> {
+        let mut paths: Vec<(&'static str, Copies)> = vec![("words", (copy_out_words, copy_in_words))];
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        paths.push(("vector", (bulk::copy_out, bulk::copy_in)));
+        paths.push(("dispatch", (copy_out, copy_in)));
+        paths
+    }
+
     /// Every length around the vector thresholds, at both 16-byte phases of the ring
-    /// address: the bytes land where the word loop would put them, the padding of a
-    /// partial last word is zero, and no word outside the copy is touched.
+    /// address, through each path: the bytes land where the word loop would put them,
+    /// the padding of a partial last word is zero, and no word outside the copy is
+    /// touched.
     #[test]
     fn copies_match_the_word_loop_and_stay_in_bounds() {
         const WORDS: usize = 512;
         let sentinel = 0xA5A5_A5A5_A5A5_A5A5u64;
         let src: Vec<u8> = (0..WORDS * 8).map(|i| (i * 7 + 3) as u8).collect();
-        for off in [0usize, 8, 16, 24, 40] {
-            for len in 0..=1200 {
-                let words: Vec<AtomicU64> = (0..WORDS).map(|_| AtomicU64::new(sentinel)).collect();
-                copy_in(&words, off, &src[..len]);
-                let mut back = vec![0u8; len];
-                copy_out(&words, off, &mut back);
-                assert_eq!(back, src[..len], "off {off} len {len}");
-                let end_word = (off + len).div_ceil(8);
-                for (i, w) in words.iter().enumerate() {
-                    let v = w.load(Ordering::Relaxed);
-                    if i < off / 8 || i >= end_word {
-                        assert_eq!(v, sentinel, "word {i} outside the copy changed (off {off} len {len})");
+        for (name, (out, into)) in paths() {
+            for off in [0usize, 8, 16, 24, 40] {
+                for len in 0..=1200 {
+                    let words: Vec<AtomicU64> = (0..WORDS).map(|_| AtomicU64::new(sentinel)).collect();
+                    into(&words, off, &src[..len]);
+                    let mut back = vec![0u8; len];
+                    out(&words, off, &mut back);
+                    assert_eq!(back, src[..len], "{name}: off {off} len {len}");
+                    let mut by_words = vec![0u8; len];
+                    copy_out_words(&words, off, &mut by_words);
+                    assert_eq!(by_words, src[..len], "{name}: stored bytes, off {off} len {len}");
+                    let end_word = (off + len).div_ceil(8);
+                    for (i, w) in words.iter().enumerate() {
+                        let v = w.load(Ordering::Relaxed);
+                        if i < off / 8 || i >= end_word {
+                            assert_eq!(
+                                v, sentinel,
+                                "{name}: word {i} outside the copy changed (off {off} len {len})"
+                            );
+                        }
                     }
-                }
-                if len % 8 != 0 {
-                    let last = words[end_word - 1].load(Ordering::Relaxed).to_le_bytes();
-                    assert!(last[len % 8..].iter().all(|&b| b == 0), "padding not zeroed");
+                    if len % 8 != 0 {
+                        let last = words[end_word - 1].load(Ordering::Relaxed).to_le_bytes();
+                        assert!(last[len % 8..].iter().all(|&b| b == 0), "{name}: padding not zeroed");
+                    }
                 }
             }
         }
+    }
+
+    /// The vector copy is chosen exactly on CPUs that report AVX (issue 11 item 11).
+    #[cfg(all(target_arch = "x86_64", not(miri), feature = "std"))]
+    #[test]
+    fn vector_copies_only_on_cpus_with_avx() {
+        assert_eq!(bulk::usable(), std::is_x86_feature_detected!("avx"));
+        assert_eq!(bulk::usable(), bulk::usable(), "the cached answer is stable");
     }
 }

@@ -117,18 +117,31 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
                 "tail intent is not within one lap of the write index",
             ));
         }
+        if intent > u64::MAX / 2 {
+            // Positions count bytes ever written: 2^63 of them is centuries of writing,
+            // so this is a damaged counter, and continuing would overflow positions.
+            return Err(RingStateError::Damaged("write position is beyond 2^63 bytes"));
+        }
         let mut sequence = words::load(&words, at.sequence_number, Ordering::Acquire);
         // Positions published before a crash but not committed (>= write_index) point at
-        // bytes about to be covered by padding: forget them.
+        // bytes about to be covered by padding, and so do records the dead writer had
+        // started to overwrite (the intent check: `tail_intent > pos + capacity`, the
+        // crash came after W1 of a write reaching into the record's lap): forget them.
         for hint in [trailer::LATEST_RECORD, trailer::LATEST_KEYFRAME] {
             let pos = words::load(&words, at.trailer + hint, Ordering::Acquire);
-            let usable = pos != NO_POSITION && pos < committed && committed - pos <= cap && pos.is_multiple_of(align);
+            let usable = pos != NO_POSITION
+                && pos < committed
+                && committed - pos <= cap
+                && intent - pos <= cap
+                && pos.is_multiple_of(align);
             if pos != NO_POSITION && !usable {
                 words::store(&words, at.trailer + hint, NO_POSITION, Ordering::Relaxed);
             }
             if usable && hint == trailer::LATEST_RECORD {
                 // A writer that died between storing write_index and sequence_number left
-                // the newest frame_seq only in that record's header.
+                // the newest frame_seq only in that record's header. The header is intact:
+                // nothing was written into its lap since it was committed. (Had the dead
+                // writer started another frame, it had stored sequence_number first.)
                 let header = words::load_header(&words, at.frame_offset(pos, cap));
                 sequence = sequence.max(header.frame_seq.get());
             }

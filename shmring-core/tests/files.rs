@@ -5,14 +5,15 @@ use shmring_core::{
     Error, FrameMeta, LayoutChoice, ReaderOptions, RingKind, RingReader, RingWriter, StartPosition, WriterOptions,
     WriterState,
 };
+mod common;
+
+use common::{ring_dir, TestDir};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-fn temp_ring(name: &str) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("shmring-files-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn temp_ring(name: &str) -> (PathBuf, TestDir) {
+    let dir = ring_dir(&format!("files-{name}"));
     (dir.join("ring"), dir)
 }
 
@@ -203,13 +204,6 @@ fn missing_and_foreign_files_give_clear_errors() {
         .err()
         .unwrap();
     assert!(matches!(e, Error::Layout { .. }), "{e}");
-    // A directory (the ring's folder given instead of the ring) says so, rather than
-    // the "No such device" mmap reports.
-    let e = RingReader::open(&dir, &ReaderOptions::default()).err().unwrap();
-    assert!(
-        e.to_string().contains("is a directory") && e.to_string().contains("ring file inside it"),
-        "{e}"
-    );
 }
 
 /// A commit that follows the previous one within the wake gap skips `FUTEX_WAKE`; a
@@ -277,4 +271,50 @@ fn a_reader_asleep_inside_the_wake_gap_still_gets_the_next_frame() {
         "{late} of {ROUNDS} B frames arrived 50 ms or more late: a reader asleep inside the wake gap \
          missed them ({delays:?})"
     );
+}
+
+/// A ring retired with no successor used to be reopened (same inode) every 100 ms, each
+/// time replaying its newest keyframe ([1, 2, 1, 2, ...]). Now the reader reports the
+/// retirement once, delivers nothing again, and reopens only when another ring is at the
+/// path.
+#[test]
+fn retired_ring_without_successor_is_reported_not_replayed() {
+    let (path, _dir) = temp_ring("retire");
+    let mut w = RingWriter::create(&path, &small()).unwrap();
+    let mut r = RingReader::open(&path, &ReaderOptions::default()).unwrap();
+    w.write(b"one", FrameMeta::keyframe(1)).unwrap();
+    w.write(b"two", FrameMeta::keyframe(2)).unwrap();
+    let mut seqs = vec![];
+    while let Some(f) = r.try_read().unwrap() {
+        seqs.push(f.info.frame_seq);
+    }
+    assert_eq!(seqs, vec![1, 2]);
+    w.retire();
+    // Long enough for several of the reader's 100 ms checks.
+    let (mut errors, mut frames) = (vec![], vec![]);
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        match r.read_timeout(Some(Duration::from_millis(50))) {
+            Ok(Some(f)) => frames.push(f.info.frame_seq),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    assert!(frames.is_empty(), "a retired ring was replayed: {frames:?}");
+    assert_eq!(r.reopens(), 0);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(matches!(errors[0], Error::Retired { .. }), "{}", errors[0]);
+    assert!(errors[0].to_string().contains("retired"), "{}", errors[0]);
+    // A new reader is told at once.
+    let e = RingReader::open(&path, &ReaderOptions::default()).err().unwrap();
+    assert!(matches!(e, Error::Retired { .. }), "{e}");
+    // A successor is picked up.
+    let mut w = RingWriter::create(&path, &small()).unwrap();
+    w.write(b"successor", FrameMeta::keyframe(1)).unwrap();
+    let f = r
+        .read_timeout(Some(Duration::from_secs(5)))
+        .unwrap()
+        .expect("the successor's frame");
+    assert_eq!(f.payload, b"successor");
+    assert_eq!(r.reopens(), 1);
 }

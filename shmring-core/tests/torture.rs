@@ -1,5 +1,7 @@
 //! Multi-process torture test: one writer process and three reader processes (real
-//! processes) on a small ring, random frame sizes, CRC off, so laps are constant. Every
+//! processes) on a small ring, random frame sizes up to the ring's max frame size (half
+//! the capacity: every 64th frame is exactly that, every 64th another size up to it, the
+//! rest up to 4 KiB), CRC off, so laps are constant. Every
 //! delivered payload is compared byte for byte with what the writer wrote; zero
 //! corrupted frames are allowed, and each reader's `delivered + lost == written`.
 //!
@@ -13,8 +15,18 @@ use std::time::{Duration, Instant};
 
 const TEST: &str = "multi_process_torture";
 const CAPACITY: usize = 64 << 10;
-const MAX_FRAME: usize = 4096;
+/// Most frames are at most this long; see `frame_len` for the others.
+const SMALL_FRAME: usize = 4096;
 const READERS: usize = 3;
+
+/// Payload length of frame `seq` in a ring whose max frame size is `max`.
+fn frame_len(seq: u64, max: usize) -> usize {
+    match seq % 64 {
+        0 => max,
+        32 => size_for(seq, max),
+        _ => size_for(seq, SMALL_FRAME),
+    }
+}
 
 fn frames() -> u64 {
     std::env::var("SHMRING_TORTURE_FRAMES")
@@ -26,10 +38,11 @@ fn frames() -> u64 {
 fn writer_role(path: &str, frames: u64) {
     let mut w = RingWriter::open(path, &WriterOptions::default()).expect("writer opens the ring");
     w.set_crc(false);
-    let mut buf = vec![0u8; MAX_FRAME];
+    let max = w.max_frame_size();
+    let mut buf = vec![0u8; max];
     for seq in 1..=frames {
         // The last frame is a keyframe, so every reader ends on it.
-        let len = if seq == frames { 8 } else { size_for(seq, MAX_FRAME) };
+        let len = if seq == frames { 8 } else { frame_len(seq, max) };
         fill(seq, &mut buf[..len]);
         let meta = FrameMeta {
             keyframe: seq % 16 == 1 || seq == frames,
@@ -95,10 +108,11 @@ fn multi_process_torture() {
     let path = dir.join("ring");
     let opts = WriterOptions {
         capacity: CAPACITY,
-        max_frame_size: Some(MAX_FRAME),
+        max_frame_size: None,
         ..Default::default()
     };
-    drop(RingWriter::create(&path, &opts).unwrap());
+    let max = RingWriter::create(&path, &opts).unwrap().max_frame_size();
+    assert_eq!(max, shmring_core::layout::max_frame_limit(CAPACITY));
     let env = [
         ("SHMRING_TEST_PATH", path.display().to_string()),
         ("SHMRING_TORTURE_FRAMES", frames.to_string()),
@@ -126,7 +140,7 @@ fn multi_process_torture() {
     let writer = spawn_role(TEST, "writer", &file_env(0, "writer")).wait().unwrap();
     assert!(writer.success(), "writer failed");
     let write_time = started.elapsed();
-    println!("writer: {frames} frames in {write_time:?}, ring {CAPACITY} B, frames 0..={MAX_FRAME} B, CRC off");
+    println!("writer: {frames} frames in {write_time:?}, ring {CAPACITY} B, frames 0..={max} B, CRC off");
     for (i, mut child) in readers.into_iter().enumerate() {
         assert!(child.0.wait().unwrap().success(), "reader {i} failed");
         let text = std::fs::read_to_string(dir.join(format!("reader-{i}.report"))).expect("reader report");

@@ -116,7 +116,11 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
             err
         }
         Error::Layout { .. } => LayoutError::new_err(msg),
-        Error::Damaged { .. } => RingDamagedError::new_err(msg),
+        Error::Damaged { .. } | Error::Truncated { .. } => RingDamagedError::new_err(msg),
+        // Something that is not a ring file, or another user's, at the path.
+        Error::NotARingFile { .. } | Error::OtherOwner { .. } => RingIOError::new_err(msg),
+        // No live ring at the path until a writer creates one.
+        Error::Retired { .. } => RingNotFoundError::new_err(msg),
         Error::Write(WriteError::FrameTooLarge { .. }) => FrameTooLargeError::new_err(msg),
         Error::Read(ReadError::Corrupt { .. }) => CorruptFrameError::new_err(msg),
         Error::Read(ReadError::CrcMismatch { .. }) => CrcMismatchError::new_err(msg),

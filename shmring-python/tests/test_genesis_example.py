@@ -1,4 +1,4 @@
-"""examples/genesis_writer.py end to end on its test-pattern path: a separate process
+"""examples/genesis-writer/genesis_writer.py end to end on its test-pattern path: a separate process
 encodes through VideoWriter into a ring, and the frames are read back here."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import shmring
 from conftest import REPO
 
-EXAMPLE = REPO / "examples" / "genesis_writer.py"
+EXAMPLE = REPO / "examples" / "genesis-writer" / "genesis_writer.py"
 FRAMES = 30
 
 

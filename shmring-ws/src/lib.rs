@@ -6,9 +6,10 @@
 //! NATS telemetry.> --> 0x02 messages          client 0x04 commands --> command.genesis.<action>
 //! ```
 //!
-//! Beyond one machine ([`nats_video`], `docs/nats-video.md`): `--publish` sends every
-//! frame to NATS (`video.<stream>`) and keeps the newest keyframe in JetStream;
-//! `--source` feeds the hub from that subject instead of a ring ([`FrameSource`]).
+//! Beyond one machine ([`nats::video`], `docs/nats-video.md`): a server can publish
+//! every frame to NATS (`video.<stream>`) and keep the newest keyframe in JetStream
+//! ([`ServerOptions::publish`]), and another can serve that stream instead of a ring
+//! ([`FrameSource::Nats`]).
 //!
 //! - One reader thread per ring sleeps on the ring's futex and turns each frame into one
 //!   `[0x01][32-byte header][payload]` message, shared by every client (no per-client
@@ -18,55 +19,52 @@
 //! - New clients start from a GOP cache (the newest keyframe and the frames after it).
 //!   A client whose queue overflows (bytes or messages) drops to the next keyframe; the
 //!   others lose nothing. Keyframe requests are coalesced ([`KeyframeRequests`]).
-//! - [`Server`] also serves a WebCodecs viewer page at `/`, `/health` and `/metrics`.
+//! - [`Server`] also serves a WebCodecs viewer page at `/`, `/health` and `/metrics`,
+//!   and the [`foxglove`] WebSocket protocol on the same port.
 //!
-//! The message format is in [`protocol`].
+//! The message format is in [`protocol`]; every default is named in [`defaults`].
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
-//! use clap::Parser;
-//! #[derive(Parser)]
-//! struct Cli {
-//!     #[command(flatten)]
-//!     config: shmring_ws::Config,
-//! }
-//! let cli = Cli::parse();
-//! let options = cli.config.server_options("/dev/shm/sdr_os_ipc/frames".into()).map_err(std::io::Error::other)?;
-//! let server = shmring_ws::Server::bind(options).await?;
+//! use shmring_ws::{FrameSource, RingSource, Server, ServerOptions};
+//! let options = ServerOptions {
+//!     listen: "127.0.0.1:8080".parse().unwrap(),
+//!     source: FrameSource::Ring(RingSource {
+//!         path: "/dev/shm/camera0".into(),
+//!         ..RingSource::default()
+//!     }),
+//!     ..ServerOptions::default()
+//! };
+//! let server = Server::bind(options).await?;
 //! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await
 //! # }
 //! ```
 
 pub mod annexb;
-mod config;
-#[cfg(feature = "demo")]
-pub mod demo;
+mod client;
+mod connection;
+pub mod defaults;
 pub mod foxglove;
+mod framing;
+mod http;
 mod hub;
 mod keyframe;
 pub mod limits;
+mod message;
 mod metrics;
-mod nats;
-mod nats_publish;
-mod nats_source;
-pub mod nats_video;
+pub mod nats;
+mod options;
 pub mod protocol;
 mod ring;
 mod server;
 mod source;
 pub mod trust;
-mod ws;
+mod wire;
 
-pub use config::{Config, DEFAULT_SHM_PATH};
-pub use hub::{
-    Batch, ClientQueue, CloseReason, Hub, Outgoing, QueueLimits, Telemetry, VideoFrame, GOP_CACHE_MAX_BYTES,
-    GOP_CACHE_MAX_FRAMES,
-};
+pub use client::QueueLimits;
+pub use hub::{GOP_CACHE_MAX_BYTES, GOP_CACHE_MAX_FRAMES};
 pub use keyframe::{KeyframeCallback, KeyframeRequests};
-pub use metrics::{DropReason, Metrics};
-pub use nats::{NatsOptions, COMMAND_SUBJECT_PREFIX, REQUEST_IDR_SUBJECT};
-pub use nats_publish::NatsPublishOptions;
-pub use nats_source::NatsSourceOptions;
-pub use ring::{spawn_reader, RingSource};
-pub use server::{Server, ServerOptions, STREAM_PATH, VIEWER_HTML};
-pub use source::FrameSource;
+pub use metrics::{DropReason, Metrics, NatsVideoMetrics};
+pub use options::ServerOptions;
+pub use server::{Server, STREAM_PATH, VIEWER_HTML};
+pub use source::{FrameSource, RingSource};

@@ -5,7 +5,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::nats_video::NatsVideoMetrics;
+use crate::message::Outgoing;
+
+mod nats;
+pub use nats::NatsVideoMetrics;
 
 /// Why frames (or messages) did not reach a client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,17 +87,17 @@ impl LocalHistogram {
 
 impl SentTally {
     /// Counts `item` as handed to a client's socket at `now_ns`.
-    pub(crate) fn sent(&mut self, item: &crate::hub::Outgoing, now_ns: u64) {
+    pub(crate) fn sent(&mut self, item: &Outgoing, now_ns: u64) {
         self.bytes += item.message().len() as u64;
         match item {
-            crate::hub::Outgoing::Video(frame) => {
+            Outgoing::Video(frame) => {
                 self.frames += 1;
                 if let Some(commit) = frame.commit_ns {
                     self.commit_to_send.observe_ns(now_ns.saturating_sub(commit));
                 }
                 self.read_to_send.observe_ns(now_ns.saturating_sub(frame.read_ns));
             }
-            crate::hub::Outgoing::Telemetry(_) => self.telemetry += 1,
+            Outgoing::Telemetry(_) => self.telemetry += 1,
         }
     }
 
@@ -420,8 +423,8 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    fn frame(read_ns: u64, commit_ns: Option<u64>) -> crate::hub::Outgoing {
-        crate::hub::Outgoing::Video(crate::hub::VideoFrame {
+    fn frame(read_ns: u64, commit_ns: Option<u64>) -> Outgoing {
+        Outgoing::Video(crate::message::VideoFrame {
             message: bytes::Bytes::from_static(b"x"),
             keyframe: true,
             frame_seq: 1,

@@ -12,8 +12,13 @@
 //! `command.genesis.<action>` with the JSON as payload. The action `request_idr` is the
 //! viewer asking for a keyframe (after a decoder error): it goes to the keyframe
 //! coalescer instead.
+//!
+//! This module is the one place a video message is built ([`encode_video`]) or taken
+//! apart ([`parse_video`]); the 32-byte header is `shmring-core`'s [`FrameHeader`].
 
 use bytes::{BufMut, Bytes, BytesMut};
+use shmring_core::layout::{FrameHeader, HEADER_SIZE};
+use zerocopy::{FromBytes, IntoBytes};
 
 /// Video message type.
 pub const MSG_VIDEO: u8 = 0x01;
@@ -29,6 +34,36 @@ pub const ACTION_REQUEST_IDR: &str = "request_idr";
 pub const MAX_ACTION_LEN: usize = 64;
 /// Longest telemetry subject relayed (the length field is a u16; the seed used 256).
 pub const MAX_SUBJECT_LEN: usize = 256;
+
+/// Bytes of a video message before its payload: the type byte and the frame header.
+pub const VIDEO_HEAD: usize = 1 + HEADER_SIZE;
+
+/// Builds a video message: `[0x01][header][payload]`.
+pub fn encode_video(header: &FrameHeader, payload: &[u8]) -> Bytes {
+    let mut message = BytesMut::with_capacity(VIDEO_HEAD + payload.len());
+    message.put_u8(MSG_VIDEO);
+    message.put_slice(header.as_bytes());
+    message.put_slice(payload);
+    message.freeze()
+}
+
+/// An empty video message with room for a record (`[header][payload]`) of
+/// `record_len` bytes, which the caller appends (a frame arriving in chunks).
+pub fn video_message_buffer(record_len: usize) -> BytesMut {
+    let mut message = BytesMut::with_capacity(1 + record_len);
+    message.put_u8(MSG_VIDEO);
+    message
+}
+
+/// The header and payload of a video message, or `None` if `message` is not one (wrong
+/// type byte, shorter than the header). The payload is what follows the header; its
+/// length is not checked against the header's size field.
+pub fn parse_video(message: &[u8]) -> Option<(&FrameHeader, &[u8])> {
+    match message.split_first() {
+        Some((&MSG_VIDEO, record)) => FrameHeader::ref_from_prefix(record).ok(),
+        _ => None,
+    }
+}
 
 /// Builds a telemetry message, or `None` if the subject is too long.
 pub fn encode_telemetry(subject: &str, payload: &[u8]) -> Option<Bytes> {
@@ -127,6 +162,20 @@ pub fn parse_command(body: &Bytes, max_size: usize) -> Result<Command, CommandEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn video_messages_round_trip() {
+        let header = FrameHeader::new(7, 8, 3, 1, 2, 9);
+        let m = encode_video(&header, b"abc");
+        assert_eq!((m[0], m.len()), (MSG_VIDEO, VIDEO_HEAD + 3));
+        let (h, payload) = parse_video(&m).unwrap();
+        assert_eq!((*h, payload), (header, &b"abc"[..]));
+        assert!(parse_video(&m[..VIDEO_HEAD - 1]).is_none());
+        assert!(parse_video(b"\x02").is_none());
+        let mut built = video_message_buffer(32 + 3);
+        built.put_slice(&m[1..]);
+        assert_eq!(built, m);
+    }
 
     #[test]
     fn telemetry_layout() {

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
 use shmring_core::layout::FrameHeader;
 use shmring_core::{monotonic_ns, Error, ReaderOptions, RingReader, StartPosition};
 
-use crate::hub::{Hub, VideoFrame};
+use crate::hub::Hub;
+use crate::message::VideoFrame;
 use crate::metrics::{DropReason, Metrics};
-use crate::protocol::MSG_VIDEO;
+use crate::protocol::encode_video;
 
 /// How long one blocking read waits before the thread checks for shutdown and the
 /// writer's liveness.
@@ -23,7 +23,7 @@ const STATUS_EVERY: Duration = Duration::from_millis(500);
 /// Pause between attempts to open a ring that is not there yet.
 const OPEN_RETRY: Duration = Duration::from_millis(200);
 
-/// Settings of the reader thread.
+/// A ring on this machine as the frame source: settings of the reader thread.
 #[derive(Clone, Debug)]
 pub struct RingSource {
     /// The ring file.
@@ -49,7 +49,7 @@ fn commit_time(frame_id: u64, read_ns: u64) -> Option<u64> {
 }
 
 /// Starts the reader thread. It runs until `stop` is set.
-pub fn spawn_reader(
+pub(crate) fn spawn_reader(
     source: RingSource,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
@@ -115,18 +115,7 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
             Ok(Some(frame)) => {
                 let read_ns = monotonic_ns();
                 let info = frame.info;
-                let mut message = BytesMut::with_capacity(1 + 32 + frame.payload.len());
-                message.put_u8(MSG_VIDEO);
-                let header = FrameHeader::new(
-                    info.frame_id,
-                    info.frame_seq,
-                    info.size as u32,
-                    info.flags,
-                    info.codec.0,
-                    info.crc32,
-                );
-                message.put_slice(zerocopy::IntoBytes::as_bytes(&header));
-                message.put_slice(frame.payload);
+                let message = encode_video(&FrameHeader::from(&info), frame.payload);
                 if info.lost_before > 0 {
                     metrics.dropped(DropReason::RingLost, info.lost_before);
                 }
@@ -156,7 +145,7 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
                     None
                 };
                 hub.publish_video(VideoFrame {
-                    message: message.freeze(),
+                    message,
                     keyframe: info.keyframe(),
                     frame_seq: info.frame_seq,
                     read_ns,

@@ -9,77 +9,31 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::hub::{Hub, Protocol, QueueLimits};
+use crate::connection::Shared;
+use crate::http::{read_head, respond, switching_protocols, HEAD_TIMEOUT};
+use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
 use crate::metrics::Metrics;
-use crate::nats::NatsOptions;
-use crate::nats_publish::NatsPublishOptions;
+use crate::nats::client::Connections;
+use crate::options::ServerOptions;
 use crate::protocol::Command;
-use crate::source::FrameSource;
+use crate::wire::Protocol;
 
 /// The viewer page served at `/`.
 pub const VIEWER_HTML: &str = include_str!("viewer.html");
 /// The WebSocket endpoint.
 pub const STREAM_PATH: &str = "/stream/ws";
-/// Largest HTTP request head accepted.
-const MAX_HEAD: usize = 16 << 10;
-/// Time a client has to send its HTTP request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Client commands waiting for NATS.
 const COMMAND_QUEUE: usize = 1024;
-
-/// Everything the server needs to run.
-#[derive(Clone, Debug)]
-pub struct ServerOptions {
-    /// Address to listen on.
-    pub listen: SocketAddr,
-    /// Where frames come from: a ring, or NATS (`--source`).
-    pub source: FrameSource,
-    /// Publish every frame to NATS (`--publish`); `None` does not.
-    pub publish: Option<NatsPublishOptions>,
-    /// Per-client queue limits and keyframe timeout.
-    pub limits: QueueLimits,
-    /// Keyframe requests are coalesced to one per this interval.
-    pub keyframe_interval: Duration,
-    /// NATS relay settings; `None` runs without NATS.
-    pub nats: Option<NatsOptions>,
-    /// Largest client message (a command) accepted; larger ones close the connection.
-    pub max_command_size: usize,
-    /// More client messages than this in a second close the connection.
-    pub max_messages_per_sec: u32,
-    /// A write to a client that makes no progress for this long drops the connection.
-    pub write_timeout: Duration,
-    /// Most simultaneous WebSocket clients; more are refused with HTTP 503.
-    pub max_clients: usize,
-    /// Kernel send buffer per client socket in bytes (0: the system default). A small
-    /// one keeps a slow client's backlog in its queue, where it is dropped to a
-    /// keyframe, rather than in the kernel, where it only adds latency.
-    pub send_buffer: usize,
-    /// Threads writing frames to client sockets (0: one per CPU).
-    pub fanout_threads: usize,
-}
-
-/// State shared by every connection.
-pub(crate) struct Ctx {
-    pub(crate) hub: Arc<Hub>,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) keyframes: Arc<KeyframeRequests>,
-    pub(crate) commands: Option<mpsc::Sender<Command>>,
-    pub(crate) options: ServerOptions,
-    /// Told to Foxglove clients, so they can tell a reconnection from a new server.
-    pub(crate) session_id: String,
-}
 
 /// A bound server, ready to [`Server::run`].
 pub struct Server {
     listener: TcpListener,
-    ctx: Arc<Ctx>,
+    ctx: Arc<Shared>,
     commands_rx: Option<mpsc::Receiver<Command>>,
 }
 
@@ -104,7 +58,7 @@ impl Server {
         };
         Ok(Server {
             listener,
-            ctx: Arc::new(Ctx {
+            ctx: Arc::new(Shared {
                 hub,
                 metrics,
                 keyframes,
@@ -137,28 +91,50 @@ impl Server {
     /// Runs until `shutdown` completes: the frame source, the NATS relay, the NATS
     /// video publisher and the accept loop.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let source = self.ctx.options.source.start(
-            self.ctx.hub.clone(),
-            self.ctx.metrics.clone(),
-            self.ctx.keyframes.clone(),
-        )?;
-        let publisher = self.ctx.options.publish.clone().map(|publish| {
-            tokio::spawn(crate::nats_publish::run(
-                publish,
-                self.ctx.hub.clone(),
-                self.ctx.metrics.clone(),
-                self.ctx.keyframes.clone(),
-            ))
-        });
-        match (&self.ctx.options.nats, self.commands_rx.take()) {
-            (Some(nats), Some(rx)) => {
-                tokio::spawn(crate::nats::run(
-                    nats.clone(),
-                    self.ctx.hub.clone(),
-                    self.ctx.metrics.clone(),
-                    self.ctx.keyframes.clone(),
-                    rx,
-                ));
+        let ctx = self.ctx.clone();
+        let mut nats = Connections::new(ctx.metrics.clone());
+        let source = ctx
+            .options
+            .source
+            .start(ctx.hub.clone(), ctx.metrics.clone(), ctx.keyframes.clone(), &mut nats)
+            .await?;
+        let mut publisher = None;
+        if let Some(publish) = ctx.options.publish.clone() {
+            let role = crate::nats::publish::role(&publish);
+            match nats.client(&publish.target.servers, &role, true, |_| {}).await {
+                Ok(client) => {
+                    publisher = Some(tokio::spawn(crate::nats::publish::run(
+                        publish,
+                        client,
+                        ctx.hub.clone(),
+                        ctx.metrics.clone(),
+                        ctx.keyframes.clone(),
+                    )));
+                }
+                Err(e) => tracing::error!("{role}: NATS unusable: {e}; frames are not published"),
+            }
+        }
+        match (&ctx.options.nats, self.commands_rx.take()) {
+            (Some(relay), Some(rx)) => {
+                ctx.metrics.set_nats_state("connecting");
+                let servers = crate::nats::relay::servers(relay);
+                let on_state = crate::nats::relay::on_state(ctx.metrics.clone());
+                match nats.client(&servers, crate::nats::relay::ROLE, false, on_state).await {
+                    Ok(client) => {
+                        tokio::spawn(crate::nats::relay::run(
+                            relay.clone(),
+                            client,
+                            ctx.hub.clone(),
+                            ctx.metrics.clone(),
+                            ctx.keyframes.clone(),
+                            rx,
+                        ));
+                    }
+                    Err(e) => {
+                        ctx.metrics.set_nats_state("failed");
+                        tracing::error!("NATS at {} unusable: {e}; running without NATS", relay.url);
+                    }
+                }
             }
             _ => tracing::info!(
                 "NATS not configured (--nats-url / SDR_NATS_URL): no telemetry relay, client commands are dropped, keyframe requests go only to an in-process producer"
@@ -192,80 +168,7 @@ impl Server {
     }
 }
 
-/// A parsed HTTP request head.
-struct Head {
-    path: String,
-    websocket_key: Option<String>,
-    upgrade_websocket: bool,
-    version_13: bool,
-    /// The client offered the Foxglove subprotocol.
-    foxglove: bool,
-}
-
-fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, &'static str> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => {
-            if req.method != Some("GET") {
-                return Err("only GET is served");
-            }
-            let mut head = Head {
-                path: req.path.unwrap_or("/").to_owned(),
-                websocket_key: None,
-                upgrade_websocket: false,
-                version_13: false,
-                foxglove: false,
-            };
-            for h in req.headers.iter() {
-                let value = std::str::from_utf8(h.value).unwrap_or("").trim();
-                if h.name.eq_ignore_ascii_case("upgrade") {
-                    head.upgrade_websocket = value.eq_ignore_ascii_case("websocket");
-                } else if h.name.eq_ignore_ascii_case("sec-websocket-key") {
-                    head.websocket_key = Some(value.to_owned());
-                } else if h.name.eq_ignore_ascii_case("sec-websocket-version") {
-                    head.version_13 = value == "13";
-                } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol") {
-                    head.foxglove |= value.split(',').any(|p| p.trim() == crate::foxglove::SUBPROTOCOL);
-                }
-            }
-            Ok(Some((head, len)))
-        }
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err("malformed HTTP request"),
-    }
-}
-
-async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
-        stream.shutdown().await
-    })
-    .await;
-}
-
-async fn read_head(stream: &mut TcpStream) -> Result<(Head, Bytes), &'static str> {
-    let mut buf = BytesMut::with_capacity(2048);
-    loop {
-        if buf.len() >= MAX_HEAD {
-            return Err("request head too large");
-        }
-        let n = stream.read_buf(&mut buf).await.map_err(|_| "read failed")?;
-        if n == 0 {
-            return Err("connection closed");
-        }
-        if let Some((head, len)) = parse_head(&buf)? {
-            return Ok((head, buf.split_off(len).freeze()));
-        }
-    }
-}
-
-async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
+async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let (head, rest) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
         Ok(Ok(h)) => h,
@@ -307,15 +210,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
             .await;
             return;
         }
-        let accept = derive_accept_key(key.as_bytes());
-        let response = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{}\r\n",
-            if foxglove {
-                format!("Sec-WebSocket-Protocol: {}\r\n", crate::foxglove::SUBPROTOCOL)
-            } else {
-                String::new()
-            }
-        );
+        let response = switching_protocols(key, foxglove.then_some(crate::foxglove::SUBPROTOCOL));
         if stream.write_all(response.as_bytes()).await.is_err() {
             return;
         }
@@ -323,7 +218,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(ctx.options.send_buffer);
         }
         let protocol = if foxglove { Protocol::Foxglove } else { Protocol::Sdr };
-        crate::ws::run(stream, rest, ctx, protocol).await;
+        crate::connection::run(stream, rest, ctx, protocol).await;
         return;
     }
     ctx.metrics.http_requests.fetch_add(1, Ordering::Relaxed);

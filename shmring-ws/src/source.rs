@@ -10,8 +10,9 @@ use std::thread::JoinHandle;
 use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
 use crate::metrics::Metrics;
-use crate::nats_source::NatsSourceOptions;
-use crate::ring::RingSource;
+use crate::nats::client::Connections;
+use crate::nats::{source as nats_source, NatsSourceOptions};
+pub use crate::ring::RingSource;
 
 /// The source of the frames a server fans out.
 #[derive(Clone, Debug)]
@@ -29,16 +30,19 @@ pub(crate) enum RunningSource {
         thread: JoinHandle<()>,
     },
     Nats(tokio::task::JoinHandle<()>),
+    /// A source that could not start (said so in the log).
+    Idle,
 }
 
 impl FrameSource {
     /// Starts feeding `hub`. A NATS source registers itself as the keyframe request
     /// path (requests go upstream to the publishing server).
-    pub(crate) fn start(
+    pub(crate) async fn start(
         &self,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
         keyframes: Arc<KeyframeRequests>,
+        nats: &mut Connections,
     ) -> std::io::Result<RunningSource> {
         match self {
             FrameSource::Ring(ring) => {
@@ -46,12 +50,24 @@ impl FrameSource {
                 let thread = crate::ring::spawn_reader(ring.clone(), hub, metrics, stop.clone())?;
                 Ok(RunningSource::Ring { stop, thread })
             }
-            FrameSource::Nats(options) => Ok(RunningSource::Nats(tokio::spawn(crate::nats_source::run(
-                options.clone(),
-                hub,
-                metrics,
-                keyframes,
-            )))),
+            FrameSource::Nats(options) => {
+                let role = nats_source::role(options);
+                let on_state = nats_source::on_state(metrics.clone());
+                let client = match nats.client(&options.target.servers, &role, true, on_state).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!("{role}: NATS unusable: {e}; no frames to serve");
+                        return Ok(RunningSource::Idle);
+                    }
+                };
+                Ok(RunningSource::Nats(tokio::spawn(nats_source::run(
+                    options.clone(),
+                    client,
+                    hub,
+                    metrics,
+                    keyframes,
+                ))))
+            }
         }
     }
 }
@@ -65,6 +81,7 @@ impl RunningSource {
                 let _ = tokio::task::spawn_blocking(move || thread.join()).await;
             }
             RunningSource::Nats(task) => task.abort(),
+            RunningSource::Idle => {}
         }
     }
 }

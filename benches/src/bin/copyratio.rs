@@ -22,8 +22,7 @@ const SIZES: [usize; 3] = [4 << 10, 64 << 10, 1 << 20];
 
 fn arg(name: &str) -> Option<usize> {
     let args: Vec<String> = std::env::args().collect();
-    let i = args.iter().position(|a| a == name)?;
-    args.get(i + 1)?.parse().ok()
+    shmring_benches::arg(&args, name)?.parse().ok()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -2,7 +2,7 @@
 //! the frame_seq alone, and self-spawning child processes.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// A cheap 64-bit mix (splitmix64 finaliser).
@@ -57,9 +57,43 @@ pub fn role() -> Option<String> {
     std::env::var("SHMRING_TEST_ROLE").ok()
 }
 
-/// A fresh directory for one test's ring (under /dev/shm when it exists).
-pub fn ring_dir(name: &str) -> PathBuf {
-    let base = if std::path::Path::new("/dev/shm").is_dir() {
+/// A test's scratch directory, removed with everything in it when dropped, so a test
+/// leaves nothing behind even when it fails (the panic unwinds through the drop).
+pub struct TestDir(PathBuf);
+
+impl TestDir {
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        // Only the process that made it removes it: re-spawned children share the path.
+        if role().is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A fresh directory for one test's ring (under /dev/shm when it exists), removed when
+/// the returned guard drops.
+pub fn ring_dir(name: &str) -> TestDir {
+    let base = if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
         std::env::temp_dir()
@@ -67,7 +101,7 @@ pub fn ring_dir(name: &str) -> PathBuf {
     let dir = base.join(format!("shmring-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TestDir(dir)
 }
 
 /// Writes a child's report (`key=value ...`) atomically to the file named by

@@ -1,0 +1,534 @@
+//! WebSocket fan-out benchmark: a 1080p60-like H.264 stream (recorded with ffmpeg,
+//! replayed into a ring at 60 fps with frame_id = commit time in CLOCK_MONOTONIC ns)
+//! to 1..1000 loopback WebSocket clients, against two servers in separate processes:
+//!
+//! - `transport-server` (shmring-ws: one shared `Bytes` per frame, writev), and
+//! - a baseline fan-out built into this benchmark that, as the SDR_OS server does,
+//!   copies each frame into a `Vec` per client and sends it with tokio-tungstenite.
+//!
+//! Reports the fraction of frames delivered, commit-to-receive latency percentiles,
+//! the server's CPU and the whole machine's busy time.
+//!
+//! ```text
+//! ulimit -n 65536
+//! cargo bench -p shmring-benches --bench ws_fanout -- [--clients 1,50,200,500,1000] [--seconds 10] [--servers shmring,baseline] [--extra-server LABEL=PATH]
+//! ```
+//!
+//! `--extra-server LABEL=PATH` also measures another transport-server binary (started
+//! with the same flags), for before/after comparisons in one run.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use shmring_core::{monotonic_ns, FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions};
+use shmring_ws::annexb::{AccessUnit, Splitter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+use shmring_benches::{arg, percentile, wait_listening, ChildProcess};
+
+const FPS: u64 = 60;
+
+/// Encodes (once, cached under target/) about 8 s of 1080p60 H.264 at ~8 Mbit/s with a
+/// keyframe every 2 s, and splits it into access units.
+fn recorded_stream(target: &Path) -> Vec<AccessUnit> {
+    let file = target.join("ws-bench-1080p60.h264");
+    if !file.exists() {
+        eprintln!("encoding the benchmark stream (1080p60, 8 s) with ffmpeg...");
+        let status = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg("testsrc2=size=1920x1080:rate=60")
+            .args([
+                "-t",
+                "8",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
+            // ipratio=20 makes keyframes as large as this simple picture allows (~95 KB).
+            .args(["-b:v", "8M", "-minrate", "8M", "-maxrate", "8M", "-bufsize", "4M"])
+            .args(["-x264-params", "nal-hrd=cbr:ipratio=20:qpmin=0"])
+            .args(["-g", "120", "-bsf:v", "h264_mp4toannexb", "-f", "h264"])
+            .arg(&file)
+            .status()
+            .expect("run ffmpeg");
+        assert!(status.success(), "ffmpeg failed");
+    }
+    let data = std::fs::read(&file).expect("read the recorded stream");
+    let mut s = Splitter::new();
+    let mut units = s.push(&data);
+    units.extend(s.finish());
+    assert!(units[0].keyframe, "the recording starts with a keyframe");
+    units
+}
+
+/// Writes the recording into the ring at 60 fps until `stop`.
+fn producer(ring: PathBuf, units: Vec<AccessUnit>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut w = RingWriter::create(
+            &ring,
+            &WriterOptions {
+                capacity: 64 << 20,
+                ..Default::default()
+            },
+        )
+        .expect("ring");
+        let period = Duration::from_nanos(1_000_000_000 / FPS);
+        let start = Instant::now();
+        for (i, unit) in units.iter().cycle().enumerate() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let due = start + period * i as u32;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let id = monotonic_ns();
+            let meta = if unit.keyframe {
+                FrameMeta::keyframe(id)
+            } else {
+                FrameMeta::delta(id)
+            };
+            w.write(&unit.data, meta).expect("write");
+        }
+    })
+}
+
+/// Records the commit time (frame_id) of every frame, to know what was written when.
+fn ring_witness(ring: PathBuf, ids: Arc<Mutex<Vec<u64>>>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let opts = ReaderOptions {
+            start: StartPosition::Next,
+            verify_crc: false,
+            resync_at_keyframe: false,
+        };
+        let mut r = RingReader::open(&ring, &opts).expect("witness reader");
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(Some(f)) = r.read_timeout(Some(Duration::from_millis(100))) {
+                ids.lock().unwrap().push(f.info.frame_id);
+            }
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// The baseline server: SDR_OS-style fan-out, one Vec copy per frame per client.
+
+fn baseline_server(ring: &str, listen: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (tx, _) = tokio::sync::broadcast::channel::<Arc<(Vec<u8>, Vec<u8>)>>(64);
+        let tx2 = tx.clone();
+        let ring = ring.to_owned();
+        std::thread::spawn(move || {
+            let mut r = RingReader::open(&ring, &ReaderOptions::default()).expect("baseline reader");
+            loop {
+                if let Ok(Some(f)) = r.read_timeout(None) {
+                    let i = f.info;
+                    let h = shmring_core::FrameHeader::new(
+                        i.frame_id,
+                        i.frame_seq,
+                        i.size as u32,
+                        i.flags,
+                        i.codec.0,
+                        i.crc32,
+                    );
+                    let header = zerocopy::IntoBytes::as_bytes(&h).to_vec();
+                    let _ = tx2.send(Arc::new((header, f.payload.to_vec())));
+                }
+            }
+        });
+        let listener = TcpListener::bind(listen).await.unwrap();
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let _ = stream.set_nodelay(true);
+            let mut rx = tx.subscribe();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                loop {
+                    let frame = match rx.recv().await {
+                        Ok(f) => f,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => return,
+                    };
+                    // The per-client copy the shared-buffer design avoids.
+                    let mut msg = Vec::with_capacity(1 + frame.0.len() + frame.1.len());
+                    msg.push(0x01);
+                    msg.extend_from_slice(&frame.0);
+                    msg.extend_from_slice(&frame.1);
+                    if ws.send(Message::Binary(msg.into())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------
+// The load client.
+
+struct ClientResult {
+    /// (frame_id, receive time) of every video frame.
+    frames: Vec<(u64, u64)>,
+}
+
+/// A deliberately cheap WebSocket reader, so the load client leaves the CPU to the
+/// servers: a hand-made handshake, then a small state machine over the raw byte stream
+/// that keeps only each message's first 9 bytes (type and frame_id) and skips the rest
+/// without copying it anywhere.
+#[derive(Default)]
+struct FrameScanner {
+    /// Header bytes of the frame being parsed (at most 10: server frames are unmasked).
+    header: Vec<u8>,
+    /// The first bytes of the payload being read.
+    prefix: Vec<u8>,
+    /// Payload bytes still to come for the current frame.
+    remaining: u64,
+    in_payload: bool,
+}
+
+impl FrameScanner {
+    fn feed(&mut self, mut data: &[u8], frames: &mut Vec<(u64, u64)>) {
+        while !data.is_empty() {
+            if !self.in_payload {
+                self.header.push(data[0]);
+                data = &data[1..];
+                let h = &self.header;
+                let need = match h.get(1).map(|b| b & 0x7f) {
+                    None => continue,
+                    Some(126) => 4,
+                    Some(127) => 10,
+                    Some(_) => 2,
+                };
+                if h.len() < need {
+                    continue;
+                }
+                self.remaining = match need {
+                    2 => u64::from(h[1] & 0x7f),
+                    4 => u64::from(u16::from_be_bytes([h[2], h[3]])),
+                    _ => u64::from_be_bytes(h[2..10].try_into().unwrap()),
+                };
+                self.header.clear();
+                self.prefix.clear();
+                self.in_payload = true;
+                if self.remaining == 0 {
+                    self.in_payload = false;
+                }
+                continue;
+            }
+            let take = (self.remaining.min(data.len() as u64)) as usize;
+            let want = 9usize.saturating_sub(self.prefix.len()).min(take);
+            self.prefix.extend_from_slice(&data[..want]);
+            if want > 0 && self.prefix.len() == 9 && self.prefix[0] == 0x01 {
+                frames.push((
+                    u64::from_le_bytes(self.prefix[1..9].try_into().unwrap()),
+                    monotonic_ns(),
+                ));
+            }
+            self.remaining -= take as u64;
+            data = &data[take..];
+            if self.remaining == 0 {
+                self.in_payload = false;
+            }
+        }
+    }
+}
+
+async fn client(addr: SocketAddr, stop: Arc<tokio::sync::Notify>) -> Option<ClientResult> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    stream.set_nodelay(true).ok()?;
+    let request = format!(
+        "GET /stream/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut head = Vec::new();
+    let body_start = loop {
+        let n = stream.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            if !head.starts_with(b"HTTP/1.1 101") {
+                return None;
+            }
+            break i + 4;
+        }
+    };
+    let mut frames = Vec::with_capacity(1 << 12);
+    let mut scanner = FrameScanner::default();
+    scanner.feed(&head[body_start..], &mut frames);
+    // Registered once, polled cheaply on each read (since run 4: runs 1-3 wrapped every
+    // read in a 200 ms timeout, one timer registration per read).
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    stopped.as_mut().enable();
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stopped => break,
+            read = stream.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => scanner.feed(&buf[..n], &mut frames),
+            },
+        }
+    }
+    Some(ClientResult { frames })
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of /proc/PID/stat (utime, stime), counted after the ")".
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = stat.lines().next().unwrap_or("");
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+struct Round {
+    server: String,
+    clients: usize,
+    connected: usize,
+    delivered: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    server_cpu: f64,
+    client_cpu: f64,
+    machine_busy: f64,
+}
+
+fn round(
+    rt: &tokio::runtime::Runtime,
+    server: &str,
+    pid: u32,
+    addr: SocketAddr,
+    clients: usize,
+    seconds: u64,
+    ids: &Arc<Mutex<Vec<u64>>>,
+) -> Round {
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let handles: Vec<_> = (0..clients).map(|_| rt.spawn(client(addr, stop.clone()))).collect();
+    std::thread::sleep(Duration::from_secs(3)); // connect and settle
+    let me = std::process::id();
+    let (t0, cpu0, own0, (busy0, total0)) = (monotonic_ns(), cpu_ticks(pid), cpu_ticks(me), machine_ticks());
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (t1, cpu1, own1, (busy1, total1)) = (monotonic_ns(), cpu_ticks(pid), cpu_ticks(me), machine_ticks());
+    std::thread::sleep(Duration::from_millis(500)); // frames committed before t1 still in flight
+    stop.notify_waiters();
+    let results: Vec<ClientResult> = rt.block_on(async {
+        let mut out = Vec::new();
+        for h in handles {
+            if let Ok(Some(r)) = h.await {
+                out.push(r);
+            }
+        }
+        out
+    });
+    let written: HashSet<u64> = ids
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .filter(|id| (t0..t1).contains(id))
+        .collect();
+    let mut latencies = Vec::new();
+    let mut delivered = 0usize;
+    for r in &results {
+        for &(id, at) in &r.frames {
+            if written.contains(&id) {
+                delivered += 1;
+                latencies.push(at.saturating_sub(id));
+            }
+        }
+    }
+    latencies.sort_unstable();
+    let wall = (t1 - t0) as f64 / 1e9;
+    std::thread::sleep(Duration::from_secs(1)); // let the server drop the connections
+    Round {
+        server: server.to_owned(),
+        clients,
+        connected: results.len(),
+        delivered: delivered as f64 / (written.len() * clients).max(1) as f64,
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        p999: percentile(&latencies, 0.999),
+        // /proc/PID/stat counts in USER_HZ ticks, 100 per second on Linux.
+        server_cpu: (cpu1 - cpu0) as f64 / 100.0 / wall * 100.0,
+        client_cpu: (own1 - own0) as f64 / 100.0 / wall * 100.0,
+        machine_busy: (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64 * 100.0,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let (Some(ring), Some(listen)) = (arg(&args, "--baseline-server"), arg(&args, "--listen")) {
+        baseline_server(ring, listen);
+        return;
+    }
+    let clients: Vec<usize> = arg(&args, "--clients")
+        .unwrap_or("1,50,200,500,1000")
+        .split(',')
+        .map(|c| c.parse().expect("--clients N,N,..."))
+        .collect();
+    let seconds: u64 = arg(&args, "--seconds").unwrap_or("10").parse().expect("--seconds N");
+    let mut servers: Vec<String> = arg(&args, "--servers")
+        .unwrap_or("shmring,baseline")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    if let Some(extra) = arg(&args, "--extra-server") {
+        servers.push(format!("extra:{extra}"));
+    }
+    let server_bin = shmring_benches::transport_server();
+    let exe = std::env::current_exe().expect("current exe");
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    let units = recorded_stream(&target);
+    let keyframes: Vec<usize> = units.iter().filter(|u| u.keyframe).map(|u| u.data.len()).collect();
+    let deltas: Vec<usize> = units.iter().filter(|u| !u.keyframe).map(|u| u.data.len()).collect();
+    let bits: usize = units.iter().map(|u| u.data.len() * 8).sum();
+    println!(
+        "stream: {} access units, {} keyframes (avg {} KB), delta frames avg {} KB, {:.1} Mbit/s at {FPS} fps",
+        units.len(),
+        keyframes.len(),
+        keyframes.iter().sum::<usize>() / keyframes.len().max(1) / 1000,
+        deltas.iter().sum::<usize>() / deltas.len().max(1) / 1000,
+        bits as f64 / (units.len() as f64 / FPS as f64) / 1e6
+    );
+    let ring = PathBuf::from(format!("/dev/shm/shmring-ws-bench-{}", std::process::id()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let prod = producer(ring.clone(), units, stop.clone());
+    while !ring.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let witness = ring_witness(ring.clone(), ids.clone(), stop.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rounds = Vec::new();
+    for server in &servers {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let (name, child) = match server.as_str() {
+            extra if extra.starts_with("extra:") => {
+                let (label, path) = extra["extra:".len()..]
+                    .split_once('=')
+                    .expect("--extra-server LABEL=PATH");
+                (
+                    label.to_owned(),
+                    Command::new(path)
+                        .arg("--shm-path")
+                        .arg(&ring)
+                        .args(["--listen", &addr.to_string()])
+                        .env("RUST_LOG", "warn")
+                        .stdout(Stdio::null())
+                        .spawn()
+                        .expect("start the extra server"),
+                )
+            }
+            "shmring" => (
+                "transport-server".to_owned(),
+                Command::new(&server_bin)
+                    .arg("--shm-path")
+                    .arg(&ring)
+                    .args(["--listen", &addr.to_string()])
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("start transport-server"),
+            ),
+            "baseline" => (
+                "baseline (Vec copy per client)".to_owned(),
+                Command::new(&exe)
+                    .arg("--baseline-server")
+                    .arg(&ring)
+                    .args(["--listen", &addr.to_string()])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("start the baseline server"),
+            ),
+            other => panic!("unknown server {other}"),
+        };
+        let child = ChildProcess(child);
+        wait_listening(addr);
+        for &n in &clients {
+            let r = round(&rt, &name, child.0.id(), addr, n, seconds, &ids);
+            println!(
+                "{:<32} clients {:>5} (connected {:>5})  delivered {:>8.4}%  p50 {:>8.2} ms  p99 {:>8.2} ms  p99.9 {:>8.2} ms  server CPU {:>6.1}%  load client CPU {:>6.1}%  machine busy {:>5.1}%",
+                r.server, r.clients, r.connected, r.delivered * 100.0, r.p50, r.p99, r.p999, r.server_cpu, r.client_cpu, r.machine_busy
+            );
+            rounds.push(r);
+        }
+        drop(child);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = prod.join();
+    let _ = witness.join();
+    let _ = std::fs::remove_file(&ring);
+    println!("\n| server | clients | delivered | p50 ms | p99 ms | p99.9 ms | server CPU (% of a core) | load client CPU | machine busy (% of 2 cores) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rounds {
+        println!(
+            "| {} | {} | {:.3}% | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} |",
+            r.server,
+            r.clients,
+            r.delivered * 100.0,
+            r.p50,
+            r.p99,
+            r.p999,
+            r.server_cpu,
+            r.client_cpu,
+            r.machine_busy
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! Command-line flags and `SDR_*` environment variables of `transport-server`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+
+use shmring_ws::defaults;
+use shmring_ws::nats::video::{NatsVideoTarget, VIDEO_SUBJECT_PREFIX};
+use shmring_ws::nats::{NatsOptions, NatsPublishOptions, NatsSourceOptions};
+use shmring_ws::{FrameSource, QueueLimits, RingSource, ServerOptions, GOP_CACHE_MAX_BYTES};
+
+/// Server settings, from flags or the environment names the SDR_OS server used; the
+/// defaults are the library's ([`shmring_ws::defaults`]).
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct Config {
+    /// Ring file to read [default: /dev/shm/sdr_os_ipc/frames; with --demo, a private
+    /// ring in /dev/shm].
+    #[arg(long, env = "SDR_SHM_PATH")]
+    pub shm_path: Option<PathBuf>,
+    /// Address to listen on for HTTP and WebSocket.
+    #[arg(long, env = "SDR_LISTEN_ADDR", default_value_t = defaults::LISTEN)]
+    pub listen: SocketAddr,
+    /// NATS server URL; without one the server runs without NATS.
+    #[arg(long, env = "SDR_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// The producer stamps each frame's frame_id with its commit time (CLOCK_MONOTONIC
+    /// ns), as the demo producer does: /metrics then measures commit-to-send latency.
+    #[arg(long, env = "SDR_FRAME_ID_COMMIT_TIME", default_value = "false", value_parser = BoolishValueParser::new())]
+    pub frame_id_commit_time: bool,
+    /// Verify each frame's CRC-32.
+    #[arg(long, env = "SDR_CRC_ENABLED", default_value_t = defaults::VERIFY_CRC, value_parser = BoolishValueParser::new())]
+    pub crc: bool,
+    /// NATS subjects relayed to clients as telemetry (comma-separated, wildcards allowed).
+    #[arg(
+        long,
+        env = "SDR_TELEMETRY_SUBJECTS",
+        default_value = defaults::TELEMETRY_SUBJECTS,
+        value_delimiter = ','
+    )]
+    pub telemetry_subjects: Vec<String>,
+    /// Largest telemetry payload relayed, in bytes.
+    #[arg(long, env = "SDR_TELEMETRY_MAX_SIZE", default_value_t = defaults::TELEMETRY_MAX_SIZE)]
+    pub telemetry_max_size: usize,
+    /// Keyframe requests are coalesced to one per this many milliseconds.
+    #[arg(long, env = "SDR_IDR_COALESCE_MS", default_value_t = defaults::KEYFRAME_INTERVAL.as_millis() as u64)]
+    pub idr_coalesce_ms: u64,
+    /// A client waiting this many milliseconds for a keyframe (while frames flow) is closed.
+    #[arg(long, env = "SDR_IDR_TIMEOUT_MS", default_value_t = defaults::KEYFRAME_TIMEOUT.as_millis() as u64)]
+    pub keyframe_timeout_ms: u64,
+    /// Most messages waiting in one client's queue (besides the GOP burst a new client
+    /// starts with); more and the client drops to the next keyframe.
+    #[arg(long, env = "SDR_CLIENT_QUEUE_FRAMES", default_value_t = defaults::QUEUE_FRAMES)]
+    pub queue_frames: usize,
+    /// Most bytes waiting in one client's queue (besides the GOP burst).
+    #[arg(long, env = "SDR_CLIENT_QUEUE_BYTES", default_value_t = defaults::QUEUE_BYTES)]
+    pub queue_bytes: usize,
+    /// Largest client message in bytes; larger ones close the connection (1009).
+    #[arg(long, env = "SDR_MAX_COMMAND_SIZE", default_value_t = defaults::MAX_COMMAND_SIZE)]
+    pub max_command_size: usize,
+    /// More client messages than this per second close the connection (1008).
+    #[arg(long, env = "SDR_MAX_MESSAGES_PER_SEC", default_value_t = defaults::MAX_MESSAGES_PER_SEC)]
+    pub max_messages_per_sec: u32,
+    /// A client write making no progress for this many milliseconds drops the connection.
+    #[arg(long, env = "SDR_WRITE_TIMEOUT_MS", default_value_t = defaults::WRITE_TIMEOUT.as_millis() as u64)]
+    pub write_timeout_ms: u64,
+    /// Most simultaneous WebSocket clients.
+    #[arg(long, env = "SDR_MAX_CLIENTS", default_value_t = defaults::MAX_CLIENTS)]
+    pub max_clients: usize,
+    /// Threads writing frames to client sockets (0: one per CPU).
+    #[arg(long, env = "SDR_FANOUT_THREADS", default_value_t = defaults::FANOUT_THREADS)]
+    pub fanout_threads: usize,
+    /// Kernel send buffer per client in bytes (0: system default).
+    #[arg(long, env = "SDR_SEND_BUFFER", default_value_t = defaults::SEND_BUFFER)]
+    pub send_buffer: usize,
+    /// Publish every frame to NATS: `nats://HOST:PORT[,nats://HOST2:PORT2...][/SUBJECT]`
+    /// (default subject `video.<ring file name>`); keyframes are also kept in JetStream.
+    #[arg(long, env = "SDR_PUBLISH_URL", value_name = "URL")]
+    pub publish: Option<String>,
+    /// Serve a stream from NATS instead of a ring:
+    /// `nats://HOST:PORT[,nats://HOST2:PORT2...]/video.<stream>`.
+    #[arg(long, env = "SDR_SOURCE_URL", value_name = "URL")]
+    pub source: Option<String>,
+    /// JetStream replicas of the keyframe store created by --publish (3 on a 3-node
+    /// cluster keeps it through the loss of a node).
+    #[arg(long, env = "SDR_KEYFRAME_REPLICAS", default_value_t = defaults::KEYFRAME_REPLICAS)]
+    pub keyframe_replicas: usize,
+}
+
+/// `video.<ring file name>`, with characters a subject token cannot hold as `_`.
+fn default_subject(shm_path: &std::path::Path) -> String {
+    let name = shm_path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let token: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "{VIDEO_SUBJECT_PREFIX}{}",
+        if token.is_empty() { "frames" } else { &token }
+    )
+}
+
+impl Config {
+    /// The ring to read (with `--demo`, to write too): `--shm-path`, else with `--demo`
+    /// a private ring in /dev/shm, else the SDR_OS ring.
+    pub(crate) fn ring_path(&self, demo: bool) -> PathBuf {
+        match (&self.shm_path, demo) {
+            (Some(p), _) => p.clone(),
+            (None, true) => PathBuf::from(format!("/dev/shm/shmring-demo-{}", std::process::id())),
+            (None, false) => PathBuf::from(defaults::SHM_PATH),
+        }
+    }
+
+    /// The server options these settings describe, reading [`Config::ring_path`]
+    /// (unless `--source` names a NATS stream); `demo`: an in-process producer writes
+    /// the ring, stamping frame_id with the commit time. Fails on `--demo` with
+    /// `--source`, a malformed `--publish`/`--source` URL, or when a server would
+    /// publish the subject it reads.
+    pub(crate) fn server_options(&self, demo: bool) -> Result<ServerOptions, String> {
+        if demo && self.source.is_some() {
+            return Err("--demo writes a local ring; it cannot be combined with --source".to_owned());
+        }
+        let shm_path = self.ring_path(demo);
+        let publish = match &self.publish {
+            Some(url) => Some(NatsPublishOptions {
+                target: NatsVideoTarget::parse(url, Some(&default_subject(&shm_path)))
+                    .map_err(|e| format!("--publish: {e}"))?,
+                keyframe_replicas: self.keyframe_replicas.max(1),
+            }),
+            None => None,
+        };
+        let source = match &self.source {
+            Some(url) => FrameSource::Nats(NatsSourceOptions {
+                target: NatsVideoTarget::parse(url, None).map_err(|e| format!("--source: {e}"))?,
+                verify_crc: self.crc,
+                max_frame: GOP_CACHE_MAX_BYTES,
+            }),
+            None => FrameSource::Ring(RingSource {
+                path: shm_path,
+                verify_crc: self.crc,
+                // The demo producer stamps frame_id with the commit time.
+                frame_id_is_commit_time: self.frame_id_commit_time || demo,
+            }),
+        };
+        if let (FrameSource::Nats(s), Some(p)) = (&source, &publish) {
+            if s.target.subject == p.target.subject {
+                return Err(format!("--source and --publish both use {}: a loop", s.target.subject));
+            }
+        }
+        Ok(ServerOptions {
+            listen: self.listen,
+            source,
+            publish,
+            limits: QueueLimits {
+                max_frames: self.queue_frames.max(1),
+                max_bytes: self.queue_bytes.max(1),
+                keyframe_timeout: Duration::from_millis(self.keyframe_timeout_ms),
+            },
+            keyframe_interval: Duration::from_millis(self.idr_coalesce_ms),
+            nats: self.nats_url.as_ref().map(|url| NatsOptions {
+                url: url.clone(),
+                telemetry_subjects: self.telemetry_subjects.clone(),
+                telemetry_max_size: self.telemetry_max_size,
+            }),
+            max_command_size: self.max_command_size,
+            max_messages_per_sec: self.max_messages_per_sec,
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+            max_clients: self.max_clients,
+            send_buffer: self.send_buffer,
+            fanout_threads: self.fanout_threads,
+        })
+    }
+}

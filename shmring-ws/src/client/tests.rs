@@ -1,0 +1,259 @@
+//! The client queue's tests (direct writes, gating, limits, the join burst), driven
+//! through a hub, and the helpers the hub's tests share.
+
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::hub::Hub;
+use crate::keyframe::KeyframeRequests;
+use crate::message::{Outgoing, VideoFrame};
+use crate::metrics::Metrics;
+
+pub(crate) fn frame(seq: u64, keyframe: bool, len: usize) -> VideoFrame {
+    VideoFrame {
+        message: Bytes::from(vec![seq as u8; len]),
+        keyframe,
+        frame_seq: seq,
+        read_ns: 0,
+        commit_ns: None,
+    }
+}
+
+pub(crate) fn hub(max_frames: usize) -> Hub {
+    let metrics = Arc::new(Metrics::default());
+    let keyframes = Arc::new(KeyframeRequests::new(Duration::from_millis(500), metrics.clone()));
+    let limits = QueueLimits {
+        max_frames,
+        max_bytes: 1 << 20,
+        keyframe_timeout: Duration::from_secs(5),
+    };
+    Hub::new(limits, metrics, keyframes)
+}
+
+pub(crate) fn take(c: &ClientQueue) -> Vec<u64> {
+    let mut s = c.lock();
+    let seqs = s
+        .items
+        .drain(..)
+        .map(|i| match i {
+            Outgoing::Video(f) => f.frame_seq,
+            Outgoing::Telemetry(_) => 0,
+        })
+        .collect();
+    s.bytes = 0;
+    seqs
+}
+
+/// A socket stand-in: takes up to `room` bytes, then says `WouldBlock`.
+#[derive(Debug, Default)]
+pub(crate) struct FakeSocket {
+    pub(crate) written: Mutex<Vec<u8>>,
+    pub(crate) room: Mutex<usize>,
+}
+
+impl DirectSink for FakeSocket {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut room = self.room.lock().unwrap();
+        if *room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut out = self.written.lock().unwrap();
+        let mut n = 0;
+        for b in bufs {
+            let take = b.len().min(*room - n);
+            out.extend_from_slice(&b[..take]);
+            n += take;
+        }
+        *room -= n;
+        Ok(n)
+    }
+}
+
+pub(crate) fn with_socket(c: &ClientQueue, room: usize) -> Arc<FakeSocket> {
+    let sock = Arc::new(FakeSocket {
+        room: Mutex::new(room),
+        ..Default::default()
+    });
+    c.attach_sink(sock.clone());
+    sock
+}
+
+/// One step of the client's writer task: takes what is pending, or (nothing
+/// pending) marks the writer idle.
+pub(crate) fn writer_step(c: &ClientQueue) -> Option<Batch> {
+    use futures_util::FutureExt;
+    let mut b = Batch::default();
+    c.next_batch(&mut b).now_or_never().map(|()| b)
+}
+
+pub(crate) fn seqs(b: &Batch) -> Vec<u64> {
+    b.items
+        .iter()
+        .map(|i| match i {
+            Outgoing::Video(f) => f.frame_seq,
+            Outgoing::Telemetry(_) => 0,
+        })
+        .collect()
+}
+
+/// A video frame as the ring reader builds it: `[0x01][32-byte header][payload]`.
+pub(crate) fn h264_frame(seq: u64, keyframe: bool, payload: usize) -> VideoFrame {
+    let mut m = vec![0x01];
+    let mut header = [0u8; 32];
+    header[22] = 1; // H.264
+    m.extend_from_slice(&header);
+    m.extend(std::iter::repeat_n(seq as u8, payload));
+    VideoFrame {
+        message: m.into(),
+        keyframe,
+        frame_seq: seq,
+        read_ns: 1,
+        commit_ns: None,
+    }
+}
+
+/// The Foxglove subscription ids of the Message Data frames in `wire`.
+pub(crate) fn foxglove_subs(wire: &[u8]) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < wire.len() {
+        let (len, hl) = match wire[at + 1] {
+            126 => (u16::from_be_bytes([wire[at + 2], wire[at + 3]]) as usize, 4),
+            n => (n as usize, 2),
+        };
+        let body = &wire[at + hl..at + hl + len];
+        assert_eq!(body[0], crate::foxglove::OP_MESSAGE_DATA);
+        out.push(u32::from_le_bytes(body[1..5].try_into().unwrap()));
+        at += hl + len;
+    }
+    out
+}
+
+#[test]
+fn frames_go_straight_to_the_socket_while_the_client_keeps_up() {
+    let h = hub(100);
+    h.publish_video(frame(1, true, 200));
+    let c = h.join();
+    let sock = with_socket(&c, 1 << 20);
+    // The GOP burst goes through the writer task...
+    assert_eq!(seqs(&writer_step(&c).expect("the GOP burst")), vec![1]);
+    assert!(writer_step(&c).is_none(), "nothing else pending: the writer is idle");
+    // ...then frames are written directly, as whole WebSocket frames, in order.
+    h.publish_video(frame(2, false, 10));
+    h.publish_video(frame(3, false, 300));
+    let mut expected = vec![0x82, 10];
+    expected.extend([2u8; 10]);
+    expected.extend([0x82, 126, 1, 44]);
+    expected.extend([3u8; 300]);
+    assert_eq!(*sock.written.lock().unwrap(), expected);
+    assert!(writer_step(&c).is_none(), "nothing was queued");
+    assert_eq!(h.metrics.frames_sent_direct.load(Ordering::Relaxed), 2);
+    assert_eq!(h.metrics.frames_sent.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn a_frame_the_socket_cuts_short_is_finished_by_the_writer_and_never_dropped() {
+    let h = hub(3);
+    h.publish_video(frame(1, true, 100));
+    let c = h.join();
+    let sock = with_socket(&c, 0);
+    assert_eq!(seqs(&writer_step(&c).unwrap()), vec![1]);
+    assert!(writer_step(&c).is_none());
+    *sock.room.lock().unwrap() = 50;
+    h.publish_video(frame(2, false, 100));
+    assert_eq!(sock.written.lock().unwrap().len(), 50, "the socket took 50 bytes");
+    // The client falls behind: its queue overflows, but frame 2's rest must follow
+    // the 50 bytes already sent, so it stays while the frames after it are dropped.
+    for seq in 3..=8 {
+        h.publish_video(frame(seq, seq == 7, 100));
+    }
+    let b = writer_step(&c).expect("a backlog");
+    assert_eq!(b.offset, 50);
+    assert_eq!(seqs(&b)[0], 2);
+    assert_eq!(seqs(&b)[1..], [7, 8]);
+    assert_eq!(h.metrics.frames_sent_direct.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_failed_direct_write_ends_the_connection() {
+    #[derive(Debug)]
+    struct Broken;
+    impl DirectSink for Broken {
+        fn try_write_vectored(&self, _: &[IoSlice<'_>]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+    }
+    let h = hub(100);
+    h.publish_video(frame(1, true, 10));
+    let c = h.join();
+    c.attach_sink(Arc::new(Broken));
+    writer_step(&c).unwrap();
+    assert!(writer_step(&c).is_none());
+    h.publish_video(frame(2, false, 10));
+    let b = writer_step(&c).expect("the end");
+    assert!(b.end && b.items.is_empty());
+}
+
+#[test]
+fn the_join_burst_does_not_count_against_the_limits() {
+    let h = hub(4);
+    h.publish_video(frame(1, true, 10));
+    for seq in 2..=10 {
+        h.publish_video(frame(seq, false, 10));
+    }
+    let c = h.join();
+    h.publish_video(frame(11, false, 10));
+    h.publish_video(frame(12, false, 10));
+    assert_eq!(take(&c), (1..=12).collect::<Vec<_>>());
+    assert_eq!(c.dropped(), 0);
+}
+
+#[test]
+fn a_client_starved_of_keyframes_is_closed_with_a_reason() {
+    let metrics = Arc::new(Metrics::default());
+    let keyframes = Arc::new(KeyframeRequests::new(Duration::from_millis(500), metrics.clone()));
+    let limits = QueueLimits {
+        max_frames: 10,
+        max_bytes: 1 << 20,
+        keyframe_timeout: Duration::from_millis(20),
+    };
+    let h = Hub::new(limits, metrics, keyframes);
+    let c = h.join(); // no keyframe cached: waits for one
+    h.publish_video(frame(1, false, 10));
+    std::thread::sleep(Duration::from_millis(30));
+    h.publish_video(frame(2, false, 10));
+    let close = c.lock().close.clone().expect("closed");
+    assert_eq!(close.code, 1013);
+    assert!(close.reason.contains("no keyframe"));
+}
+
+#[test]
+fn client_without_cached_keyframe_waits_for_one() {
+    let h = hub(100);
+    let c = h.join();
+    h.publish_video(frame(1, false, 10));
+    h.publish_video(frame(2, true, 10));
+    assert_eq!(take(&c), vec![2]);
+    assert_eq!(c.dropped(), 1);
+}
+
+#[test]
+fn overflow_drops_one_client_to_the_next_keyframe_only() {
+    let h = hub(4);
+    let slow = h.join();
+    let fast = h.join();
+    h.publish_video(frame(1, true, 10));
+    let mut fast_seen = take(&fast);
+    for seq in 2..=10 {
+        h.publish_video(frame(seq, seq == 8, 10));
+        fast_seen.extend(take(&fast));
+    }
+    assert_eq!(fast_seen, (1..=10).collect::<Vec<_>>());
+    // The slow one overflowed at frame 5, skipped 6 and 7, resumed at keyframe 8.
+    assert_eq!(take(&slow), vec![8, 9, 10]);
+    assert_eq!(slow.dropped(), 7);
+}

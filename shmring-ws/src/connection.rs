@@ -1,0 +1,387 @@
+//! One WebSocket client: the protocol reader (tokio-tungstenite, over the socket's read
+//! half) and the zero-copy writer (over the write half).
+//!
+//! tungstenite formats every outgoing message into a per-connection buffer, which would
+//! copy each video frame once per client. So outgoing messages bypass it: a 2-10 byte
+//! frame header goes in front of the shared [`Bytes`] message and both go to `writev`.
+//! While the client keeps up, the fan-out makes that call itself (see
+//! [`crate::client`]); the writer task here only finishes what the socket could not take at
+//! once, writes backlogs (the GOP burst at join, a slow client) and control frames, and
+//! ends the connection. tungstenite still does everything on the way in (unmasking, size
+//! limits, fragments, UTF-8, ping/pong, the close handshake); the pongs and close replies
+//! it formats are passed to the writer, which sends them between whole messages.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use tokio::sync::mpsc;
+
+use crate::client::{Batch, ClientQueue, DirectSink};
+use crate::foxglove;
+use crate::framing::{close_frame, text_frame, CloseReason};
+use crate::hub::Hub;
+use crate::keyframe::KeyframeRequests;
+use crate::message::Outgoing;
+use crate::metrics::{Metrics, SentTally};
+use crate::options::ServerOptions;
+use crate::protocol::{parse_command, Command, ACTION_REQUEST_IDR, MSG_COMMAND};
+use crate::wire::{wire, Head, Protocol, WRITEV_MESSAGES};
+
+/// State every connection shares (the server's).
+pub(crate) struct Shared {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) keyframes: Arc<KeyframeRequests>,
+    /// Where client commands go (the NATS relay), if NATS is configured.
+    pub(crate) commands: Option<mpsc::Sender<Command>>,
+    pub(crate) options: ServerOptions,
+    /// Told to Foxglove clients, so they can tell a reconnection from a new server.
+    pub(crate) session_id: String,
+}
+
+/// How long the writer may take to finish after the reader ended.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The read half as tungstenite sees it: bytes already read with the HTTP request come
+/// first; whatever tungstenite writes (pongs, the close reply) goes to the client's
+/// queue for the writer.
+struct ProtocolSide {
+    prefix: Bytes,
+    read: OwnedReadHalf,
+    client: Arc<ClientQueue>,
+}
+
+impl AsyncRead for ProtocolSide {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ProtocolSide {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(self.client.push_control(buf).map(|()| buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl DirectSink for OwnedWriteHalf {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        OwnedWriteHalf::try_write_vectored(self, bufs)
+    }
+}
+
+/// Writes all of `slices`, waiting for the socket to have room when it is full.
+async fn write_all_vectored(w: &OwnedWriteHalf, mut rest: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !rest.is_empty() {
+        match w.try_write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `items` as WebSocket binary frames on the wire of `client`, skipping the
+/// first `skip` bytes (already written by a direct write the socket cut short).
+async fn write_items(
+    w: &OwnedWriteHalf,
+    client: &ClientQueue,
+    subscription_of: impl Fn(&Outgoing) -> Option<u32>,
+    items: &[Outgoing],
+    mut skip: usize,
+) -> io::Result<()> {
+    for chunk in items.chunks(WRITEV_MESSAGES) {
+        let mut heads = vec![Head::default(); chunk.len()];
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
+        let bodies: Vec<Option<&[u8]>> = chunk
+            .iter()
+            .zip(heads.iter_mut())
+            .map(|(item, head)| wire(client.protocol(), subscription_of(item), item, head))
+            .collect();
+        for (head, body) in heads.iter().zip(&bodies) {
+            if let Some(body) = body {
+                slices.push(IoSlice::new(head.bytes()));
+                slices.push(IoSlice::new(body));
+            }
+        }
+        let mut rest: &mut [IoSlice<'_>] = &mut slices;
+        IoSlice::advance_slices(&mut rest, std::mem::take(&mut skip));
+        write_all_vectored(w, rest).await?;
+    }
+    Ok(())
+}
+
+/// Writes one batch: the rest of a partly written message, control frames, the others.
+async fn write_batch(w: &OwnedWriteHalf, client: &ClientQueue, batch: &Batch) -> io::Result<()> {
+    let mut items = &batch.items[..];
+    if batch.offset > 0 {
+        if let Some((first, others)) = items.split_first() {
+            let sub = batch.front_subscription;
+            write_items(w, client, |_| sub, std::slice::from_ref(first), batch.offset).await?;
+            items = others;
+        }
+    }
+    if !batch.control.is_empty() {
+        write_all_vectored(w, &mut [IoSlice::new(&batch.control)]).await?;
+    }
+    write_items(w, client, |item| batch.subs.for_item(item), items, 0).await
+}
+
+fn shutdown_write(w: &OwnedWriteHalf) {
+    let _ = socket2::SockRef::from(w.as_ref()).shutdown(std::net::Shutdown::Write);
+}
+
+/// Writes what the hub could not write directly, until the connection ends.
+async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared) {
+    let mut batch = Batch::default();
+    let metrics = &ctx.metrics;
+    loop {
+        batch.clear();
+        client.next_batch(&mut batch).await;
+        match tokio::time::timeout(ctx.options.write_timeout, write_batch(w, client, &batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!("client {}: write failed: {e}", client.id());
+                return;
+            }
+            Err(_) => {
+                metrics.clients_closed_by_server.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "client {}: no write progress for {:?}; dropping the connection",
+                    client.id(),
+                    ctx.options.write_timeout
+                );
+                return;
+            }
+        }
+        let now = shmring_core::monotonic_ns();
+        let mut tally = SentTally::default();
+        for item in &batch.items {
+            tally.sent(item, now);
+        }
+        tally.flush(metrics, false);
+        if let Some(reason) = &batch.close {
+            metrics.clients_closed_by_server.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("client {}: closing ({} {})", client.id(), reason.code, reason.reason);
+            let _ = tokio::time::timeout(
+                CLOSE_GRACE,
+                write_all_vectored(w, &mut [IoSlice::new(&close_frame(reason))]),
+            )
+            .await;
+            shutdown_write(w);
+            return;
+        }
+        if batch.end {
+            shutdown_write(w);
+            return;
+        }
+    }
+}
+
+/// Reads the client's messages until it closes, misbehaves or the connection fails.
+async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue>, ctx: &Shared) {
+    let metrics = &ctx.metrics;
+    let mut window_start = Instant::now();
+    let mut in_window = 0u32;
+    loop {
+        let msg = match ws.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                client.close(CloseReason {
+                    code: 1009,
+                    reason: format!("message too big: {size} > {max_size} bytes"),
+                });
+                return;
+            }
+            Some(Err(WsError::Protocol(e))) => {
+                client.close(CloseReason {
+                    code: 1002,
+                    reason: format!("protocol error: {e}"),
+                });
+                return;
+            }
+            Some(Err(e)) => {
+                tracing::debug!("client {}: read ended: {e}", client.id());
+                client.end();
+                return;
+            }
+            None => {
+                client.end();
+                return;
+            }
+        };
+        if window_start.elapsed() >= Duration::from_secs(1) {
+            window_start = Instant::now();
+            in_window = 0;
+        }
+        in_window += 1;
+        if in_window > ctx.options.max_messages_per_sec {
+            client.close(CloseReason {
+                code: 1008,
+                reason: format!(
+                    "message flood: more than {} messages/s",
+                    ctx.options.max_messages_per_sec
+                ),
+            });
+            return;
+        }
+        match msg {
+            Message::Binary(b) if client.protocol() == Protocol::Sdr && b.first() == Some(&MSG_COMMAND) => {
+                handle_command(b.slice(1..), client, ctx)
+            }
+            Message::Text(t) if client.protocol() == Protocol::Foxglove => {
+                foxglove::handle_request(t.as_str(), &FoxgloveSession { client, ctx })
+            }
+            Message::Close(_) => {
+                // tungstenite has queued the close reply; send it and end.
+                client.end();
+                return;
+            }
+            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Binary(_) | Message::Text(_) | Message::Frame(_) => {
+                metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A Foxglove client's requests act on its queue, through the hub.
+struct FoxgloveSession<'a> {
+    client: &'a ClientQueue,
+    ctx: &'a Shared,
+}
+
+impl foxglove::Session for FoxgloveSession<'_> {
+    fn subscribe(&self, channel: u32, subscription: u32) -> bool {
+        self.ctx.hub.subscribe(self.client, channel, subscription)
+    }
+
+    fn unsubscribe(&self, subscription: u32) {
+        self.ctx.hub.unsubscribe(self.client, subscription);
+    }
+
+    /// A control frame, so it goes out between whole messages.
+    fn status(&self, level: u8, message: &str) {
+        let _ = self.client.push_control(&text_frame(&foxglove::status(level, message)));
+    }
+
+    fn malformed(&self) {
+        self.ctx
+            .metrics
+            .client_messages_malformed
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn handle_command(body: Bytes, client: &ClientQueue, ctx: &Shared) {
+    let metrics = &ctx.metrics;
+    let cmd = match parse_command(&body, ctx.options.max_command_size) {
+        Ok(c) => c,
+        Err(e) => {
+            metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("client {}: ignored a command: {e}", client.id());
+            return;
+        }
+    };
+    if cmd.action == ACTION_REQUEST_IDR {
+        ctx.keyframes.request("a viewer asked (decoder error)");
+        return;
+    }
+    match &ctx.commands {
+        Some(tx) => match tx.try_send(cmd) {
+            Ok(()) => {}
+            Err(_) => {
+                metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+        None => {
+            metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn drain(read: &mut OwnedReadHalf) {
+    let mut scratch = [0u8; 4096];
+    while let Ok(n) = tokio::io::AsyncReadExt::read(read, &mut scratch).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// Runs an upgraded WebSocket connection to its end. `prefix` holds bytes the client
+/// sent after its HTTP request.
+pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Shared>, protocol: Protocol) {
+    let (read, write) = stream.into_split();
+    let write = Arc::new(write);
+    let client = match protocol {
+        Protocol::Sdr => ctx.hub.join(),
+        Protocol::Foxglove => ctx
+            .hub
+            .join_subscriber(protocol, &text_frame(&foxglove::server_info(&ctx.session_id))),
+    };
+    client.attach_sink(write.clone());
+    ctx.metrics.clients.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(ctx.options.max_command_size + 1))
+        .max_frame_size(Some(ctx.options.max_command_size + 1))
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let side = ProtocolSide {
+        prefix,
+        read,
+        client: client.clone(),
+    };
+    let mut ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(config)).await;
+    {
+        let writer = writer(&write, &client, &ctx);
+        let reader = reader(&mut ws, &client, &ctx);
+        tokio::pin!(writer);
+        tokio::select! {
+            () = &mut writer => {}
+            () = reader => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+            }
+        }
+    }
+    // No direct writes after this: the close frame (if any) was the last message.
+    client.finish();
+    shutdown_write(&write);
+    ctx.hub.leave(&client);
+    // Lingering close: our side is shut down for writing; read (and discard) whatever
+    // the client still sends, its close reply or a flood in flight, until it closes.
+    // Dropping a socket with unread input would reset the connection, and the client's
+    // kernel would discard the close frame (and its reason) before the client read it.
+    let _ = tokio::time::timeout(CLOSE_GRACE, drain(&mut ws.get_mut().read)).await;
+    ctx.metrics.clients.fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!("client {} left ({} frames dropped)", client.id(), client.dropped());
+}

@@ -1,0 +1,38 @@
+//! The default of every server setting, by name: [`crate::ServerOptions::default`] is
+//! built from these, and `transport-server` shows them in `--help`.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+/// The ring the SDR_OS writer uses.
+pub const SHM_PATH: &str = "/dev/shm/sdr_os_ipc/frames";
+/// Address to listen on for HTTP and WebSocket: every interface, port 8080.
+pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080));
+/// Check each frame's CRC-32.
+pub const VERIFY_CRC: bool = true;
+/// NATS subjects relayed to clients as telemetry.
+pub const TELEMETRY_SUBJECTS: &str = "telemetry.>";
+/// Largest telemetry payload relayed, in bytes.
+pub const TELEMETRY_MAX_SIZE: usize = 65536;
+/// Keyframe requests are coalesced to one per this interval.
+pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// A client waiting this long for a keyframe (while frames flow) is closed.
+pub const KEYFRAME_TIMEOUT: Duration = Duration::from_millis(5000);
+/// Most messages waiting in one client's queue (besides the GOP burst it starts with).
+pub const QUEUE_FRAMES: usize = 60;
+/// Most message bytes waiting in one client's queue (besides the GOP burst).
+pub const QUEUE_BYTES: usize = 4 << 20;
+/// Largest client message (a command) in bytes.
+pub const MAX_COMMAND_SIZE: usize = 65536;
+/// More client messages than this in a second close the connection.
+pub const MAX_MESSAGES_PER_SEC: u32 = 200;
+/// A client write making no progress for this long drops the connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_millis(10_000);
+/// Most simultaneous WebSocket clients.
+pub const MAX_CLIENTS: usize = 4096;
+/// Threads writing frames to client sockets (0: one per CPU).
+pub const FANOUT_THREADS: usize = 0;
+/// Kernel send buffer per client socket in bytes (0: the system default).
+pub const SEND_BUFFER: usize = 256 << 10;
+/// JetStream replicas of the keyframe store `--publish` creates.
+pub const KEYFRAME_REPLICAS: usize = 1;

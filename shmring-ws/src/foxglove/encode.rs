@@ -1,0 +1,369 @@
+//! Foxglove's messages, built without state: `serverInfo`, `advertise`, `status`, the
+//! `foxglove.CompressedVideo` schema, and the per-client heads of Message Data frames
+//! (the shared payload follows them on the wire).
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prost::Message as _;
+use prost_types::field_descriptor_proto::{Label, Type};
+use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet};
+
+use shmring_core::Codec;
+
+use super::session::VIDEO_CHANNEL_ID;
+use crate::message::{Telemetry, VideoFrame};
+
+/// The WebSocket subprotocol name.
+pub const SUBPROTOCOL: &str = "foxglove.websocket.v1";
+/// The topic of the video channel.
+pub const VIDEO_TOPIC: &str = "/video";
+/// The schema name of the video channel.
+pub const VIDEO_SCHEMA_NAME: &str = "foxglove.CompressedVideo";
+/// The `frame_id` (frame of reference) put in every CompressedVideo message.
+pub const VIDEO_FRAME_ID: &str = "camera";
+/// Opcode of a Message Data frame (server to client).
+pub const OP_MESSAGE_DATA: u8 = 0x01;
+/// Bytes of a Message Data frame before its payload: opcode, subscription id, log time.
+pub const MESSAGE_DATA_HEAD: usize = 13;
+
+/// The `serverInfo` message sent first on every connection.
+pub fn server_info(session_id: &str) -> String {
+    serde_json::json!({
+        "op": "serverInfo",
+        "name": "shmring transport-server",
+        "capabilities": [],
+        "metadata": {},
+        "sessionId": session_id,
+    })
+    .to_string()
+}
+
+fn telemetry_channel(id: u32, subject: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "topic": subject,
+        "encoding": "json",
+        "schemaName": subject,
+        "schema": "",
+        "schemaEncoding": "jsonschema",
+    })
+}
+
+/// The `advertise` message a client gets first: the video channel and the telemetry
+/// channels `(id, subject)` known so far.
+pub fn advertise(telemetry: &[(u32, &str)]) -> String {
+    let mut channels = vec![serde_json::json!({
+        "id": VIDEO_CHANNEL_ID,
+        "topic": VIDEO_TOPIC,
+        "encoding": "protobuf",
+        "schemaName": VIDEO_SCHEMA_NAME,
+        "schema": compressed_video_schema(),
+    })];
+    channels.extend(telemetry.iter().map(|(id, subject)| telemetry_channel(*id, subject)));
+    serde_json::json!({"op": "advertise", "channels": channels}).to_string()
+}
+
+/// The `advertise` message for telemetry channels `(id, subject)` seen for the first time.
+pub fn advertise_telemetry(telemetry: &[(u32, &str)]) -> String {
+    let channels: Vec<_> = telemetry
+        .iter()
+        .map(|(id, subject)| telemetry_channel(*id, subject))
+        .collect();
+    serde_json::json!({"op": "advertise", "channels": channels}).to_string()
+}
+
+/// CLOCK_REALTIME now, in ns since the Unix epoch (Foxglove log times).
+pub(crate) fn wall_clock_ns() -> u64 {
+    shmring_core::monotonic_ns().saturating_add(realtime_offset_ns())
+}
+
+/// A `status` message (level 0 info, 1 warning, 2 error).
+pub fn status(level: u8, message: &str) -> String {
+    serde_json::json!({"op": "status", "level": level, "message": message}).to_string()
+}
+
+fn field(name: &str, number: i32, kind: Type, type_name: Option<&str>) -> FieldDescriptorProto {
+    FieldDescriptorProto {
+        name: Some(name.into()),
+        number: Some(number),
+        label: Some(Label::Optional as i32),
+        r#type: Some(kind as i32),
+        type_name: type_name.map(Into::into),
+        json_name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+/// `foxglove.CompressedVideo` and its dependency `google.protobuf.Timestamp` as a
+/// protobuf `FileDescriptorSet`, base64: the `schema` of the video channel.
+pub fn compressed_video_schema() -> &'static str {
+    static SCHEMA: OnceLock<String> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let timestamp = FileDescriptorProto {
+            name: Some("google/protobuf/timestamp.proto".into()),
+            package: Some("google.protobuf".into()),
+            message_type: vec![DescriptorProto {
+                name: Some("Timestamp".into()),
+                field: vec![
+                    field("seconds", 1, Type::Int64, None),
+                    field("nanos", 2, Type::Int32, None),
+                ],
+                ..Default::default()
+            }],
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        };
+        let video = FileDescriptorProto {
+            name: Some("foxglove/CompressedVideo.proto".into()),
+            package: Some("foxglove".into()),
+            dependency: vec!["google/protobuf/timestamp.proto".into()],
+            message_type: vec![DescriptorProto {
+                name: Some("CompressedVideo".into()),
+                field: vec![
+                    field("timestamp", 1, Type::Message, Some(".google.protobuf.Timestamp")),
+                    field("frame_id", 2, Type::String, None),
+                    field("data", 3, Type::Bytes, None),
+                    field("format", 4, Type::String, None),
+                ],
+                ..Default::default()
+            }],
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        };
+        let set = FileDescriptorSet {
+            file: vec![timestamp, video],
+        };
+        base64_encode(&set.encode_to_vec())
+    })
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC, measured once: turns the reader's monotonic
+/// read time into the wall-clock log time Foxglove shows.
+fn realtime_offset_ns() -> u64 {
+    static OFFSET: OnceLock<u64> = OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        wall.saturating_sub(shmring_core::monotonic_ns())
+    })
+}
+
+/// The CompressedVideo `format` of a ring codec, or `None` if Foxglove cannot show it.
+fn video_format(codec: Codec) -> Option<&'static str> {
+    match codec {
+        Codec::H264 => Some("h264"),
+        Codec::HEVC => Some("h265"),
+        _ => None,
+    }
+}
+
+/// Largest head [`message_data_head`] writes.
+pub(crate) const MAX_HEAD: usize = MESSAGE_DATA_HEAD + 48;
+
+/// Writes the head of the Message Data frame carrying `frame` for subscription `sub`
+/// into `out`: opcode, subscription id, log time, then the CompressedVideo fields up
+/// to and including `data`'s tag and length. The payload follows it on the wire.
+/// Returns the head's length and the payload, or `None` for a codec Foxglove does not
+/// decode (the frame is not sent).
+pub(crate) fn message_data_head<'a>(
+    sub: u32,
+    frame: &'a VideoFrame,
+    out: &mut [u8; MAX_HEAD],
+) -> Option<(usize, &'a [u8])> {
+    let (header, payload) = frame.parts()?;
+    let format = video_format(Codec(header.codec.get()))?;
+    let log_ns = frame.read_ns.saturating_add(realtime_offset_ns());
+    let mut w = Writer { out, at: 0 };
+    w.put(&[OP_MESSAGE_DATA]);
+    w.put(&sub.to_le_bytes());
+    w.put(&log_ns.to_le_bytes());
+    // timestamp (1): google.protobuf.Timestamp { seconds (1), nanos (2) }
+    let (secs, nanos) = (log_ns / 1_000_000_000, log_ns % 1_000_000_000);
+    let ts_len = 1 + varint_len(secs) + 1 + varint_len(nanos);
+    w.put(&[0x0a]);
+    w.varint(ts_len as u64);
+    w.put(&[0x08]);
+    w.varint(secs);
+    w.put(&[0x10]);
+    w.varint(nanos);
+    // frame_id (2), format (4), then data (3): tag and length only.
+    w.put(&[0x12, VIDEO_FRAME_ID.len() as u8]);
+    w.put(VIDEO_FRAME_ID.as_bytes());
+    w.put(&[0x22, format.len() as u8]);
+    w.put(format.as_bytes());
+    w.put(&[0x1a]);
+    w.varint(payload.len() as u64);
+    Some((w.at, payload))
+}
+
+/// Writes the head of the Message Data frame carrying telemetry message `t` for
+/// subscription `sub` into `out`: opcode, subscription id, log time. Returns the head's
+/// length and the payload (the NATS payload as published), or `None` if `t` has no
+/// channel (its payload is not JSON).
+pub(crate) fn telemetry_data_head<'a>(
+    sub: u32,
+    t: &'a Telemetry,
+    out: &mut [u8; MAX_HEAD],
+) -> Option<(usize, &'a [u8])> {
+    t.channel?;
+    out[0] = OP_MESSAGE_DATA;
+    out[1..5].copy_from_slice(&sub.to_le_bytes());
+    out[5..13].copy_from_slice(&t.log_ns.to_le_bytes());
+    Some((MESSAGE_DATA_HEAD, t.message.get(t.payload_at..)?))
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+struct Writer<'a> {
+    out: &'a mut [u8; MAX_HEAD],
+    at: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, b: &[u8]) {
+        self.out[self.at..self.at + b.len()].copy_from_slice(b);
+        self.at += b.len();
+    }
+
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.put(&[(v as u8) | 0x80]);
+            v >>= 7;
+        }
+        self.put(&[v as u8]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_4648_vectors() {
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(raw.as_bytes()), enc);
+        }
+    }
+
+    #[test]
+    fn the_head_and_payload_decode_as_one_compressed_video_message() {
+        let payload = vec![0u8, 0, 0, 1, 0x67, 1, 2, 3];
+        let mut message = vec![0x01];
+        let mut header = [0u8; 32];
+        header[22] = 1; // H.264
+        message.extend_from_slice(&header);
+        message.extend_from_slice(&payload);
+        let frame = VideoFrame {
+            message: message.into(),
+            keyframe: true,
+            frame_seq: 1,
+            read_ns: 5_000_000_123,
+            commit_ns: None,
+        };
+        let mut buf = [0u8; MAX_HEAD];
+        let (len, body) = message_data_head(7, &frame, &mut buf).unwrap();
+        assert_eq!(buf[0], OP_MESSAGE_DATA);
+        assert_eq!(u32::from_le_bytes(buf[1..5].try_into().unwrap()), 7);
+        let mut pb = buf[MESSAGE_DATA_HEAD..len].to_vec();
+        pb.extend_from_slice(body);
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct Ts {
+            #[prost(int64, tag = "1")]
+            seconds: i64,
+            #[prost(int32, tag = "2")]
+            nanos: i32,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct CompressedVideo {
+            #[prost(message, optional, tag = "1")]
+            timestamp: Option<Ts>,
+            #[prost(string, tag = "2")]
+            frame_id: String,
+            #[prost(bytes = "vec", tag = "3")]
+            data: Vec<u8>,
+            #[prost(string, tag = "4")]
+            format: String,
+        }
+        let m = CompressedVideo::decode(&pb[..]).unwrap();
+        assert_eq!(m.data, payload);
+        assert_eq!(m.format, "h264");
+        assert_eq!(m.frame_id, VIDEO_FRAME_ID);
+        let log_ns = u64::from_le_bytes(buf[5..13].try_into().unwrap());
+        let ts = m.timestamp.unwrap();
+        assert_eq!(ts.seconds as u64 * 1_000_000_000 + ts.nanos as u64, log_ns);
+        // A codec Foxglove cannot decode is not sent.
+        let mut jpeg = frame.message.to_vec();
+        jpeg[23] = 3;
+        let jpeg = VideoFrame {
+            message: jpeg.into(),
+            ..frame
+        };
+        assert!(message_data_head(7, &jpeg, &mut buf).is_none());
+    }
+
+    #[test]
+    fn the_schema_is_a_descriptor_set_naming_compressed_video() {
+        let raw = {
+            // Decode base64 (test-only, tiny).
+            let s = compressed_video_schema().trim_end_matches('=');
+            let val = |c: u8| match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' => 62,
+                _ => 63,
+            };
+            let mut bits = 0u32;
+            let mut n = 0;
+            let mut out = Vec::new();
+            for c in s.bytes() {
+                bits = (bits << 6) | u32::from(val(c));
+                n += 6;
+                if n >= 8 {
+                    n -= 8;
+                    out.push((bits >> n) as u8);
+                }
+            }
+            out
+        };
+        let set = FileDescriptorSet::decode(&raw[..]).unwrap();
+        let video = set.file.iter().find(|f| f.package() == "foxglove").unwrap();
+        assert_eq!(video.message_type[0].name(), "CompressedVideo");
+        assert_eq!(video.message_type[0].field.len(), 4);
+        assert!(set.file.iter().any(|f| f.name() == "google/protobuf/timestamp.proto"));
+    }
+}

@@ -1,0 +1,33 @@
+//! The Foxglove WebSocket protocol (`foxglove.websocket.v1`), served on the same port as
+//! the SDR_OS protocol: a client that offers this subprotocol (Foxglove, Lichtblick)
+//! gets a `serverInfo`, an `advertise` of the video channel (`foxglove.CompressedVideo`,
+//! protobuf encoding, schema as a base64 `FileDescriptorSet`), and after it subscribes,
+//! Message Data frames: `[0x01][u32 LE subscription id][u64 LE log time ns][protobuf]`.
+//!
+//! Each subscription starts at a keyframe (the GOP cache, as a new SDR client does) and
+//! is gated like any client: a subscriber that falls behind resumes at a keyframe. H.264
+//! keyframes from the ring carry their SPS and PPS (Annex B), as Foxglove requires.
+//!
+//! Each NATS telemetry subject with JSON payloads becomes a `json` channel (ids from
+//! [`FIRST_TELEMETRY_CHANNEL`], advertised to connected clients when first seen); its
+//! Message Data payload is the NATS payload as published.
+//!
+//! No per-client copy: the protobuf fields before `data` (timestamp, frame_id, format,
+//! and `data`'s tag and length) form a small per-client head written with the frame
+//! payload, a slice of the shared message, in one `writev`. Protobuf allows fields in
+//! any order, so `data` (field 3) goes last.
+//!
+//! - `encode`: the messages, built without state (`serverInfo`, `advertise`,
+//!   `status`, the schema, the Message Data heads).
+//! - `session`: the channel registry, a client's subscriptions and its requests.
+
+mod encode;
+mod session;
+
+pub use encode::{
+    advertise, advertise_telemetry, compressed_video_schema, server_info, status, MESSAGE_DATA_HEAD, OP_MESSAGE_DATA,
+    SUBPROTOCOL, VIDEO_FRAME_ID, VIDEO_SCHEMA_NAME, VIDEO_TOPIC,
+};
+pub(crate) use encode::{message_data_head, telemetry_data_head, wall_clock_ns, MAX_HEAD};
+pub(crate) use session::{handle_request, Channels, Session, Subscriptions};
+pub use session::{FIRST_TELEMETRY_CHANNEL, MAX_TELEMETRY_CHANNELS, VIDEO_CHANNEL_ID};

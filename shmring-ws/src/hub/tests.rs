@@ -1,0 +1,101 @@
+//! The hub's tests: fan-out threads, the GOP cache, subscriptions.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::client::tests::{foxglove_subs, frame, h264_frame, hub, seqs, take, with_socket, writer_step};
+use crate::framing::text_frame;
+use crate::wire::Protocol;
+
+#[test]
+fn fan_out_threads_deliver_every_frame_in_order_to_every_client() {
+    let h = hub(1000).with_fanout_threads(2).unwrap();
+    h.publish_video(frame(1, true, 10));
+    let clients: Vec<_> = (0..5).map(|_| h.join()).collect();
+    let sockets: Vec<_> = clients.iter().map(|c| with_socket(c, 1 << 20)).collect();
+    for c in &clients {
+        assert_eq!(seqs(&writer_step(c).unwrap()), vec![1]);
+        assert!(writer_step(c).is_none());
+    }
+    for seq in 2..=200 {
+        h.publish_video(frame(seq, false, 10));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.metrics.frames_sent_direct.load(Ordering::Relaxed) < 5 * 199 {
+        assert!(Instant::now() < deadline, "the fan-out threads did not deliver");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for sock in &sockets {
+        // Each frame: [0x82, 10] and ten bytes of its seq.
+        let got: Vec<u8> = sock.written.lock().unwrap().chunks(12).map(|f| f[2]).collect();
+        assert_eq!(got, (2..=200).map(|s| s as u8).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn new_client_starts_from_the_gop_cache() {
+    let h = hub(100);
+    h.publish_video(frame(1, false, 10));
+    h.publish_video(frame(2, true, 10));
+    h.publish_video(frame(3, false, 10));
+    let c = h.join();
+    h.publish_video(frame(4, false, 10));
+    assert_eq!(take(&c), vec![2, 3, 4]);
+}
+
+#[test]
+fn foxglove_clients_get_video_only_while_subscribed_with_their_subscription_id() {
+    let h = hub(100);
+    h.publish_video(h264_frame(1, true, 50));
+    let c = h.join_subscriber(Protocol::Foxglove, &text_frame("{}"));
+    let sock = with_socket(&c, 1 << 20);
+    let hello = writer_step(&c).expect("serverInfo and advertise");
+    assert!(hello.items.is_empty() && hello.control.starts_with(&[0x81]));
+    assert!(writer_step(&c).is_none(), "no video before subscribing");
+    h.publish_video(h264_frame(2, false, 50));
+    assert!(sock.written.lock().unwrap().is_empty());
+    assert!(!h.subscribe(&c, 5, 9), "no channel 5");
+    assert!(h.subscribe(&c, crate::foxglove::VIDEO_CHANNEL_ID, 9));
+    assert!(
+        !h.subscribe(&c, crate::foxglove::VIDEO_CHANNEL_ID, 10),
+        "one subscription per channel"
+    );
+    let burst = writer_step(&c).expect("the GOP burst");
+    assert_eq!((seqs(&burst), burst.subs.video), (vec![1, 2], Some(9)));
+    assert!(writer_step(&c).is_none());
+    h.publish_video(h264_frame(3, false, 50));
+    h.publish_telemetry(Bytes::from_static(b"\x02\x01\x00x{}"));
+    assert_eq!(
+        foxglove_subs(&sock.written.lock().unwrap()),
+        vec![9],
+        "telemetry is not sent"
+    );
+    h.unsubscribe(&c, 9);
+    h.publish_video(h264_frame(4, false, 50));
+    assert_eq!(foxglove_subs(&sock.written.lock().unwrap()), vec![9]);
+}
+
+#[test]
+fn a_partly_written_foxglove_message_keeps_its_subscription_id() {
+    let h = hub(100);
+    h.publish_video(h264_frame(1, true, 200));
+    let c = h.join_subscriber(Protocol::Foxglove, &text_frame("{}"));
+    let sock = with_socket(&c, 0);
+    assert!(h.subscribe(&c, crate::foxglove::VIDEO_CHANNEL_ID, 1));
+    writer_step(&c).unwrap();
+    assert!(writer_step(&c).is_none());
+    *sock.room.lock().unwrap() = 20;
+    h.publish_video(h264_frame(2, false, 200));
+    // Resubscribed under another id while the rest of frame 2 waits.
+    h.unsubscribe(&c, 1);
+    assert!(h.subscribe(&c, crate::foxglove::VIDEO_CHANNEL_ID, 2));
+    let b = writer_step(&c).unwrap();
+    assert_eq!((b.offset, b.front_subscription, b.subs.video), (20, Some(1), Some(2)));
+    assert_eq!(
+        seqs(&b),
+        vec![2, 1, 2],
+        "frame 2's rest, then the new subscription's GOP (1, 2)"
+    );
+}

@@ -1,0 +1,23 @@
+//! NATS: the telemetry and command relay, and video across machines (the wire format
+//! of `docs/nats-video.md`).
+//!
+//! - [`video`]: how a stream's frames, stored keyframes and keyframe requests travel
+//!   (subjects, chunks, reassembly).
+//! - `relay`: telemetry subjects to clients as `0x02` messages, client commands to
+//!   `command.genesis.<action>`, keyframe requests to `control.request_idr`.
+//! - `publish` (`--publish`): every frame to `video.<stream>`, keyframes kept in
+//!   JetStream.
+//! - `source` (`--source`): a stream from NATS feeds the hub instead of a ring.
+//! - `client`: the one connection policy; the roles above share a connection when
+//!   they name the same servers.
+
+pub(crate) mod client;
+pub(crate) mod publish;
+pub(crate) mod relay;
+pub(crate) mod source;
+pub mod video;
+
+pub use client::NatsError;
+pub use publish::NatsPublishOptions;
+pub use relay::{NatsOptions, COMMAND_SUBJECT_PREFIX, REQUEST_IDR_SUBJECT};
+pub use source::NatsSourceOptions;

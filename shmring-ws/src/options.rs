@@ -1,0 +1,85 @@
+//! What a [`crate::Server`] is told: [`ServerOptions`], whose `Default` is built from
+//! the named constants in [`crate::defaults`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::client::QueueLimits;
+use crate::defaults;
+use crate::nats::{NatsOptions, NatsPublishOptions};
+use crate::source::{FrameSource, RingSource};
+
+/// Everything the server needs to run.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where frames come from: a ring, or NATS (`--source`).
+    pub source: FrameSource,
+    /// Publish every frame to NATS (`--publish`); `None` does not.
+    pub publish: Option<NatsPublishOptions>,
+    /// Per-client queue limits and keyframe timeout.
+    pub limits: QueueLimits,
+    /// Keyframe requests are coalesced to one per this interval.
+    pub keyframe_interval: Duration,
+    /// NATS relay settings; `None` runs without NATS.
+    pub nats: Option<NatsOptions>,
+    /// Largest client message (a command) accepted; larger ones close the connection.
+    pub max_command_size: usize,
+    /// More client messages than this in a second close the connection.
+    pub max_messages_per_sec: u32,
+    /// A write to a client that makes no progress for this long drops the connection.
+    pub write_timeout: Duration,
+    /// Most simultaneous WebSocket clients; more are refused with HTTP 503.
+    pub max_clients: usize,
+    /// Kernel send buffer per client socket in bytes (0: the system default). A small
+    /// one keeps a slow client's backlog in its queue, where it is dropped to a
+    /// keyframe, rather than in the kernel, where it only adds latency.
+    pub send_buffer: usize,
+    /// Threads writing frames to client sockets (0: one per CPU).
+    pub fanout_threads: usize,
+}
+
+impl Default for ServerOptions {
+    /// The SDR_OS ring ([`defaults::SHM_PATH`]) served on [`defaults::LISTEN`], without
+    /// NATS, every limit at its [`defaults`] value.
+    fn default() -> Self {
+        ServerOptions {
+            listen: defaults::LISTEN,
+            source: FrameSource::Ring(RingSource::default()),
+            publish: None,
+            limits: QueueLimits::default(),
+            keyframe_interval: defaults::KEYFRAME_INTERVAL,
+            nats: None,
+            max_command_size: defaults::MAX_COMMAND_SIZE,
+            max_messages_per_sec: defaults::MAX_MESSAGES_PER_SEC,
+            write_timeout: defaults::WRITE_TIMEOUT,
+            max_clients: defaults::MAX_CLIENTS,
+            send_buffer: defaults::SEND_BUFFER,
+            fanout_threads: defaults::FANOUT_THREADS,
+        }
+    }
+}
+
+impl Default for QueueLimits {
+    /// [`defaults::QUEUE_FRAMES`], [`defaults::QUEUE_BYTES`], [`defaults::KEYFRAME_TIMEOUT`].
+    fn default() -> Self {
+        QueueLimits {
+            max_frames: defaults::QUEUE_FRAMES,
+            max_bytes: defaults::QUEUE_BYTES,
+            keyframe_timeout: defaults::KEYFRAME_TIMEOUT,
+        }
+    }
+}
+
+impl Default for RingSource {
+    /// [`defaults::SHM_PATH`], CRCs checked, frame_id not a commit time.
+    fn default() -> Self {
+        RingSource {
+            path: PathBuf::from(defaults::SHM_PATH),
+            verify_crc: defaults::VERIFY_CRC,
+            frame_id_is_commit_time: false,
+        }
+    }
+}
