@@ -13,7 +13,7 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -187,7 +187,7 @@ fn shutdown_write(w: &OwnedWriteHalf) {
 }
 
 /// Writes what the hub could not write directly, until the connection ends.
-async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared) {
+async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared, peer_gone: &AtomicBool) {
     let mut batch = Batch::default();
     let metrics = &ctx.metrics;
     loop {
@@ -197,6 +197,7 @@ async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!("client {}: write failed: {e}", client.id());
+                peer_gone.store(true, Ordering::Relaxed);
                 return;
             }
             Err(_) => {
@@ -255,7 +256,15 @@ async fn pinger(client: &ClientQueue, liveness: &Liveness, interval: Duration) {
 }
 
 /// Reads the client's messages until it closes, misbehaves or the connection fails.
-async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue>, ctx: &Shared, role: ClientRole) {
+/// `peer_gone` is set when the client vanished without a close frame (counted once per
+/// connection, apart from the connections the server closes).
+async fn reader(
+    ws: &mut WebSocketStream<ProtocolSide>,
+    client: &Arc<ClientQueue>,
+    ctx: &Shared,
+    role: ClientRole,
+    peer_gone: &AtomicBool,
+) {
     let metrics = &ctx.metrics;
     let mut window_start = Instant::now();
     let mut in_window = 0u32;
@@ -280,7 +289,7 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
             }
             Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
                 // The client went without a close frame: its business, not abuse.
-                metrics.trust.clients_reset_by_peer.fetch_add(1, Ordering::Relaxed);
+                peer_gone.store(true, Ordering::Relaxed);
                 client.end();
                 return;
             }
@@ -292,7 +301,7 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
                     }),
                     None => {
                         tracing::debug!("client {}: read ended: {e}", client.id());
-                        metrics.trust.clients_reset_by_peer.fetch_add(1, Ordering::Relaxed);
+                        peer_gone.store(true, Ordering::Relaxed);
                         client.end();
                     }
                 }
@@ -456,6 +465,8 @@ pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Shared>, prot
         .read_buffer_size(4096)
         .write_buffer_size(0);
     let liveness = Arc::new(Liveness::default());
+    // Relaxed: a flag read after both tasks ended, in this same task.
+    let peer_gone = AtomicBool::new(false);
     let side = ProtocolSide {
         prefix,
         read,
@@ -472,8 +483,8 @@ pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Shared>, prot
     };
     let mut ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(config)).await;
     {
-        let writer = writer(&write, &client, &ctx);
-        let reader = reader(&mut ws, &client, &ctx, role);
+        let writer = writer(&write, &client, &ctx, &peer_gone);
+        let reader = reader(&mut ws, &client, &ctx, role, &peer_gone);
         let pinger = pinger(&client, &liveness, ctx.options.ping_interval);
         tokio::pin!(writer);
         tokio::select! {
@@ -483,6 +494,9 @@ pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Shared>, prot
             }
             () = pinger => {}
         }
+    }
+    if peer_gone.load(Ordering::Relaxed) {
+        ctx.metrics.trust.clients_reset_by_peer.fetch_add(1, Ordering::Relaxed);
     }
     // No direct writes after this: the close frame (if any) was the last message.
     client.finish();
