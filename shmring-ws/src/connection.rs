@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -37,11 +37,15 @@ use crate::foxglove;
 use crate::framing::{close_frame, text_frame, CloseReason};
 use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
+use crate::limits::{
+    CommandBudget, Exceeded, KeyframeRequestGate, Liveness, PendingConnections, WireLimits, WireMeter,
+};
 use crate::message::Outgoing;
 use crate::metrics::{Metrics, SentTally};
 use crate::options::ServerOptions;
 use crate::protocol::{parse_command, Command, ACTION_REQUEST_IDR, MSG_COMMAND};
 use crate::safety::{ClientGate, SafetyGate};
+use crate::trust::tokens::Role as ClientRole;
 use crate::wire::{wire, Head, Protocol, WRITEV_MESSAGES};
 
 /// State every connection shares (the server's).
@@ -56,6 +60,10 @@ pub(crate) struct Shared {
     pub(crate) session_id: String,
     /// The video safety gate (`None`: switched off).
     pub(crate) gate: Option<Arc<SafetyGate>>,
+    /// Sockets still in their HTTP phase (capped; the oldest is evicted).
+    pub(crate) pending: Arc<PendingConnections>,
+    /// Commands published per second, all clients together.
+    pub(crate) command_budget: CommandBudget,
 }
 
 /// Most channels a Foxglove client may advertise to publish on.
@@ -67,22 +75,41 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// The read half as tungstenite sees it: bytes already read with the HTTP request come
 /// first; whatever tungstenite writes (pongs, the close reply) goes to the client's
-/// queue for the writer.
+/// queue for the writer. Every byte read is metered here, before tungstenite
+/// assembles messages, so frames that make no message (empty continuations) count too.
 struct ProtocolSide {
     prefix: Bytes,
     read: OwnedReadHalf,
     client: Arc<ClientQueue>,
+    meter: WireMeter,
+    liveness: Arc<Liveness>,
+    /// The limit the client went over (the read then fails).
+    exceeded: Option<Exceeded>,
 }
 
 impl AsyncRead for ProtocolSide {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let side = self.get_mut();
+        let before = buf.filled().len();
+        let polled = if !side.prefix.is_empty() {
+            let n = side.prefix.len().min(buf.remaining());
+            buf.put_slice(&side.prefix[..n]);
+            side.prefix.advance(n);
+            Poll::Ready(Ok(()))
+        } else {
+            Pin::new(&mut side.read).poll_read(cx, buf)
+        };
+        let new = &buf.filled()[before..];
+        if matches!(polled, Poll::Ready(Ok(()))) && !new.is_empty() {
+            let now = Instant::now();
+            side.liveness.heard(now);
+            if let Err(exceeded) = side.meter.read(new, now) {
+                let error = io::Error::other(exceeded.0.clone());
+                side.exceeded = Some(exceeded);
+                return Poll::Ready(Err(error));
+            }
         }
-        Pin::new(&mut self.read).poll_read(cx, buf)
+        polled
     }
 }
 
@@ -169,7 +196,7 @@ fn shutdown_write(w: &OwnedWriteHalf) {
 }
 
 /// Writes what the hub could not write directly, until the connection ends.
-async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared) {
+async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared, peer_gone: &AtomicBool) {
     let mut batch = Batch::default();
     let metrics = &ctx.metrics;
     loop {
@@ -179,6 +206,7 @@ async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!("client {}: write failed: {e}", client.id());
+                peer_gone.store(true, Ordering::Relaxed);
                 return;
             }
             Err(_) => {
@@ -216,13 +244,44 @@ async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared) {
     }
 }
 
+/// Pings the client every `interval`; one that sent nothing at all (no pong, no
+/// message) for two intervals is closed, so silent sockets do not hold client slots
+/// when no video flows to them (the write timeout covers those that do).
+async fn pinger(client: &ClientQueue, liveness: &Liveness, interval: Duration) {
+    /// A ping frame with no payload (unmasked: server to client).
+    const PING: [u8; 2] = [0x89, 0x00];
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    loop {
+        tick.tick().await;
+        let silent = liveness.silent_for(Instant::now());
+        if silent >= 2 * interval {
+            client.close(CloseReason {
+                code: 1008,
+                reason: format!("no answer to pings for {} s", silent.as_secs()),
+            });
+            return std::future::pending().await;
+        }
+        let _ = client.push_control(&PING);
+    }
+}
+
 /// Reads the client's messages until it closes, misbehaves or the connection fails.
-async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue>, ctx: &Shared) {
+/// `peer_gone` is set when the client vanished without a close frame (counted once per
+/// connection, apart from the connections the server closes).
+async fn reader(
+    ws: &mut WebSocketStream<ProtocolSide>,
+    client: &Arc<ClientQueue>,
+    ctx: &Shared,
+    role: ClientRole,
+    peer_gone: &AtomicBool,
+) {
     let metrics = &ctx.metrics;
     let mut window_start = Instant::now();
     let mut in_window = 0u32;
     let mut client_gate = ctx.gate.as_ref().map(|g| g.client_gate());
     let client_channels = RefCell::new(HashMap::new());
+    let mut keyframe_gate =
+        KeyframeRequestGate::new(crate::defaults::CLIENT_KEYFRAME_INTERVAL.max(ctx.options.keyframe_interval));
     loop {
         let gated = client_gate.as_ref().is_some_and(ClientGate::closed);
         let next = tokio::select! {
@@ -244,6 +303,33 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
                     code: 1009,
                     reason: format!("message too big: {size} > {max_size} bytes"),
                 });
+                return;
+            }
+            Some(Err(WsError::Utf8(_))) => {
+                client.close(CloseReason {
+                    code: 1007,
+                    reason: "a text message is not valid UTF-8".into(),
+                });
+                return;
+            }
+            Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                // The client went without a close frame: its business, not abuse.
+                peer_gone.store(true, Ordering::Relaxed);
+                client.end();
+                return;
+            }
+            Some(Err(WsError::Io(e))) => {
+                match ws.get_ref().exceeded.clone() {
+                    Some(exceeded) => client.close(CloseReason {
+                        code: 1008,
+                        reason: exceeded.0,
+                    }),
+                    None => {
+                        tracing::debug!("client {}: read ended: {e}", client.id());
+                        peer_gone.store(true, Ordering::Relaxed);
+                        client.end();
+                    }
+                }
                 return;
             }
             Some(Err(WsError::Protocol(e))) => {
@@ -280,7 +366,7 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
         }
         match msg {
             Message::Binary(b) if client.protocol() == Protocol::Sdr && b.first() == Some(&MSG_COMMAND) => {
-                handle_command(b.slice(1..), client, ctx, &mut client_gate)
+                handle_command(b.slice(1..), client, ctx, role, &mut keyframe_gate, &mut client_gate)
             }
             Message::Text(t) if client.protocol() == Protocol::Foxglove => {
                 let session = FoxgloveSession {
@@ -301,7 +387,14 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
                     .and_then(|id| client_channels.borrow().get(&u32::from_le_bytes(id)).cloned())
                     .and_then(|topic| topic.command(&b[5..]));
                 match command {
-                    Some(json) => handle_command(Bytes::from(json), client, ctx, &mut client_gate),
+                    Some(json) => handle_command(
+                        Bytes::from(json),
+                        client,
+                        ctx,
+                        role,
+                        &mut keyframe_gate,
+                        &mut client_gate,
+                    ),
                     None => {
                         metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
                         let _ = client.push_control(&text_frame(&foxglove::status(
@@ -312,7 +405,9 @@ async fn reader(ws: &mut WebSocketStream<ProtocolSide>, client: &Arc<ClientQueue
                 }
             }
             Message::Close(_) => {
-                // tungstenite has queued the close reply; send it and end.
+                // tungstenite has queued the close reply (an echo of the client's code);
+                // a flush hands it to the writer, which sends it, then ends.
+                let _ = futures_util::SinkExt::flush(ws).await;
                 client.end();
                 return;
             }
@@ -370,7 +465,14 @@ impl foxglove::Session for FoxgloveSession<'_> {
     }
 }
 
-fn handle_command(body: Bytes, client: &ClientQueue, ctx: &Shared, client_gate: &mut Option<ClientGate>) {
+fn handle_command(
+    body: Bytes,
+    client: &ClientQueue,
+    ctx: &Shared,
+    role: ClientRole,
+    keyframe_gate: &mut KeyframeRequestGate,
+    client_gate: &mut Option<ClientGate>,
+) {
     let metrics = &ctx.metrics;
     let cmd = match parse_command(&body, ctx.options.max_command_size) {
         Ok(c) => c,
@@ -381,7 +483,21 @@ fn handle_command(body: Bytes, client: &ClientQueue, ctx: &Shared, client_gate: 
         }
     };
     if cmd.action == ACTION_REQUEST_IDR {
-        ctx.keyframes.request("a viewer asked (decoder error)");
+        // Any client may ask (its decoder failed), at most once per interval.
+        if keyframe_gate.allow(Instant::now()) {
+            ctx.keyframes.request("a viewer asked (decoder error)");
+        } else {
+            metrics.keyframe_requests_coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+        return;
+    }
+    if role != ClientRole::Control {
+        metrics.trust.commands_refused_role.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("client {}: a view token may not send {:?}", client.id(), cmd.action);
+        return;
+    }
+    if !ctx.command_budget.try_take(Instant::now()) {
+        metrics.trust.commands_refused_budget.fetch_add(1, Ordering::Relaxed);
         return;
     }
     if let (Some(gate), Some(mine)) = (&ctx.gate, client_gate.as_mut()) {
@@ -418,8 +534,16 @@ async fn drain(read: &mut OwnedReadHalf) {
 
 /// Runs an upgraded WebSocket connection to its end. `prefix` holds bytes the client
 /// sent after its HTTP request.
-/// `burst`: the client asked to start with the GOP cache (`?burst=gop`).
-pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Shared>, protocol: Protocol, burst: bool) {
+/// `burst`: the client asked to start with the GOP cache (`?burst=gop`); `role`: what its
+/// token lets it do.
+pub(crate) async fn run(
+    stream: TcpStream,
+    prefix: Bytes,
+    ctx: Arc<Shared>,
+    protocol: Protocol,
+    burst: bool,
+    role: ClientRole,
+) {
     let (read, write) = stream.into_split();
     let write = Arc::new(write);
     let client = match protocol {
@@ -436,22 +560,39 @@ pub(crate) async fn run(stream: TcpStream, prefix: Bytes, ctx: Arc<Shared>, prot
         .max_frame_size(Some(ctx.options.max_command_size + 1))
         .read_buffer_size(4096)
         .write_buffer_size(0);
+    let liveness = Arc::new(Liveness::default());
+    // Relaxed: a flag read after both tasks ended, in this same task.
+    let peer_gone = AtomicBool::new(false);
     let side = ProtocolSide {
         prefix,
         read,
         client: client.clone(),
+        meter: WireMeter::new(
+            WireLimits {
+                max_frames_per_sec: ctx.options.max_frames_per_sec,
+                max_bytes_per_sec: ctx.options.max_bytes_per_sec,
+            },
+            Instant::now(),
+        ),
+        liveness: liveness.clone(),
+        exceeded: None,
     };
     let mut ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(config)).await;
     {
-        let writer = writer(&write, &client, &ctx);
-        let reader = reader(&mut ws, &client, &ctx);
+        let writer = writer(&write, &client, &ctx, &peer_gone);
+        let reader = reader(&mut ws, &client, &ctx, role, &peer_gone);
+        let pinger = pinger(&client, &liveness, ctx.options.ping_interval);
         tokio::pin!(writer);
         tokio::select! {
             () = &mut writer => {}
             () = reader => {
                 let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
             }
+            () = pinger => {}
         }
+    }
+    if peer_gone.load(Ordering::Relaxed) {
+        ctx.metrics.trust.clients_reset_by_peer.fetch_add(1, Ordering::Relaxed);
     }
     // No direct writes after this: the close frame (if any) was the last message.
     client.finish();

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 /// The ring the SDR_OS writer uses.
 pub const SHM_PATH: &str = "/dev/shm/sdr_os_ipc/frames";
-/// Address to listen on for HTTP and WebSocket: every interface, port 8080.
-pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080));
+/// Address to listen on for HTTP and WebSocket: this machine only, port 8080
+/// (`transport-server` listens on every interface instead inside a container:
+/// [`crate::trust::default_listen`]).
+pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
 /// Check each frame's CRC-32.
 pub const VERIFY_CRC: bool = true;
 /// NATS subjects relayed to clients as telemetry.
@@ -36,3 +38,18 @@ pub const FANOUT_THREADS: usize = 0;
 pub const SEND_BUFFER: usize = 256 << 10;
 /// JetStream replicas of the keyframe store `--publish` creates.
 pub const KEYFRAME_REPLICAS: usize = 1;
+/// Commands published per second, all clients together (each client also has its own
+/// message limit).
+pub const MAX_COMMANDS_PER_SEC: u32 = 500;
+/// More WebSocket frames than this from one client in a second (every frame: empty
+/// continuations and pings too) close the connection.
+pub const MAX_FRAMES_PER_SEC: u64 = 1000;
+/// More bytes than this from one client in a second close the connection.
+pub const MAX_BYTES_PER_SEC: u64 = 1 << 20;
+/// Clients are pinged this often; one that answers nothing for two intervals is closed.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Most sockets in their HTTP phase (request head not read yet); more evict the oldest.
+pub const MAX_PENDING_CONNECTIONS: usize = 128;
+/// A client's keyframe requests are passed on at most once per this interval (or per
+/// the global coalescing interval, if longer).
+pub const CLIENT_KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);

@@ -29,6 +29,8 @@ pub(crate) struct RequestHead {
     pub(crate) version_13: bool,
     /// The client offered the Foxglove subprotocol.
     pub(crate) foxglove: bool,
+    /// Who sent it: Origin, Host, a token, the subprotocols offered.
+    pub(crate) auth: crate::trust::RequestAuth,
 }
 
 fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, &'static str> {
@@ -48,6 +50,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, &'static str> 
                 upgrade_websocket: false,
                 version_13: false,
                 foxglove: false,
+                auth: crate::trust::RequestAuth::from_request(req.path.unwrap_or("/"), req.headers),
             };
             for h in req.headers.iter() {
                 let value = std::str::from_utf8(h.value).unwrap_or("").trim();
@@ -104,6 +107,11 @@ pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<(RequestHead, By
             return Ok((head, buf.split_off(len).freeze()));
         }
     }
+}
+
+/// A `401 Unauthorized` or `403 Forbidden` response saying why and what to do.
+pub(crate) async fn refuse(stream: &mut TcpStream, why: crate::trust::Refusal) {
+    respond(stream, why.status(), "text/plain", why.message().as_bytes()).await;
 }
 
 /// The `101 Switching Protocols` response accepting a WebSocket upgrade whose

@@ -25,6 +25,7 @@ use bytes::Bytes;
 
 use crate::client::{ClientQueue, QueueLimits, VideoStart};
 use crate::foxglove::{Channels, IMAGE_CHANNEL_ID, VIDEO_CHANNEL_ID};
+use crate::framing::CloseReason;
 use crate::keyframe::KeyframeRequests;
 use crate::message::{Outgoing, Telemetry, VideoFrame};
 use crate::metrics::{DropReason, Metrics, SentTally};
@@ -150,9 +151,9 @@ impl Hub {
     pub(crate) fn join_subscriber(&self, protocol: Protocol, greeting: &[u8]) -> Arc<ClientQueue> {
         let client = self.new_client(protocol);
         let mut hub = self.lock();
-        let _ = client.push_control(greeting);
+        client.push_server_control(greeting);
         if let Some(announcement) = announce_channels(protocol, &hub.channels.list(), true) {
-            let _ = client.push_control(&announcement);
+            client.push_server_control(&announcement);
         }
         client.set_first_seq(hub.next_seq);
         Arc::make_mut(&mut hub.clients).push(client.clone());
@@ -189,6 +190,13 @@ impl Hub {
     /// the video one, except a message already partly written.
     pub(crate) fn unsubscribe(&self, client: &ClientQueue, subscription: u32) {
         client.unsubscribe(subscription);
+    }
+
+    /// Closes every client with `reason` (the server is shutting down).
+    pub(crate) fn close_all(&self, reason: &CloseReason) {
+        for client in self.lock().clients.iter() {
+            client.close(reason.clone());
+        }
     }
 
     /// Removes a client (when its connection ends).
@@ -240,7 +248,7 @@ impl Hub {
         if let (Some(channel), true) = (channel, new) {
             for client in hub.clients.iter() {
                 if let Some(announcement) = announce_channels(client.protocol(), &[(channel, subject)], false) {
-                    let _ = client.push_control(&announcement);
+                    client.push_server_control(&announcement);
                 }
             }
         }

@@ -52,6 +52,7 @@ pub mod gate;
 mod http;
 mod hub;
 mod keyframe;
+pub mod limits;
 mod message;
 mod metrics;
 pub mod nats;
@@ -61,6 +62,7 @@ mod ring;
 mod safety;
 mod server;
 mod source;
+pub mod trust;
 mod wire;
 
 pub use client::QueueLimits;

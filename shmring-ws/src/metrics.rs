@@ -8,7 +8,9 @@ use std::time::Instant;
 use crate::message::Outgoing;
 
 mod nats;
+mod trust;
 pub use nats::NatsVideoMetrics;
+pub use trust::TrustMetrics;
 
 /// Why frames (or messages) did not reach a client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,6 +212,8 @@ pub struct Metrics {
     pub http_requests: AtomicU64,
     /// Counters of the NATS video publisher and source (`shmring_ws_nats_*`).
     pub nats_video: NatsVideoMetrics,
+    /// Counters of the trust boundary (refusals, resets, evictions).
+    pub trust: TrustMetrics,
     drops: [AtomicU64; 4],
     commit_to_send: Histogram,
     read_to_send: Histogram,
@@ -244,6 +248,7 @@ impl Default for Metrics {
             ring_read_errors: AtomicU64::new(0),
             http_requests: AtomicU64::new(0),
             nats_video: NatsVideoMetrics::default(),
+            trust: TrustMetrics::default(),
             drops: Default::default(),
             commit_to_send: Histogram::default(),
             read_to_send: Histogram::default(),
@@ -451,6 +456,7 @@ impl Metrics {
         );
         self.read_to_send.render(&mut out, name);
         self.nats_video.render(&mut out);
+        self.trust.render(&mut out);
         out
     }
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::QueueLimits;
@@ -10,6 +11,8 @@ use crate::defaults;
 use crate::gate::GateSettings;
 use crate::nats::{NatsOptions, NatsPublishOptions};
 use crate::source::{FrameSource, RingSource};
+use crate::trust::tls::TlsFiles;
+use crate::trust::TrustPolicy;
 
 /// Everything the server needs to run.
 #[derive(Clone, Debug)]
@@ -42,6 +45,22 @@ pub struct ServerOptions {
     pub fanout_threads: usize,
     /// The video safety gate's thresholds (`None`: no gate, every command passes).
     pub video_gate: Option<GateSettings>,
+    /// Who may watch and who may command: tokens and the Origin policy.
+    pub trust: Arc<TrustPolicy>,
+    /// Serve HTTPS/WSS on `listen` with this certificate and key; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Serve `/metrics` on this address only (without a token); `None`: on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Commands published per second, all clients together.
+    pub max_commands_per_sec: u32,
+    /// More frames than this from one client in a second close the connection.
+    pub max_frames_per_sec: u64,
+    /// More bytes than this from one client in a second close the connection.
+    pub max_bytes_per_sec: u64,
+    /// Clients are pinged this often; one silent for two intervals is closed.
+    pub ping_interval: Duration,
+    /// Most sockets in their HTTP phase; one more evicts the oldest.
+    pub max_pending_connections: usize,
 }
 
 impl Default for ServerOptions {
@@ -62,6 +81,14 @@ impl Default for ServerOptions {
             send_buffer: defaults::SEND_BUFFER,
             fanout_threads: defaults::FANOUT_THREADS,
             video_gate: Some(GateSettings::default()),
+            trust: Arc::new(TrustPolicy::default()),
+            tls: None,
+            metrics_listen: None,
+            max_commands_per_sec: defaults::MAX_COMMANDS_PER_SEC,
+            max_frames_per_sec: defaults::MAX_FRAMES_PER_SEC,
+            max_bytes_per_sec: defaults::MAX_BYTES_PER_SEC,
+            ping_interval: defaults::PING_INTERVAL,
+            max_pending_connections: defaults::MAX_PENDING_CONNECTIONS,
         }
     }
 }

@@ -12,16 +12,20 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 
 use crate::connection::Shared;
-use crate::http::{read_head, respond, respond_to, switching_protocols, HEAD_TIMEOUT};
+use crate::framing::CloseReason;
+use crate::http::{read_head, refuse, respond, respond_to, switching_protocols, HEAD_TIMEOUT};
 use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
+use crate::limits::{CommandBudget, PendingConnections};
 use crate::metrics::Metrics;
 use crate::nats::client::Connections;
 use crate::options::ServerOptions;
 use crate::protocol::Command;
 use crate::safety::{Publication, SafetyGate};
+use crate::trust::tokens::response_subprotocol;
 use crate::wire::Protocol;
 
 /// The viewer page served at `/`.
@@ -33,9 +37,18 @@ const UPGRADE_PAUSE: Duration = Duration::from_millis(5);
 /// Client commands waiting for NATS.
 const COMMAND_QUEUE: usize = 1024;
 
+/// How long clients get to take their close frame (1001) at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// A bound server, ready to [`Server::run`].
 pub struct Server {
+    /// The plain HTTP listener: the listen address, or (with TLS) an internal loopback
+    /// one the TLS listener hands its plaintext to.
     listener: TcpListener,
+    /// With TLS: the public listener and its acceptor.
+    tls: Option<(TcpListener, TlsAcceptor)>,
+    /// `/metrics` on its own address.
+    metrics_listener: Option<TcpListener>,
     ctx: Arc<Shared>,
     commands_rx: Option<mpsc::Receiver<Command>>,
     gate_rx: Option<mpsc::Receiver<Publication>>,
@@ -44,7 +57,19 @@ pub struct Server {
 impl Server {
     /// Binds the listening socket and prepares the shared state.
     pub async fn bind(options: ServerOptions) -> io::Result<Server> {
-        let listener = TcpListener::bind(options.listen).await?;
+        let (listener, tls) = match &options.tls {
+            Some(files) => {
+                let acceptor = crate::trust::tls::acceptor(files).map_err(io::Error::other)?;
+                let public = TcpListener::bind(options.listen).await?;
+                let plain = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+                (plain, Some((public, acceptor)))
+            }
+            None => (TcpListener::bind(options.listen).await?, None),
+        };
+        let metrics_listener = match options.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::default());
         let keyframes = Arc::new(KeyframeRequests::new(options.keyframe_interval, metrics.clone()));
         let fanout_threads = match options.fanout_threads {
@@ -69,11 +94,15 @@ impl Server {
         };
         Ok(Server {
             listener,
+            tls,
+            metrics_listener,
             ctx: Arc::new(Shared {
                 hub,
                 metrics,
                 keyframes,
                 commands,
+                pending: PendingConnections::new(options.max_pending_connections),
+                command_budget: CommandBudget::new(options.max_commands_per_sec),
                 options,
                 session_id: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -86,9 +115,12 @@ impl Server {
         })
     }
 
-    /// The address the server listens on.
+    /// The address the server listens on (the TLS one with TLS).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match &self.tls {
+            Some((public, _)) => public.local_addr(),
+            None => self.listener.local_addr(),
+        }
     }
 
     /// The keyframe request coalescer (an in-process producer registers its callback here).
@@ -155,9 +187,30 @@ impl Server {
             ),
         }
         let gate_ticker = ctx.gate.clone().map(|gate| tokio::spawn(gate.run()));
+        let mut helpers = Vec::new();
+        if let Some((public, acceptor)) = self.tls.take() {
+            let backend = self.listener.local_addr()?;
+            let metrics = ctx.metrics.clone();
+            helpers.push(tokio::spawn(crate::trust::tls::serve(
+                public,
+                acceptor,
+                backend,
+                ctx.pending.clone(),
+                move || {
+                    metrics.trust.pending_evicted.fetch_add(1, Ordering::Relaxed);
+                },
+                std::future::pending(),
+            )));
+        }
+        if let Some(listener) = self.metrics_listener.take() {
+            tracing::info!("/metrics on http://{} only", listener.local_addr()?);
+            helpers.push(tokio::spawn(serve_metrics(listener, ctx.clone())));
+        }
+        let listen = self.local_addr()?;
+        tracing::info!("{}", ctx.options.trust.exposure(listen, ctx.options.tls.is_some()));
         tracing::info!(
-            "listening on http://{} (viewer at /, stream at {STREAM_PATH})",
-            self.listener.local_addr()?
+            "listening on {}://{listen} (viewer at /, stream at {STREAM_PATH})",
+            if ctx.options.tls.is_some() { "https" } else { "http" }
         );
         tokio::pin!(shutdown);
         loop {
@@ -168,12 +221,30 @@ impl Server {
                         tokio::spawn(serve(stream, peer, self.ctx.clone()));
                     }
                     Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        // Out of file descriptors: free the oldest idle socket's, else
+                        // back off and keep serving.
+                        if self.ctx.pending.evict_oldest() {
+                            self.ctx.metrics.trust.pending_evicted.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        } else {
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
                     }
                 },
             }
+        }
+        for helper in helpers {
+            helper.abort();
+        }
+        // Tell every client why it goes (1001), and give them a moment to take it.
+        ctx.hub.close_all(&CloseReason {
+            code: 1001,
+            reason: "the server is shutting down".into(),
+        });
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while ctx.metrics.clients.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if let Some(publisher) = publisher {
             publisher.abort();
@@ -196,9 +267,56 @@ fn wants_burst(target: &str) -> bool {
         .is_some_and(|(_, query)| query.split('&').any(|p| p == "burst=gop"))
 }
 
+/// Serves `/metrics` (and `/health`) on their own listener, without a token: the
+/// operator chose who can reach that address.
+async fn serve_metrics(listener: TcpListener, ctx: Arc<Shared>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let Ok(Ok((head, _))) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await else {
+                return;
+            };
+            let only = head.head_only;
+            match head.path.split('?').next().unwrap_or("/") {
+                "/metrics" => {
+                    let body = ctx.metrics.render_prometheus();
+                    respond_to(
+                        &mut stream,
+                        only,
+                        "200 OK",
+                        "text/plain; version=0.0.4",
+                        body.as_bytes(),
+                    )
+                    .await
+                }
+                "/health" => {
+                    let body = ctx.metrics.health_json();
+                    respond_to(&mut stream, only, "200 OK", "application/json", body.as_bytes()).await
+                }
+                _ => respond_to(&mut stream, only, "404 Not Found", "text/plain", b"not found").await,
+            }
+        });
+    }
+}
+
 async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
-    let (head, rest) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
+    // A place among the sockets in their HTTP phase: a newer socket may evict this one
+    // if it sends nothing for longest.
+    let (pending, evicted_one) = ctx.pending.admit(std::time::Instant::now());
+    if evicted_one {
+        ctx.metrics.trust.pending_evicted.fetch_add(1, Ordering::Relaxed);
+    }
+    let head = tokio::select! {
+        () = pending.evicted() => return,
+        head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)) => head,
+    };
+    drop(pending);
+    let (head, rest) = match head {
         Ok(Ok(h)) => h,
         Ok(Err(why)) => {
             tracing::debug!("{peer}: {why}");
@@ -229,6 +347,14 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Shared>) {
             .await;
             return;
         };
+        let role = match head.auth.with_credentials(|c| ctx.options.trust.admit(c)) {
+            Ok((role, _)) => role,
+            Err(why) => {
+                ctx.metrics.trust.refused(why);
+                refuse(&mut stream, why).await;
+                return;
+            }
+        };
         if ctx.metrics.clients.load(Ordering::Relaxed) >= ctx.options.max_clients as i64 {
             respond(
                 &mut stream,
@@ -239,7 +365,8 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Shared>) {
             .await;
             return;
         }
-        let response = switching_protocols(key, foxglove.then_some(crate::foxglove::SUBPROTOCOL));
+        let offered = head.auth.subprotocols();
+        let response = switching_protocols(key, response_subprotocol(&offered, crate::foxglove::SUBPROTOCOL));
         // The 101 goes out alone (TCP_NODELAY: its own segment), and nothing follows it
         // for a moment: a proxy that reads the response head first (SDR_OS's development
         // proxy drops whatever arrives in the same read) never finds frames behind it.
@@ -251,7 +378,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Shared>) {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(ctx.options.send_buffer);
         }
         let protocol = if foxglove { Protocol::Foxglove } else { Protocol::Sdr };
-        crate::connection::run(stream, rest, ctx, protocol, wants_burst(&head.path)).await;
+        crate::connection::run(stream, rest, ctx, protocol, wants_burst(&head.path), role).await;
         return;
     }
     ctx.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
@@ -276,15 +403,24 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Shared>) {
             )
             .await
         }
-        "/metrics" => {
-            respond_to(
-                &mut stream,
-                head.head_only,
-                "200 OK",
-                "text/plain; version=0.0.4",
-                ctx.metrics.render_prometheus().as_bytes(),
-            )
-            .await
+        // On its own address when one is set (then not here); with tokens, any token.
+        "/metrics" if ctx.options.metrics_listen.is_none() => {
+            match head.auth.with_credentials(|c| ctx.options.trust.admit_metrics(c)) {
+                Ok(()) => {
+                    respond_to(
+                        &mut stream,
+                        head.head_only,
+                        "200 OK",
+                        "text/plain; version=0.0.4",
+                        ctx.metrics.render_prometheus().as_bytes(),
+                    )
+                    .await
+                }
+                Err(why) => {
+                    ctx.metrics.trust.refused(why);
+                    refuse(&mut stream, why).await
+                }
+            }
         }
         "/favicon.ico" => respond_to(&mut stream, head.head_only, "204 No Content", "image/x-icon", b"").await,
         _ => respond_to(&mut stream, head.head_only, "404 Not Found", "text/plain", b"not found").await,

@@ -76,13 +76,30 @@ pub(crate) fn wire<'a>(protocol: Protocol, sub: Option<u32>, item: &'a Outgoing,
     }
 }
 
+/// Most channels in one announcement message: a long channel list is split over
+/// several messages, each of a size every client takes.
+pub(crate) const CHANNELS_PER_ANNOUNCEMENT: usize = 100;
+
 /// What a client speaking `protocol` is told about telemetry channels `(id, subject)`
-/// that appeared (`first`: all channels known when it joins, as its first message), as
-/// WebSocket frames, or `None` if its protocol has no such message.
+/// that appeared (`first`: all channels known when it joins, as its first messages), as
+/// WebSocket frames (one message per [`CHANNELS_PER_ANNOUNCEMENT`] channels), or `None`
+/// if its protocol has no such message.
 pub(crate) fn announce_channels(protocol: Protocol, channels: &[(u32, &str)], first: bool) -> Option<Vec<u8>> {
-    match protocol {
-        Protocol::Sdr => None,
-        Protocol::Foxglove if first => Some(text_frame(&crate::foxglove::advertise(channels))),
-        Protocol::Foxglove => Some(text_frame(&crate::foxglove::advertise_telemetry(channels))),
+    if protocol == Protocol::Sdr {
+        return None;
     }
+    let mut frames = Vec::new();
+    if first {
+        // The video channel and the first channels, then the rest.
+        let head = channels.len().min(CHANNELS_PER_ANNOUNCEMENT);
+        frames.extend(text_frame(&crate::foxglove::advertise(&channels[..head])));
+        for chunk in channels[head..].chunks(CHANNELS_PER_ANNOUNCEMENT) {
+            frames.extend(text_frame(&crate::foxglove::advertise_telemetry(chunk)));
+        }
+    } else {
+        for chunk in channels.chunks(CHANNELS_PER_ANNOUNCEMENT) {
+            frames.extend(text_frame(&crate::foxglove::advertise_telemetry(chunk)));
+        }
+    }
+    Some(frames)
 }

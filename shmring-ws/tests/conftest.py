@@ -109,15 +109,17 @@ class Stack:
     def url(self, path="/stream/ws"):
         return f"ws://127.0.0.1:{self.port}{path}"
 
-    def http(self, path):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+    def http(self, path, token=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
+        with urllib.request.urlopen(req, timeout=5) as r:
             return r.read().decode()
 
     def health(self):
         return json.loads(self.http("/health"))
 
-    def metric(self, name):
-        for line in self.http("/metrics").splitlines():
+    def metric(self, name, token=None):
+        for line in self.http("/metrics", token).splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[-1])
         raise KeyError(name)

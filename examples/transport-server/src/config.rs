@@ -10,6 +10,10 @@ use shmring_ws::defaults;
 use shmring_ws::gate::GateSettings;
 use shmring_ws::nats::video::{NatsVideoTarget, VIDEO_SUBJECT_PREFIX};
 use shmring_ws::nats::{NatsOptions, NatsPublishOptions, NatsSourceOptions};
+use shmring_ws::trust::origin::OriginPolicy;
+use shmring_ws::trust::tls::TlsFiles;
+use shmring_ws::trust::tokens::{TokenSource, Tokens};
+use shmring_ws::trust::{default_listen, TrustPolicy};
 use shmring_ws::{FrameSource, QueueLimits, RingSource, ServerOptions, GOP_CACHE_MAX_BYTES};
 
 /// Server settings, from flags or the environment names the SDR_OS server used; the
@@ -20,9 +24,10 @@ pub(crate) struct Config {
     /// ring in /dev/shm].
     #[arg(long, env = "SDR_SHM_PATH")]
     pub shm_path: Option<PathBuf>,
-    /// Address to listen on for HTTP and WebSocket.
-    #[arg(long, env = "SDR_LISTEN_ADDR", default_value_t = defaults::LISTEN)]
-    pub listen: SocketAddr,
+    /// Address to listen on for HTTP and WebSocket [default: 127.0.0.1:8080, this
+    /// machine only; inside a container 0.0.0.0:8080].
+    #[arg(long, env = "SDR_LISTEN_ADDR")]
+    pub listen: Option<SocketAddr>,
     /// NATS server URL [default: none: the server runs without NATS (no telemetry, no
     /// commands, no video gate publications)].
     #[arg(long, env = "SDR_NATS_URL")]
@@ -135,6 +140,47 @@ pub(crate) struct Config {
     /// cluster keeps it through the loss of a node).
     #[arg(long, env = "SDR_KEYFRAME_REPLICAS", default_value_t = defaults::KEYFRAME_REPLICAS)]
     pub keyframe_replicas: usize,
+    /// Tokens that may watch (video, telemetry, /metrics), comma-separated; any token
+    /// turns authentication on. See docs/operations.md, "Who may watch, who may command".
+    #[arg(long, env = "SDR_VIEW_TOKEN", value_delimiter = ',', hide_env_values = true)]
+    pub view_token: Vec<String>,
+    /// Tokens that may also send commands, comma-separated.
+    #[arg(long, env = "SDR_CONTROL_TOKEN", value_delimiter = ',', hide_env_values = true)]
+    pub control_token: Vec<String>,
+    /// A file of `view TOKEN` / `control TOKEN` lines, read again when it changes (to
+    /// rotate a token without a restart).
+    #[arg(long, env = "SDR_TOKENS_FILE", value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Browser origins allowed besides the server's own, comma-separated
+    /// (`http://localhost:3000,https://app.foxglove.dev`); `*` allows every origin.
+    #[arg(long, env = "SDR_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Serve HTTPS/WSS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "SDR_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "SDR_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve /metrics on this address only, without a token (and not on --listen).
+    #[arg(long, env = "SDR_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Commands published per second, all clients together.
+    #[arg(long, env = "SDR_MAX_COMMANDS_PER_SEC", default_value_t = defaults::MAX_COMMANDS_PER_SEC)]
+    pub max_commands_per_sec: u32,
+    /// More WebSocket frames than this from one client in a second (every frame,
+    /// empty continuations and pings included) close the connection (1008).
+    #[arg(long, env = "SDR_MAX_FRAMES_PER_SEC", default_value_t = defaults::MAX_FRAMES_PER_SEC)]
+    pub max_frames_per_sec: u64,
+    /// More bytes than this from one client in a second close the connection (1008).
+    #[arg(long, env = "SDR_MAX_BYTES_PER_SEC", default_value_t = defaults::MAX_BYTES_PER_SEC)]
+    pub max_bytes_per_sec: u64,
+    /// Clients are pinged this often; one that answers nothing for two intervals is
+    /// closed (an idle Foxglove client, a vanished peer).
+    #[arg(long, env = "SDR_PING_INTERVAL_MS", default_value_t = defaults::PING_INTERVAL.as_millis() as u64)]
+    pub ping_interval_ms: u64,
+    /// Most sockets that have not sent their HTTP request yet; one more evicts the oldest.
+    #[arg(long, env = "SDR_MAX_PENDING_CONNECTIONS", default_value_t = defaults::MAX_PENDING_CONNECTIONS)]
+    pub max_pending_connections: usize,
 }
 
 /// `video.<ring file name>`, with characters a subject token cannot hold as `_`.
@@ -157,6 +203,24 @@ fn default_subject(shm_path: &std::path::Path) -> String {
 }
 
 impl Config {
+    /// The address to listen on: `--listen`, else [`default_listen`].
+    pub(crate) fn listen(&self) -> SocketAddr {
+        self.listen.unwrap_or_else(default_listen)
+    }
+
+    /// Tokens and the Origin policy from the settings; fails on a malformed token,
+    /// tokens file or origin, saying which.
+    fn trust(&self) -> Result<TrustPolicy, String> {
+        let tokens = Tokens::load(TokenSource {
+            file: self.tokens_file.clone(),
+            view: self.view_token.clone(),
+            control: self.control_token.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        let origins = OriginPolicy::new(&self.allowed_origins).map_err(|e| format!("--allowed-origins: {e}"))?;
+        Ok(TrustPolicy::new(tokens, origins))
+    }
+
     /// The ring to read (with `--demo`, to write too): `--shm-path`, else with `--demo`
     /// a private ring in /dev/shm, else the SDR_OS ring.
     pub(crate) fn ring_path(&self, demo: bool) -> PathBuf {
@@ -243,7 +307,7 @@ impl Config {
             }
         }
         Ok(ServerOptions {
-            listen: self.listen,
+            listen: self.listen(),
             source,
             publish,
             limits: QueueLimits {
@@ -274,6 +338,20 @@ impl Config {
                 estop: Duration::from_millis(self.video_gate_estop_ms),
                 codec_change_grace: Duration::from_millis(self.video_gate_codec_change_grace_ms),
             }),
+            trust: std::sync::Arc::new(self.trust()?),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+            metrics_listen: self.metrics_listen,
+            max_commands_per_sec: self.max_commands_per_sec.max(1),
+            max_frames_per_sec: self.max_frames_per_sec.max(1),
+            max_bytes_per_sec: self.max_bytes_per_sec.max(1),
+            ping_interval: Duration::from_millis(self.ping_interval_ms.max(10)),
+            max_pending_connections: self.max_pending_connections.max(1),
         })
     }
 }

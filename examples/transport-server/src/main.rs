@@ -46,7 +46,7 @@ fn main() -> std::process::ExitCode {
         let options = cli.config.server_options(cli.demo)?;
         let server = Server::bind(options)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", cli.config.listen))?;
+            .map_err(|e| format!("cannot listen on {}: {e}", cli.config.listen()))?;
         let _demo = if cli.demo {
             Some(start_demo(&server, &shm_path)?)
         } else {

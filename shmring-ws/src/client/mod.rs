@@ -394,6 +394,14 @@ impl ClientQueue {
         Ok(())
     }
 
+    /// Queues control-frame bytes the server itself sends (greetings, channel
+    /// announcements), bounded by what the server knows rather than by what the client
+    /// does: never refused, so a client is never left without its channel list.
+    pub(crate) fn push_server_control(&self, bytes: &[u8]) {
+        self.lock().control.extend_from_slice(bytes);
+        self.notify.notify_one();
+    }
+
     /// Asks the writer task to write what is pending and end the connection (the
     /// client closed it, or the connection failed).
     pub(crate) fn end(&self) {

@@ -99,3 +99,70 @@ fn a_partly_written_foxglove_message_keeps_its_subscription_id() {
         "frame 2's rest, then the new subscription's GOP (1, 2)"
     );
 }
+
+/// The text messages in server-to-client WebSocket frames.
+fn text_messages(mut wire: &[u8]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    while wire.len() >= 2 {
+        let (len, at) = match wire[1] {
+            126 => (u16::from_be_bytes([wire[2], wire[3]]) as usize, 4),
+            127 => (u64::from_be_bytes(wire[2..10].try_into().unwrap()) as usize, 10),
+            n => (n as usize, 2),
+        };
+        if wire[0] == 0x81 {
+            out.push(serde_json::from_slice(&wire[at..at + len]).unwrap());
+        }
+        wire = &wire[at + len..];
+    }
+    out
+}
+
+#[test]
+fn a_long_channel_list_is_advertised_in_several_messages_and_never_dropped() {
+    let h = hub(100);
+    for i in 0..600 {
+        let subject = format!("telemetry.robot.sensor_with_a_long_descriptive_name_{i}");
+        let mut m = vec![0x02];
+        m.extend((subject.len() as u16).to_le_bytes());
+        m.extend(subject.as_bytes());
+        m.extend(b"{\"v\":1}");
+        h.publish_telemetry(Bytes::from(m));
+    }
+    let c = h.join_subscriber(Protocol::Foxglove, &text_frame("{\"op\":\"serverInfo\"}"));
+    let hello = writer_step(&c).expect("serverInfo and advertise");
+    assert!(hello.control.len() > 64 << 10, "more than a client's control limit");
+    let messages = text_messages(&hello.control);
+    assert_eq!(messages[0]["op"], "serverInfo");
+    let adverts: Vec<_> = messages[1..]
+        .iter()
+        .map(|m| m["channels"].as_array().unwrap().len())
+        .collect();
+    assert!(messages[1..].iter().all(|m| m["op"] == "advertise"));
+    assert!(adverts.len() > 1 && adverts.iter().all(|n| *n <= crate::wire::CHANNELS_PER_ANNOUNCEMENT + 1));
+    assert_eq!(
+        adverts.iter().sum::<usize>(),
+        601,
+        "the video channel and 600 telemetry channels"
+    );
+    assert_eq!(
+        messages[1]["channels"][0]["topic"],
+        crate::foxglove::VIDEO_TOPIC,
+        "video comes first"
+    );
+}
+
+#[test]
+fn shutting_down_closes_every_client_with_a_reason() {
+    let h = hub(100);
+    let clients = [h.join(false), h.join_subscriber(Protocol::Foxglove, &text_frame("{}"))];
+    h.close_all(&crate::framing::CloseReason {
+        code: 1001,
+        reason: "the server is shutting down".into(),
+    });
+    for c in &clients {
+        let b = std::iter::from_fn(|| writer_step(c))
+            .find(|b| b.close.is_some())
+            .expect("a close");
+        assert_eq!(b.close.unwrap().code, 1001);
+    }
+}
