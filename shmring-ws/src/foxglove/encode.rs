@@ -112,86 +112,56 @@ pub const IMAGE_SCHEMA_NAME: &str = "foxglove.CompressedImage";
 /// base64 `FileDescriptorSet`: the `schema` of the image channel.
 pub fn compressed_image_schema() -> &'static str {
     static SCHEMA: OnceLock<String> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        let timestamp = FileDescriptorProto {
-            name: Some("google/protobuf/timestamp.proto".into()),
-            package: Some("google.protobuf".into()),
-            message_type: vec![DescriptorProto {
-                name: Some("Timestamp".into()),
-                field: vec![
-                    field("seconds", 1, Type::Int64, None),
-                    field("nanos", 2, Type::Int32, None),
-                ],
-                ..Default::default()
-            }],
-            syntax: Some("proto3".into()),
-            ..Default::default()
-        };
-        let image = FileDescriptorProto {
-            name: Some("foxglove/CompressedImage.proto".into()),
-            package: Some("foxglove".into()),
-            dependency: vec!["google/protobuf/timestamp.proto".into()],
-            message_type: vec![DescriptorProto {
-                name: Some("CompressedImage".into()),
-                field: vec![
-                    field("timestamp", 1, Type::Message, Some(".google.protobuf.Timestamp")),
-                    field("frame_id", 4, Type::String, None),
-                    field("data", 2, Type::Bytes, None),
-                    field("format", 3, Type::String, None),
-                ],
-                ..Default::default()
-            }],
-            syntax: Some("proto3".into()),
-            ..Default::default()
-        };
-        let set = FileDescriptorSet {
-            file: vec![timestamp, image],
-        };
-        base64_encode(&set.encode_to_vec())
-    })
+    SCHEMA.get_or_init(|| picture_schema("CompressedImage", [4, 2, 3]))
 }
 
 /// `foxglove.CompressedVideo` and its dependency `google.protobuf.Timestamp` as a
 /// protobuf `FileDescriptorSet`, base64: the `schema` of the video channel.
 pub fn compressed_video_schema() -> &'static str {
     static SCHEMA: OnceLock<String> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        let timestamp = FileDescriptorProto {
-            name: Some("google/protobuf/timestamp.proto".into()),
-            package: Some("google.protobuf".into()),
-            message_type: vec![DescriptorProto {
-                name: Some("Timestamp".into()),
-                field: vec![
-                    field("seconds", 1, Type::Int64, None),
-                    field("nanos", 2, Type::Int32, None),
-                ],
-                ..Default::default()
-            }],
-            syntax: Some("proto3".into()),
+    SCHEMA.get_or_init(|| picture_schema("CompressedVideo", [2, 3, 4]))
+}
+
+/// The base64 `FileDescriptorSet` of `foxglove.<message>`, a message with the fields
+/// `timestamp` (1) and `frame_id`, `data`, `format` numbered as in `numbers` (the two
+/// Foxglove picture messages differ only there), and its dependency
+/// `google.protobuf.Timestamp`.
+fn picture_schema(message: &str, [frame_id, data, format]: [i32; 3]) -> String {
+    let timestamp = FileDescriptorProto {
+        name: Some("google/protobuf/timestamp.proto".into()),
+        package: Some("google.protobuf".into()),
+        message_type: vec![DescriptorProto {
+            name: Some("Timestamp".into()),
+            field: vec![
+                field("seconds", 1, Type::Int64, None),
+                field("nanos", 2, Type::Int32, None),
+            ],
             ..Default::default()
-        };
-        let video = FileDescriptorProto {
-            name: Some("foxglove/CompressedVideo.proto".into()),
-            package: Some("foxglove".into()),
-            dependency: vec!["google/protobuf/timestamp.proto".into()],
-            message_type: vec![DescriptorProto {
-                name: Some("CompressedVideo".into()),
-                field: vec![
-                    field("timestamp", 1, Type::Message, Some(".google.protobuf.Timestamp")),
-                    field("frame_id", 2, Type::String, None),
-                    field("data", 3, Type::Bytes, None),
-                    field("format", 4, Type::String, None),
-                ],
-                ..Default::default()
-            }],
-            syntax: Some("proto3".into()),
+        }],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    };
+    let picture = FileDescriptorProto {
+        name: Some(format!("foxglove/{message}.proto")),
+        package: Some("foxglove".into()),
+        dependency: vec!["google/protobuf/timestamp.proto".into()],
+        message_type: vec![DescriptorProto {
+            name: Some(message.into()),
+            field: vec![
+                field("timestamp", 1, Type::Message, Some(".google.protobuf.Timestamp")),
+                field("frame_id", frame_id, Type::String, None),
+                field("data", data, Type::Bytes, None),
+                field("format", format, Type::String, None),
+            ],
             ..Default::default()
-        };
-        let set = FileDescriptorSet {
-            file: vec![timestamp, video],
-        };
-        base64_encode(&set.encode_to_vec())
-    })
+        }],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    };
+    let set = FileDescriptorSet {
+        file: vec![timestamp, picture],
+    };
+    base64_encode(&set.encode_to_vec())
 }
 
 fn base64_encode(data: &[u8]) -> String {
