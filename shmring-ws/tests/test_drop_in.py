@@ -784,3 +784,84 @@ def test_foxglove_gets_jpeg_frames_as_compressed_image(sdr):
         assert img.format == "jpeg" and img.data[:2] == b"\xff\xd8" and img.frame_id
     videos = [Video.FromString(raw) for raw in got[5]]
     assert videos and all(v.format == "h264" for v in videos)
+
+
+# --- 8 and 9 with the official Foxglove client library ------------------------------------
+
+
+class OfficialFoxglove:
+    """foxglove-teleop.mjs: the official @foxglove/ws-protocol client as a separate Node
+    process, driven by lines on its stdin, reporting events on its stdout."""
+
+    def __init__(self, url):
+        import queue
+        import threading
+
+        self.lines = queue.Queue()
+        self.p = subprocess.Popen(["node", str(BROWSER_DIR / "foxglove-teleop.mjs"), url],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
+        threading.Thread(target=lambda: [self.lines.put(line.strip()) for line in self.p.stdout],
+                         daemon=True).start()
+        self.seen = []
+
+    def wait(self, pred, what, timeout=20):
+        import queue
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            assert not line.startswith("FAIL"), line
+            if pred(line):
+                return line
+        raise AssertionError(f"the Foxglove client never reported {what}; it said {self.seen[-20:]}")
+
+    def count(self, kind, at_least, timeout=20):
+        self.wait(lambda l: l.startswith(kind + " ") and int(l.split()[1]) >= at_least, f"{at_least} {kind}", timeout)
+
+    def send(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(timeout=10)
+
+
+def test_official_foxglove_client_gets_video_and_jpeg_and_publishes_a_command(sdr):
+    """The official client library (@foxglove/ws-protocol from npm): it is offered
+    clientPublish, receives H.264 on /video and the sim's JPEG fallback on /image, and a
+    Twist it publishes on /cmd_vel (as Foxglove's Teleop panel does) reaches NATS as
+    SDR_OS's set_cmd_vel command."""
+    sdr.start()
+    wait_for(lambda: sdr.health()["frames_read"] > 10, what="frames")
+
+    async def main():
+        log = NatsLog()
+        await log.start(sdr.nats.url, "command.genesis.set_cmd_vel")
+        fox = OfficialFoxglove(sdr.url())
+        try:
+            await asyncio.to_thread(fox.wait, lambda l: l == "ready", "ready")
+            await asyncio.to_thread(fox.count, "video", 10)
+            sdr.sim.send("codec jpeg")
+            await asyncio.to_thread(fox.count, "image", 10)
+            sdr.sim.send("codec h264")
+            fox.send("publish")
+            await asyncio.to_thread(fox.wait, lambda l: l == "published", "published")
+            deadline = time.time() + 5
+            while not log.of("command.genesis.set_cmd_vel") and time.time() < deadline:
+                await asyncio.sleep(0.05)
+            fox.send("quit")
+        finally:
+            await asyncio.to_thread(fox.stop)
+        await log.nc.drain()
+        return log
+
+    log = run(main())
+    moves = log.of("command.genesis.set_cmd_vel")
+    assert [m["data"]["data"] for m in moves] == [{"linear_x": 0.4, "linear_y": 0.0, "angular_z": 0.2}], moves
