@@ -423,3 +423,23 @@ def test_demo_mode_streams_a_test_pattern(tmp_path):
         server.kill(signal.SIGINT)
         if os.path.exists(ring):
             os.unlink(ring)
+
+
+def test_demo_removes_only_its_own_ring_at_exit(tmp_path):
+    """`--demo` removes the ring it wrote at exit, but not a file that has replaced it at
+    the path meanwhile (it used to delete whatever its path named)."""
+    from conftest import SERVER, Proc, free_port
+    port = free_port()
+    ring = tmp_path / "demo-ring"
+    server = Proc([SERVER, "--demo", "--shm-path", ring, "--listen", f"127.0.0.1:{port}"], tmp_path / "demo.log")
+    try:
+        wait_for(lambda: ring.exists() and ring.stat().st_size > 4096, timeout=20, what="the demo ring")
+        # Someone else's file takes the path (as a rename does: a new inode).
+        other = tmp_path / "someone-elses-file"
+        other.write_bytes(b"not the demo's")
+        os.rename(other, ring)
+        server.p.send_signal(signal.SIGTERM)
+        assert server.p.wait(timeout=10) == 0
+        assert ring.read_bytes() == b"not the demo's", "the demo deleted a file it did not write"
+    finally:
+        server.kill(signal.SIGINT)

@@ -42,9 +42,11 @@ impl Default for DemoSettings {
     }
 }
 
-/// The demo producer thread. Dropping it stops the thread.
+/// The demo producer thread. Dropping it stops the thread and removes the ring file it
+/// wrote, if the path still names that file ([`RingWriter::remove`]: whatever someone
+/// else has put there since is left alone).
 pub struct DemoProducer {
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<RingWriter>>,
     stop: Arc<AtomicBool>,
     keyframe: Arc<AtomicBool>,
 }
@@ -94,7 +96,7 @@ fn run(
     stop: &AtomicBool,
     keyframe: &AtomicBool,
     ready: mpsc::Sender<Result<(), String>>,
-) {
+) -> RingWriter {
     let config = EncoderConfig {
         fps: s.fps,
         gop: s.gop,
@@ -107,7 +109,7 @@ fn run(
         Ok(e) => e,
         Err(e) => {
             let _ = ready.send(Err(format!("cannot open the demo encoder: {e}")));
-            return;
+            return writer;
         }
     };
     let _ = ready.send(Ok(()));
@@ -140,13 +142,21 @@ fn run(
         }
         index += 1;
     }
+    writer
 }
 
 impl Drop for DemoProducer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if let Ok(writer) = t.join() {
+                let path = writer.path().to_path_buf();
+                match writer.remove() {
+                    Ok(true) => {}
+                    Ok(false) => tracing::info!("demo ring {} was replaced meanwhile; left as it is", path.display()),
+                    Err(e) => tracing::warn!("demo ring not removed: {e}"),
+                }
+            }
         }
     }
 }

@@ -59,9 +59,6 @@ fn main() -> std::process::ExitCode {
             })
             .await
             .map_err(|e| e.to_string())?;
-        if cli.demo {
-            let _ = std::fs::remove_file(&shm_path);
-        }
         Ok::<(), String>(())
     });
     match result {
