@@ -39,7 +39,7 @@ pub(crate) struct Config {
     pub frame_id_commit_time: bool,
     /// Each frame's frame_id is its time in ns (simulation or capture time, as
     /// shmring.VideoWriter writes it): Foxglove messages carry it as their timestamp
-    /// (their log time stays the time the server read the frame).
+    /// (their log time stays the time the server read the frame) [default: false].
     #[arg(long, env = "SDR_FRAME_ID_TIME", default_value = "false", value_parser = BoolishValueParser::new())]
     pub frame_id_time: bool,
     /// Verify each frame's CRC-32 and drop frames that fail it (as SDR_OS does); turn
@@ -141,27 +141,31 @@ pub(crate) struct Config {
     #[arg(long, env = "SDR_KEYFRAME_REPLICAS", default_value_t = defaults::KEYFRAME_REPLICAS)]
     pub keyframe_replicas: usize,
     /// Tokens that may watch (video, telemetry, /metrics), comma-separated; any token
-    /// turns authentication on. See docs/operations.md, "Who may watch, who may command".
+    /// turns authentication on. See docs/operations.md, "Who may watch, who may command"
+    /// [default: none: without any token, anyone who may connect watches and commands].
     #[arg(long, env = "SDR_VIEW_TOKEN", value_delimiter = ',', hide_env_values = true)]
     pub view_token: Vec<String>,
-    /// Tokens that may also send commands, comma-separated.
+    /// Tokens that may also send commands, comma-separated [default: none].
     #[arg(long, env = "SDR_CONTROL_TOKEN", value_delimiter = ',', hide_env_values = true)]
     pub control_token: Vec<String>,
     /// A file of `view TOKEN` / `control TOKEN` lines, read again when it changes (to
-    /// rotate a token without a restart).
+    /// rotate a token without a restart) [default: none].
     #[arg(long, env = "SDR_TOKENS_FILE", value_name = "FILE")]
     pub tokens_file: Option<PathBuf>,
     /// Browser origins allowed besides the server's own, comma-separated
-    /// (`http://localhost:3000,https://app.foxglove.dev`); `*` allows every origin.
+    /// (`http://localhost:3000,https://app.foxglove.dev`); `*` allows every origin
+    /// [default: none: only the server's own origin].
     #[arg(long, env = "SDR_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
-    /// Serve HTTPS/WSS with this certificate chain (PEM); needs --tls-key.
+    /// Serve HTTPS/WSS with this certificate chain (PEM); needs --tls-key [default: none:
+    /// plain HTTP].
     #[arg(long, env = "SDR_TLS_CERT", value_name = "PEM", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
-    /// The private key of --tls-cert (PEM).
+    /// The private key of --tls-cert (PEM) [default: none].
     #[arg(long, env = "SDR_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Serve /metrics on this address only, without a token (and not on --listen).
+    /// Serve /metrics on this address only, without a token (and not on --listen)
+    /// [default: none: /metrics on --listen].
     #[arg(long, env = "SDR_METRICS_ADDR", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
     /// Commands published per second, all clients together.
