@@ -433,7 +433,18 @@ def test_demo_removes_only_its_own_ring_at_exit(tmp_path):
     ring = tmp_path / "demo-ring"
     server = Proc([SERVER, "--demo", "--shm-path", ring, "--listen", f"127.0.0.1:{port}"], tmp_path / "demo.log")
     try:
-        wait_for(lambda: ring.exists() and ring.stat().st_size > 4096, timeout=20, what="the demo ring")
+        import json
+        import urllib.request
+
+        def frames_read():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    return json.loads(r.read()).get("frames_read", 0)
+            except OSError:
+                return 0
+
+        # Serving (so its SIGTERM handler is in place) and reading the demo's ring.
+        wait_for(lambda: frames_read() > 0, timeout=20, what="demo frames")
         # Someone else's file takes the path (as a rename does: a new inode).
         other = tmp_path / "someone-elses-file"
         other.write_bytes(b"not the demo's")
