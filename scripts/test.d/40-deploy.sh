@@ -78,7 +78,11 @@ for job in jobs.values():
         m = re.match(r"scripts/test.d/40-deploy.sh\s+(.*)", r)
         if m:
             used |= {"deploy:" + p for p in m.group(1).split()}
-need = (known - {"deploy"}) | {"deploy:compose", "deploy:smoke", "deploy:docs", "deploy:package"}
+# Opt-in parts (scripts/test runs them only when named: the real-Genesis run and its
+# 8.5 GB install) are not in CI by design.
+opt_in = {re.sub(r"^\d+-", "", p.stem) for p in Path("scripts/test.d").glob("*.sh")
+          if any(line.startswith("# scripts/test: opt-in") for line in p.read_text().splitlines())}
+need = (known - {"deploy"} - opt_in) | {"deploy:compose", "deploy:smoke", "deploy:docs", "deploy:package"}
 assert used >= need, f"no CI job runs {sorted(need - used)}"
 print(f"ci.yml: {len(jobs)} jobs, every part of scripts/test covered")
 PY
