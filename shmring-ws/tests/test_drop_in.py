@@ -23,6 +23,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from conftest import Proc, SERVER, check_gated, free_port, parse_video, run
+from test_nats import NatsServer
 
 HERE = Path(__file__).resolve().parent
 # Linux's SO_TIMESTAMPNS (also the control message type, SCM_TIMESTAMPNS); Python's
@@ -30,24 +31,6 @@ HERE = Path(__file__).resolve().parent
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 SIM = HERE / "sdr_sim.py"
 BROWSER_DIR = HERE / "browser"
-
-
-class NatsServer:
-    def __init__(self, tmp):
-        self.port = free_port()
-        self.proc = Proc(["nats-server", "-a", "127.0.0.1", "-p", self.port], tmp / "nats.log")
-        deadline = time.time() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                assert time.time() < deadline, "nats-server did not start"
-                time.sleep(0.05)
-
-    @property
-    def url(self):
-        return f"nats://127.0.0.1:{self.port}"
 
 
 class Sim:
@@ -106,7 +89,8 @@ class SdrStack:
         self.port = free_port()
 
     def start(self, *sim_args, server_env=None, start_server=True):
-        self.nats = NatsServer(self.tmp)
+        self.nats = NatsServer(self.tmp, free_port())
+        self.nats.start()
         self.sim = Sim(self.tmp, self.shm_path, self.nats.url, *sim_args)
         if start_server:
             self.start_server(server_env)
@@ -152,7 +136,7 @@ class SdrStack:
         if self.sim:
             self.sim.stop()
         if self.nats:
-            self.nats.proc.kill()
+            self.nats.kill()
         shutil.rmtree(self.shm_dir, ignore_errors=True)
 
 

@@ -32,6 +32,10 @@ class NatsServer:
             self.proc.kill()
             self.proc = None
 
+    @property
+    def url(self):
+        return f"nats://127.0.0.1:{self.port}"
+
 
 async def recv_telemetry(ws, subject, timeout):
     """Waits for a 0x02 message with `subject`; returns its payload (None on timeout)."""
