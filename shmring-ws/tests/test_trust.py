@@ -265,7 +265,7 @@ def test_idle_foxglove_sockets_cannot_hold_the_client_slots(stack):
         for _ in range(5):
             s = socket.create_connection(("127.0.0.1", stack.port), timeout=10)
             key = base64.b64encode(os.urandom(16)).decode()
-            s.sendall((f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            s.sendall((f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{stack.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
                        f"Sec-WebSocket-Protocol: {FOXGLOVE}\r\n\r\n").encode())
             assert s.recv(12).startswith(b"HTTP/1.1 101")
