@@ -523,9 +523,10 @@ def test_viewer_over_https_in_chromium_with_a_token(stack, tmp_path):
 
 def test_viewer_says_why_it_cannot_decode_outside_a_secure_context(stack):
     """Opened as http://robot:PORT/ (not a secure context: no WebCodecs), the page says
-    so and how to fix it, rather than showing nothing."""
+    so and how to fix it, rather than showing nothing. The machine's name `robot` is
+    one the operator gave the server (SDR_ALLOWED_HOSTS)."""
     stack.start_producer()
-    stack.start_server()
+    stack.start_server(env={"SDR_ALLOWED_HOSTS": "robot"})
     r = subprocess.run(["node", str(BROWSER_DIR / "insecure.test.mjs"), f"http://robot:{stack.port}/"],
                        capture_output=True, text=True, timeout=90)
     print(r.stdout[-3000:], r.stderr[-3000:])

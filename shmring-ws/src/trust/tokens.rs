@@ -522,7 +522,7 @@ mod tests {
         })
         .unwrap()
         .unwrap();
-        let mut changes = t.changes();
+        let changes = t.changes();
         assert!(!changes.has_changed().unwrap());
         t.reload().unwrap();
         assert!(changes.has_changed().unwrap());
