@@ -147,7 +147,7 @@ impl HostPolicy {
         host.parse::<IpAddr>().is_ok()
             || host == "localhost"
             || host.ends_with(".localhost")
-            || self.names.iter().any(|n| *n == host)
+            || self.names.contains(&host)
     }
 }
 
