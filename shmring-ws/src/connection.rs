@@ -45,6 +45,7 @@ use crate::metrics::{Metrics, SentTally};
 use crate::options::ServerOptions;
 use crate::protocol::{parse_command, Command, ACTION_REQUEST_IDR, MSG_COMMAND};
 use crate::safety::{ClientGate, SafetyGate};
+use crate::trust::grant::Grant;
 use crate::trust::tokens::Role as ClientRole;
 use crate::wire::{wire, Head, Protocol, WRITEV_MESSAGES};
 
@@ -534,16 +535,18 @@ async fn drain(read: &mut OwnedReadHalf) {
 
 /// Runs an upgraded WebSocket connection to its end. `prefix` holds bytes the client
 /// sent after its HTTP request.
-/// `burst`: the client asked to start with the GOP cache (`?burst=gop`); `role`: what its
-/// token lets it do.
+/// `burst`: the client asked to start with the GOP cache (`?burst=gop`); `grant`: what its
+/// token lets it do (the connection is closed if that is revoked).
 pub(crate) async fn run(
     stream: TcpStream,
     prefix: Bytes,
     ctx: Arc<Shared>,
     protocol: Protocol,
     burst: bool,
-    role: ClientRole,
+    mut grant: Grant,
 ) {
+    let role = grant.role();
+    let subscribe_timeout = (protocol == Protocol::Foxglove).then_some(ctx.options.subscribe_timeout);
     let (read, write) = stream.into_split();
     let write = Arc::new(write);
     let client = match protocol {
@@ -589,6 +592,7 @@ pub(crate) async fn run(
                 let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
             }
             () = pinger => {}
+            () = crate::standing::watch(&mut grant, &client, subscribe_timeout, &ctx.metrics) => {}
         }
     }
     if peer_gone.load(Ordering::Relaxed) {

@@ -30,8 +30,13 @@ pub const MAX_COMMAND_SIZE: usize = 65536;
 pub const MAX_MESSAGES_PER_SEC: u32 = 200;
 /// A client write making no progress for this long drops the connection.
 pub const WRITE_TIMEOUT: Duration = Duration::from_millis(10_000);
-/// Most simultaneous WebSocket clients.
-pub const MAX_CLIENTS: usize = 4096;
+/// Most simultaneous WebSocket clients: 0 derives it from the descriptor limit
+/// (`ulimit -n`; 832 with the usual 1024), so the server refuses with 503 before it
+/// runs out of descriptors ([`crate::limits::max_clients`]).
+pub const MAX_CLIENTS: usize = 0;
+/// A Foxglove client subscribed to no channel for this long is closed: it holds a
+/// client slot and watches nothing.
+pub const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Threads writing frames to client sockets (0: one per CPU).
 pub const FANOUT_THREADS: usize = 0;
 /// Kernel send buffer per client socket in bytes (0: the system default).

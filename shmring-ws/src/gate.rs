@@ -63,6 +63,46 @@ impl Default for GateSettings {
     }
 }
 
+/// Why gate thresholds cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateSettingsError {
+    /// ESTOP is not longer than HOLD: it escalates a HOLD, so it must come after it.
+    EstopNotAfterHold {
+        /// The HOLD threshold.
+        hold: Duration,
+        /// The ESTOP threshold.
+        estop: Duration,
+    },
+}
+
+impl std::fmt::Display for GateSettingsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GateSettingsError::EstopNotAfterHold { hold, estop } => write!(
+                f,
+                "SDR_VIDEO_GATE_ESTOP_MS ({}) must be longer than SDR_VIDEO_GATE_HOLD_MS ({}): ESTOP escalates a HOLD",
+                estop.as_millis(),
+                hold.as_millis()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for GateSettingsError {}
+
+impl GateSettings {
+    /// Checks the thresholds: ESTOP must be longer than HOLD.
+    pub fn validate(self) -> Result<GateSettings, GateSettingsError> {
+        if self.estop <= self.hold {
+            return Err(GateSettingsError::EstopNotAfterHold {
+                hold: self.hold,
+                estop: self.estop,
+            });
+        }
+        Ok(self)
+    }
+}
+
 /// The gate's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GateMode {

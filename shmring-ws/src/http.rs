@@ -15,6 +15,42 @@ const MAX_REQUEST_HEAD: usize = 16 << 10;
 /// Time a client has to send its HTTP request head.
 pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a request head could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeadError {
+    /// A method other than GET and HEAD.
+    Method,
+    /// Not an HTTP request head.
+    Malformed,
+    /// Longer than [`MAX_REQUEST_HEAD`].
+    TooLarge,
+    /// The client closed the connection first.
+    Closed,
+    /// The socket failed.
+    ReadFailed,
+}
+
+impl HeadError {
+    /// True when the client may still read an answer (a 400 saying why).
+    pub(crate) fn answerable(self) -> bool {
+        !matches!(self, HeadError::Closed | HeadError::ReadFailed)
+    }
+}
+
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HeadError::Method => "only GET and HEAD are served",
+            HeadError::Malformed => "malformed HTTP request",
+            HeadError::TooLarge => "request head too large",
+            HeadError::Closed => "connection closed",
+            HeadError::ReadFailed => "read failed",
+        })
+    }
+}
+
+impl std::error::Error for HeadError {}
+
 /// A parsed HTTP request head.
 pub(crate) struct RequestHead {
     /// The request target (path and query).
@@ -33,7 +69,7 @@ pub(crate) struct RequestHead {
     pub(crate) auth: crate::trust::RequestAuth,
 }
 
-fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, &'static str> {
+fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
@@ -41,7 +77,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, &'static str> 
             let head_only = match req.method {
                 Some("GET") => false,
                 Some("HEAD") => true,
-                _ => return Err("only GET and HEAD are served"),
+                _ => return Err(HeadError::Method),
             };
             let mut head = RequestHead {
                 path: req.path.unwrap_or("/").to_owned(),
@@ -67,7 +103,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, &'static str> 
             Ok(Some((head, len)))
         }
         Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err("malformed HTTP request"),
+        Err(_) => Err(HeadError::Malformed),
     }
 }
 
@@ -93,15 +129,15 @@ pub(crate) async fn respond_to(stream: &mut TcpStream, head_only: bool, status: 
 }
 
 /// Reads a request head; returns it and the bytes the client sent after it.
-pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<(RequestHead, Bytes), &'static str> {
+pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<(RequestHead, Bytes), HeadError> {
     let mut buf = BytesMut::with_capacity(2048);
     loop {
         if buf.len() >= MAX_REQUEST_HEAD {
-            return Err("request head too large");
+            return Err(HeadError::TooLarge);
         }
-        let n = stream.read_buf(&mut buf).await.map_err(|_| "read failed")?;
+        let n = stream.read_buf(&mut buf).await.map_err(|_| HeadError::ReadFailed)?;
         if n == 0 {
-            return Err("connection closed");
+            return Err(HeadError::Closed);
         }
         if let Some((head, len)) = parse_head(&buf)? {
             return Ok((head, buf.split_off(len).freeze()));
@@ -109,7 +145,8 @@ pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<(RequestHead, By
     }
 }
 
-/// A `401 Unauthorized` or `403 Forbidden` response saying why and what to do.
+/// A `401 Unauthorized`, `403 Forbidden` or `421 Misdirected Request` response saying
+/// why and what to do.
 pub(crate) async fn refuse(stream: &mut TcpStream, why: crate::trust::Refusal) {
     respond(stream, why.status(), "text/plain", why.message().as_bytes()).await;
 }

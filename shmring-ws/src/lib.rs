@@ -27,7 +27,7 @@
 //! The message format is in [`protocol`]; every default is named in [`defaults`].
 //!
 //! ```no_run
-//! # async fn run() -> std::io::Result<()> {
+//! # async fn run() -> Result<(), shmring_ws::ServerError> {
 //! use shmring_ws::{FrameSource, RingSource, Server, ServerOptions};
 //! let options = ServerOptions {
 //!     listen: "127.0.0.1:8080".parse().unwrap(),
@@ -62,6 +62,7 @@ mod ring;
 mod safety;
 mod server;
 mod source;
+mod standing;
 pub mod trust;
 mod wire;
 
@@ -70,5 +71,5 @@ pub use hub::{GOP_CACHE_MAX_BYTES, GOP_CACHE_MAX_FRAMES};
 pub use keyframe::{KeyframeCallback, KeyframeRequests};
 pub use metrics::{DropReason, Metrics, NatsVideoMetrics};
 pub use options::ServerOptions;
-pub use server::{Server, STREAM_PATH, VIEWER_HTML};
+pub use server::{Server, ServerError, STREAM_PATH, VIEWER_HTML};
 pub use source::{FrameSource, RingSource};

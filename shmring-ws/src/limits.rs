@@ -4,6 +4,7 @@
 //! requests coalesced per client.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -217,6 +218,97 @@ impl KeyframeRequestGate {
     }
 }
 
+/// The WebSocket client slots: a place is reserved (atomically: the check and the
+/// count are one step, so simultaneous handshakes cannot overshoot) before the 101 is
+/// sent and freed when the connection ends.
+#[derive(Debug)]
+pub struct ClientSlots {
+    max: usize,
+    taken: AtomicUsize,
+}
+
+/// A reserved client slot; dropping it frees the place.
+#[derive(Debug)]
+pub struct ClientSlot {
+    owner: Arc<ClientSlots>,
+}
+
+impl ClientSlots {
+    /// At most `max` (at least 1) clients at once.
+    pub fn new(max: usize) -> Arc<ClientSlots> {
+        Arc::new(ClientSlots {
+            max: max.max(1),
+            taken: AtomicUsize::new(0),
+        })
+    }
+
+    /// The most clients at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Reserves a place; `None` when all are taken.
+    pub fn reserve(self: &Arc<Self>) -> Option<ClientSlot> {
+        // Relaxed: a counter alone; no other memory is published through it.
+        self.taken
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ClientSlot { owner: self.clone() })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        // Relaxed: see `reserve`.
+        self.owner.taken.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Descriptors kept free for everything but client sockets (ring, NATS, epoll, logs,
+/// `/metrics`, the listeners).
+const RESERVED_DESCRIPTORS: usize = 64;
+/// The most clients derived from the descriptor limit (each client also costs memory).
+pub const MAX_CLIENTS_DERIVED_CEILING: usize = 4096;
+
+/// The process's soft limit on open file descriptors (`ulimit -n`), from
+/// `/proc/self/limits`; `None` if unknown or unlimited.
+fn descriptor_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The most simultaneous clients the descriptor limit `nofile` leaves room for: after
+/// the reserved descriptors and `max_pending` sockets in their HTTP phase, one
+/// descriptor per client (three with TLS: the client's, and both ends of the
+/// connection to the internal listener).
+pub fn client_capacity(nofile: usize, max_pending: usize, tls: bool) -> usize {
+    let per_client = if tls { 3 } else { 1 };
+    (nofile.saturating_sub(RESERVED_DESCRIPTORS + max_pending) / per_client).max(1)
+}
+
+/// The client limit to run with: `configured`, or (0) one derived from the descriptor
+/// limit ([`client_capacity`], at most [`MAX_CLIENTS_DERIVED_CEILING`]). A configured
+/// limit the descriptors cannot hold is kept, with a warning.
+pub fn max_clients(configured: usize, max_pending: usize, tls: bool) -> usize {
+    let capacity = descriptor_limit().map(|n| client_capacity(n, max_pending, tls));
+    match (configured, capacity) {
+        (0, Some(c)) => c.min(MAX_CLIENTS_DERIVED_CEILING),
+        (0, None) => MAX_CLIENTS_DERIVED_CEILING,
+        (n, Some(c)) if n > c => {
+            tracing::warn!(
+                "--max-clients {n} is more than the descriptor limit leaves room for ({c}; ulimit -n {}): \
+                 past that, new connections fail instead of getting a 503",
+                descriptor_limit().unwrap_or(0)
+            );
+            n
+        }
+        (n, _) => n,
+    }
+}
+
 /// Connections still in their HTTP phase (accepted, request head not yet read): at most
 /// `cap` that have been waiting for [`PendingConnections::MIN_AGE`] or longer. One more
 /// evicts the oldest, a socket that sent nothing for longest (a slowloris or an idle
@@ -365,6 +457,35 @@ impl Liveness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_slots_never_overshoot_under_simultaneous_reservations() {
+        let slots = ClientSlots::new(8);
+        let barrier = std::sync::Barrier::new(32);
+        let got: Vec<Option<ClientSlot>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..32)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        slots.reserve()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(got.iter().filter(|s| s.is_some()).count(), 8);
+        drop(got);
+        assert!(slots.reserve().is_some(), "dropped slots are free again");
+    }
+
+    #[test]
+    fn the_derived_client_limit_fits_the_descriptor_limit() {
+        // The usual 1024: the clients, the pending sockets and the reserve all fit.
+        let c = client_capacity(1024, 128, false);
+        assert!(c + 128 + RESERVED_DESCRIPTORS <= 1024 && c >= 800, "{c}");
+        assert_eq!(client_capacity(1024, 128, true), c / 3);
+        assert_eq!(client_capacity(10, 128, false), 1);
+    }
 
     /// A masked client frame.
     fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {

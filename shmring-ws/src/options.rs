@@ -35,8 +35,11 @@ pub struct ServerOptions {
     pub max_messages_per_sec: u32,
     /// A write to a client that makes no progress for this long drops the connection.
     pub write_timeout: Duration,
-    /// Most simultaneous WebSocket clients; more are refused with HTTP 503.
+    /// Most simultaneous WebSocket clients; more are refused with HTTP 503 (0: derived
+    /// from the descriptor limit, see [`crate::limits::max_clients`]).
     pub max_clients: usize,
+    /// A Foxglove client subscribed to no channel for this long is closed (1008).
+    pub subscribe_timeout: Duration,
     /// Kernel send buffer per client socket in bytes (0: the system default). A small
     /// one keeps a slow client's backlog in its queue, where it is dropped to a
     /// keyframe, rather than in the kernel, where it only adds latency.
@@ -78,6 +81,7 @@ impl Default for ServerOptions {
             max_messages_per_sec: defaults::MAX_MESSAGES_PER_SEC,
             write_timeout: defaults::WRITE_TIMEOUT,
             max_clients: defaults::MAX_CLIENTS,
+            subscribe_timeout: defaults::SUBSCRIBE_TIMEOUT,
             send_buffer: defaults::SEND_BUFFER,
             fanout_threads: defaults::FANOUT_THREADS,
             video_gate: Some(GateSettings::default()),

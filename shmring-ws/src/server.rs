@@ -2,6 +2,7 @@
 //! `/metrics`, upgrades `/stream/ws` to WebSocket, and runs the frame source (ring
 //! reader thread or NATS subscriber), the NATS relay and the NATS video publisher.
 
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -16,15 +18,16 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::connection::Shared;
 use crate::framing::CloseReason;
-use crate::http::{read_head, refuse, respond, respond_to, switching_protocols, HEAD_TIMEOUT};
+use crate::http::{read_head, refuse, respond, respond_to, switching_protocols, RequestHead, HEAD_TIMEOUT};
 use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
-use crate::limits::{CommandBudget, PendingConnections};
+use crate::limits::{ClientSlots, CommandBudget, PendingConnections};
 use crate::metrics::Metrics;
 use crate::nats::client::Connections;
 use crate::options::ServerOptions;
 use crate::protocol::Command;
 use crate::safety::{Publication, SafetyGate};
+use crate::trust::tls::TlsError;
 use crate::trust::tokens::response_subprotocol;
 use crate::wire::Protocol;
 
@@ -40,6 +43,58 @@ const COMMAND_QUEUE: usize = 1024;
 /// How long clients get to take their close frame (1001) at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// Most connections served at once on the `/metrics` listener (one more is closed at
+/// once; an idle one older than [`PendingConnections::MIN_AGE`] is evicted for it).
+const METRICS_MAX_CONNECTIONS: usize = 32;
+/// How long a newcomer on the `/metrics` listener waits for an evicted socket's place.
+const METRICS_ADMIT_WAIT: Duration = Duration::from_millis(200);
+
+/// Why a server could not start.
+#[derive(Debug)]
+pub enum ServerError {
+    /// An address could not be bound.
+    Listen {
+        /// Which listener (`--listen`, `--metrics-listen`, the internal TLS backend).
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// What the system said.
+        error: io::Error,
+    },
+    /// The TLS certificate or key cannot be used.
+    Tls(TlsError),
+    /// The fan-out threads could not be started.
+    Fanout(io::Error),
+    /// The frame source (ring reader, NATS subscriber) could not be started.
+    Source(io::Error),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Listen { what, addr, error } => write!(f, "cannot listen on {addr} ({what}): {error}"),
+            ServerError::Tls(e) => write!(f, "TLS: {e}"),
+            ServerError::Fanout(e) => write!(f, "cannot start the fan-out threads: {e}"),
+            ServerError::Source(e) => write!(f, "cannot start the frame source: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServerError::Listen { error, .. } | ServerError::Fanout(error) | ServerError::Source(error) => Some(error),
+            ServerError::Tls(e) => Some(e),
+        }
+    }
+}
+
+async fn listen(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| ServerError::Listen { what, addr, error })
+}
+
 /// A bound server, ready to [`Server::run`].
 pub struct Server {
     /// The plain HTTP listener: the listen address, or (with TLS) an internal loopback
@@ -49,66 +104,61 @@ pub struct Server {
     tls: Option<(TcpListener, TlsAcceptor)>,
     /// `/metrics` on its own address.
     metrics_listener: Option<TcpListener>,
-    ctx: Arc<Shared>,
+    front: Arc<Front>,
     commands_rx: Option<mpsc::Receiver<Command>>,
     gate_rx: Option<mpsc::Receiver<Publication>>,
 }
 
+/// What the accept loop hands each connection: the shared state and the client slots.
+struct Front {
+    ctx: Arc<Shared>,
+    slots: Arc<ClientSlots>,
+}
+
+/// Tasks [`Server::run`] started besides the accept loop, stopped at shutdown.
+#[derive(Default)]
+struct Running {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.push(tokio::spawn(task));
+    }
+
+    fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
 impl Server {
-    /// Binds the listening socket and prepares the shared state.
-    pub async fn bind(options: ServerOptions) -> io::Result<Server> {
+    /// Binds the listening sockets and prepares the shared state.
+    pub async fn bind(options: ServerOptions) -> Result<Server, ServerError> {
         let (listener, tls) = match &options.tls {
             Some(files) => {
-                let acceptor = crate::trust::tls::acceptor(files).map_err(io::Error::other)?;
-                let public = TcpListener::bind(options.listen).await?;
-                let plain = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
-                (plain, Some((public, acceptor)))
+                let acceptor = crate::trust::tls::acceptor(files).map_err(ServerError::Tls)?;
+                let public = listen("--listen", options.listen).await?;
+                let backend = listen("the internal TLS backend", (std::net::Ipv4Addr::LOCALHOST, 0).into()).await?;
+                (backend, Some((public, acceptor)))
             }
-            None => (TcpListener::bind(options.listen).await?, None),
+            None => (listen("--listen", options.listen).await?, None),
         };
         let metrics_listener = match options.metrics_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
+            Some(addr) => Some(listen("--metrics-listen", addr).await?),
             None => None,
         };
-        let metrics = Arc::new(Metrics::default());
-        let keyframes = Arc::new(KeyframeRequests::new(options.keyframe_interval, metrics.clone()));
-        let fanout_threads = match options.fanout_threads {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        };
-        let hub =
-            Arc::new(Hub::new(options.limits, metrics.clone(), keyframes.clone()).with_fanout_threads(fanout_threads)?);
-        let (commands, commands_rx) = match options.nats {
-            Some(_) => {
-                let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-                (Some(tx), Some(rx))
-            }
-            None => (None, None),
-        };
-        let (gate, gate_rx) = match options.video_gate {
-            Some(settings) => {
-                let (gate, rx) = SafetyGate::new(settings, metrics.clone());
-                (Some(gate), Some(rx))
-            }
-            None => (None, None),
-        };
+        let max_clients =
+            crate::limits::max_clients(options.max_clients, options.max_pending_connections, tls.is_some());
+        let (ctx, commands_rx, gate_rx) = shared_state(options)?;
         Ok(Server {
             listener,
             tls,
             metrics_listener,
-            ctx: Arc::new(Shared {
-                hub,
-                metrics,
-                keyframes,
-                commands,
-                pending: PendingConnections::new(options.max_pending_connections),
-                command_budget: CommandBudget::new(options.max_commands_per_sec),
-                options,
-                session_id: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis())
-                    .to_string(),
-                gate,
+            front: Arc::new(Front {
+                ctx,
+                slots: ClientSlots::new(max_clients),
             }),
             commands_rx,
             gate_rx,
@@ -125,73 +175,54 @@ impl Server {
 
     /// The keyframe request coalescer (an in-process producer registers its callback here).
     pub fn keyframe_requests(&self) -> Arc<KeyframeRequests> {
-        self.ctx.keyframes.clone()
+        self.front.ctx.keyframes.clone()
     }
 
     /// The server's counters.
     pub fn metrics(&self) -> Arc<Metrics> {
-        self.ctx.metrics.clone()
+        self.front.ctx.metrics.clone()
     }
 
     /// Runs until `shutdown` completes: the frame source, the NATS relay, the NATS
     /// video publisher and the accept loop.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let ctx = self.ctx.clone();
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let ctx = self.front.ctx.clone();
         let mut nats = Connections::new(ctx.metrics.clone());
         let source = ctx
             .options
             .source
             .start(ctx.hub.clone(), ctx.metrics.clone(), ctx.keyframes.clone(), &mut nats)
-            .await?;
-        let mut publisher = None;
-        if let Some(publish) = ctx.options.publish.clone() {
-            let role = crate::nats::publish::role(&publish);
-            match nats.client(&publish.target.servers, &role, true, |_| {}).await {
-                Ok(client) => {
-                    publisher = Some(tokio::spawn(crate::nats::publish::run(
-                        publish,
-                        client,
-                        ctx.hub.clone(),
-                        ctx.metrics.clone(),
-                        ctx.keyframes.clone(),
-                    )));
-                }
-                Err(e) => tracing::error!("{role}: NATS unusable: {e}; frames are not published"),
-            }
+            .await
+            .map_err(ServerError::Source)?;
+        let mut workers = Running::default();
+        start_publisher(&ctx, &mut nats, &mut workers).await;
+        start_relay(&ctx, &mut nats, self.commands_rx.take(), self.gate_rx.take()).await;
+        if let Some(gate) = ctx.gate.clone() {
+            workers.spawn(gate.run());
         }
-        match (&ctx.options.nats, self.commands_rx.take()) {
-            (Some(relay), Some(rx)) => {
-                ctx.metrics.set_nats_state("connecting");
-                let servers = crate::nats::relay::servers(relay);
-                let on_state = crate::nats::relay::on_state(ctx.metrics.clone());
-                match nats.client(&servers, crate::nats::relay::ROLE, false, on_state).await {
-                    Ok(client) => {
-                        tokio::spawn(crate::nats::relay::run(
-                            relay.clone(),
-                            client,
-                            ctx.hub.clone(),
-                            ctx.metrics.clone(),
-                            ctx.keyframes.clone(),
-                            rx,
-                            self.gate_rx.take(),
-                        ));
-                    }
-                    Err(e) => {
-                        ctx.metrics.set_nats_state("failed");
-                        tracing::error!("NATS at {} unusable: {e}; running without NATS", relay.url);
-                    }
-                }
-            }
-            _ => tracing::info!(
-                "NATS not configured (--nats-url / SDR_NATS_URL): no telemetry relay, client commands are dropped, keyframe requests go only to an in-process producer"
-            ),
-        }
-        let gate_ticker = ctx.gate.clone().map(|gate| tokio::spawn(gate.run()));
-        let mut helpers = Vec::new();
+        workers.spawn(ctx.options.trust.clone().reload_tokens_file());
+        let mut listeners = Running::default();
+        self.start_listeners(&mut listeners)
+            .map_err(|error| ServerError::Listen {
+                what: "--listen",
+                addr: ctx.options.listen,
+                error,
+            })?;
+        self.accept_loop(shutdown).await;
+        listeners.stop();
+        close_clients(&ctx).await;
+        workers.stop();
+        source.stop().await;
+        Ok(())
+    }
+
+    /// Starts the TLS and `/metrics` listeners and says where the server listens.
+    fn start_listeners(&mut self, running: &mut Running) -> io::Result<()> {
+        let ctx = &self.front.ctx;
         if let Some((public, acceptor)) = self.tls.take() {
             let backend = self.listener.local_addr()?;
             let metrics = ctx.metrics.clone();
-            helpers.push(tokio::spawn(crate::trust::tls::serve(
+            running.spawn(crate::trust::tls::serve(
                 public,
                 acceptor,
                 backend,
@@ -200,60 +231,167 @@ impl Server {
                     metrics.trust.pending_evicted.fetch_add(1, Ordering::Relaxed);
                 },
                 std::future::pending(),
-            )));
+            ));
         }
         if let Some(listener) = self.metrics_listener.take() {
             tracing::info!("/metrics on http://{} only", listener.local_addr()?);
-            helpers.push(tokio::spawn(serve_metrics(listener, ctx.clone())));
+            running.spawn(serve_metrics(listener, ctx.clone()));
         }
         let listen = self.local_addr()?;
         tracing::info!("{}", ctx.options.trust.exposure(listen, ctx.options.tls.is_some()));
         tracing::info!(
-            "listening on {}://{listen} (viewer at /, stream at {STREAM_PATH})",
-            if ctx.options.tls.is_some() { "https" } else { "http" }
+            "listening on {}://{listen} (viewer at /, stream at {STREAM_PATH}; at most {} WebSocket clients)",
+            if ctx.options.tls.is_some() { "https" } else { "http" },
+            self.front.slots.max()
         );
+        Ok(())
+    }
+
+    /// Accepts connections until `shutdown` completes.
+    async fn accept_loop(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                () = &mut shutdown => break,
+                () = &mut shutdown => return,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        tokio::spawn(serve(stream, peer, self.ctx.clone()));
+                        tokio::spawn(serve(stream, peer, self.front.clone()));
                     }
-                    Err(e) => {
-                        // Out of file descriptors: free the oldest idle socket's, else
-                        // back off and keep serving.
-                        if self.ctx.pending.evict_oldest() {
-                            self.ctx.metrics.trust.pending_evicted.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        } else {
-                            tracing::warn!("accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
+                    Err(e) => out_of_sockets(&self.front.ctx, &e).await,
                 },
             }
         }
-        for helper in helpers {
-            helper.abort();
+    }
+}
+
+/// The state every connection shares, and the receivers of the command queue and the
+/// gate's publications (for the NATS relay).
+#[allow(clippy::type_complexity)]
+fn shared_state(
+    options: ServerOptions,
+) -> Result<
+    (
+        Arc<Shared>,
+        Option<mpsc::Receiver<Command>>,
+        Option<mpsc::Receiver<Publication>>,
+    ),
+    ServerError,
+> {
+    let metrics = Arc::new(Metrics::default());
+    let keyframes = Arc::new(KeyframeRequests::new(options.keyframe_interval, metrics.clone()));
+    let fanout_threads = match options.fanout_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let hub = Hub::new(options.limits, metrics.clone(), keyframes.clone())
+        .with_fanout_threads(fanout_threads)
+        .map_err(ServerError::Fanout)?;
+    let (commands, commands_rx) = match options.nats {
+        Some(_) => {
+            let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+            (Some(tx), Some(rx))
         }
-        // Tell every client why it goes (1001), and give them a moment to take it.
-        ctx.hub.close_all(&CloseReason {
-            code: 1001,
-            reason: "the server is shutting down".into(),
-        });
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-        while ctx.metrics.clients.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        None => (None, None),
+    };
+    let (gate, gate_rx) = match options.video_gate {
+        Some(settings) => {
+            let (gate, rx) = SafetyGate::new(settings, metrics.clone());
+            (Some(gate), Some(rx))
         }
-        if let Some(publisher) = publisher {
-            publisher.abort();
+        None => (None, None),
+    };
+    let ctx = Arc::new(Shared {
+        hub: Arc::new(hub),
+        metrics,
+        keyframes,
+        commands,
+        pending: PendingConnections::new(options.max_pending_connections),
+        command_budget: CommandBudget::new(options.max_commands_per_sec),
+        options,
+        session_id: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+            .to_string(),
+        gate,
+    });
+    Ok((ctx, commands_rx, gate_rx))
+}
+
+/// Starts publishing every frame to NATS (`--publish`).
+async fn start_publisher(ctx: &Arc<Shared>, nats: &mut Connections, running: &mut Running) {
+    let Some(publish) = ctx.options.publish.clone() else {
+        return;
+    };
+    let role = crate::nats::publish::role(&publish);
+    match nats.client(&publish.target.servers, &role, true, |_| {}).await {
+        Ok(client) => running.spawn(crate::nats::publish::run(
+            publish,
+            client,
+            ctx.hub.clone(),
+            ctx.metrics.clone(),
+            ctx.keyframes.clone(),
+        )),
+        Err(e) => tracing::error!("{role}: NATS unusable: {e}; frames are not published"),
+    }
+}
+
+/// Starts the NATS relay (telemetry in, commands and the gate's publications out).
+async fn start_relay(
+    ctx: &Arc<Shared>,
+    nats: &mut Connections,
+    commands: Option<mpsc::Receiver<Command>>,
+    gate: Option<mpsc::Receiver<Publication>>,
+) {
+    let (Some(relay), Some(rx)) = (&ctx.options.nats, commands) else {
+        tracing::info!(
+            "NATS not configured (--nats-url / SDR_NATS_URL): no telemetry relay, client commands are dropped, keyframe requests go only to an in-process producer"
+        );
+        return;
+    };
+    ctx.metrics.set_nats_state("connecting");
+    let servers = crate::nats::relay::servers(relay);
+    let on_state = crate::nats::relay::on_state(ctx.metrics.clone());
+    match nats.client(&servers, crate::nats::relay::ROLE, false, on_state).await {
+        // Not aborted at shutdown: it ends with the runtime, after the last command.
+        Ok(client) => {
+            tokio::spawn(crate::nats::relay::run(
+                relay.clone(),
+                client,
+                ctx.hub.clone(),
+                ctx.metrics.clone(),
+                ctx.keyframes.clone(),
+                rx,
+                gate,
+            ));
         }
-        if let Some(ticker) = gate_ticker {
-            ticker.abort();
+        Err(e) => {
+            ctx.metrics.set_nats_state("failed");
+            tracing::error!("NATS at {} unusable: {e}; running without NATS", relay.url);
         }
-        source.stop().await;
-        Ok(())
+    }
+}
+
+/// An accept failed (out of file descriptors): free the oldest idle socket's, else
+/// back off and keep serving.
+async fn out_of_sockets(ctx: &Shared, e: &io::Error) {
+    if ctx.pending.evict_oldest() {
+        ctx.metrics.trust.pending_evicted.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    } else {
+        tracing::warn!("accept failed: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Tells every client why it goes (1001), and gives them a moment to take it.
+async fn close_clients(ctx: &Shared) {
+    ctx.hub.close_all(&CloseReason {
+        code: 1001,
+        reason: "the server is shutting down".into(),
+    });
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while ctx.metrics.clients.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -268,30 +406,39 @@ fn wants_burst(target: &str) -> bool {
 }
 
 /// Serves `/metrics` (and `/health`) on their own listener, without a token: the
-/// operator chose who can reach that address.
+/// operator chose who can reach that address. At most [`METRICS_MAX_CONNECTIONS`]
+/// sockets at once; idle ones are evicted for newcomers.
 async fn serve_metrics(listener: TcpListener, ctx: Arc<Shared>) {
+    let places = Arc::new(tokio::sync::Semaphore::new(METRICS_MAX_CONNECTIONS));
+    let pending = PendingConnections::new(METRICS_MAX_CONNECTIONS);
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        let (ticket, _) = pending.admit(std::time::Instant::now());
+        let Ok(Ok(place)) = tokio::time::timeout(METRICS_ADMIT_WAIT, places.clone().acquire_owned()).await else {
+            continue; // full of young sockets: this one is closed
+        };
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let Ok(Ok((head, _))) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await else {
-                return;
+            let _place = place;
+            let mut stream = stream;
+            let head = tokio::select! {
+                () = ticket.evicted() => return,
+                head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)) => head,
             };
+            drop(ticket);
+            let Ok(Ok((head, _))) = head else { return };
+            if let Err(why) = ctx.options.trust.admit_host(head.auth.host()) {
+                ctx.metrics.trust.refused(why);
+                return refuse(&mut stream, why).await;
+            }
             let only = head.head_only;
             match head.path.split('?').next().unwrap_or("/") {
                 "/metrics" => {
                     let body = ctx.metrics.render_prometheus();
-                    respond_to(
-                        &mut stream,
-                        only,
-                        "200 OK",
-                        "text/plain; version=0.0.4",
-                        body.as_bytes(),
-                    )
-                    .await
+                    respond_to(&mut stream, only, "200 OK", PROMETHEUS_TYPE, body.as_bytes()).await
                 }
                 "/health" => {
                     let body = ctx.metrics.health_json();
@@ -303,90 +450,118 @@ async fn serve_metrics(listener: TcpListener, ctx: Arc<Shared>) {
     }
 }
 
-async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
-    // A place among the sockets in their HTTP phase: a newer socket may evict this one
-    // if it sends nothing for longest.
+/// The content type of `/metrics`.
+const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4";
+
+/// Reads the request head, holding a place among the sockets in their HTTP phase (a
+/// newer socket may evict this one if it sends nothing for longest). `None` when there
+/// is nothing to answer (evicted, timed out, closed) or a 400 was sent.
+async fn read_request(stream: &mut TcpStream, peer: SocketAddr, ctx: &Shared) -> Option<(RequestHead, Bytes)> {
     let (pending, evicted_one) = ctx.pending.admit(std::time::Instant::now());
     if evicted_one {
         ctx.metrics.trust.pending_evicted.fetch_add(1, Ordering::Relaxed);
     }
     let head = tokio::select! {
-        () = pending.evicted() => return,
-        head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)) => head,
+        () = pending.evicted() => return None,
+        head = tokio::time::timeout(HEAD_TIMEOUT, read_head(stream)) => head,
     };
     drop(pending);
-    let (head, rest) = match head {
-        Ok(Ok(h)) => h,
+    match head {
+        Ok(Ok(h)) => Some(h),
         Ok(Err(why)) => {
             tracing::debug!("{peer}: {why}");
-            if why != "connection closed" && why != "read failed" {
-                respond(&mut stream, "400 Bad Request", "text/plain", why.as_bytes()).await;
+            if why.answerable() {
+                respond(stream, "400 Bad Request", "text/plain", why.to_string().as_bytes()).await;
             }
-            return;
+            None
         }
-        Err(_) => return,
+        Err(_) => None,
+    }
+}
+
+async fn serve(mut stream: TcpStream, peer: SocketAddr, front: Arc<Front>) {
+    let _ = stream.set_nodelay(true);
+    let ctx = &front.ctx;
+    let Some((mut head, rest)) = read_request(&mut stream, peer, ctx).await else {
+        return;
     };
+    // Before anything is served: a name that is not the server's is DNS rebinding.
+    if let Err(why) = ctx.options.trust.admit_host(head.auth.host()) {
+        ctx.metrics.trust.refused(why);
+        return refuse(&mut stream, why).await;
+    }
+    head.auth.set_served_tls(ctx.options.tls.is_some());
     let path = head.path.split('?').next().unwrap_or("/");
     // Foxglove clients connect to the root (or any path we serve WebSocket on) and ask
     // for their subprotocol; a plain GET of / is the viewer page.
     let foxglove = head.foxglove && head.upgrade_websocket && (path == "/" || path == STREAM_PATH);
     if path == STREAM_PATH || foxglove {
-        let Some(key) = head
-            .websocket_key
-            .as_deref()
-            .filter(|_| head.upgrade_websocket && head.version_13 && !head.head_only)
-        else {
-            respond_to(
-                &mut stream,
-                head.head_only,
-                "426 Upgrade Required",
-                "text/plain",
-                b"this endpoint speaks WebSocket (version 13)",
-            )
-            .await;
-            return;
-        };
-        let role = match head.auth.with_credentials(|c| ctx.options.trust.admit(c)) {
-            Ok((role, _)) => role,
-            Err(why) => {
-                ctx.metrics.trust.refused(why);
-                refuse(&mut stream, why).await;
-                return;
-            }
-        };
-        if ctx.metrics.clients.load(Ordering::Relaxed) >= ctx.options.max_clients as i64 {
-            respond(
-                &mut stream,
-                "503 Service Unavailable",
-                "text/plain",
-                b"too many clients",
-            )
-            .await;
-            return;
-        }
-        let offered = head.auth.subprotocols();
-        let response = switching_protocols(key, response_subprotocol(&offered, crate::foxglove::SUBPROTOCOL));
-        // The 101 goes out alone (TCP_NODELAY: its own segment), and nothing follows it
-        // for a moment: a proxy that reads the response head first (SDR_OS's development
-        // proxy drops whatever arrives in the same read) never finds frames behind it.
-        if stream.write_all(response.as_bytes()).await.is_err() {
-            return;
-        }
-        tokio::time::sleep(UPGRADE_PAUSE).await;
-        if ctx.options.send_buffer > 0 {
-            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(ctx.options.send_buffer);
-        }
         let protocol = if foxglove { Protocol::Foxglove } else { Protocol::Sdr };
-        crate::connection::run(stream, rest, ctx, protocol, wants_burst(&head.path), role).await;
-        return;
+        return upgrade(stream, head, rest, &front, protocol).await;
     }
     ctx.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
-    match path {
+    serve_http(&mut stream, &head, ctx).await
+}
+
+/// Answers a WebSocket upgrade: checks the handshake, the Origin, the token and the
+/// client slots, sends the 101 and runs the connection.
+async fn upgrade(mut stream: TcpStream, head: RequestHead, rest: Bytes, front: &Front, protocol: Protocol) {
+    let ctx = &front.ctx;
+    let Some(key) = head
+        .websocket_key
+        .as_deref()
+        .filter(|_| head.upgrade_websocket && head.version_13 && !head.head_only)
+    else {
+        return respond_to(
+            &mut stream,
+            head.head_only,
+            "426 Upgrade Required",
+            "text/plain",
+            b"this endpoint speaks WebSocket (version 13)",
+        )
+        .await;
+    };
+    let grant = match head.auth.with_credentials(|c| ctx.options.trust.admit_grant(c)) {
+        Ok(grant) => grant,
+        Err(why) => {
+            ctx.metrics.trust.refused(why);
+            return refuse(&mut stream, why).await;
+        }
+    };
+    // Reserved before the 101, held until the connection ends.
+    let Some(_slot) = front.slots.reserve() else {
+        return respond(
+            &mut stream,
+            "503 Service Unavailable",
+            "text/plain",
+            b"too many clients",
+        )
+        .await;
+    };
+    let offered = head.auth.subprotocols();
+    let response = switching_protocols(key, response_subprotocol(&offered, crate::foxglove::SUBPROTOCOL));
+    // The 101 goes out alone (TCP_NODELAY: its own segment), and nothing follows it
+    // for a moment: a proxy that reads the response head first (SDR_OS's development
+    // proxy drops whatever arrives in the same read) never finds frames behind it.
+    if stream.write_all(response.as_bytes()).await.is_err() {
+        return;
+    }
+    tokio::time::sleep(UPGRADE_PAUSE).await;
+    if ctx.options.send_buffer > 0 {
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(ctx.options.send_buffer);
+    }
+    let burst = wants_burst(&head.path);
+    crate::connection::run(stream, rest, ctx.clone(), protocol, burst, grant).await;
+}
+
+/// Serves a plain HTTP request: the viewer page, `/health`, `/metrics`.
+async fn serve_http(stream: &mut TcpStream, head: &RequestHead, ctx: &Shared) {
+    let only = head.head_only;
+    match head.path.split('?').next().unwrap_or("/") {
         "/" | "/index.html" => {
             respond_to(
-                &mut stream,
-                head.head_only,
+                stream,
+                only,
                 "200 OK",
                 "text/html; charset=utf-8",
                 VIEWER_HTML.as_bytes(),
@@ -394,35 +569,23 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Shared>) {
             .await
         }
         "/health" => {
-            respond_to(
-                &mut stream,
-                head.head_only,
-                "200 OK",
-                "application/json",
-                ctx.metrics.health_json().as_bytes(),
-            )
-            .await
+            let body = ctx.metrics.health_json();
+            respond_to(stream, only, "200 OK", "application/json", body.as_bytes()).await
         }
         // On its own address when one is set (then not here); with tokens, any token.
         "/metrics" if ctx.options.metrics_listen.is_none() => {
             match head.auth.with_credentials(|c| ctx.options.trust.admit_metrics(c)) {
                 Ok(()) => {
-                    respond_to(
-                        &mut stream,
-                        head.head_only,
-                        "200 OK",
-                        "text/plain; version=0.0.4",
-                        ctx.metrics.render_prometheus().as_bytes(),
-                    )
-                    .await
+                    let body = ctx.metrics.render_prometheus();
+                    respond_to(stream, only, "200 OK", PROMETHEUS_TYPE, body.as_bytes()).await
                 }
                 Err(why) => {
                     ctx.metrics.trust.refused(why);
-                    refuse(&mut stream, why).await
+                    refuse(stream, why).await
                 }
             }
         }
-        "/favicon.ico" => respond_to(&mut stream, head.head_only, "204 No Content", "image/x-icon", b"").await,
-        _ => respond_to(&mut stream, head.head_only, "404 Not Found", "text/plain", b"not found").await,
+        "/favicon.ico" => respond_to(stream, only, "204 No Content", "image/x-icon", b"").await,
+        _ => respond_to(stream, only, "404 Not Found", "text/plain", b"not found").await,
     }
 }

@@ -168,7 +168,7 @@ def test_compose_healthcheck_wget_spider_gets_200_and_every_get_route_answers_he
     assert r.returncode == 0, "wget --spider (HEAD /health) failed: SDR_OS's compose would never start"
     for path in ["/", "/index.html", "/health", "/metrics"]:
         with socket.create_connection(("127.0.0.1", sdr.port), timeout=5) as s:
-            s.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            s.sendall(f"HEAD {path} HTTP/1.1\r\nHost: localhost:{sdr.port}\r\n\r\n".encode())
             data = b""
             while chunk := s.recv(4096):
                 data += chunk

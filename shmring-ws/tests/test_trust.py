@@ -265,7 +265,7 @@ def test_idle_foxglove_sockets_cannot_hold_the_client_slots(stack):
         for _ in range(5):
             s = socket.create_connection(("127.0.0.1", stack.port), timeout=10)
             key = base64.b64encode(os.urandom(16)).decode()
-            s.sendall((f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            s.sendall((f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{stack.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
                        f"Sec-WebSocket-Protocol: {FOXGLOVE}\r\n\r\n").encode())
             assert s.recv(12).startswith(b"HTTP/1.1 101")
@@ -523,9 +523,10 @@ def test_viewer_over_https_in_chromium_with_a_token(stack, tmp_path):
 
 def test_viewer_says_why_it_cannot_decode_outside_a_secure_context(stack):
     """Opened as http://robot:PORT/ (not a secure context: no WebCodecs), the page says
-    so and how to fix it, rather than showing nothing."""
+    so and how to fix it, rather than showing nothing. The machine's name `robot` is
+    one the operator gave the server (SDR_ALLOWED_HOSTS)."""
     stack.start_producer()
-    stack.start_server()
+    stack.start_server(env={"SDR_ALLOWED_HOSTS": "robot"})
     r = subprocess.run(["node", str(BROWSER_DIR / "insecure.test.mjs"), f"http://robot:{stack.port}/"],
                        capture_output=True, text=True, timeout=90)
     print(r.stdout[-3000:], r.stderr[-3000:])

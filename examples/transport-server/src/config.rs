@@ -7,9 +7,10 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 
 use shmring_ws::defaults;
-use shmring_ws::gate::GateSettings;
+use shmring_ws::gate::{GateSettings, DEFAULT_CODEC_CHANGE_GRACE, DEFAULT_ESTOP, DEFAULT_HOLD};
 use shmring_ws::nats::video::{NatsVideoTarget, VIDEO_SUBJECT_PREFIX};
-use shmring_ws::nats::{NatsOptions, NatsPublishOptions, NatsSourceOptions};
+use shmring_ws::nats::{NatsOptions, NatsPublishOptions, NatsSourceOptions, DEFAULT_KEYFRAME_REQUEST_SUBJECTS};
+use shmring_ws::trust::host::HostPolicy;
 use shmring_ws::trust::origin::OriginPolicy;
 use shmring_ws::trust::tls::TlsFiles;
 use shmring_ws::trust::tokens::{TokenSource, Tokens};
@@ -63,7 +64,7 @@ pub(crate) struct Config {
     #[arg(
         long,
         env = "SDR_KEYFRAME_REQUEST_SUBJECTS",
-        default_value = "command.genesis.force_idr,control.request_idr",
+        default_values_t = DEFAULT_KEYFRAME_REQUEST_SUBJECTS.map(String::from),
         value_delimiter = ','
     )]
     pub keyframe_request_subjects: Vec<String>,
@@ -97,13 +98,13 @@ pub(crate) struct Config {
     pub video_gate: bool,
     /// Video older than this many milliseconds holds motion (one zero velocity, then
     /// motion commands are dropped).
-    #[arg(long, env = "SDR_VIDEO_GATE_HOLD_MS", default_value_t = 1000)]
+    #[arg(long, env = "SDR_VIDEO_GATE_HOLD_MS", default_value_t = DEFAULT_HOLD.as_millis() as u64)]
     pub video_gate_hold_ms: u64,
     /// Video older than this many milliseconds stops the robot (one estop).
-    #[arg(long, env = "SDR_VIDEO_GATE_ESTOP_MS", default_value_t = 5000)]
+    #[arg(long, env = "SDR_VIDEO_GATE_ESTOP_MS", default_value_t = DEFAULT_ESTOP.as_millis() as u64)]
     pub video_gate_estop_ms: u64,
     /// After a codec change, ESTOP waits this many milliseconds longer.
-    #[arg(long, env = "SDR_VIDEO_GATE_CODEC_CHANGE_GRACE_MS", default_value_t = 2000)]
+    #[arg(long, env = "SDR_VIDEO_GATE_CODEC_CHANGE_GRACE_MS", default_value_t = DEFAULT_CODEC_CHANGE_GRACE.as_millis() as u64)]
     pub video_gate_codec_change_grace_ms: u64,
     /// Most bytes waiting in one client's queue (besides the GOP burst).
     #[arg(long, env = "SDR_CLIENT_QUEUE_BYTES", default_value_t = defaults::QUEUE_BYTES)]
@@ -117,9 +118,15 @@ pub(crate) struct Config {
     /// A client write making no progress for this many milliseconds drops the connection.
     #[arg(long, env = "SDR_WRITE_TIMEOUT_MS", default_value_t = defaults::WRITE_TIMEOUT.as_millis() as u64)]
     pub write_timeout_ms: u64,
-    /// Most simultaneous WebSocket clients.
+    /// Most simultaneous WebSocket clients; more are refused with 503. 0 derives it from
+    /// the descriptor limit (`ulimit -n`: 832 with the usual 1024, a third with TLS), so
+    /// the server answers 503 before it runs out of descriptors.
     #[arg(long, env = "SDR_MAX_CLIENTS", default_value_t = defaults::MAX_CLIENTS)]
     pub max_clients: usize,
+    /// A Foxglove client subscribed to no channel when checked, every this many
+    /// milliseconds, is closed (1008): it would hold a client slot watching nothing.
+    #[arg(long, env = "SDR_SUBSCRIBE_TIMEOUT_MS", default_value_t = defaults::SUBSCRIBE_TIMEOUT.as_millis() as u64)]
+    pub subscribe_timeout_ms: u64,
     /// Threads writing frames to client sockets (0: one per CPU).
     #[arg(long, env = "SDR_FANOUT_THREADS", default_value_t = defaults::FANOUT_THREADS)]
     pub fanout_threads: usize,
@@ -141,15 +148,20 @@ pub(crate) struct Config {
     #[arg(long, env = "SDR_KEYFRAME_REPLICAS", default_value_t = defaults::KEYFRAME_REPLICAS)]
     pub keyframe_replicas: usize,
     /// Tokens that may watch (video, telemetry, /metrics), comma-separated; any token
-    /// turns authentication on. See docs/operations.md, "Who may watch, who may command"
-    /// [default: none: without any token, anyone who may connect watches and commands].
+    /// turns authentication on. See docs/operations.md, "Who may watch, who may command".
+    /// Give tokens in the environment variable or --tokens-file: on the command line
+    /// every user of the machine sees them in `ps` [default: none: without any token,
+    /// anyone who may connect watches and commands].
     #[arg(long, env = "SDR_VIEW_TOKEN", value_delimiter = ',', hide_env_values = true)]
     pub view_token: Vec<String>,
-    /// Tokens that may also send commands, comma-separated [default: none].
+    /// Tokens that may also send commands, comma-separated; like --view-token, give
+    /// them in the environment variable or --tokens-file, not here (`ps` shows the
+    /// command line) [default: none].
     #[arg(long, env = "SDR_CONTROL_TOKEN", value_delimiter = ',', hide_env_values = true)]
     pub control_token: Vec<String>,
-    /// A file of `view TOKEN` / `control TOKEN` lines, read again when it changes (to
-    /// rotate a token without a restart) [default: none].
+    /// A file of `view TOKEN` / `control TOKEN` lines (keep it mode 0600), checked
+    /// for changes every second: a token added works at once, a token removed (or
+    /// moved to view) closes the connections that presented it [default: none].
     #[arg(long, env = "SDR_TOKENS_FILE", value_name = "FILE")]
     pub tokens_file: Option<PathBuf>,
     /// Browser origins allowed besides the server's own, comma-separated
@@ -157,6 +169,12 @@ pub(crate) struct Config {
     /// [default: none: only the server's own origin].
     #[arg(long, env = "SDR_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Host names this server answers to besides IP addresses, localhost and the
+    /// machine's name, comma-separated (`robot.example.com,transport-server`): a request
+    /// with another `Host` is refused (421), against DNS rebinding; `*` turns the check
+    /// off [default: none].
+    #[arg(long, env = "SDR_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     /// Serve HTTPS/WSS with this certificate chain (PEM); needs --tls-key [default: none:
     /// plain HTTP].
     #[arg(long, env = "SDR_TLS_CERT", value_name = "PEM", requires = "tls_key")]
@@ -212,8 +230,8 @@ impl Config {
         self.listen.unwrap_or_else(default_listen)
     }
 
-    /// Tokens and the Origin policy from the settings; fails on a malformed token,
-    /// tokens file or origin, saying which.
+    /// Tokens, the Origin policy and the Host allow-list from the settings; fails on a
+    /// malformed token, tokens file, origin or host name, saying which.
     fn trust(&self) -> Result<TrustPolicy, String> {
         let tokens = Tokens::load(TokenSource {
             file: self.tokens_file.clone(),
@@ -222,7 +240,8 @@ impl Config {
         })
         .map_err(|e| e.to_string())?;
         let origins = OriginPolicy::new(&self.allowed_origins).map_err(|e| format!("--allowed-origins: {e}"))?;
-        Ok(TrustPolicy::new(tokens, origins))
+        let hosts = HostPolicy::new(&self.allowed_hosts).map_err(|e| format!("--allowed-hosts: {e}"))?;
+        Ok(TrustPolicy::new(tokens, origins).with_hosts(hosts))
     }
 
     /// The ring to read (with `--demo`, to write too): `--shm-path`, else with `--demo`
@@ -245,6 +264,91 @@ impl Config {
             return Err("--demo writes a local ring; it cannot be combined with --source".to_owned());
         }
         let shm_path = self.ring_path(demo);
+        let (source, publish) = self.video(&shm_path, demo)?;
+        Ok(ServerOptions {
+            listen: self.listen(),
+            source,
+            publish,
+            limits: self.queue_limits()?,
+            keyframe_interval: Duration::from_millis(self.idr_coalesce_ms),
+            nats: self.relay(),
+            max_command_size: self.max_command_size,
+            max_messages_per_sec: self.max_messages_per_sec,
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+            max_clients: self.max_clients,
+            subscribe_timeout: Duration::from_millis(self.subscribe_timeout_ms.max(10)),
+            send_buffer: self.send_buffer,
+            fanout_threads: self.fanout_threads,
+            video_gate: self.video_gate()?,
+            trust: std::sync::Arc::new(self.trust()?),
+            tls: self.tls(),
+            metrics_listen: self.metrics_listen,
+            max_commands_per_sec: self.max_commands_per_sec.max(1),
+            max_frames_per_sec: self.max_frames_per_sec.max(1),
+            max_bytes_per_sec: self.max_bytes_per_sec.max(1),
+            ping_interval: Duration::from_millis(self.ping_interval_ms.max(10)),
+            max_pending_connections: self.max_pending_connections.max(1),
+        })
+    }
+
+    /// Where frames come from and whether they are published (`--source`,
+    /// `--publish`); warns about a ring smaller than SDR_SHM_SIZE.
+    fn video(
+        &self,
+        shm_path: &std::path::Path,
+        demo: bool,
+    ) -> Result<(FrameSource, Option<NatsPublishOptions>), String> {
+        if self.source.is_none() && !demo {
+            self.check_ring_size(shm_path);
+        }
+        let publish = match &self.publish {
+            Some(url) => Some(NatsPublishOptions {
+                target: NatsVideoTarget::parse(url, Some(&default_subject(shm_path)))
+                    .map_err(|e| format!("--publish: {e}"))?,
+                keyframe_replicas: self.keyframe_replicas.max(1),
+            }),
+            None => None,
+        };
+        let source = match &self.source {
+            Some(url) => FrameSource::Nats(NatsSourceOptions {
+                target: NatsVideoTarget::parse(url, None).map_err(|e| format!("--source: {e}"))?,
+                verify_crc: self.crc,
+                max_frame: GOP_CACHE_MAX_BYTES,
+                frame_id_is_time: self.frame_id_time,
+            }),
+            None => FrameSource::Ring(RingSource {
+                path: shm_path.to_owned(),
+                verify_crc: self.crc,
+                // The demo producer stamps frame_id with the commit time.
+                frame_id_is_commit_time: self.frame_id_commit_time || demo,
+                frame_id_is_time: self.frame_id_time,
+            }),
+        };
+        if let (FrameSource::Nats(s), Some(p)) = (&source, &publish) {
+            if s.target.subject == p.target.subject {
+                return Err(format!("--source and --publish both use {}: a loop", s.target.subject));
+            }
+        }
+        Ok((source, publish))
+    }
+
+    /// Warns when the ring file is smaller than SDR_OS's SDR_SHM_SIZE.
+    fn check_ring_size(&self, shm_path: &std::path::Path) {
+        if let Ok(meta) = std::fs::metadata(shm_path) {
+            if meta.len() < self.shm_size {
+                tracing::warn!(
+                    "ring {} is {} bytes, smaller than SDR_SHM_SIZE ({}); it is read as it is",
+                    shm_path.display(),
+                    meta.len(),
+                    self.shm_size
+                );
+            }
+        }
+    }
+
+    /// Per-client queue limits; SDR_BROADCAST_CAPACITY is SDR_OS's name for
+    /// --queue-frames, and the two may not disagree. Refuses keyframe gating off.
+    fn queue_limits(&self) -> Result<QueueLimits, String> {
         if !self.keyframe_gating {
             return Err(
                 "SDR_SHM_KEYFRAME_GATING=false (--keyframe-gating false) is not supported: every client \
@@ -264,98 +368,52 @@ impl Config {
             Some(n) => n,
             None => self.queue_frames,
         };
-        if self.video_gate && self.video_gate_estop_ms <= self.video_gate_hold_ms {
-            return Err(format!(
-                "SDR_VIDEO_GATE_ESTOP_MS ({}) must be longer than SDR_VIDEO_GATE_HOLD_MS ({}): ESTOP escalates a HOLD",
-                self.video_gate_estop_ms, self.video_gate_hold_ms
-            ));
-        }
-        if self.source.is_none() && !demo {
-            if let Ok(meta) = std::fs::metadata(&shm_path) {
-                if meta.len() < self.shm_size {
-                    tracing::warn!(
-                        "ring {} is {} bytes, smaller than SDR_SHM_SIZE ({}); it is read as it is",
-                        shm_path.display(),
-                        meta.len(),
-                        self.shm_size
-                    );
-                }
-            }
-        }
-        let publish = match &self.publish {
-            Some(url) => Some(NatsPublishOptions {
-                target: NatsVideoTarget::parse(url, Some(&default_subject(&shm_path)))
-                    .map_err(|e| format!("--publish: {e}"))?,
-                keyframe_replicas: self.keyframe_replicas.max(1),
-            }),
-            None => None,
-        };
-        let source = match &self.source {
-            Some(url) => FrameSource::Nats(NatsSourceOptions {
-                target: NatsVideoTarget::parse(url, None).map_err(|e| format!("--source: {e}"))?,
-                verify_crc: self.crc,
-                max_frame: GOP_CACHE_MAX_BYTES,
-                frame_id_is_time: self.frame_id_time,
-            }),
-            None => FrameSource::Ring(RingSource {
-                path: shm_path,
-                verify_crc: self.crc,
-                // The demo producer stamps frame_id with the commit time.
-                frame_id_is_commit_time: self.frame_id_commit_time || demo,
-                frame_id_is_time: self.frame_id_time,
-            }),
-        };
-        if let (FrameSource::Nats(s), Some(p)) = (&source, &publish) {
-            if s.target.subject == p.target.subject {
-                return Err(format!("--source and --publish both use {}: a loop", s.target.subject));
-            }
-        }
-        Ok(ServerOptions {
-            listen: self.listen(),
-            source,
-            publish,
-            limits: QueueLimits {
-                max_frames: queue_frames.max(1),
-                max_bytes: self.queue_bytes.max(1),
-                keyframe_timeout: Duration::from_millis(self.keyframe_timeout_ms),
-            },
-            keyframe_interval: Duration::from_millis(self.idr_coalesce_ms),
-            nats: self.nats_url.as_ref().map(|url| NatsOptions {
-                url: url.clone(),
-                telemetry_subjects: self.telemetry_subjects.clone(),
-                telemetry_max_size: self.telemetry_max_size,
-                keyframe_request_subjects: self
-                    .keyframe_request_subjects
-                    .iter()
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect(),
-            }),
-            max_command_size: self.max_command_size,
-            max_messages_per_sec: self.max_messages_per_sec,
-            write_timeout: Duration::from_millis(self.write_timeout_ms),
-            max_clients: self.max_clients,
-            send_buffer: self.send_buffer,
-            fanout_threads: self.fanout_threads,
-            video_gate: self.video_gate.then_some(GateSettings {
-                hold: Duration::from_millis(self.video_gate_hold_ms),
-                estop: Duration::from_millis(self.video_gate_estop_ms),
-                codec_change_grace: Duration::from_millis(self.video_gate_codec_change_grace_ms),
-            }),
-            trust: std::sync::Arc::new(self.trust()?),
-            tls: match (&self.tls_cert, &self.tls_key) {
-                (Some(cert), Some(key)) => Some(TlsFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                }),
-                _ => None,
-            },
-            metrics_listen: self.metrics_listen,
-            max_commands_per_sec: self.max_commands_per_sec.max(1),
-            max_frames_per_sec: self.max_frames_per_sec.max(1),
-            max_bytes_per_sec: self.max_bytes_per_sec.max(1),
-            ping_interval: Duration::from_millis(self.ping_interval_ms.max(10)),
-            max_pending_connections: self.max_pending_connections.max(1),
+        Ok(QueueLimits {
+            max_frames: queue_frames.max(1),
+            max_bytes: self.queue_bytes.max(1),
+            keyframe_timeout: Duration::from_millis(self.keyframe_timeout_ms),
         })
+    }
+
+    /// The NATS relay (`--nats-url`), if any.
+    fn relay(&self) -> Option<NatsOptions> {
+        self.nats_url.as_ref().map(|url| NatsOptions {
+            url: url.clone(),
+            telemetry_subjects: self.telemetry_subjects.clone(),
+            telemetry_max_size: self.telemetry_max_size,
+            keyframe_request_subjects: self
+                .keyframe_request_subjects
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        })
+    }
+
+    /// The video gate's thresholds, checked by the library ([`GateSettings::validate`]);
+    /// `None` when the gate is off.
+    fn video_gate(&self) -> Result<Option<GateSettings>, String> {
+        if !self.video_gate {
+            return Ok(None);
+        }
+        GateSettings {
+            hold: Duration::from_millis(self.video_gate_hold_ms),
+            estop: Duration::from_millis(self.video_gate_estop_ms),
+            codec_change_grace: Duration::from_millis(self.video_gate_codec_change_grace_ms),
+        }
+        .validate()
+        .map(Some)
+        .map_err(|e| e.to_string())
+    }
+
+    /// The certificate and key (`--tls-cert`, `--tls-key`; clap requires both).
+    fn tls(&self) -> Option<TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
     }
 }

@@ -10,7 +10,8 @@
 mod config;
 mod demo;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use shmring_ws::Server;
 
 use config::Config;
@@ -33,7 +34,19 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    for flag in ["view_token", "control_token"] {
+        if matches.value_source(flag) == Some(ValueSource::CommandLine) {
+            tracing::warn!(
+                "a token was given on the command line, where every user of this machine sees it (ps); \
+                 give it in SDR_VIEW_TOKEN / SDR_CONTROL_TOKEN or a --tokens-file instead"
+            );
+        }
+    }
     let shm_path = cli.config.ring_path(cli.demo);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -44,9 +57,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         let options = cli.config.server_options(cli.demo)?;
-        let server = Server::bind(options)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", cli.config.listen()))?;
+        let server = Server::bind(options).await.map_err(|e| e.to_string())?;
         let _demo = if cli.demo {
             Some(start_demo(&server, &shm_path)?)
         } else {

@@ -240,6 +240,12 @@ impl ClientQueue {
         true
     }
 
+    /// True while the client is subscribed to any channel (Foxglove).
+    pub(crate) fn subscribed(&self) -> bool {
+        let q = self.lock();
+        q.subs.video.is_some() || q.subs.image.is_some() || !q.subs.telemetry.is_empty()
+    }
+
     /// Subscribes the client to telemetry `channel` under `subscription`; false if it
     /// already is.
     pub(crate) fn subscribe_telemetry(&self, channel: u32, subscription: u32) -> bool {

@@ -13,6 +13,10 @@ pub struct TrustMetrics {
     pub refused_origin: AtomicU64,
     /// Handshakes (and `/metrics` requests) without a token in force (401).
     pub refused_token: AtomicU64,
+    /// Requests whose `Host` is not one of the server's names (421).
+    pub refused_host: AtomicU64,
+    /// Connections closed because the tokens file no longer grants their token's role.
+    pub clients_revoked: AtomicU64,
     /// Commands sent with a *view* token, not published.
     pub commands_refused_role: AtomicU64,
     /// Commands over the global command budget, not published.
@@ -29,6 +33,7 @@ impl TrustMetrics {
         match why {
             Refusal::CrossSite => &self.refused_origin,
             Refusal::Unauthorized => &self.refused_token,
+            Refusal::MisdirectedHost => &self.refused_host,
         }
         .fetch_add(1, Ordering::Relaxed);
     }
@@ -38,7 +43,7 @@ impl TrustMetrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
-            "# HELP shmring_ws_refused_total WebSocket handshakes and /metrics requests refused, by reason (origin: a page of another site; token: no token in force).\n# TYPE shmring_ws_refused_total counter"
+            "# HELP shmring_ws_refused_total WebSocket handshakes and HTTP requests refused, by reason (origin: a page of another site; token: no token in force; host: a Host that is not one of the server's names).\n# TYPE shmring_ws_refused_total counter"
         );
         let _ = writeln!(
             out,
@@ -49,6 +54,16 @@ impl TrustMetrics {
             out,
             "shmring_ws_refused_total{{reason=\"token\"}} {}",
             get(&self.refused_token)
+        );
+        let _ = writeln!(
+            out,
+            "shmring_ws_refused_total{{reason=\"host\"}} {}",
+            get(&self.refused_host)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP shmring_ws_clients_revoked_total Connections closed because the tokens file no longer grants their token's role.\n# TYPE shmring_ws_clients_revoked_total counter\nshmring_ws_clients_revoked_total {}",
+            get(&self.clients_revoked)
         );
         let _ = writeln!(
             out,

@@ -6,20 +6,27 @@
 //! | a browser page of this server, or of an allowed origin | watches and commands | same as a program |
 //! | a browser page of another site | refused (403) | refused (403) |
 //!
-//! `/health` is always open (healthchecks); `/metrics` is open without tokens, needs a
-//! token with them, unless it has its own listen address. The viewer page itself holds
-//! nothing secret and is always served; it asks for the token.
+//! Before any of that, a request whose `Host` is not one of the server's names is
+//! refused (421), whatever it asks for: the DNS-rebinding guard ([`host`]).
+//! `/health` is otherwise always open (healthchecks); `/metrics` is open without tokens,
+//! needs a token with them, unless it has its own listen address. The viewer page itself
+//! holds nothing secret and is always served; it asks for the token.
 //!
-//! [`tokens`] holds the tokens and where clients put them, [`origin`] the Origin
-//! policy, [`tls`] the native HTTPS/WSS listener.
+//! [`tokens`] holds the tokens and where clients put them, [`grant`] what a connection
+//! was granted (and whether the tokens file still grants it), [`origin`] the Origin
+//! policy, [`host`] the Host allow-list, [`tls`] the native HTTPS/WSS listener.
 
+pub mod grant;
+pub mod host;
 pub mod origin;
 pub mod tls;
 pub mod tokens;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use origin::{OriginPolicy, OriginVerdict};
+use host::HostPolicy;
+use origin::{OriginPolicy, OriginVerdict, Scheme};
 use tokens::{presented_token, Role, Tokens};
 
 /// The port the server listens on when no address is given.
@@ -58,6 +65,8 @@ pub struct Credentials<'a> {
     pub subprotocols: &'a [&'a str],
     /// The query string of the request target (after `?`).
     pub query: Option<&'a str>,
+    /// The scheme the request reached the server by (see [`origin`]).
+    pub scheme: Scheme,
 }
 
 /// The headers of a request that say who sent it, owned (collected while the request
@@ -69,6 +78,8 @@ pub struct RequestAuth {
     authorization: Option<String>,
     subprotocols: Vec<String>,
     query: Option<String>,
+    forwarded_proto: Option<String>,
+    served_tls: bool,
 }
 
 impl RequestAuth {
@@ -89,6 +100,8 @@ impl RequestAuth {
                 auth.host = Some(value.to_owned());
             } else if h.name.eq_ignore_ascii_case("authorization") {
                 auth.authorization = Some(value.to_owned());
+            } else if h.name.eq_ignore_ascii_case("x-forwarded-proto") {
+                auth.forwarded_proto = Some(value.to_owned());
             } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol") {
                 auth.subprotocols.extend(
                     value
@@ -100,6 +113,27 @@ impl RequestAuth {
             }
         }
         auth
+    }
+
+    /// Records that the listener serves TLS (the request's scheme is `https` unless a
+    /// proxy's `X-Forwarded-Proto` says otherwise).
+    pub fn set_served_tls(&mut self, tls: bool) {
+        self.served_tls = tls;
+    }
+
+    /// The `Host` header.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
+    /// The scheme the request reached the server by: a proxy's `X-Forwarded-Proto`,
+    /// else the one the listener serves.
+    pub fn scheme(&self) -> Scheme {
+        let served = if self.served_tls { Scheme::Https } else { Scheme::Http };
+        self.forwarded_proto
+            .as_deref()
+            .and_then(Scheme::from_forwarded)
+            .unwrap_or(served)
     }
 
     /// The subprotocols the client offered.
@@ -116,6 +150,7 @@ impl RequestAuth {
             authorization: self.authorization.as_deref(),
             subprotocols: &protocols,
             query: self.query.as_deref(),
+            scheme: self.scheme(),
         })
     }
 }
@@ -127,6 +162,8 @@ pub enum Refusal {
     CrossSite,
     /// No token, or not one in force (401).
     Unauthorized,
+    /// A `Host` that is not one of the server's names (421): DNS rebinding.
+    MisdirectedHost,
 }
 
 impl Refusal {
@@ -135,6 +172,7 @@ impl Refusal {
         match self {
             Refusal::CrossSite => "403 Forbidden",
             Refusal::Unauthorized => "401 Unauthorized",
+            Refusal::MisdirectedHost => "421 Misdirected Request",
         }
     }
 
@@ -147,6 +185,9 @@ impl Refusal {
             Refusal::Unauthorized => {
                 "a token is required: Authorization: Bearer TOKEN, a shmring.token.TOKEN WebSocket subprotocol, or ?token=TOKEN"
             }
+            Refusal::MisdirectedHost => {
+                "this server does not answer to the name in the Host header (a guard against DNS rebinding): if it is a name of this server, ask the operator to add it to SDR_ALLOWED_HOSTS (--allowed-hosts)"
+            }
         }
     }
 
@@ -155,21 +196,43 @@ impl Refusal {
         match self {
             Refusal::CrossSite => "origin",
             Refusal::Unauthorized => "token",
+            Refusal::MisdirectedHost => "host",
         }
     }
 }
 
-/// The server's trust settings: tokens (optional) and the Origin policy.
+/// The server's trust settings: tokens (optional), the Origin policy and the Host
+/// allow-list.
 #[derive(Debug, Default)]
 pub struct TrustPolicy {
     tokens: Option<Tokens>,
     origins: OriginPolicy,
+    hosts: HostPolicy,
 }
 
 impl TrustPolicy {
-    /// A policy with these tokens (`None`: authentication off) and origins.
+    /// A policy with these tokens (`None`: authentication off) and origins, and the
+    /// default Host allow-list.
     pub fn new(tokens: Option<Tokens>, origins: OriginPolicy) -> TrustPolicy {
-        TrustPolicy { tokens, origins }
+        TrustPolicy {
+            tokens,
+            origins,
+            hosts: HostPolicy::default(),
+        }
+    }
+
+    /// This policy with the Host allow-list `hosts`.
+    pub fn with_hosts(self, hosts: HostPolicy) -> TrustPolicy {
+        TrustPolicy { hosts, ..self }
+    }
+
+    /// Decides whether a request with this `Host` header may be served at all.
+    pub fn admit_host(&self, host: Option<&str>) -> Result<(), Refusal> {
+        if self.hosts.allows(host) {
+            Ok(())
+        } else {
+            Err(Refusal::MisdirectedHost)
+        }
     }
 
     /// True when tokens are required.
@@ -186,7 +249,7 @@ impl TrustPolicy {
     /// The Origin is checked first (a page of another site is refused even with a
     /// token: it may have found one in the visitor's browser).
     pub fn admit(&self, c: &Credentials<'_>) -> Result<(Role, OriginVerdict), Refusal> {
-        let verdict = self.origins.check(c.origin, c.host);
+        let verdict = self.origins.check(c.origin, c.host, c.scheme);
         if !verdict.accepted() {
             return Err(Refusal::CrossSite);
         }
@@ -200,6 +263,34 @@ impl TrustPolicy {
             }
         };
         Ok((role, verdict))
+    }
+
+    /// [`TrustPolicy::admit`], with the connection's [`grant::Grant`]: the role, and
+    /// the token it was granted by, watched for revocation.
+    pub fn admit_grant(self: &Arc<Self>, c: &Credentials<'_>) -> Result<grant::Grant, Refusal> {
+        let Some(tokens) = &self.tokens else {
+            return self.admit(c).map(|(role, _)| grant::Grant::unconditional(role));
+        };
+        // Watch before the look-up: a reload after it is then seen.
+        let changes = tokens.changes();
+        let (role, _) = self.admit(c)?;
+        let token = presented_token(c.authorization, c.subprotocols, c.query).ok_or(Refusal::Unauthorized)?;
+        Ok(grant::Grant::by_token(role, token, self.clone(), changes))
+    }
+
+    /// Reads the tokens file again whenever it changed, checking every
+    /// [`tokens::RELOAD_INTERVAL`], until dropped; connections whose token it no longer
+    /// grants are closed (see [`grant`]). Returns at once without a tokens file.
+    pub async fn reload_tokens_file(self: Arc<Self>) {
+        let Some(tokens) = self.tokens.as_ref().filter(|t| t.has_file()) else {
+            return;
+        };
+        let mut tick = tokio::time::interval(tokens::RELOAD_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            tokens.reload_if_changed();
+        }
     }
 
     /// Decides a `/metrics` request on the main listener: open without tokens, any
@@ -243,7 +334,12 @@ impl TrustPolicy {
         } else {
             "browser pages may connect from this server's own origin and SDR_ALLOWED_ORIGINS only"
         };
-        format!("{reach}; {who}; {origins}")
+        let hosts = if self.hosts.allows_any() {
+            "requests for ANY host name are served (SDR_ALLOWED_HOSTS=*: no DNS-rebinding guard)"
+        } else {
+            "requests are served for IP addresses, localhost, this machine's name and SDR_ALLOWED_HOSTS only"
+        };
+        format!("{reach}; {who}; {origins}; {hosts}")
     }
 }
 

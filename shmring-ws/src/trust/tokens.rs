@@ -13,7 +13,9 @@
 //!
 //! Several tokens per role may be valid at once, which is how a token is rotated: add
 //! the new one, move the clients over, remove the old one. The file is read again when
-//! it changes ([`Tokens::reload_if_changed`]).
+//! it changes ([`Tokens::reload_if_changed`], every [`RELOAD_INTERVAL`] and at each
+//! handshake); connections whose token it no longer grants are then closed (see
+//! [`super::grant`]).
 //!
 //! A client presents its token in one of three places (see [`presented_token`]):
 //! an `Authorization: Bearer TOKEN` header (programs), a `shmring.token.TOKEN` entry in
@@ -23,7 +25,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
 
 /// What a client may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,6 +56,8 @@ pub const QUERY_TOKEN_PARAM: &str = "token";
 pub const MIN_TOKEN_LEN: usize = 16;
 /// Longest token accepted.
 pub const MAX_TOKEN_LEN: usize = 256;
+/// The tokens file is checked for changes this often (and at every handshake).
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why tokens could not be loaded.
 #[derive(Debug)]
@@ -85,8 +91,8 @@ impl fmt::Display for TokenError {
 
 impl std::error::Error for TokenError {}
 
-/// Where tokens come from.
-#[derive(Clone, Debug, Default)]
+/// Where tokens come from (`Debug` shows how many tokens, never one).
+#[derive(Clone, Default)]
 pub struct TokenSource {
     /// A tokens file (`ROLE TOKEN` lines), read again when it changes.
     pub file: Option<PathBuf>,
@@ -96,6 +102,16 @@ pub struct TokenSource {
     pub control: Vec<String>,
 }
 
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("file", &self.file)
+            .field("view", &format_args!("{} tokens", self.view.len()))
+            .field("control", &format_args!("{} tokens", self.control.len()))
+            .finish()
+    }
+}
+
 impl TokenSource {
     /// True when no token is configured at all (authentication off).
     pub fn is_empty(&self) -> bool {
@@ -103,17 +119,29 @@ impl TokenSource {
     }
 }
 
-/// The tokens in force.
-#[derive(Debug)]
+/// The tokens in force (`Debug` shows how many, never one).
 pub struct Tokens {
     source: TokenSource,
     state: RwLock<Loaded>,
+    /// Counts the loads: connections watch it to check their grant again.
+    generation: watch::Sender<u64>,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (view, control) = self.counts();
+        f.debug_struct("Tokens")
+            .field("source", &self.source)
+            .field("view", &view)
+            .field("control", &control)
+            .finish()
+    }
 }
 
 /// A token in force and the role it grants.
 type Entry = (Role, Box<[u8]>);
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Loaded {
     entries: Vec<Entry>,
     /// The file's modification time and length when it was read.
@@ -167,6 +195,20 @@ fn parse_file(text: &str, path: &Path) -> Result<Vec<Entry>, TokenError> {
         let role = match role {
             "view" => Role::View,
             "control" => Role::Control,
+            // The first word is never shown when it could be a token (role and token
+            // swapped): the error goes to the log.
+            _ if matches!(token, "view" | "control") => {
+                return Err(TokenError::Syntax {
+                    place,
+                    what: format!("role and token are swapped: write `{token} TOKEN`"),
+                })
+            }
+            other if other.len() >= MIN_TOKEN_LEN => {
+                return Err(TokenError::Syntax {
+                    place,
+                    what: "the first word must be the role, `view` or `control`".into(),
+                })
+            }
             other => {
                 return Err(TokenError::Syntax {
                     place,
@@ -200,6 +242,7 @@ impl Tokens {
         let tokens = Tokens {
             state: RwLock::new(Loaded::default()),
             source,
+            generation: watch::Sender::new(0),
         };
         tokens.reload()?;
         Ok(Some(tokens))
@@ -230,7 +273,20 @@ impl Tokens {
         let n = entries.len();
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         *state = Loaded { entries, stamp };
+        drop(state);
+        self.generation.send_modify(|g| *g += 1);
         Ok(n)
+    }
+
+    /// True when the tokens come (partly) from a file, which may change.
+    pub fn has_file(&self) -> bool {
+        self.source.file.is_some()
+    }
+
+    /// A receiver that sees a change each time the tokens are loaded again (subscribe
+    /// before looking up a role, so no reload after the look-up is missed).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Reads the tokens file again if it changed since it was last read (one `stat`).
@@ -297,16 +353,17 @@ pub fn presented_token<'a>(
 }
 
 /// The subprotocol the server answers with, chosen from the client's list: `preferred`
-/// if offered (Foxglove's), else the first entry that is not a token, else the token
-/// entry itself (a browser fails the handshake when it offered subprotocols and the
-/// answer names none; echoing its own token back to it reveals nothing).
+/// if offered (Foxglove's), else the first entry that is not a token, else none. A
+/// token entry is never named in the answer (a response header ends up in proxies'
+/// and browsers' logs). A browser fails a handshake whose answer names no subprotocol
+/// when it offered some, so a browser page offers a protocol name besides its token
+/// (the viewer offers `shmring.v1`); programs accept an answer without one.
 pub fn response_subprotocol<'a>(offered: &[&'a str], preferred: &str) -> Option<&'a str> {
     let offered: Vec<&str> = offered.iter().map(|p| p.trim()).filter(|p| !p.is_empty()).collect();
     offered
         .iter()
         .find(|p| **p == preferred)
         .or_else(|| offered.iter().find(|p| !p.starts_with(SUBPROTOCOL_TOKEN_PREFIX)))
-        .or_else(|| offered.first())
         .copied()
 }
 
@@ -426,6 +483,52 @@ mod tests {
     }
 
     #[test]
+    fn a_line_with_role_and_token_swapped_never_shows_the_token() {
+        for (line, says) in [
+            (format!("{CONTROL} control\n"), "swapped"),
+            (format!("{CONTROL} {VIEW}\n"), "the first word must be the role"),
+        ] {
+            let path = scratch_file("swapped", &line);
+            let e = Tokens::load(TokenSource {
+                file: Some(path.clone()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            std::fs::remove_file(&path).unwrap();
+            assert!(e.contains(says) && e.contains(":1"), "{e}");
+            assert!(!e.contains(CONTROL) && !e.contains(VIEW), "the token was shown: {e}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_token() {
+        let t = Tokens::load(TokenSource {
+            view: vec![VIEW.into()],
+            control: vec![CONTROL.into()],
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        let shown = format!("{t:?}");
+        assert!(!shown.contains(VIEW) && !shown.contains(CONTROL), "{shown}");
+    }
+
+    #[test]
+    fn a_reload_is_seen_by_connections_watching() {
+        let t = Tokens::load(TokenSource {
+            control: vec![CONTROL.into()],
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        let changes = t.changes();
+        assert!(!changes.has_changed().unwrap());
+        t.reload().unwrap();
+        assert!(changes.has_changed().unwrap());
+    }
+
+    #[test]
     fn tokens_are_found_in_each_place_a_client_can_put_them() {
         assert_eq!(presented_token(Some("Bearer abc"), &[], None), Some("abc"));
         assert_eq!(presented_token(Some("bearer  abc "), &[], None), Some("abc"));
@@ -452,7 +555,11 @@ mod tests {
             response_subprotocol(&["shmring.token.x", "shmring.v1"], fox),
             Some("shmring.v1")
         );
-        assert_eq!(response_subprotocol(&["shmring.token.x"], fox), Some("shmring.token.x"));
+        assert_eq!(
+            response_subprotocol(&["shmring.token.x"], fox),
+            None,
+            "the token is never echoed"
+        );
         assert_eq!(response_subprotocol(&[], fox), None);
     }
 
