@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::Shared;
@@ -23,8 +22,8 @@ use crate::limits::{CommandBudget, PendingConnections};
 use crate::metrics::Metrics;
 use crate::nats::client::Connections;
 use crate::options::ServerOptions;
-use crate::protocol::Command;
-use crate::safety::{Publication, SafetyGate};
+use crate::nats::outbox::Outbox;
+use crate::safety::{GateFeed, SafetyGate};
 use crate::trust::tokens::response_subprotocol;
 use crate::wire::Protocol;
 
@@ -34,8 +33,6 @@ pub const VIEWER_HTML: &str = include_str!("viewer.html");
 pub const STREAM_PATH: &str = "/stream/ws";
 /// Pause between the 101 response and the first WebSocket frame.
 const UPGRADE_PAUSE: Duration = Duration::from_millis(5);
-/// Client commands waiting for NATS.
-const COMMAND_QUEUE: usize = 1024;
 
 /// How long clients get to take their close frame (1001) at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -50,8 +47,8 @@ pub struct Server {
     /// `/metrics` on its own address.
     metrics_listener: Option<TcpListener>,
     ctx: Arc<Shared>,
-    commands_rx: Option<mpsc::Receiver<Command>>,
-    gate_rx: Option<mpsc::Receiver<Publication>>,
+    commands_rx: Option<Arc<Outbox>>,
+    gate_rx: Option<GateFeed>,
 }
 
 impl Server {
@@ -80,8 +77,8 @@ impl Server {
             Arc::new(Hub::new(options.limits, metrics.clone(), keyframes.clone()).with_fanout_threads(fanout_threads)?);
         let (commands, commands_rx) = match options.nats {
             Some(_) => {
-                let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-                (Some(tx), Some(rx))
+                let outbox = Outbox::new();
+                (Some(outbox.clone()), Some(outbox))
             }
             None => (None, None),
         };
