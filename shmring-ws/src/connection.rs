@@ -39,8 +39,8 @@ use crate::limits::{
     CommandBudget, Exceeded, KeyframeRequestGate, Liveness, PendingConnections, WireLimits, WireMeter,
 };
 use crate::message::Outgoing;
-use crate::nats::outbox::{is_motion_action, is_safety_action, MotionCommand, Outbox, Queued};
 use crate::metrics::{Metrics, SentTally};
+use crate::nats::outbox::{is_motion_action, is_safety_action, MotionCommand, Outbox, Queued};
 use crate::options::ServerOptions;
 use crate::protocol::{parse_command, Command, ACTION_REQUEST_IDR, MSG_COMMAND};
 use crate::safety::{ClientGate, SafetyGate};
@@ -538,7 +538,11 @@ impl<'a> ClientSession<'a> {
         }
         if self.role != ClientRole::Control {
             metrics.trust.commands_refused_role.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("client {}: a view token may not send {:?}", self.client.id(), cmd.action);
+            tracing::debug!(
+                "client {}: a view token may not send {:?}",
+                self.client.id(),
+                cmd.action
+            );
             return;
         }
         if is_safety_action(&cmd.action) {

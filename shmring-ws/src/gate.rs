@@ -436,7 +436,10 @@ mod tests {
         let v = g.command(T0 + 5100 * MS, "set_cmd_vel");
         assert_eq!(v.effects, vec![GateEffect::Estop, status(GateMode::Estop, 5100)]);
         // A fresh frame opens it.
-        assert_eq!(g.observe(T0 + 5200 * MS, T0 + 5190 * MS, Some(1)), Some(status(GateMode::Open, 0)));
+        assert_eq!(
+            g.observe(T0 + 5200 * MS, T0 + 5190 * MS, Some(1)),
+            Some(status(GateMode::Open, 0))
+        );
         assert!(g.command(T0 + 5210 * MS, "set_cmd_vel").pass);
     }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shmring_core::layout::FrameHeader;
 use bytes::Bytes;
+use shmring_core::layout::FrameHeader;
 use shmring_core::{monotonic_ns, Error, FrameInfo, ReaderOptions, RingKind, RingReader, StartPosition};
 
 use crate::hub::Hub;

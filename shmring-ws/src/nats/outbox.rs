@@ -110,7 +110,10 @@ impl Outbox {
     /// Puts a motion command in its action's slot: it replaces the one waiting there.
     pub(crate) fn offer_motion(&self, motion: MotionCommand) -> Queued {
         let mut lanes = self.lock();
-        let slot = lanes.motion.iter_mut().find(|m| m.command.action == motion.command.action);
+        let slot = lanes
+            .motion
+            .iter_mut()
+            .find(|m| m.command.action == motion.command.action);
         let queued = match slot {
             Some(slot) => {
                 *slot = motion;
@@ -165,10 +168,7 @@ fn superseded_safety(safety: &VecDeque<(u64, Command)>, client: u64) -> usize {
     let mine: Vec<usize> = (0..safety.len()).filter(|&i| safety[i].0 == client).collect();
     mine.iter()
         .copied()
-        .find(|&i| {
-            mine.iter()
-                .any(|&j| j > i && safety[j].1.action == safety[i].1.action)
-        })
+        .find(|&i| mine.iter().any(|&j| j > i && safety[j].1.action == safety[i].1.action))
         .unwrap_or(mine[0])
 }
 

@@ -153,7 +153,10 @@ impl RoundTrip {
         self.next_token += 1;
         self.awaiting.get_or_insert(token);
         self.retry_at = tokio::time::Instant::now() + ROUND_TRIP_RETRY;
-        if let Err(e) = client.publish(self.subject.clone(), Bytes::from(token.to_string())).await {
+        if let Err(e) = client
+            .publish(self.subject.clone(), Bytes::from(token.to_string()))
+            .await
+        {
             tracing::debug!("round trip not requested: {e}");
         }
     }
@@ -205,7 +208,10 @@ impl CommandRelay {
                 self.publish_gate(p).await;
             } else if let Some(cmd) = self.outbox.take_safety() {
                 self.publish_command(cmd).await;
-            } else if let Some(motion) = (!self.round_trip.waiting()).then(|| self.outbox.take_motion()).flatten() {
+            } else if let Some(motion) = (!self.round_trip.waiting())
+                .then(|| self.outbox.take_motion())
+                .flatten()
+            {
                 self.hand_off(motion).await;
             } else if let Some(cmd) = self.outbox.take_other() {
                 self.publish_command(cmd).await;
