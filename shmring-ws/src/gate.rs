@@ -5,6 +5,8 @@
 //! per stale episode, latches one zero velocity; older than the ESTOP threshold it
 //! escalates, once, to an emergency stop. `estop`, `estop_clear`, `pause` and `reset`
 //! always pass. When frames flow again the gate opens and says so (`{"gated":false}`).
+//! Until the first frame it is told of, the gate holds motion: it is closed until the
+//! video is proven fresh.
 //! Settings, subjects and payloads are SDR_OS's, so its sim and browser client understand
 //! them (see `docs/video-gate.md` for the state diagram).
 //!
