@@ -169,12 +169,12 @@ impl<'a> RingLoop<'a> {
     }
 
     /// The time this frame proves the video fresh at, if it does: its commit time when
-    /// the writer declares frame_id to be one (`--frame-id-commit-time`), else the time
-    /// it was read, unless it is the first frame since the ring was opened or its
-    /// writer is known dead (then it may be old).
+    /// the writer declares frame_id to be one (`--frame-id-commit-time`) and the stamp is
+    /// plausible, else the time it was read, unless it is the first frame since the ring
+    /// was opened or its writer is known dead (then it may be old).
     fn fresh_at(&mut self, read_ns: u64, commit_ns: Option<u64>) -> Option<u64> {
         let first = std::mem::take(&mut self.first_since_open);
-        if self.source.frame_id_is_commit_time {
+        if commit_ns.is_some() {
             return commit_ns;
         }
         let dead = self.metrics.writer_alive.load(Ordering::Relaxed) == 0;
