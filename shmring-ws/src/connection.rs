@@ -30,8 +30,6 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use tokio::sync::mpsc;
-
 use crate::client::{Batch, ClientQueue, DirectSink};
 use crate::foxglove;
 use crate::framing::{close_frame, text_frame, CloseReason};
@@ -42,6 +40,7 @@ use crate::limits::{
 };
 use crate::message::Outgoing;
 use crate::metrics::{Metrics, SentTally};
+use crate::nats::outbox::{is_motion_action, is_safety_action, MotionCommand, Outbox, Queued};
 use crate::options::ServerOptions;
 use crate::protocol::{parse_command, Command, ACTION_REQUEST_IDR, MSG_COMMAND};
 use crate::safety::{ClientGate, SafetyGate};
@@ -54,8 +53,8 @@ pub(crate) struct Shared {
     pub(crate) hub: Arc<Hub>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) keyframes: Arc<KeyframeRequests>,
-    /// Where client commands go (the NATS relay), if NATS is configured.
-    pub(crate) commands: Option<mpsc::Sender<Command>>,
+    /// Where client commands wait for the NATS relay, if NATS is configured.
+    pub(crate) commands: Option<Arc<Outbox>>,
     pub(crate) options: ServerOptions,
     /// Told to Foxglove clients, so they can tell a reconnection from a new server.
     pub(crate) session_id: String,
@@ -245,6 +244,18 @@ async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared, peer_gon
     }
 }
 
+/// Close codes (RFC 6455, section 7.4.1) the server closes a client with.
+pub(crate) mod close_code {
+    /// The client broke the WebSocket protocol.
+    pub(crate) const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message is not valid UTF-8.
+    pub(crate) const INVALID_PAYLOAD: u16 = 1007;
+    /// The client went over a limit, or stopped answering.
+    pub(crate) const POLICY_VIOLATION: u16 = 1008;
+    /// A message is larger than the server takes.
+    pub(crate) const MESSAGE_TOO_BIG: u16 = 1009;
+}
+
 /// Pings the client every `interval`; one that sent nothing at all (no pong, no
 /// message) for two intervals is closed, so silent sockets do not hold client slots
 /// when no video flows to them (the write timeout covers those that do).
@@ -257,12 +268,49 @@ async fn pinger(client: &ClientQueue, liveness: &Liveness, interval: Duration) {
         let silent = liveness.silent_for(Instant::now());
         if silent >= 2 * interval {
             client.close(CloseReason {
-                code: 1008,
+                code: close_code::POLICY_VIOLATION,
                 reason: format!("no answer to pings for {} s", silent.as_secs()),
             });
             return std::future::pending().await;
         }
         let _ = client.push_control(&PING);
+    }
+}
+
+/// How a failed read ends the connection.
+#[derive(Debug)]
+enum ReadEnd {
+    /// The client misbehaved: close it with this reason.
+    Close(CloseReason),
+    /// The client vanished without a close frame (its business, not abuse).
+    PeerGone,
+    /// The connection ended otherwise.
+    End,
+}
+
+/// What a read error means for the connection; `exceeded` is the wire limit the client
+/// went over, if that is why the read failed.
+fn close_for(error: WsError, exceeded: Option<Exceeded>) -> ReadEnd {
+    let close = |code, reason| ReadEnd::Close(CloseReason { code, reason });
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => close(
+            close_code::MESSAGE_TOO_BIG,
+            format!("message too big: {size} > {max_size} bytes"),
+        ),
+        WsError::Utf8(_) => close(close_code::INVALID_PAYLOAD, "a text message is not valid UTF-8".into()),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => ReadEnd::PeerGone,
+        WsError::Io(e) => match exceeded {
+            Some(exceeded) => close(close_code::POLICY_VIOLATION, exceeded.0),
+            None => {
+                tracing::debug!("read ended: {e}");
+                ReadEnd::PeerGone
+            }
+        },
+        WsError::Protocol(e) => close(close_code::PROTOCOL_ERROR, format!("protocol error: {e}")),
+        e => {
+            tracing::debug!("read ended: {e}");
+            ReadEnd::End
+        }
     }
 }
 
@@ -276,73 +324,35 @@ async fn reader(
     role: ClientRole,
     peer_gone: &AtomicBool,
 ) {
-    let metrics = &ctx.metrics;
-    let mut window_start = Instant::now();
-    let mut in_window = 0u32;
-    let mut client_gate = ctx.gate.as_ref().map(|g| g.client_gate());
-    let client_channels = RefCell::new(HashMap::new());
-    let mut keyframe_gate =
-        KeyframeRequestGate::new(crate::defaults::CLIENT_KEYFRAME_INTERVAL.max(ctx.options.keyframe_interval));
+    let mut session = ClientSession::new(client, ctx, role);
     loop {
-        let gated = client_gate.as_ref().is_some_and(ClientGate::closed);
+        let gated = session.gated();
         let next = tokio::select! {
             next = ws.next() => next,
             // While this client's own gate holds, look for its recovery now and then.
             () = tokio::time::sleep(GATE_RECHECK), if gated => {
-                if let (Some(gate), Some(mine)) = (&ctx.gate, client_gate.as_mut()) {
-                    if let Some(status) = mine.recovered(gate, client.newest_frame_ns()) {
-                        client.push_urgent(&status);
-                    }
-                }
+                session.recheck_gate();
                 continue;
             }
         };
         let msg = match next {
-            Some(Ok(m)) => m,
-            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
-                client.close(CloseReason {
-                    code: 1009,
-                    reason: format!("message too big: {size} > {max_size} bytes"),
-                });
-                return;
-            }
-            Some(Err(WsError::Utf8(_))) => {
-                client.close(CloseReason {
-                    code: 1007,
-                    reason: "a text message is not valid UTF-8".into(),
-                });
-                return;
-            }
-            Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
-                // The client went without a close frame: its business, not abuse.
-                peer_gone.store(true, Ordering::Relaxed);
+            Some(Ok(Message::Close(_))) => {
+                // tungstenite has queued the close reply (an echo of the client's code);
+                // a flush hands it to the writer, which sends it, then ends.
+                let _ = futures_util::SinkExt::flush(ws).await;
                 client.end();
                 return;
             }
-            Some(Err(WsError::Io(e))) => {
-                match ws.get_ref().exceeded.clone() {
-                    Some(exceeded) => client.close(CloseReason {
-                        code: 1008,
-                        reason: exceeded.0,
-                    }),
-                    None => {
-                        tracing::debug!("client {}: read ended: {e}", client.id());
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                match close_for(e, ws.get_ref().exceeded.clone()) {
+                    ReadEnd::Close(reason) => client.close(reason),
+                    ReadEnd::PeerGone => {
                         peer_gone.store(true, Ordering::Relaxed);
                         client.end();
                     }
+                    ReadEnd::End => client.end(),
                 }
-                return;
-            }
-            Some(Err(WsError::Protocol(e))) => {
-                client.close(CloseReason {
-                    code: 1002,
-                    reason: format!("protocol error: {e}"),
-                });
-                return;
-            }
-            Some(Err(e)) => {
-                tracing::debug!("client {}: read ended: {e}", client.id());
-                client.end();
                 return;
             }
             None => {
@@ -350,73 +360,263 @@ async fn reader(
                 return;
             }
         };
-        if window_start.elapsed() >= Duration::from_secs(1) {
-            window_start = Instant::now();
-            in_window = 0;
-        }
-        in_window += 1;
-        if in_window > ctx.options.max_messages_per_sec {
-            client.close(CloseReason {
-                code: 1008,
-                reason: format!(
-                    "message flood: more than {} messages/s",
-                    ctx.options.max_messages_per_sec
-                ),
-            });
+        if let Err(reason) = session.on_message(msg) {
+            client.close(reason);
             return;
         }
-        match msg {
-            Message::Binary(b) if client.protocol() == Protocol::Sdr && b.first() == Some(&MSG_COMMAND) => {
-                handle_command(b.slice(1..), client, ctx, role, &mut keyframe_gate, &mut client_gate)
-            }
-            Message::Text(t) if client.protocol() == Protocol::Foxglove => {
-                let session = FoxgloveSession {
-                    client,
-                    ctx,
-                    channels: &client_channels,
-                };
-                foxglove::handle_request(t.as_str(), &session)
-            }
-            Message::Binary(b)
-                if client.protocol() == Protocol::Foxglove && b.first() == Some(&foxglove::OP_CLIENT_MESSAGE_DATA) =>
-            {
-                // clientPublish: [0x01][u32 LE channel id][payload], a command through
-                // the same path (and gate) as the SDR protocol's.
-                let command = b
-                    .get(1..5)
-                    .and_then(|id| <[u8; 4]>::try_from(id).ok())
-                    .and_then(|id| client_channels.borrow().get(&u32::from_le_bytes(id)).cloned())
-                    .and_then(|topic| topic.command(&b[5..]));
-                match command {
-                    Some(json) => handle_command(
-                        Bytes::from(json),
-                        client,
-                        ctx,
-                        role,
-                        &mut keyframe_gate,
-                        &mut client_gate,
-                    ),
-                    None => {
-                        metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
-                        let _ = client.push_control(&text_frame(&foxglove::status(
-                            1,
-                            "message on a channel not advertised, or not a JSON object of its topic's shape",
-                        )));
-                    }
-                }
-            }
-            Message::Close(_) => {
-                // tungstenite has queued the close reply (an echo of the client's code);
-                // a flush hands it to the writer, which sends it, then ends.
-                let _ = futures_util::SinkExt::flush(ws).await;
-                client.end();
-                return;
-            }
-            Message::Ping(_) | Message::Pong(_) => {}
-            Message::Binary(_) | Message::Text(_) | Message::Frame(_) => {
-                metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A client's messages per one-second window; more than the limit close it.
+#[derive(Debug)]
+struct MessageRate {
+    window_start: Instant,
+    in_window: u32,
+    max: u32,
+}
+
+impl MessageRate {
+    fn new(max: u32) -> MessageRate {
+        MessageRate {
+            window_start: Instant::now(),
+            in_window: 0,
+            max,
+        }
+    }
+
+    /// Counts one message; the close reason once the client sent too many this second.
+    fn count(&mut self) -> Result<(), CloseReason> {
+        if self.window_start.elapsed() >= Duration::from_secs(1) {
+            self.window_start = Instant::now();
+            self.in_window = 0;
+        }
+        self.in_window += 1;
+        if self.in_window > self.max {
+            return Err(CloseReason {
+                code: close_code::POLICY_VIOLATION,
+                reason: format!("message flood: more than {} messages/s", self.max),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One client's side of the protocol: what it may do, its limits, its video gate and
+/// (Foxglove) the channels it advertised.
+struct ClientSession<'a> {
+    client: &'a Arc<ClientQueue>,
+    ctx: &'a Shared,
+    role: ClientRole,
+    rate: MessageRate,
+    client_gate: Option<ClientGate>,
+    /// The channels a Foxglove client advertised to publish on (`clientPublish`).
+    channels: RefCell<HashMap<u32, foxglove::ClientTopic>>,
+    keyframe_gate: KeyframeRequestGate,
+}
+
+impl<'a> ClientSession<'a> {
+    fn new(client: &'a Arc<ClientQueue>, ctx: &'a Shared, role: ClientRole) -> Self {
+        ClientSession {
+            client,
+            ctx,
+            role,
+            rate: MessageRate::new(ctx.options.max_messages_per_sec),
+            client_gate: ctx.gate.as_ref().map(|g| g.client_gate()),
+            channels: RefCell::new(HashMap::new()),
+            keyframe_gate: KeyframeRequestGate::new(
+                crate::defaults::CLIENT_KEYFRAME_INTERVAL.max(ctx.options.keyframe_interval),
+            ),
+        }
+    }
+
+    /// True while this client's own video gate holds.
+    fn gated(&self) -> bool {
+        self.client_gate.as_ref().is_some_and(ClientGate::closed)
+    }
+
+    /// Looks for the recovery of this client's gate (and tells the client).
+    fn recheck_gate(&mut self) {
+        if let (Some(gate), Some(mine)) = (&self.ctx.gate, self.client_gate.as_mut()) {
+            if let Some(status) = mine.recovered(gate, self.client.newest_frame_ns()) {
+                self.client.push_urgent(&status);
             }
         }
+    }
+
+    /// Handles one message (not a close); the close reason if the client must go.
+    fn on_message(&mut self, msg: Message) -> Result<(), CloseReason> {
+        let protocol = self.client.protocol();
+        match msg {
+            Message::Binary(b) if protocol == Protocol::Sdr && b.first() == Some(&MSG_COMMAND) => {
+                self.on_command_message(b.slice(1..))
+            }
+            Message::Text(t) if protocol == Protocol::Foxglove => {
+                self.rate.count()?;
+                self.on_foxglove_request(t.as_str());
+                Ok(())
+            }
+            Message::Binary(b)
+                if protocol == Protocol::Foxglove && b.first() == Some(&foxglove::OP_CLIENT_MESSAGE_DATA) =>
+            {
+                self.on_client_publish(&b)
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => self.rate.count(),
+            Message::Binary(_) | Message::Text(_) | Message::Frame(_) => {
+                self.rate.count()?;
+                self.malformed();
+                Ok(())
+            }
+        }
+    }
+
+    fn malformed(&self) {
+        self.ctx
+            .metrics
+            .client_messages_malformed
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_foxglove_request(&self, text: &str) {
+        let session = FoxgloveSession {
+            client: self.client,
+            ctx: self.ctx,
+            channels: &self.channels,
+        };
+        foxglove::handle_request(text, &session);
+    }
+
+    /// clientPublish: `[0x01][u32 LE channel id][payload]`, a command through the same
+    /// path (and gate) as the SDR protocol's.
+    fn on_client_publish(&mut self, message: &[u8]) -> Result<(), CloseReason> {
+        let command = message
+            .get(1..5)
+            .and_then(|id| <[u8; 4]>::try_from(id).ok())
+            .and_then(|id| self.channels.borrow().get(&u32::from_le_bytes(id)).cloned())
+            .and_then(|topic| topic.command(&message[5..]));
+        match command {
+            Some(json) => self.on_command_message(Bytes::from(json)),
+            None => {
+                self.rate.count()?;
+                self.malformed();
+                let _ = self.client.push_control(&text_frame(&foxglove::status(
+                    1,
+                    "message on a channel not advertised, or not a JSON object of its topic's shape",
+                )));
+                Ok(())
+            }
+        }
+    }
+
+    /// A command's JSON. Safety commands from a control client do not count against the
+    /// client's message limit (the wire limits still apply): they are never refused.
+    fn on_command_message(&mut self, body: Bytes) -> Result<(), CloseReason> {
+        let cmd = match parse_command(&body, self.ctx.options.max_command_size) {
+            Ok(c) => c,
+            Err(e) => {
+                self.rate.count()?;
+                self.malformed();
+                tracing::debug!("client {}: ignored a command: {e}", self.client.id());
+                return Ok(());
+            }
+        };
+        if !(self.role == ClientRole::Control && is_safety_action(&cmd.action)) {
+            self.rate.count()?;
+        }
+        self.on_command(cmd);
+        Ok(())
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let metrics = &self.ctx.metrics;
+        if cmd.action == ACTION_REQUEST_IDR {
+            // Any client may ask (its decoder failed), at most once per interval.
+            if self.keyframe_gate.allow(Instant::now()) {
+                self.ctx.keyframes.request("a viewer asked (decoder error)");
+            } else {
+                metrics.keyframe_requests_coalesced.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        if self.role != ClientRole::Control {
+            metrics.trust.commands_refused_role.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                "client {}: a view token may not send {:?}",
+                self.client.id(),
+                cmd.action
+            );
+            return;
+        }
+        if is_safety_action(&cmd.action) {
+            self.on_safety_command(cmd);
+        } else {
+            self.on_budgeted_command(cmd);
+        }
+    }
+
+    /// `estop`, `estop_clear`, `pause`: no budget, no gate, their own lane.
+    fn on_safety_command(&self, cmd: Command) {
+        let metrics = &self.ctx.metrics;
+        match &self.ctx.commands {
+            Some(outbox) => {
+                if outbox.push_safety(self.client.id(), cmd) == Queued::Superseded {
+                    metrics.commands_superseded.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            None => {
+                metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Motion and other commands: the global budget, the video gate, then the lane.
+    fn on_budgeted_command(&mut self, cmd: Command) {
+        let metrics = &self.ctx.metrics;
+        if !self.ctx.command_budget.try_take(Instant::now()) {
+            metrics.trust.commands_refused_budget.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let accepted_ns = shmring_core::monotonic_ns();
+        let generation = self.ctx.gate.as_ref().map_or(0, |g| g.generation());
+        if !self.judge(&cmd.action) {
+            metrics.commands_gated.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Some(outbox) = &self.ctx.commands else {
+            metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let queued = if is_motion_action(&cmd.action) {
+            outbox.offer_motion(MotionCommand {
+                command: cmd,
+                accepted_ns,
+                generation,
+                client: self.client.clone(),
+            })
+        } else {
+            outbox.push_other(cmd)
+        };
+        match queued {
+            Queued::Waiting => {}
+            Queued::Superseded => {
+                metrics.commands_superseded.fetch_add(1, Ordering::Relaxed);
+            }
+            Queued::Full => {
+                metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Asks the video gates (the ring's, then this client's) about `action`; tells the
+    /// client when its own gate changes. True if it may go.
+    fn judge(&mut self, action: &str) -> bool {
+        let (Some(gate), Some(mine)) = (&self.ctx.gate, self.client_gate.as_mut()) else {
+            return true;
+        };
+        let (pass, status) = gate.judge(mine, self.client.newest_frame_ns(), action);
+        if let Some(status) = status {
+            self.client.push_urgent(&status);
+        }
+        pass
     }
 }
 
@@ -463,64 +663,6 @@ impl foxglove::Session for FoxgloveSession<'_> {
             .metrics
             .client_messages_malformed
             .fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-fn handle_command(
-    body: Bytes,
-    client: &ClientQueue,
-    ctx: &Shared,
-    role: ClientRole,
-    keyframe_gate: &mut KeyframeRequestGate,
-    client_gate: &mut Option<ClientGate>,
-) {
-    let metrics = &ctx.metrics;
-    let cmd = match parse_command(&body, ctx.options.max_command_size) {
-        Ok(c) => c,
-        Err(e) => {
-            metrics.client_messages_malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("client {}: ignored a command: {e}", client.id());
-            return;
-        }
-    };
-    if cmd.action == ACTION_REQUEST_IDR {
-        // Any client may ask (its decoder failed), at most once per interval.
-        if keyframe_gate.allow(Instant::now()) {
-            ctx.keyframes.request("a viewer asked (decoder error)");
-        } else {
-            metrics.keyframe_requests_coalesced.fetch_add(1, Ordering::Relaxed);
-        }
-        return;
-    }
-    if role != ClientRole::Control {
-        metrics.trust.commands_refused_role.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!("client {}: a view token may not send {:?}", client.id(), cmd.action);
-        return;
-    }
-    if !ctx.command_budget.try_take(Instant::now()) {
-        metrics.trust.commands_refused_budget.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    if let (Some(gate), Some(mine)) = (&ctx.gate, client_gate.as_mut()) {
-        let (pass, status) = gate.judge(mine, client.newest_frame_ns(), &cmd.action);
-        if let Some(status) = status {
-            client.push_urgent(&status);
-        }
-        if !pass {
-            metrics.commands_gated.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    }
-    match &ctx.commands {
-        Some(tx) => match tx.try_send(cmd) {
-            Ok(()) => {}
-            Err(_) => {
-                metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        },
-        None => {
-            metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }
 

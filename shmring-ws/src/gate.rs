@@ -5,6 +5,8 @@
 //! per stale episode, latches one zero velocity; older than the ESTOP threshold it
 //! escalates, once, to an emergency stop. `estop`, `estop_clear`, `pause` and `reset`
 //! always pass. When frames flow again the gate opens and says so (`{"gated":false}`).
+//! Until the first frame it is told of, the gate holds motion: it is closed until the
+//! video is proven fresh.
 //! Settings, subjects and payloads are SDR_OS's, so its sim and browser client understand
 //! them (see `docs/video-gate.md` for the state diagram).
 //!
@@ -185,12 +187,17 @@ pub struct Verdict {
 }
 
 /// The gate state machine (see the module docs).
+///
+/// Closed until proven fresh: before the first frame it is told of, no motion passes,
+/// whatever the time (the age that escalates to ESTOP counts from the start).
 #[derive(Clone, Debug)]
 pub struct VideoGate {
     settings: GateSettings,
     mode: GateMode,
-    /// Newest frame time (or the time the gate started, before any frame).
-    newest_frame_ns: u64,
+    /// When the gate started.
+    started_ns: u64,
+    /// Newest frame time (`None` before the first).
+    newest_frame_ns: Option<u64>,
     codec: Option<u16>,
     codec_changed_ns: Option<u64>,
 }
@@ -204,12 +211,14 @@ fn ns(d: Duration) -> u64 {
 }
 
 impl VideoGate {
-    /// A gate started at `now_ns`: until a frame arrives, the video's age counts from here.
+    /// A gate started at `now_ns`. Until a frame arrives motion is held, and the age that
+    /// escalates to ESTOP counts from here.
     pub fn new(settings: GateSettings, now_ns: u64) -> Self {
         VideoGate {
             settings,
             mode: GateMode::Open,
-            newest_frame_ns: now_ns,
+            started_ns: now_ns,
+            newest_frame_ns: None,
             codec: None,
             codec_changed_ns: None,
         }
@@ -225,9 +234,17 @@ impl VideoGate {
         self.settings
     }
 
-    /// Age of the newest frame at `now_ns`.
+    /// Age of the video at `now_ns`: of the newest frame, counted from no earlier than
+    /// the gate's start (before any frame: the time since the start).
     pub fn stale(&self, now_ns: u64) -> Duration {
-        Duration::from_nanos(now_ns.saturating_sub(self.newest_frame_ns))
+        let since = self.newest_frame_ns.unwrap_or(0).max(self.started_ns);
+        Duration::from_nanos(now_ns.saturating_sub(since))
+    }
+
+    /// True if a frame was seen and the newest is no older than HOLD at `now_ns`.
+    pub fn fresh(&self, now_ns: u64) -> bool {
+        self.newest_frame_ns
+            .is_some_and(|f| Duration::from_nanos(now_ns.saturating_sub(f)) <= self.settings.hold)
     }
 
     /// The ESTOP threshold at `now_ns`: longer by the grace while a codec change is recent.
@@ -239,11 +256,12 @@ impl VideoGate {
         }
     }
 
-    /// Records the newest frame (its time and codec), as often as the caller likes. If
-    /// the gate was closed and this frame is fresh, it opens: returns the recovery status.
+    /// Records the newest frame (its time and codec; `frame_ns` 0: no frame yet), as
+    /// often as the caller likes. If the gate was closed and this frame is fresh, it
+    /// opens: returns the recovery status.
     pub fn observe(&mut self, now_ns: u64, frame_ns: u64, codec: Option<u16>) -> Option<GateEffect> {
-        if frame_ns > self.newest_frame_ns {
-            self.newest_frame_ns = frame_ns;
+        if frame_ns != 0 && self.newest_frame_ns.is_none_or(|f| frame_ns > f) {
+            self.newest_frame_ns = Some(frame_ns);
         }
         if let Some(c) = codec {
             if self.codec.is_some_and(|old| old != c) {
@@ -251,7 +269,7 @@ impl VideoGate {
             }
             self.codec = Some(c);
         }
-        if self.mode != GateMode::Open && self.stale(now_ns) <= self.settings.hold {
+        if self.mode != GateMode::Open && self.fresh(now_ns) {
             self.mode = GateMode::Open;
             return Some(GateEffect::Status {
                 mode: GateMode::Open,
@@ -282,7 +300,7 @@ impl VideoGate {
                     stale_ms,
                 });
             }
-        } else if stale > self.settings.hold {
+        } else if !self.fresh(now_ns) {
             if self.mode == GateMode::Open {
                 self.mode = GateMode::Hold;
                 effects.push(GateEffect::ZeroVelocity);
@@ -401,7 +419,7 @@ mod tests {
         let mut g = gate();
         g.command(T0 + 1500 * MS, "set_cmd_vel");
         // The frame is known, the recovery not yet announced (observe ran before it was fresh).
-        g.newest_frame_ns = T0 + 1550 * MS;
+        g.newest_frame_ns = Some(T0 + 1550 * MS);
         let v = g.command(T0 + 1560 * MS, "set_cmd_vel");
         assert!(v.pass);
         assert_eq!(v.effects, vec![status(GateMode::Open, 0)]);
@@ -448,10 +466,32 @@ mod tests {
     }
 
     #[test]
-    fn before_any_frame_the_age_counts_from_the_start() {
+    fn closed_until_a_frame_proves_the_video_fresh() {
         let mut g = VideoGate::new(GateSettings::default(), T0);
-        assert!(g.command(T0 + 500 * MS, "set_cmd_vel").pass);
-        assert!(!g.command(T0 + 1200 * MS, "set_cmd_vel").pass);
+        // No frame yet: held at once (one zero velocity), though the start is recent.
+        let v = g.command(T0 + 100 * MS, "set_cmd_vel");
+        assert_eq!(v.effects, vec![GateEffect::ZeroVelocity, status(GateMode::Hold, 100)]);
+        assert!(!v.pass);
+        assert_eq!(g.observe(T0 + 200 * MS, 0, None), None, "0 is no frame");
+        assert!(!g.command(T0 + 300 * MS, "set_cmd_vel").pass);
+        // The age that escalates counts from the start.
+        let v = g.command(T0 + 5100 * MS, "set_cmd_vel");
+        assert_eq!(v.effects, vec![GateEffect::Estop, status(GateMode::Estop, 5100)]);
+        // A fresh frame opens it.
+        assert_eq!(
+            g.observe(T0 + 5200 * MS, T0 + 5190 * MS, Some(1)),
+            Some(status(GateMode::Open, 0))
+        );
+        assert!(g.command(T0 + 5210 * MS, "set_cmd_vel").pass);
+    }
+
+    #[test]
+    fn a_frame_older_than_the_start_is_judged_by_its_own_age() {
+        let mut g = VideoGate::new(GateSettings::default(), T0);
+        // Committed 900 ms before the gate started: fresh for 100 ms more, not 1 s.
+        g.observe(T0, T0 - 900 * MS, Some(1));
+        assert!(g.command(T0 + 50 * MS, "set_cmd_vel").pass);
+        assert!(!g.command(T0 + 150 * MS, "set_cmd_vel").pass);
     }
 
     #[test]

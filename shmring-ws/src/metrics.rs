@@ -206,6 +206,9 @@ pub struct Metrics {
     pub commands_published: AtomicU64,
     /// Client commands dropped (NATS not configured, or its queue full).
     pub commands_dropped: AtomicU64,
+    /// Client commands replaced, before NATS took them, by a newer one of their kind
+    /// (motion: the newest setpoint wins; safety: a client's flood keeps its last word).
+    pub commands_superseded: AtomicU64,
     /// Errors the ring reader reported (damaged records skipped).
     pub ring_read_errors: AtomicU64,
     /// HTTP requests that were not WebSocket upgrades.
@@ -245,6 +248,7 @@ impl Default for Metrics {
             client_messages_malformed: AtomicU64::new(0),
             commands_published: AtomicU64::new(0),
             commands_dropped: AtomicU64::new(0),
+            commands_superseded: AtomicU64::new(0),
             ring_read_errors: AtomicU64::new(0),
             http_requests: AtomicU64::new(0),
             nats_video: NatsVideoMetrics::default(),
@@ -390,6 +394,11 @@ impl Metrics {
             "shmring_ws_commands_dropped_total",
             "Client commands dropped.",
             get(&self.commands_dropped),
+        );
+        counter(
+            "shmring_ws_commands_superseded_total",
+            "Client commands replaced by a newer one of their kind before NATS took them.",
+            get(&self.commands_superseded),
         );
         counter(
             "shmring_ws_commands_gated_total",

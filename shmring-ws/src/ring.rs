@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use shmring_core::layout::FrameHeader;
-use shmring_core::{monotonic_ns, Error, ReaderOptions, RingKind, RingReader, StartPosition};
+use shmring_core::{monotonic_ns, Error, FrameInfo, ReaderOptions, RingKind, RingReader, StartPosition};
 
 use crate::hub::Hub;
 use crate::message::VideoFrame;
@@ -92,107 +93,185 @@ fn open(source: &RingSource, stop: &AtomicBool) -> Option<RingReader> {
     None
 }
 
-fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
-    let Some(mut reader) = open(&source, stop) else {
-        return;
-    };
-    let mut epoch = reader.status().writer.epoch;
-    let mut reopens = reader.reopens();
-    let mut last_status = Instant::now();
-    let mut last_error_log: Option<Instant> = None;
-    // A legacy ring's writer may hold no lock (SDR_OS's Python writer does not): then
-    // its liveness is unknown, and /health judges it by the age of the newest frame.
-    let legacy = matches!(reader.kind(), RingKind::Legacy { .. });
-    let probe = |reader: &RingReader, epoch: &mut Option<u64>| {
-        let status = reader.status();
-        metrics.writer_alive.store(
+/// The reader thread's state between reads.
+struct RingLoop<'a> {
+    source: &'a RingSource,
+    hub: &'a Hub,
+    metrics: &'a Metrics,
+    reader: RingReader,
+    /// The writer epoch last seen (a change: a new writer took over).
+    epoch: Option<u64>,
+    /// The reader's reopen count last seen (a change: the ring file was replaced).
+    reopens: u64,
+    /// A legacy ring's writer may hold no lock (SDR_OS's Python writer does not): then
+    /// its liveness is unknown, and /health judges it by the age of the newest frame.
+    legacy: bool,
+    last_status: Instant,
+    last_error_log: Option<Instant>,
+    /// A read timed out: the next frame may come from a restarted writer.
+    was_idle: bool,
+    /// The next frame is the first read since the ring was (re)opened: it may have been
+    /// in the ring for minutes (its writer dead), so its read time proves nothing.
+    first_since_open: bool,
+}
+
+impl<'a> RingLoop<'a> {
+    fn new(source: &'a RingSource, hub: &'a Hub, metrics: &'a Metrics, reader: RingReader) -> Self {
+        let mut ring = RingLoop {
+            source,
+            hub,
+            metrics,
+            epoch: reader.status().writer.epoch,
+            reopens: reader.reopens(),
+            legacy: matches!(reader.kind(), RingKind::Legacy { .. }),
+            reader,
+            last_status: Instant::now(),
+            last_error_log: None,
+            was_idle: false,
+            first_since_open: true,
+        };
+        ring.probe();
+        ring
+    }
+
+    /// Records the writer's liveness; true if a new writer took over since last time.
+    fn probe(&mut self) -> bool {
+        let status = self.reader.status();
+        self.metrics.writer_alive.store(
             match status.writer.alive {
                 Some(true) => 1,
-                Some(false) if !legacy => 0,
+                Some(false) if !self.legacy => 0,
                 _ => -1,
             },
             Ordering::Relaxed,
         );
-        let changed = status.writer.epoch != *epoch;
-        *epoch = status.writer.epoch;
+        let changed = status.writer.epoch != self.epoch;
+        self.epoch = status.writer.epoch;
         changed
+    }
+
+    /// Notices a writer restart or a replaced ring at a frame.
+    fn check_writer(&mut self) {
+        if self.was_idle {
+            self.was_idle = false;
+            self.last_status = Instant::now();
+            if self.probe() {
+                tracing::info!("a new writer took over the ring; clients resume at its first keyframe");
+                self.hub.discontinuity();
+            }
+        }
+        if self.reader.reopens() != self.reopens {
+            self.reopens = self.reader.reopens();
+            self.first_since_open = true;
+            tracing::info!("ring {} was replaced; reopened it", self.source.path.display());
+            self.hub.discontinuity();
+        }
+    }
+
+    /// The time this frame proves the video fresh at, if it does: its commit time when
+    /// the writer declares frame_id to be one (`--frame-id-commit-time`) and the stamp is
+    /// plausible, else the time it was read, unless it is the first frame since the ring
+    /// was opened or its writer is known dead (then it may be old).
+    fn fresh_at(&mut self, read_ns: u64, commit_ns: Option<u64>) -> Option<u64> {
+        let first = std::mem::take(&mut self.first_since_open);
+        if commit_ns.is_some() {
+            return commit_ns;
+        }
+        let dead = self.metrics.writer_alive.load(Ordering::Relaxed) == 0;
+        (!first && !dead).then_some(read_ns)
+    }
+
+    /// A frame read at `read_ns` (its header `info`), already made into `message`.
+    fn on_frame(&mut self, info: FrameInfo, message: Bytes, read_ns: u64) {
+        let metrics = self.metrics;
+        if info.lost_before > 0 {
+            metrics.dropped(DropReason::RingLost, info.lost_before);
+        }
+        metrics.frames_read.fetch_add(1, Ordering::Relaxed);
+        metrics.shm_seq.store(info.frame_seq, Ordering::Relaxed);
+        self.check_writer();
+        let commit_ns = if self.source.frame_id_is_commit_time {
+            let t = commit_time(info.frame_id, read_ns);
+            if t.is_none() {
+                metrics.commit_time_invalid.fetch_add(1, Ordering::Relaxed);
+            }
+            t
+        } else {
+            None
+        };
+        if let Some(fresh_ns) = self.fresh_at(read_ns, commit_ns) {
+            // The video gate's clock: only frames that prove the video fresh move it.
+            metrics.last_frame_ns.fetch_max(fresh_ns, Ordering::Relaxed);
+        }
+        self.hub.publish_video(VideoFrame {
+            message,
+            keyframe: info.keyframe(),
+            frame_seq: info.frame_seq,
+            read_ns,
+            commit_ns,
+            time_ns: self.source.frame_id_is_time.then_some(info.frame_id),
+        });
+        if self.last_status.elapsed() >= STATUS_EVERY {
+            self.last_status = Instant::now();
+            if self.probe() {
+                tracing::info!("a new writer took over the ring");
+            }
+        }
+    }
+
+    /// Idle: a good moment to notice a restarted writer before its first frame.
+    fn on_idle(&mut self) {
+        self.was_idle = true;
+        self.last_status = Instant::now();
+        if self.probe() {
+            tracing::info!("a new writer took over the ring; clients wait for its first keyframe");
+            self.hub.discontinuity();
+        }
+    }
+
+    fn on_damaged_record(&mut self, e: impl std::fmt::Display) {
+        self.metrics.ring_read_errors.fetch_add(1, Ordering::Relaxed);
+        if self.last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+            self.last_error_log = Some(Instant::now());
+            tracing::warn!("skipped a ring record: {e}");
+        }
+    }
+
+    /// Opens the ring again after the reader failed; false if stopped meanwhile.
+    fn reopen(&mut self, stop: &AtomicBool) -> bool {
+        self.metrics.writer_alive.store(-1, Ordering::Relaxed);
+        let Some(r) = open(self.source, stop) else {
+            return false;
+        };
+        self.reader = r;
+        self.reopens = self.reader.reopens();
+        self.epoch = self.reader.status().writer.epoch;
+        self.first_since_open = true;
+        self.hub.discontinuity();
+        true
+    }
+}
+
+fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
+    let Some(reader) = open(&source, stop) else {
+        return;
     };
-    probe(&reader, &mut epoch);
-    // Set when a read timed out: the next frame may come from a restarted writer.
-    let mut was_idle = false;
+    let mut ring = RingLoop::new(&source, hub, metrics, reader);
     while !stop.load(Ordering::Relaxed) {
-        match reader.read_timeout(Some(READ_SLICE)) {
+        match ring.reader.read_timeout(Some(READ_SLICE)) {
             Ok(Some(frame)) => {
                 let read_ns = monotonic_ns();
+                let message = encode_video(&FrameHeader::from(&frame.info), frame.payload);
                 let info = frame.info;
-                let message = encode_video(&FrameHeader::from(&info), frame.payload);
-                if info.lost_before > 0 {
-                    metrics.dropped(DropReason::RingLost, info.lost_before);
-                }
-                metrics.frames_read.fetch_add(1, Ordering::Relaxed);
-                metrics.shm_seq.store(info.frame_seq, Ordering::Relaxed);
-                metrics.last_frame_ns.store(read_ns, Ordering::Relaxed);
-                if was_idle {
-                    was_idle = false;
-                    last_status = Instant::now();
-                    if probe(&reader, &mut epoch) {
-                        tracing::info!("a new writer took over the ring; clients resume at its first keyframe");
-                        hub.discontinuity();
-                    }
-                }
-                if reader.reopens() != reopens {
-                    reopens = reader.reopens();
-                    tracing::info!("ring {} was replaced; reopened it", source.path.display());
-                    hub.discontinuity();
-                }
-                let commit_ns = if source.frame_id_is_commit_time {
-                    let t = commit_time(info.frame_id, read_ns);
-                    if t.is_none() {
-                        metrics.commit_time_invalid.fetch_add(1, Ordering::Relaxed);
-                    }
-                    t
-                } else {
-                    None
-                };
-                hub.publish_video(VideoFrame {
-                    message,
-                    keyframe: info.keyframe(),
-                    frame_seq: info.frame_seq,
-                    read_ns,
-                    commit_ns,
-                    time_ns: source.frame_id_is_time.then_some(info.frame_id),
-                });
-                if last_status.elapsed() >= STATUS_EVERY {
-                    last_status = Instant::now();
-                    if probe(&reader, &mut epoch) {
-                        tracing::info!("a new writer took over the ring");
-                    }
-                }
+                ring.on_frame(info, message, read_ns);
             }
-            Ok(None) => {
-                // Idle: a good moment to notice a restarted writer before its first frame.
-                was_idle = true;
-                last_status = Instant::now();
-                if probe(&reader, &mut epoch) {
-                    tracing::info!("a new writer took over the ring; clients wait for its first keyframe");
-                    hub.discontinuity();
-                }
-            }
-            Err(Error::Read(e)) => {
-                metrics.ring_read_errors.fetch_add(1, Ordering::Relaxed);
-                if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                    last_error_log = Some(Instant::now());
-                    tracing::warn!("skipped a ring record: {e}");
-                }
-            }
+            Ok(None) => ring.on_idle(),
+            Err(Error::Read(e)) => ring.on_damaged_record(e),
             Err(e) => {
                 tracing::error!("ring reader failed: {e}; reopening");
-                metrics.writer_alive.store(-1, Ordering::Relaxed);
-                let Some(r) = open(&source, stop) else { return };
-                reader = r;
-                reopens = reader.reopens();
-                epoch = reader.status().writer.epoch;
-                hub.discontinuity();
+                if !ring.reopen(stop) {
+                    return;
+                }
             }
         }
     }

@@ -1,15 +1,20 @@
 //! The video safety gate at run time (the state machine is [`crate::gate`]): the ring
 //! gate shared by every connection and fed by a ticker, each connection's own gate, and
 //! the NATS publications both ask for.
+//!
+//! A motion command is judged twice: when it arrives ([`SafetyGate::judge`]) and again
+//! when the relay hands it to NATS ([`SafetyGate::admits`]): the video must still be
+//! fresh, the command no older than HOLD, and no hold or ESTOP published since it was
+//! accepted (the gate's generation counts those).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::gate::{GateEffect, GateMode, GateSettings, VideoGate, GATE_TELEMETRY_SUBJECT};
+use crate::gate::{command_kind, CommandKind, GateEffect, GateMode, GateSettings, VideoGate, GATE_TELEMETRY_SUBJECT};
 use crate::gate::{ESTOP_ACTION, ESTOP_PAYLOAD, ZERO_VELOCITY_ACTION, ZERO_VELOCITY_PAYLOAD};
 use crate::metrics::Metrics;
 use crate::nats::COMMAND_SUBJECT_PREFIX;
@@ -66,22 +71,48 @@ pub struct SafetyGate {
     ring: Mutex<RingState>,
     metrics: Arc<Metrics>,
     publish: mpsc::Sender<Publication>,
+    /// Zero velocities and ESTOPs sent so far (by the ring gate or any client gate):
+    /// motion accepted before the latest one is never published after it.
+    generation: AtomicU64,
+}
+
+/// What the NATS relay needs of the gate: its publications, and the gate itself to
+/// judge motion again at hand-off.
+#[derive(Debug)]
+pub struct GateFeed {
+    /// The gate.
+    pub(crate) gate: Arc<SafetyGate>,
+    /// Its publications, in the order it made them.
+    pub(crate) publications: mpsc::Receiver<Publication>,
 }
 
 impl SafetyGate {
-    /// A gate with `settings`, started now; returns it and the receiving end of its
-    /// publications (for the NATS relay).
-    pub fn new(settings: GateSettings, metrics: Arc<Metrics>) -> (Arc<Self>, mpsc::Receiver<Publication>) {
+    /// A gate with `settings`, started now; returns it and what the NATS relay takes
+    /// from it.
+    pub fn new(settings: GateSettings, metrics: Arc<Metrics>) -> (Arc<Self>, GateFeed) {
         let (tx, rx) = mpsc::channel(PUBLICATION_QUEUE);
-        let gate = SafetyGate {
+        let gate = Arc::new(SafetyGate {
             ring: Mutex::new(RingState {
                 gate: VideoGate::new(settings, shmring_core::monotonic_ns()),
                 fresh_since: None,
             }),
             metrics,
             publish: tx,
+            generation: AtomicU64::new(0),
+        });
+        let feed = GateFeed {
+            gate: gate.clone(),
+            publications: rx,
         };
-        (Arc::new(gate), rx)
+        (gate, feed)
+    }
+
+    /// The generation now: read it before judging a command, and hand it to
+    /// [`Self::admits`] with the command.
+    pub fn generation(&self) -> u64 {
+        // SYNC POINT (generation): Acquire pairs with the AcqRel increment in `send`,
+        // made before the hold's publication is queued for the relay.
+        self.generation.load(Ordering::Acquire)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RingState> {
@@ -97,6 +128,12 @@ impl SafetyGate {
 
     fn send(&self, effects: &[GateEffect]) {
         for effect in effects {
+            if matches!(effect, GateEffect::ZeroVelocity | GateEffect::Estop) {
+                // SYNC POINT (generation): pairs with the Acquire load in `generation`;
+                // the increment comes before the publication is queued, so a relay that
+                // published the hold sees the new generation.
+                self.generation.fetch_add(1, Ordering::AcqRel);
+            }
             let publication = match effect {
                 GateEffect::Status { mode, stale_ms } => Publication {
                     subject: GATE_TELEMETRY_SUBJECT.to_owned(),
@@ -132,11 +169,12 @@ impl SafetyGate {
         }
     }
 
-    /// The time a client gate counts from: the read time of the newest frame the client
-    /// was sent, or the start of the ring's current fresh stretch if that is later.
-    fn client_clock(&self, client_frame_ns: u64) -> u64 {
-        let since = self.lock().fresh_since;
-        client_frame_ns.max(since.unwrap_or(u64::MAX))
+    /// The time a client gate counts from: the time of the newest frame the client was
+    /// sent, or the start of the ring's current fresh stretch if that is later. `None`
+    /// (hold the client) while the client has had no frame or the ring is not fresh.
+    fn client_clock(&self, client_frame_ns: u64) -> Option<u64> {
+        let since = self.lock().fresh_since?;
+        (client_frame_ns != 0).then_some(client_frame_ns.max(since))
     }
 
     /// Judges a command `action` from a client whose own gate is `client` and whose
@@ -154,10 +192,11 @@ impl SafetyGate {
         if !ring.pass {
             return (false, None);
         }
-        let clock = self.client_clock(client_frame_ns);
-        if clock == u64::MAX {
-            return (true, None);
-        }
+        let Some(clock) = self.client_clock(client_frame_ns) else {
+            // No frame yet (it never drove, so no zero velocity is due), or the ring's
+            // fresh stretch ended since: held.
+            return (command_kind(action) != CommandKind::Motion, None);
+        };
         let (pass, effects) = client.command(now, clock, action);
         // Command effects of a client's gate go to NATS; its status goes to the client.
         let mut to_client = None;
@@ -176,6 +215,27 @@ impl SafetyGate {
             self.log(&effects, "a client's");
         }
         (pass, to_client)
+    }
+
+    /// Judges a motion command `action` again as the relay hands it to NATS: true if it
+    /// was accepted (at `accepted_ns`, in `generation`) no more than HOLD ago, no hold
+    /// or ESTOP was sent since, the ring gate passes it now (which may latch a hold, as
+    /// for an arriving command) and its client's newest frame (at `client_frame_ns`)
+    /// is fresh now.
+    pub fn admits(&self, action: &str, accepted_ns: u64, generation: u64, client_frame_ns: u64) -> bool {
+        let now = shmring_core::monotonic_ns();
+        let hold = self.lock().gate.settings().hold;
+        let fresh = |t: u64| Duration::from_nanos(now.saturating_sub(t)) <= hold;
+        if !fresh(accepted_ns) || self.generation() != generation {
+            return false;
+        }
+        self.observe(now);
+        let ring = self.lock().gate.command(now, action);
+        if !ring.effects.is_empty() {
+            self.log(&ring.effects, "the ring's");
+        }
+        self.send(&ring.effects);
+        ring.pass && self.generation() == generation && self.client_clock(client_frame_ns).is_some_and(fresh)
     }
 
     fn log(&self, effects: &[GateEffect], whose: &str) {
@@ -223,14 +283,87 @@ impl ClientGate {
     /// `ring`'s clock): the status message for the client if its gate opened.
     pub fn recovered(&mut self, ring: &SafetyGate, frame_ns: u64) -> Option<Bytes> {
         let now = shmring_core::monotonic_ns();
-        let clock = ring.client_clock(frame_ns);
-        if clock == u64::MAX {
-            return None;
-        }
+        let clock = ring.client_clock(frame_ns)?;
         self.gate.observe(now, clock, None)?;
         encode_telemetry(
             GATE_TELEMETRY_SUBJECT,
             GateEffect::status_json(GateMode::Open, 0, true).as_bytes(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(hold_ms: u64) -> (Arc<SafetyGate>, GateFeed, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        let settings = GateSettings {
+            hold: Duration::from_millis(hold_ms),
+            estop: Duration::from_millis(hold_ms * 5),
+            codec_change_grace: Duration::ZERO,
+        };
+        let (gate, feed) = SafetyGate::new(settings, metrics.clone());
+        (gate, feed, metrics)
+    }
+
+    fn subjects(feed: &mut GateFeed) -> Vec<String> {
+        std::iter::from_fn(|| feed.publications.try_recv().ok())
+            .map(|p| p.subject)
+            .collect()
+    }
+
+    #[test]
+    fn closed_until_a_frame_proves_the_video_fresh_and_the_client_has_one() {
+        let (gate, mut feed, metrics) = gate(1000);
+        let mut client = gate.client_gate();
+        let now = shmring_core::monotonic_ns();
+        // No frame read yet: held, and the hold is published.
+        assert!(!gate.judge(&mut client, now, "set_cmd_vel").0);
+        assert_eq!(
+            subjects(&mut feed),
+            ["command.genesis.set_cmd_vel", GATE_TELEMETRY_SUBJECT]
+        );
+        assert!(gate.judge(&mut client, now, "estop").0, "safety always passes");
+        // A fresh frame: the ring opens, but a client that was sent no frame is held.
+        metrics
+            .last_frame_ns
+            .store(shmring_core::monotonic_ns(), Ordering::Relaxed);
+        assert!(!gate.judge(&mut client, 0, "set_cmd_vel").0);
+        let frame = shmring_core::monotonic_ns();
+        assert!(gate.judge(&mut client, frame, "set_cmd_vel").0);
+    }
+
+    #[test]
+    fn the_hand_off_refuses_motion_from_before_a_hold() {
+        let (gate, _feed, metrics) = gate(1000);
+        metrics
+            .last_frame_ns
+            .store(shmring_core::monotonic_ns(), Ordering::Relaxed);
+        let generation = gate.generation();
+        // The video goes stale: the next motion command latches the hold.
+        std::thread::sleep(Duration::from_millis(1100));
+        let mut client = gate.client_gate();
+        assert!(!gate.judge(&mut client, 1, "set_cmd_vel").0);
+        assert_ne!(gate.generation(), generation, "the hold counts");
+        // Fresh again: a command accepted before the hold may still not follow it.
+        let frame = shmring_core::monotonic_ns();
+        metrics.last_frame_ns.store(frame, Ordering::Relaxed);
+        assert!(!gate.admits("set_cmd_vel", frame, generation, frame));
+        assert!(gate.admits("set_cmd_vel", frame, gate.generation(), frame));
+    }
+
+    #[test]
+    fn the_hand_off_refuses_motion_older_than_hold() {
+        let (gate, _feed, metrics) = gate(1000);
+        let accepted = shmring_core::monotonic_ns();
+        let generation = gate.generation();
+        std::thread::sleep(Duration::from_millis(1100));
+        let frame = shmring_core::monotonic_ns();
+        metrics.last_frame_ns.store(frame, Ordering::Relaxed);
+        assert!(!gate.admits("set_cmd_vel", accepted, generation, frame));
+        assert!(gate.admits("set_cmd_vel", frame, generation, frame));
+        // A client that was sent no frame is refused too.
+        assert!(!gate.admits("set_cmd_vel", frame, generation, 0));
     }
 }

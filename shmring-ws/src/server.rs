@@ -13,7 +13,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::Shared;
@@ -24,9 +23,9 @@ use crate::keyframe::KeyframeRequests;
 use crate::limits::{ClientSlots, CommandBudget, PendingConnections};
 use crate::metrics::Metrics;
 use crate::nats::client::Connections;
+use crate::nats::outbox::Outbox;
 use crate::options::ServerOptions;
-use crate::protocol::Command;
-use crate::safety::{Publication, SafetyGate};
+use crate::safety::{GateFeed, SafetyGate};
 use crate::trust::tls::TlsError;
 use crate::trust::tokens::response_subprotocol;
 use crate::wire::Protocol;
@@ -37,8 +36,6 @@ pub const VIEWER_HTML: &str = include_str!("viewer.html");
 pub const STREAM_PATH: &str = "/stream/ws";
 /// Pause between the 101 response and the first WebSocket frame.
 const UPGRADE_PAUSE: Duration = Duration::from_millis(5);
-/// Client commands waiting for NATS.
-const COMMAND_QUEUE: usize = 1024;
 
 /// How long clients get to take their close frame (1001) at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -105,8 +102,8 @@ pub struct Server {
     /// `/metrics` on its own address.
     metrics_listener: Option<TcpListener>,
     front: Arc<Front>,
-    commands_rx: Option<mpsc::Receiver<Command>>,
-    gate_rx: Option<mpsc::Receiver<Publication>>,
+    commands_rx: Option<Arc<Outbox>>,
+    gate_rx: Option<GateFeed>,
 }
 
 /// What the accept loop hands each connection: the shared state and the client slots.
@@ -272,8 +269,8 @@ fn shared_state(
 ) -> Result<
     (
         Arc<Shared>,
-        Option<mpsc::Receiver<Command>>,
-        Option<mpsc::Receiver<Publication>>,
+        Option<Arc<Outbox>>,
+        Option<GateFeed>,
     ),
     ServerError,
 > {
@@ -288,8 +285,8 @@ fn shared_state(
         .map_err(ServerError::Fanout)?;
     let (commands, commands_rx) = match options.nats {
         Some(_) => {
-            let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-            (Some(tx), Some(rx))
+            let outbox = Outbox::new();
+            (Some(outbox.clone()), Some(outbox))
         }
         None => (None, None),
     };
@@ -339,8 +336,8 @@ async fn start_publisher(ctx: &Arc<Shared>, nats: &mut Connections, running: &mu
 async fn start_relay(
     ctx: &Arc<Shared>,
     nats: &mut Connections,
-    commands: Option<mpsc::Receiver<Command>>,
-    gate: Option<mpsc::Receiver<Publication>>,
+    commands: Option<Arc<Outbox>>,
+    gate: Option<GateFeed>,
 ) {
     let (Some(relay), Some(rx)) = (&ctx.options.nats, commands) else {
         tracing::info!(

@@ -682,6 +682,12 @@ def test_foxglove_client_publish_goes_through_the_command_path_and_the_gate(sdr)
         async with connect(sdr.url(), subprotocols=["foxglove.websocket.v1"], max_size=None) as ws:
             info = json.loads(await ws.recv())
             assert "clientPublish" in info["capabilities"], info
+            # The operator watches the video (a client with no picture is held).
+            adv = json.loads(await ws.recv())
+            video = next(c for c in adv["channels"] if c["topic"] == "/video")
+            await ws.send(json.dumps({"op": "subscribe", "subscriptions": [{"id": 1, "channelId": video["id"]}]}))
+            while not isinstance(await asyncio.wait_for(ws.recv(), 10), bytes):
+                pass
             await ws.send(json.dumps({"op": "advertise", "channels": [
                 {"id": 7, "topic": "/cmd_vel", "encoding": "json", "schemaName": "geometry_msgs/Twist"},
                 {"id": 8, "topic": "command.genesis.reset", "encoding": "json", "schemaName": "reset"},
@@ -705,7 +711,7 @@ def test_foxglove_client_publish_goes_through_the_command_path_and_the_gate(sdr)
             await asyncio.sleep(0.5)
             statuses = []
             try:
-                while True:
+                while True:  # the video is paused: what is left arrives within moments
                     m = await asyncio.wait_for(ws.recv(), 0.3)
                     if isinstance(m, str):
                         statuses.append(json.loads(m))

@@ -117,9 +117,10 @@ pub(crate) struct ClientQueue {
     dropped: AtomicU64,
     /// The socket, for direct writes (absent in unit tests: everything is queued).
     sink: OnceLock<Arc<dyn DirectSink>>,
-    /// CLOCK_MONOTONIC ns when the newest video frame written in full to this client's
-    /// socket was read from the source (the time the client joined, before its first):
-    /// the clock of its video gate ([`crate::safety::ClientGate`]).
+    /// CLOCK_MONOTONIC ns of the newest video frame written in full to this client's
+    /// socket (its commit time when the source knows it, else when it was read; 0
+    /// before the first: a client with no picture is held): the clock of its video
+    /// gate ([`crate::safety::ClientGate`]).
     newest_frame_ns: AtomicU64,
 }
 
@@ -178,7 +179,7 @@ impl ClientQueue {
             notify: Notify::new(),
             dropped: AtomicU64::new(0),
             sink: OnceLock::new(),
-            newest_frame_ns: AtomicU64::new(shmring_core::monotonic_ns()),
+            newest_frame_ns: AtomicU64::new(0),
         }
     }
 
@@ -324,7 +325,8 @@ impl ClientQueue {
     /// Records that `item` was written in full to the client's socket.
     pub(crate) fn sent(&self, item: &Outgoing) {
         if let Outgoing::Video(f) = item {
-            self.newest_frame_ns.fetch_max(f.read_ns, Ordering::Relaxed);
+            self.newest_frame_ns
+                .fetch_max(f.commit_ns.unwrap_or(f.read_ns), Ordering::Relaxed);
         }
     }
 
@@ -444,32 +446,11 @@ impl ClientQueue {
             .get()
             .filter(|_| s.writer_idle && s.items.is_empty() && s.control.is_empty() && !s.end);
         scratch.clear();
-        let mut head = Head::default();
-        for item in items {
-            if wire(self.protocol, s.subs.for_item(item), item, &mut head).is_none() {
-                continue;
-            }
-            match gate(&mut s, item, limits) {
-                Gate::Pass => {}
-                Gate::Skip => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    metrics.dropped(DropReason::AwaitingKeyframe, 1);
-                    out.want_keyframe = true;
-                    continue;
-                }
-                Gate::Close => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    metrics.dropped(DropReason::AwaitingKeyframe, 1);
-                    drop(s);
-                    self.notify.notify_one();
-                    return out;
-                }
-            }
-            if sink.is_some() {
-                scratch.push(item);
-            } else {
-                out.want_keyframe |= self.enqueue(&mut s, item, limits, metrics);
-            }
+        let direct = sink.is_some().then_some(&mut *scratch);
+        if !self.admit(&mut s, items, direct, limits, metrics, &mut out) {
+            drop(s);
+            self.notify.notify_one();
+            return out;
         }
         let Some(sink) = sink else {
             if !s.items.is_empty() {
@@ -481,10 +462,79 @@ impl ClientQueue {
         if scratch.is_empty() {
             return out;
         }
-        // One writev per WRITEV_MESSAGES messages, until done or the socket is full.
+        let Some((written, sent)) = self.write_direct(&s, sink.as_ref(), scratch) else {
+            // The connection failed; the writer task ends it.
+            s.end = true;
+            drop(s);
+            self.notify.notify_one();
+            return out;
+        };
+        out.sent_directly += sent as u64;
+        if sent == scratch.len() {
+            return out;
+        }
+        // The socket took part of it (or nothing): the writer task writes the rest
+        // (starting `written` bytes into the first message) when the socket has room.
+        let rest = &scratch[sent..];
+        s.front_written = written;
+        s.front_subscription = rest.first().and_then(|i| s.subs.for_item(i));
+        s.writer_idle = false;
+        for item in rest {
+            s.bytes += item.message().len();
+            s.items.push_back((*item).clone());
+        }
+        drop(s);
+        self.notify.notify_one();
+        out
+    }
+
+    /// Applies keyframe gating to `items`: those that pass go to `direct` (to be written
+    /// to the socket), or without it into the queue. False if the client was closed for
+    /// waiting too long for a keyframe.
+    fn admit<'a>(
+        &self,
+        s: &mut QueueState,
+        items: impl Iterator<Item = &'a Outgoing>,
+        mut direct: Option<&mut Vec<&'a Outgoing>>,
+        limits: &QueueLimits,
+        metrics: &Metrics,
+        out: &mut Pushed,
+    ) -> bool {
+        let mut head = Head::default();
+        for item in items {
+            if wire(self.protocol, s.subs.for_item(item), item, &mut head).is_none() {
+                continue;
+            }
+            match gate(s, item, limits) {
+                Gate::Pass => {}
+                Gate::Skip => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    metrics.dropped(DropReason::AwaitingKeyframe, 1);
+                    out.want_keyframe = true;
+                    continue;
+                }
+                Gate::Close => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    metrics.dropped(DropReason::AwaitingKeyframe, 1);
+                    return false;
+                }
+            }
+            if let Some(direct) = direct.as_mut() {
+                direct.push(item);
+            } else {
+                out.want_keyframe |= self.enqueue(s, item, limits, metrics);
+            }
+        }
+        true
+    }
+
+    /// Writes `items` to `sink`, one writev per WRITEV_MESSAGES messages, until done or
+    /// the socket is full. Returns how many went whole and how many bytes of the next
+    /// one went, or `None` if the connection failed.
+    fn write_direct(&self, s: &QueueState, sink: &dyn DirectSink, items: &[&Outgoing]) -> Option<(usize, usize)> {
+        let mut sent = 0;
         let mut written = 0;
-        let mut rest = scratch.iter();
-        for chunk in scratch.chunks(WRITEV_MESSAGES) {
+        for chunk in items.chunks(WRITEV_MESSAGES) {
             let mut heads = [Head::default(); WRITEV_MESSAGES];
             let mut bodies: [&[u8]; WRITEV_MESSAGES] = [&[]; WRITEV_MESSAGES];
             let mut slices = [IoSlice::new(&[]); 2 * WRITEV_MESSAGES];
@@ -498,13 +548,7 @@ impl ClientQueue {
             written = match sink.try_write_vectored(&slices[..2 * chunk.len()]) {
                 Ok(n) => n,
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => 0,
-                Err(_) => {
-                    // The connection failed; the writer task ends it.
-                    s.end = true;
-                    drop(s);
-                    self.notify.notify_one();
-                    return out;
-                }
+                Err(_) => return None,
             };
             let mut whole = 0;
             for (head, body) in heads.iter().zip(&bodies).take(chunk.len()) {
@@ -514,30 +558,14 @@ impl ClientQueue {
                 }
                 written -= len;
                 whole += 1;
-                if let Some(item) = rest.next() {
-                    self.sent(item);
-                }
+                self.sent(chunk[whole - 1]);
             }
-            out.sent_directly += whole as u64;
+            sent += whole;
             if whole < chunk.len() {
                 break;
             }
         }
-        if rest.len() == 0 {
-            return out;
-        }
-        // The socket took part of it (or nothing): the writer task writes the rest
-        // (starting `written` bytes into the first message) when the socket has room.
-        s.front_written = written;
-        s.front_subscription = rest.as_slice().first().and_then(|i| s.subs.for_item(i));
-        s.writer_idle = false;
-        for item in rest {
-            s.bytes += item.message().len();
-            s.items.push_back((*item).clone());
-        }
-        drop(s);
-        self.notify.notify_one();
-        out
+        Some((written, sent))
     }
 
     /// Queues `item` behind what is waiting, applying the limits. Returns true if a

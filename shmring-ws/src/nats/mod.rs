@@ -3,6 +3,8 @@
 //!
 //! - [`video`]: how a stream's frames, stored keyframes and keyframe requests travel
 //!   (subjects, chunks, reassembly).
+//! - `outbox`: client commands waiting for the relay, in a safety, a motion and an
+//!   other lane.
 //! - `relay`: telemetry subjects to clients as `0x02` messages, client commands to
 //!   `command.genesis.<action>`, keyframe requests (`command.genesis.force_idr`,
 //!   `control.request_idr`), the video gate's publications.
@@ -13,6 +15,7 @@
 //!   they name the same servers.
 
 pub(crate) mod client;
+pub(crate) mod outbox;
 pub(crate) mod publish;
 pub(crate) mod relay;
 pub(crate) mod source;

@@ -3,11 +3,19 @@
 //! [`NatsOptions::keyframe_request_subjects`] (SDR_OS's sim listens on
 //! `command.genesis.force_idr`, our producers on `control.request_idr`), and the video
 //! gate's publications.
+//!
+//! Commands wait in the [`Outbox`]'s lanes; the relay publishes in a fixed order: the
+//! gate's publications (its zero velocity, ESTOP and status), then safety commands,
+//! then motion, then the rest. Motion is judged again by the gate as it is handed to
+//! NATS and needs the round trip of the motion before it ([`RoundTrip`]), so a NATS
+//! stall releases at most one old motion command, never a backlog.
+//!
 //! async-nats reconnects and resubscribes by itself, so a NATS restart needs nothing
 //! from the server (the connection policy is [`super::client`]'s).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::Client;
 use bytes::Bytes;
@@ -18,7 +26,9 @@ use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::{encode_telemetry, Command};
-use crate::safety::Publication;
+use crate::safety::{GateFeed, Publication, SafetyGate};
+
+use super::outbox::{MotionCommand, Outbox};
 
 /// Subject our producers hear keyframe requests on.
 pub const REQUEST_IDR_SUBJECT: &str = "control.request_idr";
@@ -67,16 +77,12 @@ pub(crate) fn on_state(metrics: Arc<Metrics>) -> impl Fn(bool) + Send + Sync + '
     move |connected| metrics.set_nats_state(if connected { "connected" } else { "disconnected" })
 }
 
-/// Runs the relay over `client` until the process ends.
-pub(crate) async fn run(
-    options: NatsOptions,
-    client: Client,
-    hub: Arc<Hub>,
-    metrics: Arc<Metrics>,
-    keyframes: Arc<KeyframeRequests>,
-    mut commands: mpsc::Receiver<Command>,
-    mut gate: Option<mpsc::Receiver<Publication>>,
-) {
+/// Most time the relay waits for the round trip after a motion command before it asks
+/// again (the first request or its echo may have been lost to a reconnection).
+const ROUND_TRIP_RETRY: Duration = Duration::from_secs(1);
+
+/// Relays the telemetry `options` names from NATS to every client.
+async fn relay_telemetry(options: &NatsOptions, client: &Client, hub: &Arc<Hub>, metrics: &Arc<Metrics>) {
     for subject in &options.telemetry_subjects {
         match client.subscribe(subject.clone()).await {
             Ok(mut sub) => {
@@ -99,32 +105,228 @@ pub(crate) async fn run(
             Err(e) => tracing::error!("cannot subscribe to {subject}: {e}"),
         }
     }
-    loop {
-        tokio::select! {
-            cmd = commands.recv() => {
-                let Some(cmd) = cmd else { return };
-                let subject = format!("{COMMAND_SUBJECT_PREFIX}{}", cmd.action);
-                match client.publish(subject, cmd.json).await {
-                    Ok(()) => { metrics.commands_published.fetch_add(1, Ordering::Relaxed); }
-                    Err(e) => {
-                        metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!("command not published: {e}");
-                    }
+}
+
+/// Proof that NATS took a motion command: after publishing it the relay publishes a
+/// token on its own inbox and waits for the token to come back. NATS handles one
+/// connection's messages in order, so the echo means the command went out to its
+/// subscribers, not into a socket buffer of a stalled server. Until then no other
+/// motion is handed over: at most one motion publication is ever unacknowledged.
+struct RoundTrip {
+    subject: String,
+    /// `None`: the subscription failed; motion is never confirmed, so never published.
+    echoes: Option<async_nats::Subscriber>,
+    next_token: u64,
+    /// The first token sent after the unacknowledged command (any echo from there on
+    /// acknowledges it).
+    awaiting: Option<u64>,
+    retry_at: tokio::time::Instant,
+}
+
+impl RoundTrip {
+    async fn start(client: &Client) -> RoundTrip {
+        let subject = client.new_inbox();
+        let echoes = match client.subscribe(subject.clone()).await {
+            Ok(sub) => Some(sub),
+            Err(e) => {
+                tracing::error!("cannot subscribe to the relay's inbox: {e}; motion commands are not published");
+                None
+            }
+        };
+        RoundTrip {
+            subject,
+            echoes,
+            next_token: 0,
+            awaiting: None,
+            retry_at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// A motion publication waits for its echo.
+    fn waiting(&self) -> bool {
+        self.awaiting.is_some() || self.echoes.is_none()
+    }
+
+    /// Asks for an echo of everything published so far.
+    async fn request(&mut self, client: &Client) {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.awaiting.get_or_insert(token);
+        self.retry_at = tokio::time::Instant::now() + ROUND_TRIP_RETRY;
+        if let Err(e) = client
+            .publish(self.subject.clone(), Bytes::from(token.to_string()))
+            .await
+        {
+            tracing::debug!("round trip not requested: {e}");
+        }
+    }
+
+    /// Waits for the echo (or asks again when it is late); returns when the awaited
+    /// publication is acknowledged or a new request went out.
+    async fn settle(&mut self, client: &Client) {
+        let (Some(echoes), Some(awaiting)) = (self.echoes.as_mut(), self.awaiting) else {
+            return std::future::pending().await;
+        };
+        let echo = tokio::select! {
+            echo = echoes.next() => Some(echo),
+            () = tokio::time::sleep_until(self.retry_at) => None,
+        };
+        match echo {
+            Some(Some(m)) => {
+                let token = std::str::from_utf8(&m.payload).ok().and_then(|t| t.parse::<u64>().ok());
+                if token.is_some_and(|t| t >= awaiting) {
+                    self.awaiting = None;
                 }
             }
+            Some(None) => {
+                tracing::error!("the relay's inbox closed; motion commands are no longer published");
+                self.echoes = None;
+            }
+            None => self.request(client).await,
+        }
+    }
+}
+
+/// The relay's command side: what waits, in which order it goes, and the checks at
+/// hand-off.
+struct CommandRelay {
+    client: Client,
+    metrics: Arc<Metrics>,
+    outbox: Arc<Outbox>,
+    gate: Option<Arc<SafetyGate>>,
+    publications: Option<mpsc::Receiver<Publication>>,
+    round_trip: RoundTrip,
+}
+
+impl CommandRelay {
+    /// Publishes everything that may go now, in order: the gate's publications, safety
+    /// commands, one motion command (if none is unacknowledged), other commands. Each
+    /// step looks at the lanes above it again first.
+    async fn publish_ready(&mut self) {
+        loop {
+            if let Some(p) = self.publications.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                self.publish_gate(p).await;
+            } else if let Some(cmd) = self.outbox.take_safety() {
+                self.publish_command(cmd).await;
+            } else if let Some(motion) = (!self.round_trip.waiting())
+                .then(|| self.outbox.take_motion())
+                .flatten()
+            {
+                self.hand_off(motion).await;
+            } else if let Some(cmd) = self.outbox.take_other() {
+                self.publish_command(cmd).await;
+            } else {
+                return;
+            }
+        }
+    }
+
+    async fn publish_gate(&self, p: Publication) {
+        if let Err(e) = self.client.publish(p.subject, p.payload).await {
+            self.metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("video gate publication lost: {e}");
+        }
+    }
+
+    async fn publish_command(&self, cmd: Command) -> bool {
+        let subject = format!("{COMMAND_SUBJECT_PREFIX}{}", cmd.action);
+        match self.client.publish(subject, cmd.json).await {
+            Ok(()) => {
+                self.metrics.commands_published.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                self.metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("command not published: {e}");
+                false
+            }
+        }
+    }
+
+    /// Publishes a motion command if the gate still admits it now, then waits for the
+    /// round trip before the next.
+    async fn hand_off(&mut self, motion: MotionCommand) {
+        let admitted = self.gate.as_ref().is_none_or(|gate| {
+            gate.admits(
+                &motion.command.action,
+                motion.accepted_ns,
+                motion.generation,
+                motion.client.newest_frame_ns(),
+            )
+        });
+        if !admitted {
+            self.metrics.commands_gated.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.publish_command(motion.command).await {
+            self.round_trip.request(&self.client).await;
+        }
+    }
+
+    /// Waits for the next thing to do: a gate publication, a queued command, the
+    /// motion round trip, or a keyframe request (published here).
+    async fn wait(&mut self, keyframes: &KeyframeRequests, subjects: &[String]) {
+        let CommandRelay {
+            client,
+            outbox,
+            publications,
+            round_trip,
+            ..
+        } = self;
+        let publication = async {
+            match publications.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let woke = tokio::select! {
+            biased;
+            Some(p) = publication => Some(p),
+            () = outbox.ready() => None,
+            () = round_trip.settle(client) => None,
             () = keyframes.next_for_nats() => {
-                for subject in &options.keyframe_request_subjects {
+                for subject in subjects {
                     if let Err(e) = client.publish(subject.clone(), keyframe_request(subject)).await {
                         tracing::debug!("keyframe request not published on {subject}: {e}");
                     }
                 }
+                None
             }
-            Some(p) = async { match gate.as_mut() { Some(rx) => rx.recv().await, None => None } }, if gate.is_some() => {
-                if let Err(e) = client.publish(p.subject, p.payload).await {
-                    metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("video gate publication lost: {e}");
-                }
-            }
+        };
+        if let Some(p) = woke {
+            self.publish_gate(p).await;
         }
+    }
+}
+
+/// Runs the relay over `client` until the process ends: telemetry to the clients,
+/// the clients' commands from `outbox` and the video gate's publications (`gate`) to
+/// NATS.
+pub(crate) async fn run(
+    options: NatsOptions,
+    client: Client,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    keyframes: Arc<KeyframeRequests>,
+    outbox: Arc<Outbox>,
+    gate: Option<GateFeed>,
+) {
+    relay_telemetry(&options, &client, &hub, &metrics).await;
+    let round_trip = RoundTrip::start(&client).await;
+    let (gate, publications) = match gate {
+        Some(feed) => (Some(feed.gate), Some(feed.publications)),
+        None => (None, None),
+    };
+    let mut relay = CommandRelay {
+        client,
+        metrics,
+        outbox,
+        gate,
+        publications,
+        round_trip,
+    };
+    loop {
+        relay.publish_ready().await;
+        relay.wait(&keyframes, &options.keyframe_request_subjects).await;
     }
 }
