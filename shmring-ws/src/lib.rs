@@ -68,7 +68,7 @@ mod wire;
 pub use client::QueueLimits;
 pub use hub::{GOP_CACHE_MAX_BYTES, GOP_CACHE_MAX_FRAMES};
 pub use keyframe::{KeyframeCallback, KeyframeRequests};
-pub use metrics::{DropReason, Metrics, NatsVideoMetrics};
+pub use metrics::{DropReason, Metrics, MetricsSnapshot, NatsVideoSnapshot, TrustSnapshot};
 pub use options::ServerOptions;
 pub use server::{Server, STREAM_PATH, VIEWER_HTML};
 pub use source::{FrameSource, RingSource};
