@@ -443,8 +443,11 @@ pub(crate) enum Reading<S: 'static> {
     Gauge(fn(&S) -> i64),
     /// One counter per value of a label: the label's name, then each value and its
     /// reading.
-    ByLabel(&'static str, &'static [(&'static str, fn(&S) -> u64)]),
+    ByLabel(&'static str, &'static [LabelValue<S>]),
 }
+
+/// One value of a label and how to read its counter.
+pub(crate) type LabelValue<S> = (&'static str, fn(&S) -> u64);
 
 /// One metric family of `/metrics`: its name, help text and how to read it.
 pub(crate) struct Family<S: 'static> {
