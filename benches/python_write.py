@@ -134,7 +134,7 @@ def time_writes(write: Callable[[bytes], object], data: bytes, count: int) -> Sa
 
 
 def bench_shmring(path: Path, data: bytes, count: int, layout: str, crc: bool = True) -> Sample:
-    capacity = CAPACITY if layout == "ring" else LEGACY_LEN
+    capacity = CAPACITY if layout == "v1" else LEGACY_LEN
     with shmring.Writer(path, capacity=capacity, layout=layout, crc=crc) as writer:  # type: ignore[arg-type]
         return time_writes(writer.write, data, count)
 
@@ -159,7 +159,7 @@ def bench_lean(path: Path, data: bytes, count: int) -> Sample:
 
 def bench_rust(exe: Path, path: Path, size: int, count: int) -> Sample:
     out = subprocess.run(
-        [str(exe), "bench", str(path), "--layout", "ring", "--capacity", str(CAPACITY),
+        [str(exe), "bench", str(path), "--layout", "v1", "--capacity", str(CAPACITY),
          "--size", str(size), "--count", str(count), "--crc", "on"],
         check=True, capture_output=True, text=True,
     ).stdout
@@ -207,14 +207,14 @@ def main() -> int:
             for run in range(args.repeat):
                 path = workdir / f"ring-{size}-{run}"
                 rows.setdefault("rust", []).append(bench_rust(exe, path.with_suffix(".rs"), size, count))
-                rows.setdefault("python", []).append(bench_shmring(path.with_suffix(".v1"), data, count, "ring"))
+                rows.setdefault("python", []).append(bench_shmring(path.with_suffix(".v1"), data, count, "v1"))
                 rows.setdefault("python-legacy", []).append(
                     bench_shmring(path.with_suffix(".legacy"), data, count, "legacy")
                 )
                 rows.setdefault("baseline", []).append(bench_baseline(path.with_suffix(".sdr"), data, count))
                 rows.setdefault("lean", []).append(bench_lean(path.with_suffix(".lean"), data, count))
                 rows.setdefault("python-nocrc", []).append(
-                    bench_shmring(path.with_suffix(".nocrc"), data, count, "ring", crc=False)
+                    bench_shmring(path.with_suffix(".nocrc"), data, count, "v1", crc=False)
                 )
     finally:
         shutil.rmtree(workdir)

@@ -174,6 +174,89 @@ fn latencies(frames: &[(u64, u64)]) -> Vec<u64> {
     l
 }
 
+/// Runs the clients of A (direct) and B (via NATS) for `seconds` at `r` frames per
+/// second and prints the table row.
+fn measure_rate(
+    rt: &tokio::runtime::Runtime,
+    r: u64,
+    seconds: u64,
+    fixed: bool,
+    (a_addr, b_addr): (SocketAddr, SocketAddr),
+    ids: &Mutex<Vec<u64>>,
+) {
+    std::thread::sleep(Duration::from_millis(500));
+    let lost0 = metric(b_addr, "shmring_ws_nats_frames_lost_total");
+    let skipped0 = metric(a_addr, "shmring_ws_nats_publish_skipped_total");
+    let done = Arc::new(AtomicBool::new(false));
+    // Frames committed in [from, to]: after the clients' join burst (the GOP cache,
+    // old frames) and early enough to arrive before the clients stop.
+    let from = monotonic_ns() + 500_000_000;
+    let to = from + (seconds * 1_000_000_000).saturating_sub(1_000_000_000);
+    let (direct, via) = rt.block_on(async {
+        let ta = tokio::spawn(client(a_addr, done.clone()));
+        let tb = tokio::spawn(client(b_addr, done.clone()));
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        done.store(true, Ordering::Relaxed);
+        (ta.await.unwrap(), tb.await.unwrap())
+    });
+    let window = |f: &(u64, u64)| (from..=to).contains(&f.0);
+    let direct: Vec<(u64, u64)> = direct.into_iter().filter(window).collect();
+    let via: Vec<(u64, u64)> = via.into_iter().filter(window).collect();
+    let written = ids
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|id| (from..=to).contains(*id))
+        .count();
+    let lost = metric(b_addr, "shmring_ws_nats_frames_lost_total") - lost0;
+    let skipped = metric(a_addr, "shmring_ws_nats_publish_skipped_total") - skipped0;
+    // Compare the frames both clients got, so the two sets are the same frames.
+    let in_direct: std::collections::HashSet<u64> = direct.iter().map(|f| f.0).collect();
+    let both: Vec<(u64, u64)> = via.iter().copied().filter(|f| in_direct.contains(&f.0)).collect();
+    let in_via: std::collections::HashSet<u64> = both.iter().map(|f| f.0).collect();
+    let direct_both: Vec<(u64, u64)> = direct.iter().copied().filter(|f| in_via.contains(&f.0)).collect();
+    let (ld, lv) = (latencies(&direct_both), latencies(&both));
+    let expected = written.max(1) as f64;
+    let mean_bytes = if fixed {
+        KEYFRAME_BYTES as f64
+    } else {
+        (KEYFRAME_BYTES as f64 + (GOP - 1) as f64 * DELTA_BYTES as f64) / GOP as f64
+    };
+    // The added latency per frame: via-NATS minus direct, for the same frame.
+    let direct_at: std::collections::HashMap<u64, u64> = direct_both.iter().copied().collect();
+    let mut added: Vec<u64> = both.iter().map(|(id, at)| at.saturating_sub(direct_at[id])).collect();
+    added.sort_unstable();
+    println!(
+        "| {r} | {:.1} | {written} | {:.2}% | {:.2}% | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {lost} | {skipped} |",
+        written as f64 / (to - from) as f64 * 1e9 * mean_bytes / 1e6,
+        direct.len() as f64 / expected * 100.0,
+        via.len() as f64 / expected * 100.0,
+        percentile(&ld, 0.5),
+        percentile(&ld, 0.99),
+        percentile(&lv, 0.5),
+        percentile(&lv, 0.99),
+        percentile(&added, 0.5),
+        percentile(&added, 0.99),
+    );
+}
+
+/// A nats-server with JetStream (its store in `dir`), listening: the process and its
+/// address.
+fn start_nats(dir: &std::path::Path) -> (ChildProcess, SocketAddr) {
+    let nats_addr = free_addr();
+    let nats = ChildProcess(
+        Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &nats_addr.port().to_string(), "-js", "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server (apt install nats-server)"),
+    );
+    wait_listening(nats_addr);
+    (nats, nats_addr)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rates: Vec<u64> = arg(&args, "--rates")
@@ -186,17 +269,7 @@ fn main() {
     let server_bin = shmring_benches::transport_server();
     let tmp = std::env::temp_dir().join(format!("shmring-nats-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let nats_addr = free_addr();
-    let _nats = ChildProcess(
-        Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &nats_addr.port().to_string(), "-js", "-sd"])
-            .arg(&tmp)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server (apt install nats-server)"),
-    );
-    wait_listening(nats_addr);
+    let (_nats, nats_addr) = start_nats(&tmp);
     let ring = PathBuf::from(format!("/dev/shm/shmring-nats-bench-{}", std::process::id()));
     let rate = Arc::new(AtomicU64::new(rates[0]));
     let stop = Arc::new(AtomicBool::new(false));
@@ -248,60 +321,7 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &r in &rates {
         rate.store(r, Ordering::Relaxed);
-        std::thread::sleep(Duration::from_millis(500));
-        let lost0 = metric(b_addr, "shmring_ws_nats_frames_lost_total");
-        let skipped0 = metric(a_addr, "shmring_ws_nats_publish_skipped_total");
-        let done = Arc::new(AtomicBool::new(false));
-        // Frames committed in [from, to]: after the clients' join burst (the GOP cache,
-        // old frames) and early enough to arrive before the clients stop.
-        let from = monotonic_ns() + 500_000_000;
-        let to = from + (seconds * 1_000_000_000).saturating_sub(1_000_000_000);
-        let (direct, via) = rt.block_on(async {
-            let ta = tokio::spawn(client(a_addr, done.clone()));
-            let tb = tokio::spawn(client(b_addr, done.clone()));
-            tokio::time::sleep(Duration::from_secs(seconds)).await;
-            done.store(true, Ordering::Relaxed);
-            (ta.await.unwrap(), tb.await.unwrap())
-        });
-        let window = |f: &(u64, u64)| (from..=to).contains(&f.0);
-        let direct: Vec<(u64, u64)> = direct.into_iter().filter(window).collect();
-        let via: Vec<(u64, u64)> = via.into_iter().filter(window).collect();
-        let written = ids
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|id| (from..=to).contains(*id))
-            .count();
-        let lost = metric(b_addr, "shmring_ws_nats_frames_lost_total") - lost0;
-        let skipped = metric(a_addr, "shmring_ws_nats_publish_skipped_total") - skipped0;
-        // Compare the frames both clients got, so the two sets are the same frames.
-        let in_direct: std::collections::HashSet<u64> = direct.iter().map(|f| f.0).collect();
-        let both: Vec<(u64, u64)> = via.iter().copied().filter(|f| in_direct.contains(&f.0)).collect();
-        let in_via: std::collections::HashSet<u64> = both.iter().map(|f| f.0).collect();
-        let direct_both: Vec<(u64, u64)> = direct.iter().copied().filter(|f| in_via.contains(&f.0)).collect();
-        let (ld, lv) = (latencies(&direct_both), latencies(&both));
-        let expected = written.max(1) as f64;
-        let mean_bytes = if fixed {
-            KEYFRAME_BYTES as f64
-        } else {
-            (KEYFRAME_BYTES as f64 + (GOP - 1) as f64 * DELTA_BYTES as f64) / GOP as f64
-        };
-        // The added latency per frame: via-NATS minus direct, for the same frame.
-        let direct_at: std::collections::HashMap<u64, u64> = direct_both.iter().copied().collect();
-        let mut added: Vec<u64> = both.iter().map(|(id, at)| at.saturating_sub(direct_at[id])).collect();
-        added.sort_unstable();
-        println!(
-            "| {r} | {:.1} | {written} | {:.2}% | {:.2}% | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {lost} | {skipped} |",
-            written as f64 / (to - from) as f64 * 1e9 * mean_bytes / 1e6,
-            direct.len() as f64 / expected * 100.0,
-            via.len() as f64 / expected * 100.0,
-            percentile(&ld, 0.5),
-            percentile(&ld, 0.99),
-            percentile(&lv, 0.5),
-            percentile(&lv, 0.99),
-            percentile(&added, 0.5),
-            percentile(&added, 0.99),
-        );
+        measure_rate(&rt, r, seconds, fixed, (a_addr, b_addr), &ids);
     }
     stop.store(true, Ordering::Relaxed);
     let _ = prod.join();

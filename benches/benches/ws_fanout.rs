@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use shmring_core::{monotonic_ns, FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions};
-use shmring_ws::annexb::{AccessUnit, Splitter};
+use shmring_ws::annexb::{SplitUnit, Splitter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -37,7 +37,7 @@ const FPS: u64 = 60;
 
 /// Encodes (once, cached under target/) about 8 s of 1080p60 H.264 at ~8 Mbit/s with a
 /// keyframe every 2 s, and splits it into access units.
-fn recorded_stream(target: &Path) -> Vec<AccessUnit> {
+fn recorded_stream(target: &Path) -> Vec<SplitUnit> {
     let file = target.join("ws-bench-1080p60.h264");
     if !file.exists() {
         eprintln!("encoding the benchmark stream (1080p60, 8 s) with ffmpeg...");
@@ -83,7 +83,7 @@ fn recorded_stream(target: &Path) -> Vec<AccessUnit> {
 }
 
 /// Writes the recording into the ring at 60 fps until `stop`.
-fn producer(ring: PathBuf, units: Vec<AccessUnit>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn producer(ring: PathBuf, units: Vec<SplitUnit>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut w = RingWriter::create(
             &ring,
@@ -399,6 +399,91 @@ fn round(
     }
 }
 
+/// Prints the recorded stream's shape.
+fn describe_stream(units: &[SplitUnit]) {
+    let keyframes: Vec<usize> = units.iter().filter(|u| u.keyframe).map(|u| u.data.len()).collect();
+    let deltas: Vec<usize> = units.iter().filter(|u| !u.keyframe).map(|u| u.data.len()).collect();
+    let bits: usize = units.iter().map(|u| u.data.len() * 8).sum();
+    println!(
+        "stream: {} access units, {} keyframes (avg {} KB), delta frames avg {} KB, {:.1} Mbit/s at {FPS} fps",
+        units.len(),
+        keyframes.len(),
+        keyframes.iter().sum::<usize>() / keyframes.len().max(1) / 1000,
+        deltas.iter().sum::<usize>() / deltas.len().max(1) / 1000,
+        bits as f64 / (units.len() as f64 / FPS as f64) / 1e6
+    );
+}
+
+/// Starts the server named `server` on `addr`, reading `ring`: its label and process.
+fn start_server(
+    server: &str,
+    ring: &Path,
+    addr: SocketAddr,
+    server_bin: &Path,
+    exe: &Path,
+) -> (String, std::process::Child) {
+    match server {
+        extra if extra.starts_with("extra:") => {
+            let (label, path) = extra["extra:".len()..]
+                .split_once('=')
+                .expect("--extra-server LABEL=PATH");
+            (
+                label.to_owned(),
+                Command::new(path)
+                    .arg("--shm-path")
+                    .arg(ring)
+                    .args(["--listen", &addr.to_string()])
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("start the extra server"),
+            )
+        }
+        "shmring" => (
+            "transport-server".to_owned(),
+            Command::new(server_bin)
+                .arg("--shm-path")
+                .arg(ring)
+                .args(["--listen", &addr.to_string()])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start transport-server"),
+        ),
+        "baseline" => (
+            "baseline (Vec copy per client)".to_owned(),
+            Command::new(exe)
+                .arg("--baseline-server")
+                .arg(ring)
+                .args(["--listen", &addr.to_string()])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start the baseline server"),
+        ),
+        other => panic!("unknown server {other}"),
+    }
+}
+
+/// Prints the rounds as a Markdown table.
+fn print_table(rounds: &[Round]) {
+    println!("\n| server | clients | delivered | p50 ms | p99 ms | p99.9 ms | server CPU (% of a core) | load client CPU | machine busy (% of 2 cores) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rounds {
+        println!(
+            "| {} | {} | {:.3}% | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} |",
+            r.server,
+            r.clients,
+            r.delivered * 100.0,
+            r.p50,
+            r.p99,
+            r.p999,
+            r.server_cpu,
+            r.client_cpu,
+            r.machine_busy
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let (Some(ring), Some(listen)) = (arg(&args, "--baseline-server"), arg(&args, "--listen")) {
@@ -428,17 +513,7 @@ fn main() {
         .expect("target dir")
         .to_path_buf();
     let units = recorded_stream(&target);
-    let keyframes: Vec<usize> = units.iter().filter(|u| u.keyframe).map(|u| u.data.len()).collect();
-    let deltas: Vec<usize> = units.iter().filter(|u| !u.keyframe).map(|u| u.data.len()).collect();
-    let bits: usize = units.iter().map(|u| u.data.len() * 8).sum();
-    println!(
-        "stream: {} access units, {} keyframes (avg {} KB), delta frames avg {} KB, {:.1} Mbit/s at {FPS} fps",
-        units.len(),
-        keyframes.len(),
-        keyframes.iter().sum::<usize>() / keyframes.len().max(1) / 1000,
-        deltas.iter().sum::<usize>() / deltas.len().max(1) / 1000,
-        bits as f64 / (units.len() as f64 / FPS as f64) / 1e6
-    );
+    describe_stream(&units);
     let ring = PathBuf::from(format!("/dev/shm/shmring-ws-bench-{}", std::process::id()));
     let stop = Arc::new(AtomicBool::new(false));
     let prod = producer(ring.clone(), units, stop.clone());
@@ -459,46 +534,7 @@ fn main() {
             .unwrap()
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let (name, child) = match server.as_str() {
-            extra if extra.starts_with("extra:") => {
-                let (label, path) = extra["extra:".len()..]
-                    .split_once('=')
-                    .expect("--extra-server LABEL=PATH");
-                (
-                    label.to_owned(),
-                    Command::new(path)
-                        .arg("--shm-path")
-                        .arg(&ring)
-                        .args(["--listen", &addr.to_string()])
-                        .env("RUST_LOG", "warn")
-                        .stdout(Stdio::null())
-                        .spawn()
-                        .expect("start the extra server"),
-                )
-            }
-            "shmring" => (
-                "transport-server".to_owned(),
-                Command::new(&server_bin)
-                    .arg("--shm-path")
-                    .arg(&ring)
-                    .args(["--listen", &addr.to_string()])
-                    .env("RUST_LOG", "warn")
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("start transport-server"),
-            ),
-            "baseline" => (
-                "baseline (Vec copy per client)".to_owned(),
-                Command::new(&exe)
-                    .arg("--baseline-server")
-                    .arg(&ring)
-                    .args(["--listen", &addr.to_string()])
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("start the baseline server"),
-            ),
-            other => panic!("unknown server {other}"),
-        };
+        let (name, child) = start_server(server, &ring, addr, &server_bin, &exe);
         let child = ChildProcess(child);
         wait_listening(addr);
         for &n in &clients {
@@ -515,20 +551,5 @@ fn main() {
     let _ = prod.join();
     let _ = witness.join();
     let _ = std::fs::remove_file(&ring);
-    println!("\n| server | clients | delivered | p50 ms | p99 ms | p99.9 ms | server CPU (% of a core) | load client CPU | machine busy (% of 2 cores) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in &rounds {
-        println!(
-            "| {} | {} | {:.3}% | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} |",
-            r.server,
-            r.clients,
-            r.delivered * 100.0,
-            r.p50,
-            r.p99,
-            r.p999,
-            r.server_cpu,
-            r.client_cpu,
-            r.machine_busy
-        );
-    }
+    print_table(&rounds);
 }

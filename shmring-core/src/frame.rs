@@ -4,7 +4,45 @@
 use core::fmt;
 
 use crate::layout::FrameHeader;
-use crate::reader::FrameInfo;
+
+/// Description of a delivered frame; its payload is the first `size` bytes of the buffer
+/// passed to the read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// The writer's application id.
+    pub frame_id: u64,
+    /// Monotonic 1-based frame number.
+    pub frame_seq: u64,
+    /// Payload bytes.
+    pub size: usize,
+    /// Raw `FLAG_*` bits.
+    pub flags: u16,
+    /// Codec.
+    pub codec: Codec,
+    /// CRC-32 the writer stored (0 when it computed none).
+    pub crc32: u32,
+    /// Frames lost immediately before this one (like tokio broadcast's `Lagged(n)`).
+    pub lost_before: u64,
+}
+
+impl FrameInfo {
+    /// True if the frame is a keyframe.
+    pub fn keyframe(&self) -> bool {
+        self.flags & crate::layout::FLAG_KEYFRAME != 0
+    }
+
+    pub(crate) fn from_header(header: &FrameHeader, lost_before: u64) -> Self {
+        FrameInfo {
+            frame_id: header.frame_id.get(),
+            frame_seq: header.frame_seq.get(),
+            size: header.size.get() as usize,
+            flags: header.flags.get(),
+            codec: Codec(header.codec.get()),
+            crc32: header.crc32.get(),
+            lost_before,
+        }
+    }
+}
 
 /// A codec id as stored in the frame header. Values other than the constants are the
 /// application's own.

@@ -9,8 +9,9 @@
 use core::ops::Deref;
 
 use crate::error::{ReadError, WriteError};
+use crate::frame::FrameInfo;
 use crate::layout::{FrameHeader, FLAG_KEYFRAME, FLAG_NO_CRC, HEADER_SIZE, LEGACY_MAX_LEN, LEGACY_MIN_LEN};
-use crate::reader::{FrameInfo, ReaderStats, StartPosition};
+use crate::reading::{ReaderStats, StartPosition};
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::tally::Tally;
 use crate::{words, FrameMeta, LayoutError, ReaderOptions};
@@ -21,7 +22,7 @@ const HEADER_AT: usize = 16;
 const PAYLOAD_AT: usize = HEADER_AT + HEADER_SIZE;
 
 /// Largest payload a legacy region of `len` bytes holds.
-pub const fn legacy_max_frame(len: usize) -> usize {
+pub(crate) const fn legacy_max_frame(len: usize) -> usize {
     (len / 8 * 8).saturating_sub(PAYLOAD_AT)
 }
 
@@ -42,7 +43,7 @@ fn check_len(words: &[AtomicU64]) -> Result<(), LayoutError> {
 /// some size the file holds, and the header's `size` within the file. A writer may be
 /// storing a new frame meanwhile, so `write_index` and `size` are not compared with each
 /// other; each is only bounded.
-pub fn check_legacy_prefix(len: u64, prefix: &[u8]) -> Result<(), LayoutError> {
+pub(crate) fn check_legacy_prefix(len: u64, prefix: &[u8]) -> Result<(), LayoutError> {
     if len < LEGACY_MIN_LEN as u64 || prefix.len() < LEGACY_MIN_LEN {
         return Err(LayoutError::TooShort {
             len: len as usize,

@@ -44,6 +44,7 @@ mod frame;
 pub mod layout;
 mod legacy;
 mod reader;
+mod reading;
 mod region;
 mod sync;
 mod tally;
@@ -60,16 +61,20 @@ mod lock;
 mod wake;
 
 pub use error::{ReadError, RingStateError, WriteError};
-pub use frame::{Codec, FrameMeta};
+pub use frame::{Codec, FrameInfo, FrameMeta};
 pub use layout::{FrameHeader, Geometry, LayoutError, WriterState};
-pub use legacy::{check_legacy_prefix, legacy_max_frame, LegacyReader, LegacyWriter};
-pub use reader::{FrameInfo, ReaderOptions, ReaderStats, RegionReader, StartPosition};
+pub use legacy::{LegacyReader, LegacyWriter};
+pub use reader::RegionReader;
+pub use reading::{ReaderOptions, ReaderStats, StartPosition};
 pub use writer::RegionWriter;
 
+/// Test support (the `test-hooks` feature, for this crate's own tests): a function run
+/// between a writer opening a ring path and locking it.
+#[cfg(all(feature = "std", feature = "test-hooks", not(shmring_loom)))]
+pub use file::race_hook;
 #[cfg(all(feature = "std", not(shmring_loom)))]
 pub use file::{
-    monotonic_ns, race_hook, Error, Frame, LayoutChoice, RingKind, RingReader, RingStatus, RingWriter, WriterOptions,
-    WriterStatus,
+    monotonic_ns, Error, Frame, LayoutChoice, RingKind, RingReader, RingStatus, RingWriter, WriterOptions, WriterStatus,
 };
 
 /// The word type regions are made of: `core`'s `AtomicU64`, or loom's under

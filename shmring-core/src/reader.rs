@@ -4,105 +4,14 @@
 use core::ops::Deref;
 
 use crate::error::ReadError;
+use crate::frame::FrameInfo;
 use crate::layout::{record_len, trailer, FrameHeader, Geometry, HEADER_SIZE, NO_POSITION, RECORD_ALIGN};
+use crate::reading::{ReaderOptions, ReaderStats, StartPosition};
 use crate::region::{read_geometry, RegionOffsets};
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::tally::Tally;
 use crate::words;
-use crate::{Codec, LayoutError};
-
-/// Where a new reader starts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum StartPosition {
-    /// At the newest keyframe still in the ring, so a decoder can start at once (the
-    /// default). Without one, at the next keyframe written.
-    #[default]
-    LatestKeyframe,
-    /// At the next frame written after the reader opened.
-    Next,
-    /// At the newest frame in the ring (keyframe or not).
-    Latest,
-}
-
-/// Reader settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReaderOptions {
-    /// Where to start.
-    pub start: StartPosition,
-    /// Check each payload against its CRC-32 (when the writer computed one). Torn frames
-    /// are rejected without it; this catches memory damaged by other means.
-    pub verify_crc: bool,
-    /// After losing frames (lapped, or a CRC failure), skip to a keyframe so a decoder
-    /// never sees a frame whose reference is missing. Turn off for streams of
-    /// independent messages: the reader then resumes at the newest frame.
-    pub resync_at_keyframe: bool,
-}
-
-impl Default for ReaderOptions {
-    fn default() -> Self {
-        ReaderOptions {
-            start: StartPosition::LatestKeyframe,
-            verify_crc: true,
-            resync_at_keyframe: true,
-        }
-    }
-}
-
-/// Description of a delivered frame; its payload is the first `size` bytes of the buffer
-/// passed to the read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameInfo {
-    /// The writer's application id.
-    pub frame_id: u64,
-    /// Monotonic 1-based frame number.
-    pub frame_seq: u64,
-    /// Payload bytes.
-    pub size: usize,
-    /// Raw `FLAG_*` bits.
-    pub flags: u16,
-    /// Codec.
-    pub codec: Codec,
-    /// CRC-32 the writer stored (0 when it computed none).
-    pub crc32: u32,
-    /// Frames lost immediately before this one (like tokio broadcast's `Lagged(n)`).
-    pub lost_before: u64,
-}
-
-impl FrameInfo {
-    /// True if the frame is a keyframe.
-    pub fn keyframe(&self) -> bool {
-        self.flags & crate::layout::FLAG_KEYFRAME != 0
-    }
-
-    pub(crate) fn from_header(header: &FrameHeader, lost_before: u64) -> Self {
-        FrameInfo {
-            frame_id: header.frame_id.get(),
-            frame_seq: header.frame_seq.get(),
-            size: header.size.get() as usize,
-            flags: header.flags.get(),
-            codec: Codec(header.codec.get()),
-            crc32: header.crc32.get(),
-            lost_before,
-        }
-    }
-}
-
-/// Per-reader accounting. Once the reader has caught up with the writer,
-/// `delivered + lost` equals the frames written since the reader's first frame.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReaderStats {
-    /// Frames returned to the caller.
-    pub delivered: u64,
-    /// Frames the reader will never return: overwritten before it got to them, skipped
-    /// while waiting for a keyframe, or failed their CRC.
-    pub lost: u64,
-    /// Times the writer overwrote a record the reader had not finished with.
-    pub lapped: u64,
-    /// Frames that failed their CRC check (also counted in `lost`).
-    pub crc_errors: u64,
-    /// Impossible records skipped (a damaged or foreign ring file).
-    pub corrupt: u64,
-}
+use crate::LayoutError;
 
 /// What one record turned out to be.
 enum Record {

@@ -2,8 +2,9 @@
 //! and the delivery of a frame, so both count `delivered + lost` the same way.
 
 use crate::error::ReadError;
+use crate::frame::FrameInfo;
 use crate::layout::{FrameHeader, FLAG_NO_CRC};
-use crate::reader::{FrameInfo, ReaderOptions, ReaderStats};
+use crate::reading::{ReaderOptions, ReaderStats};
 
 /// A reader's counters and the losses not yet reported with a delivered frame.
 #[derive(Default)]

@@ -9,7 +9,7 @@
 //! Runs alternate (ours, ffmpeg, ours, ...) so machine load hits both alike. Prints a
 //! Markdown table for docs/benchmarks.md.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -93,6 +93,78 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// `frames` frames of `pattern`, one after the other.
+fn render_frames(pattern: &TestPattern, frames: usize) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(pattern.frame_len() * frames);
+    for i in 0..frames {
+        raw.extend_from_slice(&pattern.render(i as u64));
+    }
+    raw
+}
+
+/// Opens the encoder and encodes every frame of `raw` into a new ring at `ring_path`,
+/// flushing at the end: the encoder and how long each ring write took (ns).
+fn encode_into_ring(
+    config: &EncoderConfig,
+    ring_path: &Path,
+    raw: &[u8],
+    pattern: &TestPattern,
+) -> (Encoder, Vec<u64>) {
+    let mut encoder = Encoder::new(config.clone()).expect("open the encoder");
+    let ring = RingWriter::create(
+        ring_path,
+        &WriterOptions {
+            capacity: 64 << 20,
+            ..WriterOptions::default()
+        },
+    )
+    .expect("create the ring");
+    let mut sink = TimedRing {
+        ring,
+        write_ns: Vec::with_capacity(raw.len() / pattern.frame_len()),
+    };
+    for (i, frame) in raw.chunks_exact(pattern.frame_len()).enumerate() {
+        encoder
+            .encode(frame, pattern.stride(), i as u64, &mut sink)
+            .expect("encode");
+    }
+    encoder.flush(&mut sink).expect("flush");
+    (encoder, sink.write_ns)
+}
+
+/// The ffmpeg command line running `encoder` with its options on the raw frames at
+/// `raw_path`, output discarded.
+fn ffmpeg_args(encoder: &Encoder, config: &EncoderConfig, raw_path: &Path) -> Vec<String> {
+    let mut cli = vec![
+        "-hide_banner".to_string(),
+        "-nostdin".into(),
+        "-loglevel".into(),
+        "error".into(),
+        "-f".into(),
+        "rawvideo".into(),
+        "-pix_fmt".into(),
+        "rgb24".into(),
+        "-s".into(),
+        format!("{}x{}", config.width, config.height),
+        "-r".into(),
+        config.fps.to_string(),
+        "-i".into(),
+        raw_path.display().to_string(),
+        "-sws_flags".into(),
+        "bicubic".into(),
+        "-pix_fmt".into(),
+        encoder.encoder_pixel_format().into(),
+        "-c:v".into(),
+        encoder.name().to_string(),
+    ];
+    for (k, v) in encoder.ffmpeg_options() {
+        cli.push(format!("-{k}"));
+        cli.push(v.clone());
+    }
+    cli.extend(["-f".into(), "h264".into(), "-y".into(), "/dev/null".into()]);
+    cli
+}
+
 fn main() {
     let args = parse_args();
     log::set_level(log::Level::Fatal);
@@ -102,10 +174,7 @@ fn main() {
         // Same number of pixels per run at every size (300 frames at 720p).
         let frames = (args.frames_720 as u64 * 1280 * 720 / (width as u64 * height as u64)).max(30) as usize;
         let pattern = TestPattern::new(width, height, PixelFormat::Rgb24);
-        let mut raw = Vec::with_capacity(pattern.frame_len() * frames);
-        for i in 0..frames {
-            raw.extend_from_slice(&pattern.render(i as u64));
-        }
+        let raw = render_frames(&pattern, frames);
         let raw_path = args
             .dir
             .join(format!("shmring-encode-bench-{}.rgb", std::process::id()));
@@ -124,59 +193,15 @@ fn main() {
             // Ours: open the encoder, encode every frame into the ring, flush.
             let start = Instant::now();
             let cpu_start = cpu_seconds(libc::RUSAGE_SELF);
-            let mut encoder = Encoder::new(config.clone()).expect("open the encoder");
-            let ring = RingWriter::create(
-                &ring_path,
-                &WriterOptions {
-                    capacity: 64 << 20,
-                    ..WriterOptions::default()
-                },
-            )
-            .expect("create the ring");
-            let mut sink = TimedRing {
-                ring,
-                write_ns: Vec::with_capacity(frames),
-            };
-            for (i, frame) in raw.chunks_exact(pattern.frame_len()).enumerate() {
-                encoder
-                    .encode(frame, pattern.stride(), i as u64, &mut sink)
-                    .expect("encode");
-            }
-            encoder.flush(&mut sink).expect("flush");
+            let (encoder, write_ns) = encode_into_ring(&config, &ring_path, &raw, &pattern);
             let ours_s = start.elapsed().as_secs_f64();
             ours_cpu += cpu_seconds(libc::RUSAGE_SELF) - cpu_start;
-            assert_eq!(sink.write_ns.len(), frames, "every frame reached the ring");
-            writes.extend_from_slice(&sink.write_ns);
+            assert_eq!(write_ns.len(), frames, "every frame reached the ring");
+            writes.extend_from_slice(&write_ns);
             name = encoder.name().to_string();
 
             // ffmpeg: the same encoder and options on the same frames, output discarded.
-            cli = vec![
-                "-hide_banner".to_string(),
-                "-nostdin".into(),
-                "-loglevel".into(),
-                "error".into(),
-                "-f".into(),
-                "rawvideo".into(),
-                "-pix_fmt".into(),
-                "rgb24".into(),
-                "-s".into(),
-                format!("{width}x{height}"),
-                "-r".into(),
-                config.fps.to_string(),
-                "-i".into(),
-                raw_path.display().to_string(),
-                "-sws_flags".into(),
-                "bicubic".into(),
-                "-pix_fmt".into(),
-                encoder.encoder_pixel_format().into(),
-                "-c:v".into(),
-                name.clone(),
-            ];
-            for (k, v) in encoder.ffmpeg_options() {
-                cli.push(format!("-{k}"));
-                cli.push(v.clone());
-            }
-            cli.extend(["-f".into(), "h264".into(), "-y".into(), "/dev/null".into()]);
+            cli = ffmpeg_args(&encoder, &config, &raw_path);
             drop(encoder);
             let start = Instant::now();
             let cpu_start = cpu_seconds(libc::RUSAGE_CHILDREN);

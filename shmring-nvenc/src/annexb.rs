@@ -16,7 +16,7 @@ impl NalUnit<'_> {
         let first = *self.data.first()?;
         Some(match codec {
             VideoCodec::H264 => first & 0x1f,
-            VideoCodec::Hevc => (first >> 1) & 0x3f,
+            VideoCodec::HEVC => (first >> 1) & 0x3f,
         })
     }
 
@@ -24,7 +24,7 @@ impl NalUnit<'_> {
     pub fn is_parameter_set(&self, codec: VideoCodec) -> bool {
         matches!(
             (codec, self.nal_type(codec)),
-            (VideoCodec::H264, Some(7 | 8)) | (VideoCodec::Hevc, Some(32..=34))
+            (VideoCodec::H264, Some(7 | 8)) | (VideoCodec::HEVC, Some(32..=34))
         )
     }
 
@@ -32,7 +32,7 @@ impl NalUnit<'_> {
     pub fn is_idr(&self, codec: VideoCodec) -> bool {
         matches!(
             (codec, self.nal_type(codec)),
-            (VideoCodec::H264, Some(5)) | (VideoCodec::Hevc, Some(19 | 20))
+            (VideoCodec::H264, Some(5)) | (VideoCodec::HEVC, Some(19 | 20))
         )
     }
 }
@@ -82,16 +82,16 @@ pub fn has_parameter_sets(data: &[u8], codec: VideoCodec) -> bool {
     let mut seen = [false; 3];
     for nal in nal_units(data) {
         let slot = match (codec, nal.nal_type(codec)) {
-            (VideoCodec::H264, Some(7)) | (VideoCodec::Hevc, Some(33)) => 1,
-            (VideoCodec::H264, Some(8)) | (VideoCodec::Hevc, Some(34)) => 2,
-            (VideoCodec::Hevc, Some(32)) => 0,
+            (VideoCodec::H264, Some(7)) | (VideoCodec::HEVC, Some(33)) => 1,
+            (VideoCodec::H264, Some(8)) | (VideoCodec::HEVC, Some(34)) => 2,
+            (VideoCodec::HEVC, Some(32)) => 0,
             _ => continue,
         };
         seen[slot] = true;
     }
     match codec {
         VideoCodec::H264 => seen[1] && seen[2],
-        VideoCodec::Hevc => seen.iter().all(|s| *s),
+        VideoCodec::HEVC => seen.iter().all(|s| *s),
     }
 }
 
@@ -139,9 +139,9 @@ mod tests {
             19 << 1,
             1,
         ];
-        assert!(has_parameter_sets(&au, VideoCodec::Hevc));
-        assert!(has_idr(&au, VideoCodec::Hevc));
-        assert!(!has_parameter_sets(&au[5..], VideoCodec::Hevc));
+        assert!(has_parameter_sets(&au, VideoCodec::HEVC));
+        assert!(has_idr(&au, VideoCodec::HEVC));
+        assert!(!has_parameter_sets(&au[5..], VideoCodec::HEVC));
     }
 
     #[test]

@@ -4,14 +4,23 @@ use std::fmt;
 
 use shmring_core::Codec;
 
-/// The compressed format to produce.
+/// The compressed format to produce. Spelled as in the ring's codec table
+/// ([`Codec::H264`], [`Codec::HEVC`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[allow(clippy::upper_case_acronyms)] // the codec table's spelling
 pub enum VideoCodec {
     /// H.264 / AVC (ring codec id 1). Every browser decodes it.
     #[default]
     H264,
     /// HEVC / H.265 (ring codec id 2).
-    Hevc,
+    HEVC,
+}
+
+#[allow(non_upper_case_globals)]
+impl VideoCodec {
+    /// The former spelling of [`VideoCodec::HEVC`].
+    #[deprecated(note = "spelled VideoCodec::HEVC, as in the codec table (Codec::HEVC)")]
+    pub const Hevc: VideoCodec = VideoCodec::HEVC;
 }
 
 impl VideoCodec {
@@ -19,7 +28,7 @@ impl VideoCodec {
     pub fn ring_codec(self) -> Codec {
         match self {
             VideoCodec::H264 => Codec::H264,
-            VideoCodec::Hevc => Codec::HEVC,
+            VideoCodec::HEVC => Codec::HEVC,
         }
     }
 
@@ -28,14 +37,14 @@ impl VideoCodec {
     pub fn auto_encoders(self) -> &'static [&'static str] {
         match self {
             VideoCodec::H264 => &["h264_nvenc", "libx264"],
-            VideoCodec::Hevc => &["hevc_nvenc", "libx265"],
+            VideoCodec::HEVC => &["hevc_nvenc", "libx265"],
         }
     }
 
     pub(crate) fn ffmpeg_id(self) -> ffmpeg_next::codec::Id {
         match self {
             VideoCodec::H264 => ffmpeg_next::codec::Id::H264,
-            VideoCodec::Hevc => ffmpeg_next::codec::Id::HEVC,
+            VideoCodec::HEVC => ffmpeg_next::codec::Id::HEVC,
         }
     }
 }
@@ -44,7 +53,7 @@ impl fmt::Display for VideoCodec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             VideoCodec::H264 => "H.264",
-            VideoCodec::Hevc => "HEVC",
+            VideoCodec::HEVC => "HEVC",
         })
     }
 }

@@ -157,22 +157,7 @@ impl Encoder {
         })?;
 
         let input = config.input.ffmpeg();
-        let scaler = if input == encoder_format {
-            None
-        } else {
-            Some(
-                scaling::Context::get(
-                    input,
-                    config.width,
-                    config.height,
-                    encoder_format,
-                    config.width,
-                    config.height,
-                    scaling::Flags::BICUBIC,
-                )
-                .map_err(ffmpeg_err("set up pixel conversion (swscale)"))?,
-            )
-        };
+        let scaler = Self::pixel_converter(config, encoder_format)?;
         Ok(Encoder {
             name: name.to_string(),
             hardware,
@@ -198,6 +183,26 @@ impl Encoder {
             finished: false,
             config: config.clone(),
         })
+    }
+
+    /// `None` if the input pixel format is the encoder's; otherwise a swscale context
+    /// from one to the other.
+    fn pixel_converter(config: &EncoderConfig, encoder_format: Pixel) -> Result<Option<scaling::Context>, EncodeError> {
+        let input = config.input.ffmpeg();
+        if input == encoder_format {
+            return Ok(None);
+        }
+        let scaler = scaling::Context::get(
+            input,
+            config.width,
+            config.height,
+            encoder_format,
+            config.width,
+            config.height,
+            scaling::Flags::BICUBIC,
+        )
+        .map_err(ffmpeg_err("set up pixel conversion (swscale)"))?;
+        Ok(Some(scaler))
     }
 
     /// The FFmpeg encoder actually opened (`h264_nvenc`, `libx264`, ...).

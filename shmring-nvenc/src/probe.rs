@@ -278,7 +278,7 @@ pub struct Report {
 pub fn run() -> Report {
     let cuda = cuda_info();
     let gpu = gpu_info();
-    let nvenc: Vec<ProbeEncode> = [("h264_nvenc", VideoCodec::H264), ("hevc_nvenc", VideoCodec::Hevc)]
+    let nvenc: Vec<ProbeEncode> = [("h264_nvenc", VideoCodec::H264), ("hevc_nvenc", VideoCodec::HEVC)]
         .into_iter()
         .map(|(name, codec)| probe_encode(name, codec))
         .collect();

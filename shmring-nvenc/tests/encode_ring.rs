@@ -198,9 +198,9 @@ fn libx264_every_input_format_and_padded_stride() {
 
 #[test]
 fn libx265_through_ring_decodes_back() {
-    let mut encoder = software("libx265", VideoCodec::Hevc, PixelFormat::Rgb24);
+    let mut encoder = software("libx265", VideoCodec::HEVC, PixelFormat::Rgb24);
     let received = encode_through_ring(&mut encoder, PixelFormat::Rgb24, 0);
-    check_stream("libx265", VideoCodec::Hevc, PixelFormat::Rgb24, &received, true);
+    check_stream("libx265", VideoCodec::HEVC, PixelFormat::Rgb24, &received, true);
 }
 
 #[test]
@@ -247,5 +247,5 @@ fn h264_nvenc_through_ring_decodes_back() {
 
 #[test]
 fn hevc_nvenc_through_ring_decodes_back() {
-    nvenc(VideoCodec::Hevc, "hevc_nvenc");
+    nvenc(VideoCodec::HEVC, "hevc_nvenc");
 }

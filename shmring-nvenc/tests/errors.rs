@@ -92,12 +92,12 @@ fn unknown_and_mismatched_encoders_are_named_in_the_error() {
     );
     assert!(e.to_string().contains("h264_bogus"));
 
-    let e = Encoder::new(named("libx264", VideoCodec::Hevc)).err().unwrap();
+    let e = Encoder::new(named("libx264", VideoCodec::HEVC)).err().unwrap();
     assert!(
         matches!(
             e,
             EncodeError::WrongCodec {
-                wanted: VideoCodec::Hevc,
+                wanted: VideoCodec::HEVC,
                 ..
             }
         ),

@@ -72,7 +72,7 @@ fn libx264_announces_no_reordering() {
 
 #[test]
 fn libx265_announces_no_reordering() {
-    let fields = traced_fields("libx265", VideoCodec::Hevc).unwrap();
+    let fields = traced_fields("libx265", VideoCodec::HEVC).unwrap();
     let reorder: Vec<i64> = values(&fields, "sps_max_num_reorder_pics[0]").collect();
     assert!(reorder.len() >= 2 && reorder.iter().all(|v| *v == 0), "{reorder:?}");
 }

@@ -2,9 +2,9 @@
 //! process that writes, reads or benchmarks a ring with `shmring-core` directly.
 //!
 //! ```text
-//! ring_peer write PATH [--layout ring|legacy] [--capacity N] [--count N] [--size N] [--step] [--hold]
+//! ring_peer write PATH [--layout v1|legacy] [--capacity N] [--count N] [--size N] [--step] [--hold]
 //! ring_peer read  PATH [--layout auto|ring|legacy] [--start next|latest_keyframe|latest] [--count N] [--timeout-ms N]
-//! ring_peer bench PATH [--layout ring|legacy] [--capacity N] [--size N] [--count N] [--crc on|off]
+//! ring_peer bench PATH [--layout v1|legacy] [--capacity N] [--size N] [--count N] [--crc on|off]
 //! ```
 //!
 //! `write` prints `ready` once the ring is open, waits for one line on stdin, then writes
@@ -153,7 +153,7 @@ fn read(args: &Args) -> Result<(), String> {
     };
     let layout = match args.layout.as_str() {
         "auto" => LayoutChoice::Auto,
-        "ring" => LayoutChoice::V1,
+        "v1" | "ring" => LayoutChoice::V1,
         "legacy" => LayoutChoice::Legacy,
         other => return Err(format!("unknown layout {other}")),
     };

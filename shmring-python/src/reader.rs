@@ -137,7 +137,7 @@ impl ReaderStats {
 ///         ``"latest"`` (the newest frame, keyframe or not).
 ///     crc: check each payload against its CRC-32 when the writer stored one.
 ///     layout: ``"auto"`` (default: v1 if the file has a v1 descriptor, else legacy),
-///         ``"ring"`` or ``"legacy"``.
+///         ``"v1"`` or ``"legacy"`` (``"ring"``, the former name of ``"v1"``, is accepted).
 ///     resync_at_keyframe: after losing frames, skip to a keyframe so a decoder never
 ///         sees a frame whose reference is missing (default True; turn off for streams
 ///         of independent messages).
@@ -193,10 +193,11 @@ fn start_position(start: &str) -> PyResult<StartPosition> {
 fn layout_choice(layout: &str) -> PyResult<LayoutChoice> {
     match layout {
         "auto" => Ok(LayoutChoice::Auto),
-        "ring" => Ok(LayoutChoice::V1),
+        // "ring": the former name of "v1", still accepted.
+        "v1" | "ring" => Ok(LayoutChoice::V1),
         "legacy" => Ok(LayoutChoice::Legacy),
         other => Err(PyValueError::new_err(format!(
-            "layout must be \"auto\", \"ring\" or \"legacy\", not {other:?}"
+            "layout must be \"auto\", \"v1\" or \"legacy\", not {other:?}"
         ))),
     }
 }
@@ -419,11 +420,11 @@ impl Reader {
         Ok(self.seen()?.kind.max_frame_size())
     }
 
-    /// ``"ring"`` or ``"legacy"``: the layout found.
+    /// ``"v1"`` or ``"legacy"``: the layout found.
     #[getter]
     fn layout(&self) -> PyResult<&'static str> {
         Ok(match self.seen()?.kind {
-            RingKind::V1(_) => "ring",
+            RingKind::V1(_) => "v1",
             RingKind::Legacy { .. } => "legacy",
         })
     }

@@ -22,12 +22,12 @@ use crate::DETACH_MIN;
 ///
 /// Args:
 ///     path: the ring file.
-///     capacity: ``"ring"``: frame-region bytes, a power of two (default 16 MiB).
+///     capacity: ``"v1"``: frame-region bytes, a power of two (default 16 MiB).
 ///         ``"legacy"``: the file length (default 4 MiB, as the SDR_OS writer).
-///     max_frame_size: ``"ring"`` only: the largest payload (default: the most the
+///     max_frame_size: ``"v1"`` only: the largest payload (default: the most the
 ///         capacity allows, half of it less the 32-byte header).
-///     layout: ``"ring"`` (the v1 broadcast ring) or ``"legacy"`` (the SDR_OS
-///         single-slot layout).
+///     layout: ``"v1"`` (the broadcast ring; ``"ring"``, its former name, is accepted)
+///         or ``"legacy"`` (the SDR_OS single-slot layout).
 ///     mode: permission bits of a created file (default ``0o600``).
 ///     crc: store a CRC-32 of each payload (default True).
 ///
@@ -77,7 +77,8 @@ fn writer_options(
         )));
     }
     match layout {
-        "ring" => {
+        // "ring": the former name of "v1", still accepted.
+        "v1" | "ring" => {
             options.layout = LayoutChoice::V1;
             if let Some(capacity) = capacity {
                 options.capacity = capacity;
@@ -87,7 +88,7 @@ fn writer_options(
             options.layout = LayoutChoice::Legacy;
             if max_frame_size.is_some() {
                 return Err(PyValueError::new_err(
-                    "max_frame_size applies to layout=\"ring\" only; a legacy ring's max frame is its file length less 48 bytes (set capacity)",
+                    "max_frame_size applies to layout=\"v1\" only; a legacy ring's max frame is its file length less 48 bytes (set capacity)",
                 ));
             }
             if let Some(capacity) = capacity {
@@ -96,7 +97,7 @@ fn writer_options(
         }
         other => {
             return Err(PyValueError::new_err(format!(
-                "layout must be \"ring\" or \"legacy\", not {other:?}"
+                "layout must be \"v1\" or \"legacy\", not {other:?}"
             )));
         }
     }
@@ -106,7 +107,7 @@ fn writer_options(
 #[pymethods]
 impl Writer {
     #[new]
-    #[pyo3(signature = (path, *, capacity = None, max_frame_size = None, layout = "ring", mode = 0o600, crc = true))]
+    #[pyo3(signature = (path, *, capacity = None, max_frame_size = None, layout = "v1", mode = 0o600, crc = true))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -201,18 +202,18 @@ impl Writer {
         self.path.clone()
     }
 
-    /// ``"ring"`` or ``"legacy"``.
+    /// ``"v1"`` or ``"legacy"``.
     #[getter]
     fn layout(&self, py: Python<'_>) -> PyResult<&'static str> {
         self.with_ring(py, |ring| {
             Ok(match ring.kind() {
-                RingKind::V1(_) => "ring",
+                RingKind::V1(_) => "v1",
                 RingKind::Legacy { .. } => "legacy",
             })
         })
     }
 
-    /// Frame-region bytes (``"ring"``) or file length (``"legacy"``).
+    /// Frame-region bytes (``"v1"``) or file length (``"legacy"``).
     #[getter]
     fn capacity(&self, py: Python<'_>) -> PyResult<usize> {
         self.with_ring(py, |ring| {

@@ -100,7 +100,7 @@ def test_crc_off_stores_zero(ring_path: Path) -> None:
 def test_writer_properties_and_mode(ring_path: Path) -> None:
     with shmring.Writer(ring_path, capacity=1 << 16, max_frame_size=1000, mode=0o640) as writer:
         assert writer.path == ring_path
-        assert (writer.layout, writer.capacity, writer.max_frame_size) == ("ring", 1 << 16, 1000)
+        assert (writer.layout, writer.capacity, writer.max_frame_size) == ("v1", 1 << 16, 1000)
         assert writer.next_frame_seq == 1
         writer.write(b"x")
         assert writer.next_frame_seq == 2
@@ -201,3 +201,14 @@ def test_legacy_layout_in_process(ring_path: Path) -> None:
         assert first is not None and second is not None
         assert [(f.frame_seq, f.payload) for f in (first, second)] == [(1, b"first"), (2, b"second")]
         reader.close()
+
+
+def test_layout_is_v1_and_its_former_name_ring_is_accepted(ring_path: Path) -> None:
+    # The layout is "v1" everywhere (Rust, the shmring CLI, Python); "ring" was Python's
+    # name for it and is still accepted when given.
+    with shmring.Writer(ring_path, layout="ring", capacity=1 << 16) as writer:
+        assert writer.layout == "v1"
+        with shmring.Reader(ring_path, layout="ring") as reader:
+            assert reader.layout == "v1"
+    with pytest.raises(ValueError, match='layout must be "v1" or "legacy"'):
+        shmring.Writer(ring_path, layout="ringg")  # type: ignore[arg-type]

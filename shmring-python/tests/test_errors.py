@@ -72,7 +72,7 @@ def test_write_rejects_bad_metadata(ring_path: Path, kwargs: dict[str, object], 
             writer.write(b"x", **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("layout", ["ring", "legacy"])
+@pytest.mark.parametrize("layout", ["v1", "legacy"])
 def test_frame_above_max_size(ring_path: Path, layout: str) -> None:
     with shmring.Writer(ring_path, layout=layout, capacity=1 << 12) as writer:  # type: ignore[arg-type]
         limit = writer.max_frame_size
@@ -194,7 +194,7 @@ def test_text_file_is_not_a_v1_ring(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("these are not frames\n" * 1000)
     with pytest.raises(shmring.LayoutError, match="no shmring v1 descriptor"):
-        shmring.Reader(path, layout="ring")
+        shmring.Reader(path, layout="v1")
 
 
 def test_garbage_read_as_legacy_raises_cleanly(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def check_frame(frame: shmring.Frame | None, index: int) -> None:
 
 def test_python_writer_to_rust_reader_v1(ring_path: Path, peer_exe: Path, spawn: Callable[..., Peer]) -> None:
     with shmring.Writer(ring_path, capacity=1 << 20) as writer:
-        reader = spawn(peer_exe, "read", ring_path, "--layout", "ring", "--start", "next", "--count", COUNT)
+        reader = spawn(peer_exe, "read", ring_path, "--layout", "v1", "--start", "next", "--count", COUNT)
         reader.expect("ready")
         for index in range(1, COUNT + 1):
             assert python_writes(writer, index) == index
@@ -51,9 +51,9 @@ def test_python_writer_to_rust_reader_v1(ring_path: Path, peer_exe: Path, spawn:
 
 
 def test_rust_writer_to_python_reader_v1(ring_path: Path, peer_exe: Path, spawn: Callable[..., Peer]) -> None:
-    writer = spawn(peer_exe, "write", ring_path, "--layout", "ring", "--count", COUNT, "--size", SIZE)
+    writer = spawn(peer_exe, "write", ring_path, "--layout", "v1", "--count", COUNT, "--size", SIZE)
     writer.expect("ready")
-    with shmring.Reader(ring_path, start="next", layout="ring") as reader:
+    with shmring.Reader(ring_path, start="next", layout="v1") as reader:
         writer.send()  # go: the whole burst fits in the ring, so nothing may be lost
         for index in range(1, COUNT + 1):
             check_frame(reader.read(timeout=10), index)
@@ -128,7 +128,7 @@ def test_restarted_python_writer_continues_rust_readers_stream(
     assert reader.wait() == 0
 
 
-@pytest.mark.parametrize("layout", ["ring", "legacy"])
+@pytest.mark.parametrize("layout", ["v1", "legacy"])
 def test_second_writer_is_refused_while_another_process_writes(
     ring_path: Path, peer_exe: Path, spawn: Callable[..., Peer], layout: str
 ) -> None:

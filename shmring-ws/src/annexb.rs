@@ -5,14 +5,19 @@
 //! (7, 8, 6) following a slice, or at a slice (1, 5) whose `first_mb_in_slice` is 0
 //! following a slice. An access unit holding an IDR slice (type 5) is a keyframe.
 
-/// One access unit.
+/// One access unit the [`Splitter`] cut out of the byte stream (owned; not the encoder's
+/// `shmring_nvenc::AccessUnit`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AccessUnit {
+pub struct SplitUnit {
     /// The NAL units with their start codes.
     pub data: Vec<u8>,
     /// True if it holds an IDR slice.
     pub keyframe: bool,
 }
+
+/// The former name of [`SplitUnit`].
+#[deprecated(note = "renamed SplitUnit (shmring_nvenc::AccessUnit is the encoder's)")]
+pub type AccessUnit = SplitUnit;
 
 /// Incremental access unit splitter: feed bytes with [`Splitter::push`], collect the
 /// completed access units, and call [`Splitter::finish`] at the end of the stream.
@@ -48,7 +53,7 @@ impl Splitter {
     }
 
     /// Adds bytes; returns the access units they completed.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<AccessUnit> {
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<SplitUnit> {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
         while let Some(sc) = find_start_code(&self.buf, self.scanned) {
@@ -69,7 +74,7 @@ impl Splitter {
             };
             if starts_au && begin > 0 {
                 let data: Vec<u8> = self.buf.drain(..begin).collect();
-                out.push(AccessUnit {
+                out.push(SplitUnit {
                     data,
                     keyframe: self.has_idr,
                 });
@@ -86,7 +91,7 @@ impl Splitter {
     }
 
     /// Returns the last access unit, if the stream ended inside one.
-    pub fn finish(&mut self) -> Option<AccessUnit> {
+    pub fn finish(&mut self) -> Option<SplitUnit> {
         let data = std::mem::take(&mut self.buf);
         self.scanned = 0;
         let keyframe = self.has_idr || data.windows(4).any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5);
@@ -96,7 +101,7 @@ impl Splitter {
                 .any(|w| w[..3] == [0, 0, 1] && matches!(w[3] & 0x1f, 1 | 5));
         self.has_slice = false;
         self.has_idr = false;
-        (has_slice && !data.is_empty()).then_some(AccessUnit { data, keyframe })
+        (has_slice && !data.is_empty()).then_some(SplitUnit { data, keyframe })
     }
 }
 
@@ -126,21 +131,21 @@ mod tests {
         assert_eq!(aus.len(), 3);
         assert_eq!(
             aus[0],
-            AccessUnit {
+            SplitUnit {
                 data: au1,
                 keyframe: true
             }
         );
         assert_eq!(
             aus[1],
-            AccessUnit {
+            SplitUnit {
                 data: au2,
                 keyframe: false
             }
         );
         assert_eq!(
             aus[2],
-            AccessUnit {
+            SplitUnit {
                 data: au3,
                 keyframe: false
             }

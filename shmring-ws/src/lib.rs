@@ -22,9 +22,23 @@
 //!   frame_seq, resumes at a keyframe; the others lose nothing. Keyframe requests are
 //!   coalesced ([`KeyframeRequests`]). Motion commands pass the video safety [`gate`].
 //! - [`Server`] also serves a WebCodecs viewer page at `/`, `/health` and `/metrics`,
-//!   and the [`foxglove`] WebSocket protocol on the same port.
+//!   and the Foxglove WebSocket protocol (`foxglove.websocket.v1`) on the same port.
 //!
-//! The message format is in [`protocol`]; every default is named in [`defaults`].
+//! The message format is described in `docs/architecture.md`; every default is named in
+//! [`defaults`].
+//!
+//! # What is public
+//!
+//! What a program embedding the server needs, at the crate root: [`Server`],
+//! [`ServerOptions`] and its parts ([`FrameSource`], [`RingSource`], [`QueueLimits`],
+//! [`GateSettings`], [`NatsOptions`], [`NatsPublishOptions`], [`NatsSourceOptions`],
+//! [`TrustPolicy`], [`TlsFiles`]), the errors of building them ([`NatsError`],
+//! [`TargetError`]), keyframe requests ([`KeyframeRequests`]) and read-only metrics
+//! ([`Metrics::snapshot`]). The modules `defaults`, `gate`, `nats` and `trust` are public
+//! for their settings and constants, [`foxglove`] for the names a Foxglove client sees
+//! (subprotocol, topics, channel ids), and `annexb` splits an H.264 byte stream for
+//! producers that replay a file. Everything else (the hub, client queues, the SDR_OS
+//! message codec, the limit meters) is the server's own.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), shmring_ws::ServerError> {
@@ -52,12 +66,12 @@ pub mod gate;
 mod http;
 mod hub;
 mod keyframe;
-pub mod limits;
+mod limits;
 mod message;
 mod metrics;
 pub mod nats;
 mod options;
-pub mod protocol;
+mod protocol;
 mod ring;
 mod safety;
 mod server;
@@ -66,10 +80,28 @@ mod standing;
 pub mod trust;
 mod wire;
 
-pub use client::QueueLimits;
-pub use hub::{GOP_CACHE_MAX_BYTES, GOP_CACHE_MAX_FRAMES};
-pub use keyframe::{KeyframeCallback, KeyframeRequests};
-pub use metrics::{DropReason, Metrics, NatsVideoMetrics};
+// The server and how to run it.
 pub use options::ServerOptions;
 pub use server::{Server, ServerError, STREAM_PATH, VIEWER_HTML};
+
+// ServerOptions' parts.
+pub use client::QueueLimits;
+pub use gate::GateSettings;
+pub use nats::video::NatsVideoTarget;
+pub use nats::{NatsOptions, NatsPublishOptions, NatsSourceOptions};
 pub use source::{FrameSource, RingSource};
+pub use trust::tls::TlsFiles;
+pub use trust::TrustPolicy;
+
+// The errors of building those parts.
+pub use nats::video::TargetError;
+pub use nats::NatsError;
+
+// Keyframe requests (an in-process producer takes them with a callback).
+pub use keyframe::{KeyframeCallback, KeyframeRequests};
+
+// What the server measures, read-only.
+pub use metrics::{DropReason, Metrics, MetricsSnapshot, NatsVideoSnapshot, TrustSnapshot};
+
+// Limits of the GOP cache.
+pub use hub::{GOP_CACHE_MAX_BYTES, GOP_CACHE_MAX_FRAMES};

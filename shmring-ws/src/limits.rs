@@ -192,18 +192,22 @@ impl CommandBudget {
     }
 }
 
+/// The limiter's former name, still used by `connection.rs`; "gate" is the video
+/// safety gate's word.
+pub(crate) type KeyframeRequestGate = KeyframeRequestLimiter;
+
 /// One client's keyframe requests: at most one per interval is passed on (the others
 /// are answered by the keyframe the first one brings).
 #[derive(Debug)]
-pub struct KeyframeRequestGate {
+pub struct KeyframeRequestLimiter {
     interval: Duration,
     last: Option<Instant>,
 }
 
-impl KeyframeRequestGate {
-    /// A gate passing one request per `interval`.
-    pub fn new(interval: Duration) -> KeyframeRequestGate {
-        KeyframeRequestGate { interval, last: None }
+impl KeyframeRequestLimiter {
+    /// A limiter passing one request per `interval`.
+    pub fn new(interval: Duration) -> KeyframeRequestLimiter {
+        KeyframeRequestLimiter { interval, last: None }
     }
 
     /// True when a request made at `now` is to be passed on.
@@ -624,7 +628,7 @@ mod tests {
 
     #[test]
     fn keyframe_requests_of_one_client_are_coalesced() {
-        let mut g = KeyframeRequestGate::new(Duration::from_secs(2));
+        let mut g = KeyframeRequestLimiter::new(Duration::from_secs(2));
         let t0 = Instant::now();
         assert!(g.allow(t0));
         assert!(!g.allow(t0 + Duration::from_millis(500)));

@@ -9,8 +9,8 @@ use crate::message::Outgoing;
 
 mod nats;
 mod trust;
-pub use nats::NatsVideoMetrics;
-pub use trust::TrustMetrics;
+pub use nats::{NatsVideoMetrics, NatsVideoSnapshot};
+pub use trust::{TrustMetrics, TrustSnapshot};
 
 /// Why frames (or messages) did not reach a client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,15 +32,6 @@ impl DropReason {
         DropReason::RingLost,
         DropReason::Telemetry,
     ];
-
-    fn label(self) -> &'static str {
-        match self {
-            DropReason::QueueOverflow => "queue_overflow",
-            DropReason::AwaitingKeyframe => "awaiting_keyframe",
-            DropReason::RingLost => "ring_lost",
-            DropReason::Telemetry => "telemetry",
-        }
-    }
 }
 
 /// Upper bounds (seconds) of the latency histogram buckets.
@@ -161,62 +152,62 @@ const STALE_AFTER_MS: u64 = 5_000;
 pub struct Metrics {
     started: Instant,
     /// Frames the reader thread took out of the ring.
-    pub frames_read: AtomicU64,
+    pub(crate) frames_read: AtomicU64,
     /// frame_seq of the newest frame read (0 before the first).
-    pub shm_seq: AtomicU64,
+    pub(crate) shm_seq: AtomicU64,
     /// CLOCK_MONOTONIC ns when the newest frame was read (0 before the first).
-    pub last_frame_ns: AtomicU64,
+    pub(crate) last_frame_ns: AtomicU64,
     /// 1 if the ring's writer holds its lock, 0 if not, -1 if unknown (no ring yet, a
     /// legacy ring whose writer holds no lock, or a NATS source).
-    pub writer_alive: AtomicI64,
+    pub(crate) writer_alive: AtomicI64,
     /// Video frames handed to the clients (SDR_OS's `frames_broadcast`).
-    pub frames_broadcast: AtomicU64,
+    pub(crate) frames_broadcast: AtomicU64,
     /// Payload bytes of those frames (for `avg_frame_size_bytes`).
-    pub bytes_broadcast: AtomicU64,
+    pub(crate) bytes_broadcast: AtomicU64,
     /// Codec id of the newest frame (0 before the first).
-    pub last_codec: AtomicU64,
+    pub(crate) last_codec: AtomicU64,
     /// Client commands the video gate held back.
-    pub commands_gated: AtomicU64,
+    pub(crate) commands_gated: AtomicU64,
     /// Video frames written to clients.
-    pub frames_sent: AtomicU64,
+    pub(crate) frames_sent: AtomicU64,
     /// Of `frames_sent`, those the publishing thread wrote straight to the socket (the
     /// client had no backlog); the rest went through the client's queue and writer task.
-    pub frames_sent_direct: AtomicU64,
+    pub(crate) frames_sent_direct: AtomicU64,
     /// Frames whose frame_id was to be their commit time (`--frame-id-commit-time`) but
     /// was in the future or more than a minute old; they are left out of the
     /// commit-to-send histogram.
-    pub commit_time_invalid: AtomicU64,
+    pub(crate) commit_time_invalid: AtomicU64,
     /// WebSocket message bytes written to clients (video and telemetry).
-    pub bytes_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
     /// Telemetry messages written to clients.
-    pub telemetry_sent: AtomicU64,
+    pub(crate) telemetry_sent: AtomicU64,
     /// Connected WebSocket clients.
-    pub clients: AtomicI64,
+    pub(crate) clients: AtomicI64,
     /// WebSocket connections accepted since start.
-    pub connections_total: AtomicU64,
+    pub(crate) connections_total: AtomicU64,
     /// Connections the server closed for misbehaviour or a stalled stream.
-    pub clients_closed_by_server: AtomicU64,
+    pub(crate) clients_closed_by_server: AtomicU64,
     /// Keyframe requests sent to the producer (after coalescing).
-    pub keyframe_requests: AtomicU64,
+    pub(crate) keyframe_requests: AtomicU64,
     /// Keyframe requests suppressed by coalescing.
-    pub keyframe_requests_coalesced: AtomicU64,
+    pub(crate) keyframe_requests_coalesced: AtomicU64,
     /// Client messages that were not understood (unknown type, bad JSON, bad action).
-    pub client_messages_malformed: AtomicU64,
+    pub(crate) client_messages_malformed: AtomicU64,
     /// Client commands published to NATS.
-    pub commands_published: AtomicU64,
+    pub(crate) commands_published: AtomicU64,
     /// Client commands dropped (NATS not configured, or its queue full).
-    pub commands_dropped: AtomicU64,
+    pub(crate) commands_dropped: AtomicU64,
     /// Client commands replaced, before NATS took them, by a newer one of their kind
     /// (motion: the newest setpoint wins; safety: a client's flood keeps its last word).
-    pub commands_superseded: AtomicU64,
+    pub(crate) commands_superseded: AtomicU64,
     /// Errors the ring reader reported (damaged records skipped).
-    pub ring_read_errors: AtomicU64,
+    pub(crate) ring_read_errors: AtomicU64,
     /// HTTP requests that were not WebSocket upgrades.
-    pub http_requests: AtomicU64,
+    pub(crate) http_requests: AtomicU64,
     /// Counters of the NATS video publisher and source (`shmring_ws_nats_*`).
-    pub nats_video: NatsVideoMetrics,
+    pub(crate) nats_video: NatsVideoMetrics,
     /// Counters of the trust boundary (refusals, resets, evictions).
-    pub trust: TrustMetrics,
+    pub(crate) trust: TrustMetrics,
     drops: [AtomicU64; 4],
     commit_to_send: Histogram,
     read_to_send: Histogram,
@@ -289,36 +280,70 @@ impl Metrics {
         (at != 0).then(|| shmring_core::monotonic_ns().saturating_sub(at) / 1_000_000)
     }
 
+    /// The counters and gauges as they are now: one relaxed load each.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            frames_read: get(&self.frames_read),
+            shm_seq: get(&self.shm_seq),
+            last_frame_age_ms: self.last_frame_age_ms(),
+            writer_alive: self.writer_alive.load(Ordering::Relaxed),
+            frames_broadcast: get(&self.frames_broadcast),
+            bytes_broadcast: get(&self.bytes_broadcast),
+            last_codec: get(&self.last_codec),
+            commands_gated: get(&self.commands_gated),
+            frames_sent: get(&self.frames_sent),
+            frames_sent_direct: get(&self.frames_sent_direct),
+            commit_time_invalid: get(&self.commit_time_invalid),
+            bytes_sent: get(&self.bytes_sent),
+            telemetry_sent: get(&self.telemetry_sent),
+            clients: self.clients.load(Ordering::Relaxed),
+            connections_total: get(&self.connections_total),
+            clients_closed_by_server: get(&self.clients_closed_by_server),
+            keyframe_requests: get(&self.keyframe_requests),
+            keyframe_requests_coalesced: get(&self.keyframe_requests_coalesced),
+            client_messages_malformed: get(&self.client_messages_malformed),
+            commands_published: get(&self.commands_published),
+            commands_dropped: get(&self.commands_dropped),
+            commands_superseded: get(&self.commands_superseded),
+            ring_read_errors: get(&self.ring_read_errors),
+            http_requests: get(&self.http_requests),
+            drops: DropReason::ALL.map(|reason| self.drops(reason)),
+            nats_video: self.nats_video.snapshot(),
+            trust: self.trust.snapshot(),
+            nats_state: self.nats_state(),
+            uptime_s: self.started.elapsed().as_secs(),
+        }
+    }
+
     /// The `/health` document: SDR_OS's keys and ours. `status` is `ok` while frames
     /// are fresh from a live writer, or from one whose liveness cannot be probed (a
     /// legacy writer holding no lock, a NATS source: liveness from the frame age);
     /// `starting` while a live writer has not produced its first frame; `stale`,
     /// `writer_down` or `waiting_for_ring` otherwise.
     pub fn health_json(&self) -> String {
-        let age = self.last_frame_age_ms();
-        let alive = self.writer_alive.load(Ordering::Relaxed);
-        let status = match (alive, age) {
+        let s = self.snapshot();
+        let status = match (s.writer_alive, s.last_frame_age_ms) {
             (1 | -1, Some(a)) if a < STALE_AFTER_MS => "ok",
             (1, None) => "starting",
             (-1, None) => "waiting_for_ring",
             (0, _) => "writer_down",
             _ => "stale",
         };
-        let frames = self.frames_broadcast.load(Ordering::Relaxed);
-        let lag = self.drops(DropReason::QueueOverflow) + self.drops(DropReason::AwaitingKeyframe);
+        let lag = s.dropped(DropReason::QueueOverflow) + s.dropped(DropReason::AwaitingKeyframe);
         serde_json::json!({
             "status": status,
-            "clients": self.clients.load(Ordering::Relaxed),
-            "shm_seq": self.shm_seq.load(Ordering::Relaxed),
-            "last_frame_age_ms": age,
-            "writer_alive": match alive { 1 => Some(true), 0 => Some(false), _ => None },
-            "frames_read": self.frames_read.load(Ordering::Relaxed),
-            "frames_sent": self.frames_sent.load(Ordering::Relaxed),
-            "frames_broadcast": frames,
+            "clients": s.clients,
+            "shm_seq": s.shm_seq,
+            "last_frame_age_ms": s.last_frame_age_ms,
+            "writer_alive": match s.writer_alive { 1 => Some(true), 0 => Some(false), _ => None },
+            "frames_read": s.frames_read,
+            "frames_sent": s.frames_sent,
+            "frames_broadcast": s.frames_broadcast,
             "client_lag_total": lag,
-            "avg_frame_size_bytes": self.bytes_broadcast.load(Ordering::Relaxed).checked_div(frames).unwrap_or(0),
-            "nats": self.nats_state(),
-            "uptime_s": self.started.elapsed().as_secs(),
+            "avg_frame_size_bytes": s.bytes_broadcast.checked_div(s.frames_broadcast).unwrap_or(0),
+            "nats": s.nats_state,
+            "uptime_s": s.uptime_s,
         })
         .to_string()
     }
@@ -326,147 +351,269 @@ impl Metrics {
     /// The `/metrics` document (Prometheus text exposition format 0.0.4).
     pub fn render_prometheus(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        counter(
-            "shmring_ws_frames_read_total",
-            "Frames read from the ring.",
-            get(&self.frames_read),
-        );
-        counter(
-            "shmring_ws_frames_sent_total",
-            "Video frames written to WebSocket clients.",
-            get(&self.frames_sent),
-        );
-        counter(
-            "shmring_ws_frames_sent_direct_total",
-            "Video frames the publishing thread wrote straight to a client's socket (no backlog).",
-            get(&self.frames_sent_direct),
-        );
-        counter(
-            "shmring_ws_commit_time_invalid_total",
-            "Frames whose frame_id was expected to be the commit time but was not plausible.",
-            get(&self.commit_time_invalid),
-        );
-        counter(
-            "shmring_ws_bytes_sent_total",
-            "WebSocket message bytes written to clients.",
-            get(&self.bytes_sent),
-        );
-        counter(
-            "shmring_ws_telemetry_sent_total",
-            "Telemetry messages written to clients.",
-            get(&self.telemetry_sent),
-        );
-        counter(
-            "shmring_ws_connections_total",
-            "WebSocket connections accepted.",
-            get(&self.connections_total),
-        );
-        counter(
-            "shmring_ws_clients_closed_by_server_total",
-            "Connections the server closed (abuse, no keyframe, stalled writes).",
-            get(&self.clients_closed_by_server),
-        );
-        counter(
-            "shmring_ws_keyframe_requests_total",
-            "Keyframe requests sent to the producer.",
-            get(&self.keyframe_requests),
-        );
-        counter(
-            "shmring_ws_keyframe_requests_coalesced_total",
-            "Keyframe requests suppressed by coalescing.",
-            get(&self.keyframe_requests_coalesced),
-        );
-        counter(
-            "shmring_ws_client_messages_malformed_total",
-            "Client messages ignored as malformed or unknown.",
-            get(&self.client_messages_malformed),
-        );
-        counter(
-            "shmring_ws_commands_published_total",
-            "Client commands published to NATS.",
-            get(&self.commands_published),
-        );
-        counter(
-            "shmring_ws_commands_dropped_total",
-            "Client commands dropped.",
-            get(&self.commands_dropped),
-        );
-        counter(
-            "shmring_ws_commands_superseded_total",
-            "Client commands replaced by a newer one of their kind before NATS took them.",
-            get(&self.commands_superseded),
-        );
-        counter(
-            "shmring_ws_commands_gated_total",
-            "Client motion commands the video safety gate held back (stale video).",
-            get(&self.commands_gated),
-        );
-        counter(
-            "shmring_ws_frames_broadcast_total",
-            "Video frames handed to the clients.",
-            get(&self.frames_broadcast),
-        );
-        counter(
-            "shmring_ws_ring_read_errors_total",
-            "Damaged ring records skipped.",
-            get(&self.ring_read_errors),
-        );
-        counter(
-            "shmring_ws_http_requests_total",
-            "Plain HTTP requests served.",
-            get(&self.http_requests),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP shmring_ws_dropped_total Frames or messages not delivered, by reason."
-        );
-        let _ = writeln!(out, "# TYPE shmring_ws_dropped_total counter");
-        for reason in DropReason::ALL {
-            let _ = writeln!(
-                out,
-                "shmring_ws_dropped_total{{reason=\"{}\"}} {}",
-                reason.label(),
-                self.drops(reason)
-            );
+        let s = self.snapshot();
+        render_families(&mut out, &s, FAMILIES);
+        for (histogram, name, help) in [
+            (
+                &self.commit_to_send,
+                "shmring_ws_commit_to_send_seconds",
+                COMMIT_TO_SEND_HELP,
+            ),
+            (&self.read_to_send, "shmring_ws_read_to_send_seconds", READ_TO_SEND_HELP),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            histogram.render(&mut out, name);
         }
-        let _ = writeln!(
-            out,
-            "# HELP shmring_ws_clients Connected WebSocket clients.\n# TYPE shmring_ws_clients gauge"
-        );
-        let _ = writeln!(out, "shmring_ws_clients {}", self.clients.load(Ordering::Relaxed));
-        let _ = writeln!(
-            out,
-            "# HELP shmring_ws_shm_seq frame_seq of the newest frame read.\n# TYPE shmring_ws_shm_seq gauge"
-        );
-        let _ = writeln!(out, "shmring_ws_shm_seq {}", self.shm_seq.load(Ordering::Relaxed));
-        let _ = writeln!(
-            out,
-            "# HELP shmring_ws_writer_alive 1 if the ring writer is alive, 0 if not, -1 if unknown.\n# TYPE shmring_ws_writer_alive gauge"
-        );
-        let _ = writeln!(
-            out,
-            "shmring_ws_writer_alive {}",
-            self.writer_alive.load(Ordering::Relaxed)
-        );
-        let name = "shmring_ws_commit_to_send_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from the producer committing a frame (its frame_id, with --frame-id-commit-time) to the write that handed its last byte to a client's socket.\n# TYPE {name} histogram"
-        );
-        self.commit_to_send.render(&mut out, name);
-        let name = "shmring_ws_read_to_send_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from the reader thread taking a frame out of the ring to the write that handed its last byte to a client's socket.\n# TYPE {name} histogram"
-        );
-        self.read_to_send.render(&mut out, name);
-        self.nats_video.render(&mut out);
-        self.trust.render(&mut out);
+        render_families(&mut out, &s.nats_video, nats::FAMILIES);
+        render_families(&mut out, &s.trust, trust::FAMILIES);
         out
+    }
+}
+
+/// The server's counters and gauges at one moment ([`Metrics::snapshot`]): what a
+/// program embedding the server reads (the live counters are the server's to change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MetricsSnapshot {
+    /// Frames the reader thread took out of the ring.
+    pub frames_read: u64,
+    /// frame_seq of the newest frame read (0 before the first).
+    pub shm_seq: u64,
+    /// Milliseconds since the newest frame was read, if one was.
+    pub last_frame_age_ms: Option<u64>,
+    /// 1 if the ring's writer holds its lock, 0 if not, -1 if unknown (no ring yet, a
+    /// legacy ring whose writer holds no lock, or a NATS source).
+    pub writer_alive: i64,
+    /// Video frames handed to the clients (SDR_OS's `frames_broadcast`).
+    pub frames_broadcast: u64,
+    /// Payload bytes of those frames.
+    pub bytes_broadcast: u64,
+    /// Codec id of the newest frame (0 before the first).
+    pub last_codec: u64,
+    /// Client commands the video gate held back.
+    pub commands_gated: u64,
+    /// Video frames written to clients.
+    pub frames_sent: u64,
+    /// Of `frames_sent`, those the publishing thread wrote straight to the socket.
+    pub frames_sent_direct: u64,
+    /// Frames whose frame_id was to be their commit time but was not plausible.
+    pub commit_time_invalid: u64,
+    /// WebSocket message bytes written to clients (video and telemetry).
+    pub bytes_sent: u64,
+    /// Telemetry messages written to clients.
+    pub telemetry_sent: u64,
+    /// Connected WebSocket clients.
+    pub clients: i64,
+    /// WebSocket connections accepted since start.
+    pub connections_total: u64,
+    /// Connections the server closed for misbehaviour or a stalled stream.
+    pub clients_closed_by_server: u64,
+    /// Keyframe requests sent to the producer (after coalescing).
+    pub keyframe_requests: u64,
+    /// Keyframe requests suppressed by coalescing.
+    pub keyframe_requests_coalesced: u64,
+    /// Client messages that were not understood.
+    pub client_messages_malformed: u64,
+    /// Client commands published to NATS.
+    pub commands_published: u64,
+    /// Client commands dropped (NATS not configured, or its queue full).
+    pub commands_dropped: u64,
+    /// Client commands replaced by a newer one of their kind before NATS took them.
+    pub commands_superseded: u64,
+    /// Errors the ring reader reported (damaged records skipped).
+    pub ring_read_errors: u64,
+    /// HTTP requests that were not WebSocket upgrades.
+    pub http_requests: u64,
+    drops: [u64; DropReason::ALL.len()],
+    /// The NATS video publisher's and source's counters.
+    pub nats_video: NatsVideoSnapshot,
+    /// The trust boundary's counters.
+    pub trust: TrustSnapshot,
+    /// The NATS connection state ("off", "connected", "disconnected", ...).
+    pub nats_state: &'static str,
+    /// Seconds since the server started.
+    pub uptime_s: u64,
+}
+
+impl MetricsSnapshot {
+    /// Frames or messages not delivered for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+}
+
+/// How `/metrics` reads one metric family from a snapshot `S`.
+pub(crate) enum Reading<S: 'static> {
+    /// One counter.
+    Counter(fn(&S) -> u64),
+    /// One gauge.
+    Gauge(fn(&S) -> i64),
+    /// One counter per value of a label: the label's name, then each value and its
+    /// reading.
+    ByLabel(&'static str, &'static [LabelValue<S>]),
+}
+
+/// One value of a label and how to read its counter.
+pub(crate) type LabelValue<S> = (&'static str, fn(&S) -> u64);
+
+/// One metric family of `/metrics`: its name, help text and how to read it.
+pub(crate) struct Family<S: 'static> {
+    pub(crate) name: &'static str,
+    pub(crate) help: &'static str,
+    pub(crate) reading: Reading<S>,
+}
+
+/// Appends `families`, read from `s`, in Prometheus text format.
+pub(crate) fn render_families<S: 'static>(out: &mut String, s: &S, families: &[Family<S>]) {
+    for Family { name, help, reading } in families {
+        let kind = if matches!(reading, Reading::Gauge(_)) {
+            "gauge"
+        } else {
+            "counter"
+        };
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        match reading {
+            Reading::Counter(read) => {
+                let _ = writeln!(out, "{name} {}", read(s));
+            }
+            Reading::Gauge(read) => {
+                let _ = writeln!(out, "{name} {}", read(s));
+            }
+            Reading::ByLabel(label, values) => {
+                for (value, read) in *values {
+                    let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {}", read(s));
+                }
+            }
+        }
+    }
+}
+
+const COMMIT_TO_SEND_HELP: &str = "Time from the producer committing a frame (its frame_id, with --frame-id-commit-time) to the write that handed its last byte to a client's socket.";
+const READ_TO_SEND_HELP: &str = "Time from the reader thread taking a frame out of the ring to the write that handed its last byte to a client's socket.";
+
+/// The server's own families on `/metrics`, in order (the histograms, the NATS video
+/// and the trust families follow).
+const FAMILIES: &[Family<MetricsSnapshot>] = &[
+    counter("shmring_ws_frames_read_total", "Frames read from the ring.", |s| {
+        s.frames_read
+    }),
+    counter(
+        "shmring_ws_frames_sent_total",
+        "Video frames written to WebSocket clients.",
+        |s| s.frames_sent,
+    ),
+    counter(
+        "shmring_ws_frames_sent_direct_total",
+        "Video frames the publishing thread wrote straight to a client's socket (no backlog).",
+        |s| s.frames_sent_direct,
+    ),
+    counter(
+        "shmring_ws_commit_time_invalid_total",
+        "Frames whose frame_id was expected to be the commit time but was not plausible.",
+        |s| s.commit_time_invalid,
+    ),
+    counter(
+        "shmring_ws_bytes_sent_total",
+        "WebSocket message bytes written to clients.",
+        |s| s.bytes_sent,
+    ),
+    counter(
+        "shmring_ws_telemetry_sent_total",
+        "Telemetry messages written to clients.",
+        |s| s.telemetry_sent,
+    ),
+    counter("shmring_ws_connections_total", "WebSocket connections accepted.", |s| {
+        s.connections_total
+    }),
+    counter(
+        "shmring_ws_clients_closed_by_server_total",
+        "Connections the server closed (abuse, no keyframe, stalled writes).",
+        |s| s.clients_closed_by_server,
+    ),
+    counter(
+        "shmring_ws_keyframe_requests_total",
+        "Keyframe requests sent to the producer.",
+        |s| s.keyframe_requests,
+    ),
+    counter(
+        "shmring_ws_keyframe_requests_coalesced_total",
+        "Keyframe requests suppressed by coalescing.",
+        |s| s.keyframe_requests_coalesced,
+    ),
+    counter(
+        "shmring_ws_client_messages_malformed_total",
+        "Client messages ignored as malformed or unknown.",
+        |s| s.client_messages_malformed,
+    ),
+    counter(
+        "shmring_ws_commands_published_total",
+        "Client commands published to NATS.",
+        |s| s.commands_published,
+    ),
+    counter("shmring_ws_commands_dropped_total", "Client commands dropped.", |s| {
+        s.commands_dropped
+    }),
+    counter(
+        "shmring_ws_commands_superseded_total",
+        "Client commands replaced by a newer one of their kind before NATS took them.",
+        |s| s.commands_superseded,
+    ),
+    counter(
+        "shmring_ws_commands_gated_total",
+        "Client motion commands the video safety gate held back (stale video).",
+        |s| s.commands_gated,
+    ),
+    counter(
+        "shmring_ws_frames_broadcast_total",
+        "Video frames handed to the clients.",
+        |s| s.frames_broadcast,
+    ),
+    counter(
+        "shmring_ws_ring_read_errors_total",
+        "Damaged ring records skipped.",
+        |s| s.ring_read_errors,
+    ),
+    counter("shmring_ws_http_requests_total", "Plain HTTP requests served.", |s| {
+        s.http_requests
+    }),
+    Family {
+        name: "shmring_ws_dropped_total",
+        help: "Frames or messages not delivered, by reason.",
+        reading: Reading::ByLabel(
+            "reason",
+            &[
+                ("queue_overflow", |s| s.dropped(DropReason::QueueOverflow)),
+                ("awaiting_keyframe", |s| s.dropped(DropReason::AwaitingKeyframe)),
+                ("ring_lost", |s| s.dropped(DropReason::RingLost)),
+                ("telemetry", |s| s.dropped(DropReason::Telemetry)),
+            ],
+        ),
+    },
+    gauge("shmring_ws_clients", "Connected WebSocket clients.", |s| s.clients),
+    gauge("shmring_ws_shm_seq", "frame_seq of the newest frame read.", |s| {
+        s.shm_seq as i64
+    }),
+    gauge(
+        "shmring_ws_writer_alive",
+        "1 if the ring writer is alive, 0 if not, -1 if unknown.",
+        |s| s.writer_alive,
+    ),
+];
+
+/// A counter family (for the tables of families).
+pub(crate) const fn counter<S: 'static>(name: &'static str, help: &'static str, read: fn(&S) -> u64) -> Family<S> {
+    Family {
+        name,
+        help,
+        reading: Reading::Counter(read),
+    }
+}
+
+const fn gauge<S: 'static>(name: &'static str, help: &'static str, read: fn(&S) -> i64) -> Family<S> {
+    Family {
+        name,
+        help,
+        reading: Reading::Gauge(read),
     }
 }
 

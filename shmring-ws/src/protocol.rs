@@ -24,9 +24,7 @@ use zerocopy::{FromBytes, IntoBytes};
 pub const MSG_VIDEO: u8 = 0x01;
 /// Telemetry message type.
 pub const MSG_TELEMETRY: u8 = 0x02;
-/// Signaling message type (reserved).
-pub const MSG_SIGNALING: u8 = 0x03;
-/// Command message type.
+/// Command message type. (0x03, signaling, is reserved: never sent, ignored if received.)
 pub const MSG_COMMAND: u8 = 0x04;
 /// The command action that asks the producer for a keyframe.
 pub const ACTION_REQUEST_IDR: &str = "request_idr";

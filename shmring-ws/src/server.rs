@@ -22,7 +22,7 @@ use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
 use crate::limits::{ClientSlots, CommandBudget, PendingConnections};
 use crate::metrics::Metrics;
-use crate::nats::client::Connections;
+use crate::nats::connection::Connections;
 use crate::nats::outbox::Outbox;
 use crate::options::ServerOptions;
 use crate::safety::{GateFeed, SafetyGate};
@@ -264,16 +264,7 @@ impl Server {
 /// The state every connection shares, and the receivers of the command queue and the
 /// gate's publications (for the NATS relay).
 #[allow(clippy::type_complexity)]
-fn shared_state(
-    options: ServerOptions,
-) -> Result<
-    (
-        Arc<Shared>,
-        Option<Arc<Outbox>>,
-        Option<GateFeed>,
-    ),
-    ServerError,
-> {
+fn shared_state(options: ServerOptions) -> Result<(Arc<Shared>, Option<Arc<Outbox>>, Option<GateFeed>), ServerError> {
     let metrics = Arc::new(Metrics::default());
     let keyframes = Arc::new(KeyframeRequests::new(options.keyframe_interval, metrics.clone()));
     let fanout_threads = match options.fanout_threads {
@@ -333,12 +324,7 @@ async fn start_publisher(ctx: &Arc<Shared>, nats: &mut Connections, running: &mu
 }
 
 /// Starts the NATS relay (telemetry in, commands and the gate's publications out).
-async fn start_relay(
-    ctx: &Arc<Shared>,
-    nats: &mut Connections,
-    commands: Option<Arc<Outbox>>,
-    gate: Option<GateFeed>,
-) {
+async fn start_relay(ctx: &Arc<Shared>, nats: &mut Connections, commands: Option<Arc<Outbox>>, gate: Option<GateFeed>) {
     let (Some(relay), Some(rx)) = (&ctx.options.nats, commands) else {
         tracing::info!(
             "NATS not configured (--nats-url / SDR_NATS_URL): no telemetry relay, client commands are dropped, keyframe requests go only to an in-process producer"

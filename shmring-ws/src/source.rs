@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
 use crate::metrics::Metrics;
-use crate::nats::client::Connections;
+use crate::nats::connection::Connections;
 use crate::nats::{source as nats_source, NatsSourceOptions};
 pub use crate::ring::RingSource;
 

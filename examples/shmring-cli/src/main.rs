@@ -51,7 +51,8 @@ pub enum LayoutArg {
     /// v1 if the file has a v1 trailer, otherwise the legacy single slot.
     #[default]
     Auto,
-    /// Only the v1 broadcast ring.
+    /// Only the v1 broadcast ring (`ring`, its former name in Python, is accepted).
+    #[value(alias = "ring")]
     V1,
     /// Only the legacy single-slot layout (the SDR_OS Python writer's).
     Legacy,

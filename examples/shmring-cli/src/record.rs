@@ -36,7 +36,7 @@ pub struct Recording {
 fn video_codec(codec: u16) -> Option<VideoCodec> {
     match codec {
         1 => Some(VideoCodec::H264),
-        2 => Some(VideoCodec::Hevc),
+        2 => Some(VideoCodec::HEVC),
         _ => None,
     }
 }
@@ -45,7 +45,7 @@ fn video_codec(codec: u16) -> Option<VideoCodec> {
 fn picture_size(codec: VideoCodec, keyframe: &[u8]) -> Result<(u32, u32), String> {
     let id = match codec {
         VideoCodec::H264 => ff::codec::Id::H264,
-        VideoCodec::Hevc => ff::codec::Id::HEVC,
+        VideoCodec::HEVC => ff::codec::Id::HEVC,
     };
     let decoder = ff::decoder::find(id).ok_or_else(|| format!("this FFmpeg has no {codec} decoder"))?;
     let mut decoder = ff::codec::context::Context::new_with_codec(decoder)
@@ -88,7 +88,7 @@ impl Recording {
             (*par).codec_type = ff::ffi::AVMediaType::AVMEDIA_TYPE_VIDEO;
             (*par).codec_id = match codec {
                 VideoCodec::H264 => ff::ffi::AVCodecID::AV_CODEC_ID_H264,
-                VideoCodec::Hevc => ff::ffi::AVCodecID::AV_CODEC_ID_HEVC,
+                VideoCodec::HEVC => ff::ffi::AVCodecID::AV_CODEC_ID_HEVC,
             };
             (*par).width = width as i32;
             (*par).height = height as i32;

@@ -20,7 +20,8 @@ pub enum CodecArg {
 /// Layout of the ring to create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum CreateLayout {
-    /// The v1 broadcast ring.
+    /// The v1 broadcast ring (`ring`, its former name in Python, is accepted).
+    #[value(alias = "ring")]
     V1,
     /// The legacy single slot (for old readers).
     Legacy,
@@ -103,19 +104,14 @@ fn parse_format(s: &str) -> Result<PixelFormat, String> {
     PixelFormat::parse(s).ok_or_else(|| format!("{s:?} is not one of rgb24, rgba, bgra, nv12"))
 }
 
-/// Runs the command.
-pub fn run(args: Args) -> Result<(), String> {
-    if !args.verbose {
-        log::set_level(log::Level::Fatal);
-    }
-    let (width, height) = args.size;
-    let config = EncoderConfig {
-        width,
-        height,
+fn encoder_config(args: &Args) -> EncoderConfig {
+    EncoderConfig {
+        width: args.size.0,
+        height: args.size.1,
         fps: args.fps,
         codec: match args.codec {
             CodecArg::H264 => VideoCodec::H264,
-            CodecArg::Hevc => VideoCodec::Hevc,
+            CodecArg::Hevc => VideoCodec::HEVC,
         },
         encoder: EncoderChoice::parse(&args.encoder),
         bitrate_bps: args.bitrate,
@@ -123,8 +119,16 @@ pub fn run(args: Args) -> Result<(), String> {
         gop: args.gop.unwrap_or(args.fps.max(1)),
         input: args.format,
         options: Vec::new(),
-    };
-    let mut encoder = Encoder::new(config).map_err(|e| e.to_string())?;
+    }
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> Result<(), String> {
+    if !args.verbose {
+        log::set_level(log::Level::Fatal);
+    }
+    let (width, height) = args.size;
+    let mut encoder = Encoder::new(encoder_config(&args)).map_err(|e| e.to_string())?;
     let options = WriterOptions {
         layout: match args.layout {
             CreateLayout::V1 => LayoutChoice::V1,

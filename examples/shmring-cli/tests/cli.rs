@@ -177,6 +177,10 @@ fn legacy_rings_work_too() {
     let out = shmring(&["stat", &ring, "--layout", "v1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("legacy"));
+    // `ring`, the Python package's former name of v1, still means v1.
+    let out = shmring(&["stat", &ring, "--layout", "ring"]);
+    assert_eq!(out.status.code(), Some(1), "--layout ring is v1, not a bad value");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("legacy"));
 }
 
 #[test]

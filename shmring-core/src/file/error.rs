@@ -171,15 +171,38 @@ impl core::error::Error for Error {
 pub(crate) fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
     move |source| {
         if source.kind() == io::ErrorKind::NotFound && action == "open" {
-            Error::NotFound {
-                path: path.to_path_buf(),
-            }
+            Error::not_found(path)
         } else {
             Error::Io {
                 path: path.to_path_buf(),
                 action,
                 source,
             }
+        }
+    }
+}
+
+/// The errors that name a ring path, made from a borrowed one (each owns a copy).
+impl Error {
+    /// [`Error::NotFound`] at `path`.
+    pub(crate) fn not_found(path: &Path) -> Error {
+        Error::NotFound {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// [`Error::Retired`] at `path`.
+    pub(crate) fn retired(path: &Path) -> Error {
+        Error::Retired {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// A `map_err` function: a [`LayoutError`] of the ring at `path`.
+    pub(crate) fn layout(path: &Path) -> impl FnOnce(LayoutError) -> Error + '_ {
+        move |source| Error::Layout {
+            path: path.to_path_buf(),
+            source,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use crate::layout::{v1_file_len, Geometry, LayoutError, LEGACY_MIN_LEN, MIN_CAPACITY};
-use crate::{check_legacy_prefix, legacy_max_frame};
+use crate::legacy::{check_legacy_prefix, legacy_max_frame};
 
 /// Which layout to use when opening a ring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

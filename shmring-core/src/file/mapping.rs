@@ -84,10 +84,7 @@ pub(crate) fn map_ring(
 ) -> Result<(RingKind, MappedWords), Error> {
     let kind = RingKind::probe(file, len, choice)
         .map_err(io_err(path, "read"))?
-        .map_err(|source| Error::Layout {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(Error::layout(path))?;
     let words = MappedWords::map(file, writable, kind.file_len()).map_err(io_err(path, "map"))?;
     Ok((kind, words))
 }

@@ -22,7 +22,9 @@ pub use error::Error;
 pub use kind::{LayoutChoice, RingKind};
 pub use reader::{Frame, RingReader};
 pub use status::{RingStatus, WriterStatus};
-pub use writer::{race_hook, RingWriter, WriterOptions};
+#[cfg(feature = "test-hooks")]
+pub use writer::race_hook;
+pub use writer::{RingWriter, WriterOptions};
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of the heartbeat word, shared by every
 /// process on the machine (containers included).

@@ -72,16 +72,11 @@ impl RingReader {
         let path = path.as_ref();
         let (file, meta) = open::open_for_reading(path)?;
         let (kind, words) = map_ring(path, &file, meta.len(), layout, false)?;
-        let layout_err = |source| Error::Layout {
-            path: path.to_path_buf(),
-            source,
-        };
+        let layout_err = Error::layout(path);
         if let RingKind::V1(g) = kind {
             // A retired ring's frames are stale and its writer is gone for good.
             if crate::region::load_state(&words, &g) == WriterState::Retired {
-                return Err(Error::Retired {
-                    path: path.to_path_buf(),
-                });
+                return Err(Error::retired(path));
             }
         }
         let (damage, mapped_len) = (words.damage(), words.len());

@@ -456,6 +456,7 @@ fn lock_at_path(path: &Path, options: &WriterOptions) -> Result<Locked, Error> {
         Err(Error::NotFound { .. }) => return Ok(Locked::Missing),
         Err(e) => return Err(e),
     };
+    #[cfg(feature = "test-hooks")]
     race_hook::run(path);
     if !lock::try_lock_exclusive(&file).map_err(io_err(path, "lock"))? {
         return Err(writer_exists(path, &file, &meta));
@@ -466,7 +467,7 @@ fn lock_at_path(path: &Path, options: &WriterOptions) -> Result<Locked, Error> {
     Ok(Locked::Held(file, meta))
 }
 
-#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 /// Test support: a function run once, between a writer opening the file at a ring path
 /// and locking it, so a test can replay the create/replace race deterministically.
 pub mod race_hook {

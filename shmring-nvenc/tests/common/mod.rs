@@ -68,7 +68,7 @@ pub fn decode(codec: VideoCodec, units: &[Vec<u8>]) -> (Vec<Vec<Decoded>>, Vec<D
     ff::init().unwrap();
     let id = match codec {
         VideoCodec::H264 => ff::codec::Id::H264,
-        VideoCodec::Hevc => ff::codec::Id::HEVC,
+        VideoCodec::HEVC => ff::codec::Id::HEVC,
     };
     let decoder_codec = ff::decoder::find(id).expect("FFmpeg has the decoder");
     let mut decoder = ff::codec::context::Context::new_with_codec(decoder_codec)

@@ -83,7 +83,7 @@ class Writer:
         *,
         capacity: int | None = None,
         max_frame_size: int | None = None,
-        layout: Literal["ring", "legacy"] = "ring",
+        layout: Literal["v1", "ring", "legacy"] = "v1",
         mode: int = 0o600,
         crc: bool = True,
     ) -> Self: ...
@@ -108,7 +108,7 @@ class Writer:
     @property
     def path(self) -> Path: ...
     @property
-    def layout(self) -> Literal["ring", "legacy"]: ...
+    def layout(self) -> Literal["v1", "legacy"]: ...
     @property
     def capacity(self) -> int: ...
     @property
@@ -173,7 +173,7 @@ class Reader:
         *,
         start: Literal["latest_keyframe", "next", "latest"] = "latest_keyframe",
         crc: bool = True,
-        layout: Literal["auto", "ring", "legacy"] = "auto",
+        layout: Literal["auto", "v1", "ring", "legacy"] = "auto",
         resync_at_keyframe: bool = True,
     ) -> Self: ...
     def read(self, timeout: float | None = None) -> Frame | None:
@@ -189,7 +189,7 @@ class Reader:
     @property
     def max_frame_size(self) -> int: ...
     @property
-    def layout(self) -> Literal["ring", "legacy"]: ...
+    def layout(self) -> Literal["v1", "legacy"]: ...
     @property
     def path(self) -> Path: ...
     @property

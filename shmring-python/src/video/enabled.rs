@@ -38,7 +38,7 @@ fn encode_err(e: EncodeError) -> PyErr {
 fn config(settings: &Settings<'_>) -> PyResult<EncoderConfig> {
     let codec = match settings.codec {
         "h264" => VideoCodec::H264,
-        "hevc" => VideoCodec::Hevc,
+        "hevc" => VideoCodec::HEVC,
         other => {
             return Err(PyValueError::new_err(format!(
                 "codec must be \"h264\" or \"hevc\", not {other:?}"

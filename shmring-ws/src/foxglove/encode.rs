@@ -86,7 +86,15 @@ pub(crate) fn wall_clock_ns() -> u64 {
     shmring_core::monotonic_ns().saturating_add(realtime_offset_ns())
 }
 
-/// A `status` message (level 0 info, 1 warning, 2 error).
+/// The `level` of a `status` message: information.
+pub const STATUS_INFO: u8 = 0;
+/// The `level` of a `status` message: a warning (a request was ignored).
+pub const STATUS_WARNING: u8 = 1;
+/// The `level` of a `status` message: an error (a message was not understood).
+pub const STATUS_ERROR: u8 = 2;
+
+/// A `status` message of `level` ([`STATUS_INFO`], [`STATUS_WARNING`] or
+/// [`STATUS_ERROR`]).
 pub fn status(level: u8, message: &str) -> String {
     serde_json::json!({"op": "status", "level": level, "message": message}).to_string()
 }

@@ -26,8 +26,8 @@ mod session;
 
 pub use encode::{
     advertise, advertise_telemetry, compressed_image_schema, compressed_video_schema, server_info, status,
-    IMAGE_SCHEMA_NAME, IMAGE_TOPIC, MESSAGE_DATA_HEAD, OP_MESSAGE_DATA, SUBPROTOCOL, VIDEO_FRAME_ID, VIDEO_SCHEMA_NAME,
-    VIDEO_TOPIC,
+    IMAGE_SCHEMA_NAME, IMAGE_TOPIC, MESSAGE_DATA_HEAD, OP_MESSAGE_DATA, STATUS_ERROR, STATUS_INFO, STATUS_WARNING,
+    SUBPROTOCOL, VIDEO_FRAME_ID, VIDEO_SCHEMA_NAME, VIDEO_TOPIC,
 };
 pub(crate) use encode::{message_data_head, telemetry_data_head, wall_clock_ns, MAX_HEAD};
 pub use session::{

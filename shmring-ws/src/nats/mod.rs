@@ -11,17 +11,18 @@
 //! - `publish` (`--publish`): every frame to `video.<stream>`, keyframes kept in
 //!   JetStream.
 //! - `source` (`--source`): a stream from NATS feeds the hub instead of a ring.
-//! - `client`: the one connection policy; the roles above share a connection when
+//! - `connection`: the one connection policy; the roles above share a connection when
 //!   they name the same servers.
 
-pub(crate) mod client;
+pub(crate) mod connection;
 pub(crate) mod outbox;
 pub(crate) mod publish;
 pub(crate) mod relay;
 pub(crate) mod source;
 pub mod video;
 
-pub use client::NatsError;
+pub use connection::NatsError;
+
 pub use publish::NatsPublishOptions;
 pub use relay::{
     NatsOptions, COMMAND_SUBJECT_PREFIX, DEFAULT_KEYFRAME_REQUEST_SUBJECTS, FORCE_IDR_SUBJECT, REQUEST_IDR_SUBJECT,

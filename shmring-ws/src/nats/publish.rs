@@ -20,12 +20,12 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::client::wait_connected;
-use super::video::{split_record, Chunk, NatsVideoTarget, CHUNK_HEADER, DEFAULT_MAX_PAYLOAD};
-use crate::client::Batch;
+use super::connection::{max_payload, subscribe_retrying, wait_connected};
+use super::video::{split_record, Chunk, NatsVideoTarget, SplitError, CHUNK_HEADER};
+use crate::client::{Batch, ClientQueue};
 use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
-use crate::message::Outgoing;
+use crate::message::{Outgoing, VideoFrame};
 use crate::metrics::Metrics;
 
 /// Keyframes waiting for JetStream; a newer one replaces them if the store is slow.
@@ -36,6 +36,33 @@ const STORE_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 const STORE_RETRY: Duration = Duration::from_secs(5);
 /// Least time between two log lines about the same kind of failure.
 const LOG_EVERY: Duration = Duration::from_secs(2);
+
+/// Why a frame, or a keyframe for the store, did not reach NATS.
+#[derive(Debug)]
+enum PublishError {
+    /// The frame cannot be cut into messages the server takes.
+    Split(SplitError),
+    /// NATS (or JetStream) refused a message.
+    Nats(Box<dyn std::error::Error + Send + Sync>),
+    /// JetStream did not acknowledge a stored chunk in time.
+    NoAck(Duration),
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublishError::Split(e) => e.fmt(f),
+            PublishError::Nats(e) => e.fmt(f),
+            PublishError::NoAck(timeout) => write!(f, "no JetStream acknowledgement within {timeout:?}"),
+        }
+    }
+}
+
+impl PublishError {
+    fn nats(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        PublishError::Nats(Box::new(e))
+    }
+}
 
 /// Settings of `--publish`.
 #[derive(Clone, Debug)]
@@ -75,7 +102,7 @@ pub(crate) async fn run(
     metrics: Arc<Metrics>,
     keyframes: Arc<KeyframeRequests>,
 ) {
-    let target = options.target.clone();
+    let target = &options.target;
     let role = role(&options);
     tracing::info!(
         "{role}: publishing every frame on {}, keyframes kept in JetStream stream {}",
@@ -83,18 +110,8 @@ pub(crate) async fn run(
         target.keyframe_stream()
     );
     // Keyframe requests from subscribing servers go to this server's producer path.
-    match client.subscribe(target.idr_subject()).await {
-        Ok(mut sub) => {
-            let (metrics, keyframes) = (metrics.clone(), keyframes.clone());
-            tokio::spawn(async move {
-                while sub.next().await.is_some() {
-                    metrics.nats_video.idr_requests_received.fetch_add(1, Ordering::Relaxed);
-                    keyframes.request("a subscribing server asked over NATS");
-                }
-            });
-        }
-        Err(e) => tracing::error!("{role}: cannot subscribe to {}: {e}", target.idr_subject()),
-    }
+    let requests = subscribe_retrying(&client, &target.idr_subject(), &role).await;
+    tokio::spawn(forward_keyframe_requests(requests, metrics.clone(), keyframes));
     let (store_tx, store_rx) = mpsc::channel(STORE_QUEUE);
     tokio::spawn(store_keyframes(
         client.clone(),
@@ -106,60 +123,98 @@ pub(crate) async fn run(
     // The server's max_payload is known once connected; a frame published before
     // could exceed it, and the server would close the connection.
     wait_connected(&client, &role, &target.servers).await;
-    let subject = Subject::from(target.subject.as_str());
+    let mut publisher = Publisher {
+        subject: Subject::from(target.subject.as_str()),
+        client,
+        metrics,
+        store_tx,
+        role,
+        last_error_log: None,
+    };
     let mut batch = Batch::default();
-    let mut last_error_log: Option<Instant> = None;
     loop {
         let queue = hub.join(true);
+        publisher.drain(&queue, &mut batch).await;
+        hub.leave(&queue);
+    }
+}
+
+async fn forward_keyframe_requests(
+    mut requests: async_nats::Subscriber,
+    metrics: Arc<Metrics>,
+    keyframes: Arc<KeyframeRequests>,
+) {
+    while requests.next().await.is_some() {
+        metrics.nats_video.idr_requests_received.fetch_add(1, Ordering::Relaxed);
+        keyframes.request("a subscribing server asked over NATS");
+    }
+}
+
+/// Publishes the frames of one hub queue.
+struct Publisher {
+    client: Client,
+    subject: Subject,
+    metrics: Arc<Metrics>,
+    /// Keyframes for the JetStream store.
+    store_tx: mpsc::Sender<(u64, Bytes)>,
+    role: String,
+    last_error_log: Option<Instant>,
+}
+
+impl Publisher {
+    /// Publishes what `queue` hands out until it falls behind (the caller then joins
+    /// again, to restart at the next keyframe).
+    async fn drain(&mut self, queue: &ClientQueue, batch: &mut Batch) {
         let mut skipped_before = 0;
         loop {
             batch.clear();
-            queue.next_batch(&mut batch).await;
+            queue.next_batch(batch).await;
             for item in &batch.items {
-                let Outgoing::Video(frame) = item else { continue };
-                let record = frame.record();
-                let max_payload = match client.server_info().max_payload {
-                    0 => DEFAULT_MAX_PAYLOAD,
-                    n => n,
-                };
-                let result = match split_record(record.clone(), frame.frame_seq, max_payload) {
-                    Ok(chunks) => publish_chunks(&client, &subject, chunks, &metrics).await,
-                    Err(e) => Err(e.to_string()),
-                };
-                match result {
-                    Ok(()) => {
-                        metrics.nats_video.frames_published.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        metrics.nats_video.publish_errors.fetch_add(1, Ordering::Relaxed);
-                        if last_error_log.is_none_or(|t| t.elapsed() > LOG_EVERY) {
-                            last_error_log = Some(Instant::now());
-                            tracing::warn!("{role}: frame {} not published: {e}", frame.frame_seq);
-                        }
-                    }
-                }
-                if frame.keyframe {
-                    // A newer keyframe matters more than an older one still waiting.
-                    if store_tx.try_send((frame.frame_seq, record)).is_err() {
-                        metrics.nats_video.keyframe_store_errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                if let Outgoing::Video(frame) = item {
+                    self.publish(frame).await;
                 }
             }
             let skipped = queue.dropped();
-            metrics
+            self.metrics
                 .nats_video
                 .publish_skipped
                 .fetch_add(skipped - skipped_before, Ordering::Relaxed);
             skipped_before = skipped;
             if let Some(reason) = &batch.close {
                 tracing::warn!(
-                    "{role}: fell behind ({}); restarting at the next keyframe",
+                    "{}: fell behind ({}); restarting at the next keyframe",
+                    self.role,
                     reason.reason
                 );
-                break;
+                return;
             }
         }
-        hub.leave(&queue);
+    }
+
+    /// Publishes one frame on the live subject, and hands a keyframe to the store.
+    async fn publish(&mut self, frame: &VideoFrame) {
+        let record = frame.record();
+        let result = match split_record(record.clone(), frame.frame_seq, max_payload(&self.client)) {
+            Ok(chunks) => publish_chunks(&self.client, &self.subject, chunks, &self.metrics).await,
+            Err(e) => Err(PublishError::Split(e)),
+        };
+        let counters = &self.metrics.nats_video;
+        match result {
+            Ok(()) => {
+                counters.frames_published.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+                if self.last_error_log.is_none_or(|t| t.elapsed() > LOG_EVERY) {
+                    self.last_error_log = Some(Instant::now());
+                    tracing::warn!("{}: frame {} not published: {e}", self.role, frame.frame_seq);
+                }
+            }
+        }
+        // A newer keyframe matters more than an older one still waiting.
+        if frame.keyframe && self.store_tx.try_send((frame.frame_seq, record)).is_err() {
+            counters.keyframe_store_errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -168,7 +223,7 @@ async fn publish_chunks(
     subject: &Subject,
     chunks: Vec<Chunk>,
     metrics: &Metrics,
-) -> Result<(), String> {
+) -> Result<(), PublishError> {
     for chunk in chunks {
         let sent = match chunk.header {
             None => client.publish(subject.clone(), chunk.data).await,
@@ -178,7 +233,7 @@ async fn publish_chunks(
                 client.publish_with_headers(subject.clone(), headers, chunk.data).await
             }
         };
-        sent.map_err(|e| e.to_string())?;
+        sent.map_err(PublishError::nats)?;
         metrics.nats_video.chunks_published.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
@@ -227,13 +282,9 @@ async fn store_keyframes(
                 }
             }
         }
-        let max_payload = match client.server_info().max_payload {
-            0 => DEFAULT_MAX_PAYLOAD,
-            n => n,
-        };
-        let result = match split_record(record, frame_seq, max_payload) {
+        let result = match split_record(record, frame_seq, max_payload(&client)) {
             Ok(chunks) => store_chunks(&js, target, chunks).await,
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(PublishError::Split(e)),
         };
         match result {
             Ok(()) => {
@@ -250,7 +301,11 @@ async fn store_keyframes(
     }
 }
 
-async fn store_chunks(js: &jetstream::Context, target: &NatsVideoTarget, chunks: Vec<Chunk>) -> Result<(), String> {
+async fn store_chunks(
+    js: &jetstream::Context,
+    target: &NatsVideoTarget,
+    chunks: Vec<Chunk>,
+) -> Result<(), PublishError> {
     let order = (1..chunks.len()).chain(std::iter::once(0));
     for i in order {
         let chunk = &chunks[i];
@@ -263,11 +318,11 @@ async fn store_chunks(js: &jetstream::Context, target: &NatsVideoTarget, chunks:
                 js.publish_with_headers(subject, headers, chunk.data.clone()).await
             }
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(PublishError::nats)?;
         tokio::time::timeout(STORE_ACK_TIMEOUT, ack)
             .await
-            .map_err(|_| format!("no JetStream acknowledgement within {STORE_ACK_TIMEOUT:?}"))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| PublishError::NoAck(STORE_ACK_TIMEOUT))?
+            .map_err(PublishError::nats)?;
     }
     Ok(())
 }

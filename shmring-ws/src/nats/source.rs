@@ -21,8 +21,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-use super::client::wait_connected;
-use super::video::{ChunkId, NatsVideoTarget, Reassembler, ReceivedFrame, CHUNK_HEADER};
+use super::connection::{subscribe_retrying, wait_connected};
+use super::video::{ChunkId, NatsVideoError, NatsVideoTarget, Reassembler, ReceivedFrame, CHUNK_HEADER};
 use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
 use crate::message::VideoFrame;
@@ -81,22 +81,56 @@ fn chunk_header(headers: Option<&HeaderMap>) -> Option<&str> {
     headers.and_then(|h| h.get(CHUNK_HEADER)).map(|v| v.as_str())
 }
 
+/// Why the stored keyframe could not be used.
+#[derive(Debug)]
+enum StoredKeyframeError {
+    /// JetStream has no keyframe store for the stream.
+    NoStream {
+        stream: String,
+        source: jetstream::context::GetStreamError,
+    },
+    /// Reading a chunk failed.
+    Get(jetstream::stream::DirectGetError),
+    /// The stored frame is not a keyframe.
+    NotKeyframe { frame_seq: u64 },
+    /// Chunks were missing.
+    Incomplete,
+    /// The chunks did not make a frame (a newer keyframe was being stored meanwhile, or
+    /// they are damaged).
+    Damaged(NatsVideoError),
+}
+
+impl std::fmt::Display for StoredKeyframeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoredKeyframeError::NoStream { stream, source } => write!(f, "no JetStream stream {stream}: {source}"),
+            StoredKeyframeError::Get(e) => e.fmt(f),
+            StoredKeyframeError::NotKeyframe { frame_seq } => write!(f, "stored frame {frame_seq} is not a keyframe"),
+            StoredKeyframeError::Incomplete => f.write_str("stored keyframe is incomplete"),
+            StoredKeyframeError::Damaged(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Reads the newest stored keyframe of `target` from JetStream, if there is one.
 async fn fetch_stored_keyframe(
     js: &jetstream::Context,
     options: &NatsSourceOptions,
-) -> Result<Option<ReceivedFrame>, String> {
+) -> Result<Option<ReceivedFrame>, StoredKeyframeError> {
     let target = &options.target;
-    let stream = match js.get_stream(target.keyframe_stream()).await {
-        Ok(s) => s,
-        Err(e) => return Err(format!("no JetStream stream {}: {e}", target.keyframe_stream())),
-    };
-    let mut last_error = String::new();
+    let stream = js
+        .get_stream(target.keyframe_stream())
+        .await
+        .map_err(|source| StoredKeyframeError::NoStream {
+            stream: target.keyframe_stream(),
+            source,
+        })?;
+    let mut last_error = StoredKeyframeError::Incomplete;
     for _ in 0..FETCH_ATTEMPTS {
         let first = match stream.direct_get_last_for_subject(target.keyframe_subject(0)).await {
             Ok(m) => m,
             Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(StoredKeyframeError::Get(e)),
         };
         let mut reassembler = Reassembler::new(options.max_frame, options.verify_crc);
         let header = chunk_header(Some(&first.headers)).map(str::to_owned);
@@ -106,7 +140,7 @@ async fn fetch_stored_keyframe(
                 let m = stream
                     .direct_get_last_for_subject(target.keyframe_subject(i))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(StoredKeyframeError::Get)?;
                 result = reassembler.push(chunk_header(Some(&m.headers)), &m.payload);
                 if !matches!(result, Ok(None)) {
                     break;
@@ -115,10 +149,14 @@ async fn fetch_stored_keyframe(
         }
         match result {
             Ok(Some(frame)) if frame.keyframe => return Ok(Some(frame)),
-            Ok(Some(frame)) => return Err(format!("stored frame {} is not a keyframe", frame.frame_seq)),
-            Ok(None) => last_error = "stored keyframe is incomplete".into(),
+            Ok(Some(frame)) => {
+                return Err(StoredKeyframeError::NotKeyframe {
+                    frame_seq: frame.frame_seq,
+                })
+            }
+            Ok(None) => last_error = StoredKeyframeError::Incomplete,
             // A newer keyframe was being stored while we read: read again.
-            Err(e) => last_error = e.to_string(),
+            Err(e) => last_error = StoredKeyframeError::Damaged(e),
         }
     }
     Err(last_error)
@@ -147,108 +185,172 @@ pub(crate) async fn run(
     metrics: Arc<Metrics>,
     keyframes: Arc<KeyframeRequests>,
 ) {
-    let target = options.target.clone();
     let role = role(&options);
     // Keyframe requests of this server's clients go upstream.
     let want_idr = Arc::new(Notify::new());
     let notify = want_idr.clone();
     keyframes.set_direct(Box::new(move || notify.notify_one()));
 
-    let mut sub = loop {
-        match client.subscribe(target.subject.clone()).await {
-            Ok(s) => break s,
-            Err(e) => {
-                tracing::error!("{role}: cannot subscribe: {e}; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
+    let target = &options.target;
+    let mut sub = subscribe_retrying(&client, &target.subject, &role).await;
     tracing::info!("{role}: serving frames from NATS subject {}", target.subject);
-
-    let mut last_seq: Option<u64> = None;
-    // Set while the last frame came from the store: the gap to the first live frame
-    // is not a loss.
-    let mut from_store = false;
-    let js = jetstream::new(client.clone());
     // A JetStream request sent before the connection is up can go unanswered.
     wait_connected(&client, &role, &target.servers).await;
-    match tokio::time::timeout(FETCH_TIMEOUT, fetch_stored_keyframe(&js, &options)).await {
-        Ok(Ok(Some(frame))) => {
-            metrics.nats_video.keyframes_fetched.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                "{role}: started from the stored keyframe {} ({} bytes)",
-                frame.frame_seq,
-                frame.message.len() - 1
-            );
-            last_seq = Some(frame.frame_seq);
-            from_store = true;
-            deliver(&hub, &metrics, frame, options.frame_id_is_time);
+
+    let mut feed = Feed::new(&options, role, hub, metrics);
+    if let Some(frame) = stored_keyframe(&client, &options, &feed.role).await {
+        feed.start_from_store(frame);
+    }
+    let idr_subject = target.idr_subject();
+    loop {
+        tokio::select! {
+            msg = sub.next() => {
+                let Some(msg) = msg else {
+                    tracing::error!("{}: subscription ended; no more frames", feed.role);
+                    return;
+                };
+                feed.on_message(&msg);
+            }
+            () = want_idr.notified() => request_keyframe_upstream(&client, &idr_subject, &feed).await,
         }
+    }
+}
+
+/// The newest keyframe kept in JetStream, if there is one and it can be read in time.
+async fn stored_keyframe(client: &Client, options: &NatsSourceOptions, role: &str) -> Option<ReceivedFrame> {
+    let js = jetstream::new(client.clone());
+    match tokio::time::timeout(FETCH_TIMEOUT, fetch_stored_keyframe(&js, options)).await {
+        Ok(Ok(Some(frame))) => return Some(frame),
         Ok(Ok(None)) => tracing::info!("{role}: no stored keyframe yet; clients start at the next live one"),
         Ok(Err(e)) => tracing::warn!("{role}: stored keyframe unusable: {e}; clients start at the next live one"),
         Err(_) => tracing::warn!(
             "{role}: JetStream did not answer within {FETCH_TIMEOUT:?}; clients start at the next live one"
         ),
     }
+    None
+}
 
-    let idr_subject = target.idr_subject();
-    let mut reassembler = Reassembler::new(options.max_frame, options.verify_crc);
-    let mut last_bad_log: Option<Instant> = None;
-    let mut last_gap_log: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            msg = sub.next() => {
-                let Some(msg) = msg else {
-                    tracing::error!("{role}: subscription ended; no more frames");
-                    return;
-                };
-                let frame = match reassembler.push(chunk_header(msg.headers.as_ref()), &msg.payload) {
-                    Ok(Some(f)) => f,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        metrics.nats_video.malformed.fetch_add(1, Ordering::Relaxed);
-                        if last_bad_log.is_none_or(|t| t.elapsed() > LOG_EVERY) {
-                            last_bad_log = Some(Instant::now());
-                            tracing::warn!("{role}: dropped a NATS video message: {e}");
-                        }
-                        continue;
-                    }
-                };
-                match order(last_seq, frame.frame_seq) {
-                    Order::Next => {}
-                    Order::Stale => {
-                        metrics.nats_video.stale.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    Order::Gap { missing } => {
-                        if !from_store {
-                            metrics.nats_video.frames_lost.fetch_add(missing, Ordering::Relaxed);
-                            if last_gap_log.is_none_or(|t| t.elapsed() > LOG_EVERY) {
-                                last_gap_log = Some(Instant::now());
-                                tracing::warn!(
-                                    "{role}: {missing} frames lost before frame {}; clients resume at the next keyframe",
-                                    frame.frame_seq
-                                );
-                            }
-                        }
-                        hub.discontinuity();
-                    }
-                    Order::Restart => {
-                        tracing::info!("{role}: the publisher restarted its frame numbering at {}", frame.frame_seq);
-                        hub.discontinuity();
-                    }
+async fn request_keyframe_upstream(client: &Client, idr_subject: &str, feed: &Feed) {
+    let body = serde_json::json!({ "source": "transport-server", "ts_ns": shmring_core::monotonic_ns() });
+    match client
+        .publish(idr_subject.to_owned(), Bytes::from(body.to_string()))
+        .await
+    {
+        Ok(()) => {
+            feed.metrics
+                .nats_video
+                .idr_requests_sent
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => tracing::debug!("{}: keyframe request not sent: {e}", feed.role),
+    }
+}
+
+/// The live subject's messages on their way to the hub: reassembled, put in frame_seq
+/// order, counted.
+struct Feed {
+    role: String,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    frame_id_is_time: bool,
+    reassembler: Reassembler,
+    last_seq: Option<u64>,
+    /// Set while the last frame came from the store: the gap to the first live frame
+    /// is not a loss.
+    from_store: bool,
+    last_bad_log: Option<Instant>,
+    last_gap_log: Option<Instant>,
+}
+
+impl Feed {
+    fn new(options: &NatsSourceOptions, role: String, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
+        Feed {
+            role,
+            hub,
+            metrics,
+            frame_id_is_time: options.frame_id_is_time,
+            reassembler: Reassembler::new(options.max_frame, options.verify_crc),
+            last_seq: None,
+            from_store: false,
+            last_bad_log: None,
+            last_gap_log: None,
+        }
+    }
+
+    /// Hands the stored keyframe to the hub before any live frame.
+    fn start_from_store(&mut self, frame: ReceivedFrame) {
+        self.metrics
+            .nats_video
+            .keyframes_fetched
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            "{}: started from the stored keyframe {} ({} bytes)",
+            self.role,
+            frame.frame_seq,
+            frame.message.len() - 1
+        );
+        self.last_seq = Some(frame.frame_seq);
+        self.from_store = true;
+        deliver(&self.hub, &self.metrics, frame, self.frame_id_is_time);
+    }
+
+    /// One message of the live subject: a whole frame, a chunk of one, or garbage.
+    fn on_message(&mut self, msg: &async_nats::Message) {
+        let frame = match self.reassembler.push(chunk_header(msg.headers.as_ref()), &msg.payload) {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => {
+                self.metrics.nats_video.malformed.fetch_add(1, Ordering::Relaxed);
+                if self.last_bad_log.is_none_or(|t| t.elapsed() > LOG_EVERY) {
+                    self.last_bad_log = Some(Instant::now());
+                    tracing::warn!("{}: dropped a NATS video message: {e}", self.role);
                 }
-                from_store = false;
-                last_seq = Some(frame.frame_seq);
-                deliver(&hub, &metrics, frame, options.frame_id_is_time);
+                return;
             }
-            () = want_idr.notified() => {
-                let body = serde_json::json!({ "source": "transport-server", "ts_ns": shmring_core::monotonic_ns() });
-                match client.publish(idr_subject.clone(), Bytes::from(body.to_string())).await {
-                    Ok(()) => { metrics.nats_video.idr_requests_sent.fetch_add(1, Ordering::Relaxed); }
-                    Err(e) => tracing::debug!("{role}: keyframe request not sent: {e}"),
+        };
+        self.on_frame(frame);
+    }
+
+    /// A reassembled frame: dropped if stale, otherwise handed to the hub, after a
+    /// discontinuity if frames are missing before it.
+    fn on_frame(&mut self, frame: ReceivedFrame) {
+        match order(self.last_seq, frame.frame_seq) {
+            Order::Next => {}
+            Order::Stale => {
+                self.metrics.nats_video.stale.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Order::Gap { missing } => {
+                if !self.from_store {
+                    self.count_lost(missing, frame.frame_seq);
                 }
+                self.hub.discontinuity();
             }
+            Order::Restart => {
+                tracing::info!(
+                    "{}: the publisher restarted its frame numbering at {}",
+                    self.role,
+                    frame.frame_seq
+                );
+                self.hub.discontinuity();
+            }
+        }
+        self.from_store = false;
+        self.last_seq = Some(frame.frame_seq);
+        deliver(&self.hub, &self.metrics, frame, self.frame_id_is_time);
+    }
+
+    fn count_lost(&mut self, missing: u64, before: u64) {
+        self.metrics
+            .nats_video
+            .frames_lost
+            .fetch_add(missing, Ordering::Relaxed);
+        if self.last_gap_log.is_none_or(|t| t.elapsed() > LOG_EVERY) {
+            self.last_gap_log = Some(Instant::now());
+            tracing::warn!(
+                "{}: {missing} frames lost before frame {before}; clients resume at the next keyframe",
+                self.role
+            );
         }
     }
 }

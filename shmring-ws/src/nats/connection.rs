@@ -195,3 +195,26 @@ pub(crate) async fn wait_connected(client: &Client, role: &str, servers: &[Strin
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Subscribes `client` to `subject`, retrying every second while the client refuses
+/// (it only does once it is closed), logging under `role`.
+pub(crate) async fn subscribe_retrying(client: &Client, subject: &str, role: &str) -> async_nats::Subscriber {
+    loop {
+        match client.subscribe(subject.to_owned()).await {
+            Ok(sub) => return sub,
+            Err(e) => {
+                tracing::error!("{role}: cannot subscribe to {subject}: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The largest message the connected server takes (its `max_payload`), or NATS's
+/// default before the server said.
+pub(crate) fn max_payload(client: &Client) -> usize {
+    match client.server_info().max_payload {
+        0 => super::video::DEFAULT_MAX_PAYLOAD,
+        n => n,
+    }
+}
