@@ -68,8 +68,8 @@ pub use writer::RegionWriter;
 
 #[cfg(all(feature = "std", not(shmring_loom)))]
 pub use file::{
-    monotonic_ns, race_hook, Error, Frame, LayoutChoice, RingKind, RingReader, RingStatus, RingWriter, WriterOptions,
-    WriterStatus,
+    monotonic_ns, race_hook, sigbus_guard_installed, Error, Frame, LayoutChoice, RingKind, RingReader, RingStatus,
+    RingWriter, WriterOptions, WriterStatus, NO_SIGBUS_GUARD_VAR,
 };
 
 /// The word type regions are made of: `core`'s `AtomicU64`, or loom's under

@@ -78,6 +78,18 @@ enum WriterInner {
 /// The one writer of a ring file. Holds the file's writer lock until dropped; the
 /// kernel releases it if the process dies, so a restarted writer can [`RingWriter::open`]
 /// the ring and continue its frame_seq.
+///
+/// # The SIGBUS truncation guard
+///
+/// The first ring a process maps installs a process-wide SIGBUS handler: another process
+/// truncating a mapped ring file (`truncate -s 0 RING`, a writer restarting with
+/// `O_TRUNC`) would otherwise kill this process when it touches a vanished page. Faults
+/// inside ring mappings are recovered and reported as [`Error::Truncated`]; every other
+/// SIGBUS goes to the action installed before, honouring its `SIG_IGN`, signal mask and
+/// `SA_RESETHAND` (see `docs/protocol.md` 6.1 for the exact rules). Set
+/// `SHMRING_NO_SIGBUS_GUARD=1` ([`crate::NO_SIGBUS_GUARD_VAR`]) in the environment to
+/// leave SIGBUS alone: a truncated ring then kills the process.
+/// [`crate::sigbus_guard_installed`] says whether it is installed.
 pub struct RingWriter {
     inner: WriterInner,
     kind: RingKind,

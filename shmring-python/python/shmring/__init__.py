@@ -17,6 +17,12 @@ Example::
         frame = r.read(timeout=1.0)
         if frame is not None:
             print(frame.frame_seq, len(frame.payload))
+
+The first ring the process opens installs a process-wide SIGBUS handler, so that another
+process truncating the ring file raises :class:`RingDamagedError` instead of killing the
+interpreter; every other SIGBUS goes to the handler installed before (``faulthandler``
+included). Set ``SHMRING_NO_SIGBUS_GUARD=1`` in the environment before opening a ring to
+leave SIGBUS alone.
 """
 
 from __future__ import annotations
