@@ -4,13 +4,14 @@
 # encoders; the NVENC tests skip, saying why, on machines without an NVIDIA GPU.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/step-timeout.sh
 
 cargo fmt -p shmring-nvenc -p shmring-cli -p transport-server --check
 cargo clippy -p shmring-nvenc -p shmring-cli -p transport-server --no-deps --all-targets -- -D warnings
 cargo nextest run -p shmring-nvenc -p shmring-cli -p transport-server --no-fail-fast
 # Say which hardware tests skipped and why (they pass trivially without a GPU).
 cargo nextest run -p shmring-nvenc -E 'test(/nvenc/)' --success-output immediate 2>&1 | grep -E '^\s*(SKIP|NOTE) ' || true
-cargo test -p shmring-nvenc -p shmring-cli -p transport-server --doc
+step_timeout 900 "nvenc, cli and transport-server doc tests" cargo test -p shmring-nvenc -p shmring-cli -p transport-server --doc
 
 # validate-nvenc as CI's cuda-smoke job runs it: valid JSON on stdout, exit 0/1/2.
 set +e

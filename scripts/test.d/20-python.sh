@@ -46,7 +46,7 @@ case "$so" in
   *) echo "expected an abi3 extension, got $so" >&2; exit 1 ;;
 esac
 .venv/bin/abi3audit --assume-minimum-abi3 3.11 --strict --summary "$so"
-"$fresh/venv/bin/pip" install -q pytest numpy
+"$fresh/venv/bin/pip" install -q pytest pytest-timeout numpy
 "$fresh/venv/bin/python" -m pytest shmring-python/tests -q
 
 echo "--- the wheel users install carries its FFmpeg (scripts/wheel-check)"
@@ -59,6 +59,6 @@ for extra in ${SHMRING_EXTRA_PYTHONS:-}; do
   echo "--- $extra: pip install ./shmring-python && pytest"
   "$extra" -m venv "$fresh/venv-$(basename "$extra")"
   venv_py="$fresh/venv-$(basename "$extra")/bin/python"
-  "$venv_py" -m pip install -q pytest numpy ./shmring-python
+  "$venv_py" -m pip install -q pytest pytest-timeout numpy ./shmring-python
   "$venv_py" -m pytest shmring-python/tests -q
 done

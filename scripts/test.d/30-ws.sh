@@ -4,10 +4,11 @@
 # a real nats-server, and headless Chromium decoding the viewer page's video.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/step-timeout.sh
 
 cargo build --release -p shmring-ws --examples
 cargo build --release -p transport-server
-cargo test --release -p shmring-ws --lib
+step_timeout 900 "shmring-ws unit tests" cargo test --release -p shmring-ws --lib
 
 # puppeteer-core for the headless Chromium test (Chromium itself comes from apt).
 (cd shmring-ws/tests/browser && npm ci --no-audit --no-fund --loglevel=error)

@@ -155,7 +155,7 @@ PY
   trap 'rm -rf "$fresh"' EXIT
   python3 -m venv "$fresh/venv"
   # Cargo's cache of registry crates is reused; the build itself starts from the sdist.
-  CARGO_TARGET_DIR="$PWD/target/sdist-build" "$fresh/venv/bin/pip" install -q "$sdist" pytest
+  CARGO_TARGET_DIR="$PWD/target/sdist-build" "$fresh/venv/bin/pip" install -q "$sdist" pytest pytest-timeout
   (cd "$fresh" && "$fresh/venv/bin/python" -c "import shmring, sys; assert shmring.__file__.startswith(sys.prefix), shmring.__file__; print('installed from sdist:', shmring.__version__)")
   "$fresh/venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_readme.py
   took

@@ -74,7 +74,8 @@ pub use writer::RegionWriter;
 pub use file::race_hook;
 #[cfg(all(feature = "std", not(shmring_loom)))]
 pub use file::{
-    monotonic_ns, Error, Frame, LayoutChoice, RingKind, RingReader, RingStatus, RingWriter, WriterOptions, WriterStatus,
+    monotonic_ns, sigbus_guard_installed, Error, Frame, LayoutChoice, RingKind, RingReader, RingStatus, RingWriter,
+    WriterOptions, WriterStatus, NO_SIGBUS_GUARD_VAR,
 };
 
 /// The word type regions are made of: `core`'s `AtomicU64`, or loom's under

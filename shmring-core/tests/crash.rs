@@ -137,7 +137,6 @@ fn kill_and_restart(test: &str, rounds: u64, capacity: usize, min_frame: usize, 
         ("SHMRING_TEST_MAX_FRAME", max_frame.to_string()),
         ("SHMRING_TEST_PAUSE_EVERY", pause_every.to_string()),
     ];
-    let mut seen_before_round = Vec::new();
     for round in 0..rounds {
         let status = RingReader::open(&path, &ReaderOptions::default()).unwrap().status();
         assert_eq!(
@@ -163,7 +162,17 @@ fn kill_and_restart(test: &str, rounds: u64, capacity: usize, min_frame: usize, 
             start > seen_before_start,
             "frame_seq went backwards after a restart: {start} after {seen_before_start}"
         );
-        seen_before_round.push(newest.load(Ordering::Relaxed));
+        // The reader keeps receiving between crashes: it gets a frame of this writer
+        // before the writer is killed (waited for, however loaded the machine is).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while newest.load(Ordering::Relaxed) < start {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the reader received no frame of the writer started at frame_seq {start} within 30 s (it has {})",
+                newest.load(Ordering::Relaxed)
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         eprintln!(
             "round {round}: writer starts at frame_seq {start}, reader has {}",
             newest.load(Ordering::Relaxed)
@@ -190,11 +199,6 @@ fn kill_and_restart(test: &str, rounds: u64, capacity: usize, min_frame: usize, 
     assert_eq!(torn, 0, "torn frames delivered");
     assert!(last > before, "reader resumed after the restarts");
     assert!(stats.delivered > rounds, "reader received frames across the rounds");
-    let progressed = seen_before_round.windows(2).filter(|w| w[1] > w[0]).count();
-    assert!(
-        progressed as u64 >= rounds / 2,
-        "reader kept receiving between crashes: {seen_before_round:?}"
-    );
     assert_eq!(reopens, 0, "restarts continue the same ring file");
 }
 

@@ -60,7 +60,10 @@ fn reader_role() {
             }
             Ok(Some(_)) => after += 1,
             Ok(None) => {}
-            Err(Error::Truncated { .. }) => truncated += 1,
+            Err(Error::Truncated { .. }) => {
+                truncated += 1;
+                std::fs::write(format!("{ready}.truncated"), b"seen").unwrap();
+            }
             Err(Error::Read(_)) => {}
             Err(e) => panic!("unexpected read error: {e}"),
         }
@@ -192,15 +195,15 @@ fn legacy_reader_process_survives_a_writer_restarting_with_o_trunc() {
         std::thread::sleep(Duration::from_millis(2));
     }
     drop(w);
-    // The restart, with time between O_TRUNC and ftruncate for the reader (which polls a
-    // legacy ring every 0.5 ms) to touch the vanished pages.
+    // The restart: O_TRUNC, then ftruncate once the reader (which polls a legacy ring
+    // every 0.5 ms) has touched the vanished pages or seen the file shrink, and said so.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .truncate(true)
         .open(&path)
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    report_of(&mut reader, &dir.join("reader.ready.truncated"), "reader");
     file.set_len(len as u64).unwrap();
     drop(file);
     let mut w = RingWriter::open(&path, &opts).unwrap();

@@ -62,6 +62,9 @@ pub struct Encoder {
     frames_in: u64,
     frames_out: u64,
     finished: bool,
+    /// Registers the codec and swscale contexts as this library's for its log; last, so
+    /// that lines logged while they are freed (libx264's statistics) are still ours.
+    _log_contexts: [Option<crate::log::OwnedContext>; 2],
 }
 
 // SAFETY: every field is owned by the encoder and only used through `&mut self`. The one
@@ -135,13 +138,18 @@ impl Encoder {
         let encoder_format = choose_format(config.input, &supported);
         let options = encoder_options(name, config);
 
-        let mut video = ff::codec::context::Context::new_with_codec(codec)
-            .encoder()
-            .video()
-            .map_err(|source| EncodeError::Open {
-                name: name.to_string(),
-                source,
-            })?;
+        let mut context = ff::codec::context::Context::new_with_codec(codec);
+        // SAFETY: the context was just allocated (avcodec_alloc_context3) and is owned
+        // here; setting its log level offset before it is opened is what FFmpeg expects.
+        let codec_log = unsafe {
+            let ctx = context.as_mut_ptr();
+            (*ctx).log_level_offset = crate::log::level_offset();
+            crate::log::OwnedContext::new(ctx as *const std::ffi::c_void)
+        };
+        let mut video = context.encoder().video().map_err(|source| EncodeError::Open {
+            name: name.to_string(),
+            source,
+        })?;
         video.set_width(config.width);
         video.set_height(config.height);
         video.set_format(encoder_format);
@@ -158,6 +166,10 @@ impl Encoder {
 
         let input = config.input.ffmpeg();
         let scaler = Self::pixel_converter(config, encoder_format)?;
+        // SAFETY: only the address is taken, as FFmpeg passes it to the log callback.
+        let scaler_log = scaler
+            .as_ref()
+            .map(|s| crate::log::OwnedContext::new(unsafe { s.as_ptr() } as *const std::ffi::c_void));
         Ok(Encoder {
             name: name.to_string(),
             hardware,
@@ -182,6 +194,7 @@ impl Encoder {
             frames_out: 0,
             finished: false,
             config: config.clone(),
+            _log_contexts: [Some(codec_log), scaler_log],
         })
     }
 

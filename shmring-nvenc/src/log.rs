@@ -1,10 +1,19 @@
-//! FFmpeg's log, captured instead of printed: once [`capture`] is called, every line
-//! FFmpeg logs (in this process, from any thread) at or above [`set_max_level`] is kept
-//! in a bounded queue that the application drains with [`take`] and hands to its own
-//! logging (the Python package forwards it to `logging.getLogger("shmring.ffmpeg")`).
+//! FFmpeg's log lines of this library's encoders: quiet unless the application asks for
+//! them, and never a change to how FFmpeg logs for anyone else in the process.
 //!
-//! Nothing reaches stderr any more: an application that never drains the queue is quiet,
-//! and once the queue is full the oldest lines give way (counted in [`Taken::dropped`]).
+//! - By default nothing global is touched (no log callback, FFmpeg's log level left as
+//!   it is): each encoder's codec context gets a log level offset
+//!   (`AVCodecContext::log_level_offset`) that moves its lines below any level FFmpeg
+//!   prints, so they cost a level comparison and print nothing. Lines of other libraries
+//!   sharing FFmpeg in the process (PyAV, OpenCV) print as they always did.
+//! - [`capture`] is the opt-in (the Python package calls it when the
+//!   `shmring.ffmpeg` logger asks for lines): it installs a log callback that keeps this
+//!   library's lines at or above [`set_max_level`] in a bounded queue the application
+//!   drains with [`take`] (the Python package forwards it to
+//!   `logging.getLogger("shmring.ffmpeg")`), and passes every other line to FFmpeg's
+//!   default printer, which prints it exactly as it would have. FFmpeg's log callback is
+//!   process-wide, so a callback another library installed earlier is replaced. Once the
+//!   queue is full the oldest lines give way (counted in [`Taken::dropped`]).
 //!
 //! Lines logged while [`crate::EncoderChoice::Auto`] tries an encoder that may not be
 //! there (NVENC on a machine without a GPU: "Cannot load libcuda.so.1") are expected
@@ -12,6 +21,7 @@
 //! `probing <encoder>: `, so they show up only when debugging.
 //!
 //! ```
+//! // Opting in: this library's lines (and only those) go to the queue.
 //! shmring_nvenc::log::capture();
 //! shmring_nvenc::log::set_max_level(ffmpeg_next::ffi::AV_LOG_INFO);
 //! let taken = shmring_nvenc::log::take();
@@ -23,7 +33,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 
 use ffmpeg_next::ffi;
@@ -69,6 +79,57 @@ static QUEUE: Mutex<Queue> = Mutex::new(Queue {
 });
 static MAX_LEVEL: AtomicI32 = AtomicI32::new(ffi::AV_LOG_WARNING);
 static INSTALL: Once = Once::new();
+/// [`capture`] was called.
+static CAPTURING: AtomicBool = AtomicBool::new(false);
+/// Addresses of this library's FFmpeg contexts (codec and swscale), whose lines are
+/// ours to capture.
+static CONTEXTS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// Added to the level of every line an encoder logs while nothing captures them: the
+/// most severe level (`AV_LOG_PANIC`, 0) becomes 64, past `AV_LOG_TRACE` (56), which
+/// FFmpeg's printer never reaches at any level it can be set to by name.
+const QUIET_OFFSET: c_int = 64;
+
+/// Registers an FFmpeg context of this library (its address, as FFmpeg passes it to the
+/// log callback) until dropped.
+pub(crate) struct OwnedContext(usize);
+
+impl OwnedContext {
+    /// Registers `context`.
+    pub(crate) fn new(context: *const c_void) -> Self {
+        contexts().push(context as usize);
+        OwnedContext(context as usize)
+    }
+}
+
+impl Drop for OwnedContext {
+    fn drop(&mut self) {
+        let mut list = contexts();
+        if let Some(i) = list.iter().position(|c| *c == self.0) {
+            list.swap_remove(i);
+        }
+    }
+}
+
+fn contexts() -> MutexGuard<'static, Vec<usize>> {
+    // Every update is a push or a removal: a poisoned lock is used as it is.
+    CONTEXTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The `log_level_offset` a new codec context gets: 0 while capturing, else one that
+/// keeps its lines from being printed.
+pub(crate) fn level_offset() -> c_int {
+    if CAPTURING.load(Ordering::Relaxed) {
+        0
+    } else {
+        QUIET_OFFSET
+    }
+}
+
+/// True once [`capture`] was called in this process.
+pub fn capturing() -> bool {
+    CAPTURING.load(Ordering::Relaxed)
+}
 
 thread_local! {
     /// The encoder being probed on this thread, while [`probing`] runs.
@@ -81,18 +142,17 @@ fn queue() -> MutexGuard<'static, Queue> {
     QUEUE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Routes FFmpeg's log into the queue (idempotent). Until this is called FFmpeg prints
-/// to stderr as usual.
+/// Routes this library's FFmpeg lines into the queue from now on (idempotent; encoders
+/// opened before keep their lines quiet). Installs FFmpeg's process-wide log callback;
+/// lines of other FFmpeg users are passed on to FFmpeg's default printer unchanged.
+/// FFmpeg's log level is not changed.
 pub fn capture() {
     INSTALL.call_once(|| {
         // SAFETY: `callback` has the signature FFmpeg expects, never unwinds (it does
         // not panic: no indexing, no unwrap) and is safe to call from any thread (its
-        // state is behind a mutex). FFmpeg's own level filter is opened fully; ours
-        // (MAX_LEVEL) applies in the callback before any formatting.
-        unsafe {
-            ffi::av_log_set_level(ffi::AV_LOG_TRACE);
-            ffi::av_log_set_callback(Some(callback));
-        }
+        // state is behind mutexes).
+        unsafe { ffi::av_log_set_callback(Some(callback)) };
+        CAPTURING.store(true, Ordering::Relaxed);
     });
 }
 
@@ -129,6 +189,13 @@ type VaList = ffi::va_list;
 
 unsafe extern "C" fn callback(avcl: *mut c_void, level: c_int, fmt: *const c_char, vl: VaList) {
     let probing = PROBING.with(|p| p.borrow().clone());
+    if probing.is_none() && !contexts().contains(&(avcl as usize)) {
+        // Not ours: printed as if this callback were not installed.
+        // SAFETY: the arguments FFmpeg called us with, passed on unchanged (the va_list
+        // is consumed there only).
+        unsafe { ffi::av_log_default_callback(avcl, level, fmt, vl) };
+        return;
+    }
     let kept_level = if probing.is_some() {
         level.max(ffi::AV_LOG_VERBOSE)
     } else {

@@ -119,6 +119,8 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         Error::Damaged { .. } | Error::Truncated { .. } => RingDamagedError::new_err(msg),
         // Something that is not a ring file, or another user's, at the path.
         Error::NotARingFile { .. } | Error::OtherOwner { .. } => RingIOError::new_err(msg),
+        // A full file system: an OS-level failure like the other RingIOErrors.
+        Error::NoSpace { .. } => RingIOError::new_err(msg),
         // No live ring at the path until a writer creates one.
         Error::Retired { .. } => RingNotFoundError::new_err(msg),
         Error::Write(WriteError::FrameTooLarge { .. }) => FrameTooLargeError::new_err(msg),

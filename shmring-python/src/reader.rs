@@ -152,6 +152,11 @@ impl ReaderStats {
 /// a read is in progress gets a ``ShmringError``. ``close()``, ``stats`` and ``closed``
 /// work from any thread; closing wakes a read blocked in another thread within about
 /// 50 ms (``read`` then raises ``ClosedError``; iteration stops).
+///
+/// The first ring the process opens installs a process-wide SIGBUS handler, so a ring
+/// file truncated by another process raises ``RingDamagedError`` instead of killing the
+/// interpreter; other SIGBUS go to the handler installed before. Set
+/// ``SHMRING_NO_SIGBUS_GUARD=1`` in the environment to leave SIGBUS alone.
 #[pyclass(module = "shmring._shmring", frozen)]
 pub struct Reader {
     /// The ring; held by the thread that reads (through blocking waits, GIL released).

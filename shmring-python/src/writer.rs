@@ -38,6 +38,11 @@ use crate::DETACH_MIN;
 ///
 /// Threads may share a writer: calls are serialised (a thread waits, with the GIL
 /// released, while another one's ``write`` copies a large frame).
+///
+/// The first ring the process opens installs a process-wide SIGBUS handler, so a ring
+/// file truncated by another process raises ``RingDamagedError`` instead of killing the
+/// interpreter; other SIGBUS go to the handler installed before. Set
+/// ``SHMRING_NO_SIGBUS_GUARD=1`` in the environment to leave SIGBUS alone.
 #[pyclass(module = "shmring._shmring", frozen)]
 pub struct Writer {
     ring: Mutex<Option<RingWriter>>,

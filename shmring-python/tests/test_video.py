@@ -250,6 +250,37 @@ def test_quiet_by_default_loud_on_demand(ring_path: Path) -> None:
         assert all(" DEBUG probing h264_nvenc: " in line for line in loud.stderr.splitlines() if "nvenc" in line.lower())
 
 
+GLOBAL_LOG_SCRIPT = """
+import ctypes, logging, sys
+import numpy as np
+import shmring
+if sys.argv[2] == "debug":
+    logging.basicConfig(level=logging.DEBUG, format="%(name)s %(levelname)s %(message)s")
+with shmring.VideoWriter(sys.argv[1], 64, 48, 30, encoder="libx264") as video:
+    video.write(np.zeros((48, 64, 3), dtype=np.uint8))
+# The libavutil this process loaded (the system's, or the wheel's copy).
+avutil = next(p for p in open("/proc/self/maps").read().split() if "libavutil" in p)
+print(ctypes.CDLL(avutil).av_log_get_level())
+"""
+
+
+def test_ffmpeg_global_log_level_is_left_alone(ring_path: Path) -> None:
+    """FFmpeg's log level is process-wide (PyAV or OpenCV in the same process share it
+    when they share the library): a VideoWriter leaves it at FFmpeg's default (32, INFO)
+    whether or not the application logs, and with a DEBUG handler the lines still arrive.
+    It used to be set to TRACE (56) with FFmpeg's callback replaced."""
+    ring_path.parent.mkdir(parents=True)
+    for mode in ("default", "debug"):
+        proc = subprocess.run([sys.executable, "-c", GLOBAL_LOG_SCRIPT, ring_path, mode],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "32", f"{mode}: FFmpeg's level is now {proc.stdout.strip()}"
+        if mode == "debug":
+            assert "shmring.ffmpeg INFO [libx264 @" in proc.stderr, proc.stderr
+        else:
+            assert proc.stderr == "", proc.stderr
+
+
 def test_sim_time_reaches_the_recording(ring_path: Path, shmring_cli: Path) -> None:
     """Frames rendered at 15 fps of simulated time, written with their sim timestamps to
     a VideoWriter opened at a nominal 30 fps, recorded with `shmring dump`: the

@@ -274,8 +274,9 @@ class NatsLog:
         return [m for m in self.msgs if m["subject"] == subject and pred(m["data"])]
 
 
-async def drive(ws, who, stop):
-    """set_cmd_vel at 30 Hz, tagged with `who`, until `stop` is set; reads everything."""
+async def drive(ws, who, stop, sent=None):
+    """set_cmd_vel at 30 Hz, tagged with `who`, until `stop` is set; reads everything.
+    Appends one entry to `sent` (if given) per command sent."""
     async def reader():
         out = []
         try:
@@ -288,6 +289,8 @@ async def drive(ws, who, stop):
     r = asyncio.create_task(reader())
     while not stop.is_set():
         await ws.send(command("set_cmd_vel", {"linear_x": 0.5, "linear_y": 0, "angular_z": 0, "who": who}))
+        if sent is not None:
+            sent.append(who)
         await asyncio.sleep(1 / 30)
     return r
 
@@ -416,6 +419,7 @@ def test_per_client_gate_holds_a_client_whose_picture_is_stale_while_the_ring_is
     client's motion passes all along."""
     sdr.start(server_env={"SDR_SEND_BUFFER": "4096", "SDR_CLIENT_QUEUE_FRAMES": "8"})
     wait_for(lambda: sdr.health()["frames_read"] > 10, what="frames")
+    sighted_sent = []
 
     async def main():
         log = NatsLog()
@@ -423,7 +427,7 @@ def test_per_client_gate_holds_a_client_whose_picture_is_stale_while_the_ring_is
         blind = RawClient(sdr.port, rcvbuf=2048)
         stop = asyncio.Event()
         async with connect(sdr.url(), max_size=None) as ws:
-            driver = asyncio.create_task(drive(ws, "sighted", stop))
+            driver = asyncio.create_task(drive(ws, "sighted", stop, sighted_sent))
             t_end = time.monotonic() + 5.0
             while time.monotonic() < t_end:
                 blind.send(command("set_cmd_vel", {"linear_x": 1, "linear_y": 0, "angular_z": 0, "who": "blind"}))
@@ -449,7 +453,9 @@ def test_per_client_gate_holds_a_client_whose_picture_is_stale_while_the_ring_is
     blind_motion = log.of("command.genesis.set_cmd_vel", lambda d: d.get("data", {}).get("who") == "blind")
     sighted = log.of("command.genesis.set_cmd_vel", lambda d: d.get("data", {}).get("who") == "sighted")
     zero = log.of("command.genesis.set_cmd_vel", lambda d: d.get("_safety") == "hold")
-    assert len(sighted) > 90, "the other client's motion was held"
+    # Judged against what that client sent (however few a loaded machine managed), not
+    # against the clock; the last commands may still be in flight when it closes.
+    assert len(sighted) >= 0.9 * len(sighted_sent) - 2, f"the other client's motion was held: {len(sighted)} of {len(sighted_sent)} passed"
     assert sighted[-1]["t"] > t_end - 0.5, "the other client's motion stopped"
     assert blind_motion and blind_motion[-1]["t"] < t_end - 1.0, "the blind client's motion was never held"
     print(f"per-client gate: the blind client's last motion passed {t_end - blind_motion[-1]['t']:.2f} s "
@@ -537,9 +543,12 @@ def test_the_101_arrives_alone_and_frames_follow_after_a_pause(sdr):
 # --- 6, 8: browsers --------------------------------------------------------------------
 
 
-def browser(kind, base, seconds, *extra):
+def browser(kind, base, seconds, *extra, until=None):
+    """Runs a browser client for `seconds`, then (with `until`, a JavaScript condition on
+    its stats `s`) waits up to 60 s more for the condition."""
+    env = {**os.environ, **({"SHMRING_UNTIL": until} if until else {})}
     r = subprocess.run(["node", str(BROWSER_DIR / "clients.mjs"), kind, base, str(seconds), *extra],
-                       capture_output=True, text=True, timeout=120 + seconds)
+                       capture_output=True, text=True, timeout=180 + seconds, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     start = result = None
     for line in r.stdout.splitlines():
@@ -561,7 +570,7 @@ def test_sdr_os_client_decodes_from_join_without_drops(sdr):
     sdr.sim.wait_event("idr")
     time.sleep(1.5)
     for _ in range(2):
-        start, s = browser("sdr", sdr.base(), 4)
+        start, s = browser("sdr", sdr.base(), 4, until="s.decoded > 30")
         print(f"SDR_OS-like client: first message {s['firstMessage'] - start} ms, first decoded "
               f"{s['firstDecoded'] - start} ms after start; decoded {s['decoded']}, drops {s['drops']}")
         assert s["decoded"] > 30, s
@@ -587,7 +596,7 @@ def test_our_viewer_shows_jpeg_and_survives_codec_switches(sdr):
 
     t = threading.Thread(target=switches)
     t.start()
-    start, s = browser("viewer", sdr.base(), 12)
+    start, s = browser("viewer", sdr.base(), 12, until="(s.decodedByCodec.h264 || 0) > 40")
     t.join()
     print("viewer:", s)
     assert s["decodedByCodec"].get("jpeg", 0) > 10, s

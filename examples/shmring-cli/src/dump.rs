@@ -2,11 +2,12 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use shmring_core::{ReaderOptions, RingReader};
+use shmring_core::{FrameInfo, ReaderOptions, RingReader};
 
+use crate::patience::Patience;
 use crate::record::{is_container, Recording, TimestampFile};
 use crate::{open_reader, parse_seconds, LayoutArg};
 
@@ -35,8 +36,9 @@ pub struct Args {
     #[arg(long, short = 'n')]
     count: Option<u64>,
     /// Stop when no frame arrives for this many seconds. A writer that holds the ring
-    /// but has not written its first frame yet (a simulator building its scene) is
-    /// waited for without a limit.
+    /// but has not written a frame since this command opened it or since it took the
+    /// ring over (a simulator building its scene, also when re-run on an existing ring)
+    /// is waited for without a limit.
     #[arg(long, value_parser = parse_seconds, value_name = "SECONDS", default_value = "5")]
     idle_timeout: Duration,
     /// Where frame times come from (for containers and --timestamps).
@@ -58,19 +60,61 @@ enum Sink {
     Container(Option<Recording>),
 }
 
-/// The pid of a live writer that has not written a frame yet, if that is the state.
-pub fn writer_starting(reader: &RingReader) -> Option<Option<u32>> {
-    let status = reader.status();
-    (status.writer.alive == Some(true) && status.sequence_number == 0).then_some(status.writer.pid)
+impl Sink {
+    /// The sink for `out`: a container by its extension, standard output for `-`, else
+    /// a raw file.
+    fn open(out: &Path) -> Result<Self, String> {
+        Ok(if is_container(out) {
+            Sink::Container(None)
+        } else if out.as_os_str() == "-" {
+            Sink::Raw(BufWriter::new(Box::new(std::io::stdout().lock())))
+        } else {
+            let file = File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+            Sink::Raw(BufWriter::new(Box::new(file)))
+        })
+    }
+
+    /// Writes one frame's payload at `time` (ns from the first frame).
+    fn write(&mut self, out: &Path, info: &FrameInfo, payload: &[u8], time: u64) -> Result<(), String> {
+        match self {
+            Sink::Raw(w) => w
+                .write_all(payload)
+                .map_err(|e| format!("cannot write {}: {e}", out.display())),
+            Sink::Container(recording) => {
+                let recording = match recording {
+                    Some(r) => r,
+                    None => recording.insert(Recording::create(out, info.codec.0, payload)?),
+                };
+                recording.write(payload, info.keyframe(), time)
+            }
+        }
+    }
+
+    /// Flushes or finishes the output; the number of frame times the container had to
+    /// nudge forward.
+    fn finish(self, out: &Path) -> Result<u64, String> {
+        match self {
+            Sink::Raw(mut w) => w.flush().map_err(|e| format!("cannot write {}: {e}", out.display()))?,
+            Sink::Container(Some(recording)) => {
+                let nudged = recording.nudged;
+                recording.finish()?;
+                return Ok(nudged);
+            }
+            Sink::Container(None) => {}
+        }
+        Ok(0)
+    }
 }
 
-/// Says once that a live writer has not started yet.
-pub fn announce_starting(command: &str, pid: Option<u32>, announced: &mut bool) {
-    if !*announced {
-        *announced = true;
-        let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-        eprintln!("shmring {command}: the writer{who} holds the ring but has not written a frame yet (still starting up?); waiting for it");
-    }
+/// What was recorded.
+#[derive(Default)]
+struct Progress {
+    frames: u64,
+    bytes: u64,
+    /// The first frame's raw time (ns), which times count from.
+    first_time: Option<u64>,
+    /// The newest frame's time from the first, ns.
+    last_time: u64,
 }
 
 /// Runs the command.
@@ -78,28 +122,32 @@ pub fn run(args: Args) -> Result<(), String> {
     // Start at the newest keyframe, and after any loss resume at a keyframe, so the
     // file always decodes.
     let mut reader = open_reader(&args.path, args.layout, ReaderOptions::default())?;
-    let mut sink = if is_container(&args.out) {
-        Sink::Container(None)
-    } else if args.out.as_os_str() == "-" {
-        Sink::Raw(BufWriter::new(Box::new(std::io::stdout().lock())))
-    } else {
-        let file = File::create(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-        Sink::Raw(BufWriter::new(Box::new(file)))
-    };
+    let mut sink = Sink::open(&args.out)?;
     let mut timestamps = args.timestamps.as_deref().map(TimestampFile::create).transpose()?;
-    let (mut frames, mut bytes) = (0u64, 0u64);
+    let progress = record(&args, &mut reader, &mut sink, &mut timestamps)?;
+    let nudged = sink.finish(&args.out)?;
+    if let Some(t) = timestamps {
+        t.finish()?;
+    }
+    summarize(&args, &reader, &progress, nudged)
+}
+
+/// Copies frames to the sink until the count is reached or the ring stays idle (a
+/// writer that is starting is waited for: see the patience module).
+fn record(
+    args: &Args,
+    reader: &mut RingReader,
+    sink: &mut Sink,
+    timestamps: &mut Option<TimestampFile>,
+) -> Result<Progress, String> {
+    let mut progress = Progress::default();
+    let mut patience = Patience::new("dump", reader);
     let mut last_frame = Instant::now();
-    let mut announced = false;
     let started = Instant::now();
-    let mut first_time: Option<u64> = None;
-    let mut last_time = 0u64;
-    while args.count.is_none_or(|n| frames < n) {
+    while args.count.is_none_or(|n| progress.frames < n) {
         let left = match args.idle_timeout.checked_sub(last_frame.elapsed()) {
             Some(left) => left,
-            None if frames == 0 && writer_starting(&reader).is_some() => {
-                // Patience: a live writer that has not produced its first frame is
-                // starting up (Genesis builds its scene for seconds to minutes).
-                announce_starting("dump", writer_starting(&reader).flatten(), &mut announced);
+            None if patience.keep_waiting(reader) => {
                 last_frame = Instant::now();
                 continue;
             }
@@ -111,46 +159,32 @@ pub fn run(args: Args) -> Result<(), String> {
                     TimeArg::FrameId => frame.info.frame_id,
                     TimeArg::Arrival => started.elapsed().as_nanos() as u64,
                 };
-                let time = raw_time.saturating_sub(*first_time.get_or_insert(raw_time));
-                last_time = time;
-                let payload = frame.payload;
-                match &mut sink {
-                    Sink::Raw(out) => out
-                        .write_all(payload)
-                        .map_err(|e| format!("cannot write {}: {e}", args.out.display()))?,
-                    Sink::Container(recording) => {
-                        let recording = match recording {
-                            Some(r) => r,
-                            None => recording.insert(Recording::create(&args.out, frame.info.codec.0, payload)?),
-                        };
-                        recording.write(payload, frame.info.keyframe(), time)?;
-                    }
-                }
-                if let Some(t) = &mut timestamps {
+                let time = raw_time.saturating_sub(*progress.first_time.get_or_insert(raw_time));
+                progress.last_time = time;
+                sink.write(&args.out, &frame.info, frame.payload, time)?;
+                if let Some(t) = timestamps {
                     t.push(time)?;
                 }
-                frames += 1;
-                bytes += payload.len() as u64;
+                progress.frames += 1;
+                progress.bytes += frame.payload.len() as u64;
                 last_frame = Instant::now();
+                patience.frame_arrived(reader);
             }
             Ok(None) => {}
             Err(e) => eprintln!("shmring dump: {e}"),
         }
     }
-    let mut nudged = 0;
-    match sink {
-        Sink::Raw(mut out) => out
-            .flush()
-            .map_err(|e| format!("cannot write {}: {e}", args.out.display()))?,
-        Sink::Container(Some(recording)) => {
-            nudged = recording.nudged;
-            recording.finish()?;
-        }
-        Sink::Container(None) => {}
-    }
-    if let Some(t) = timestamps {
-        t.finish()?;
-    }
+    Ok(progress)
+}
+
+/// Prints what was recorded; an error if nothing was.
+fn summarize(args: &Args, reader: &RingReader, progress: &Progress, nudged: u64) -> Result<(), String> {
+    let Progress {
+        frames,
+        bytes,
+        last_time,
+        ..
+    } = *progress;
     let stats = reader.stats();
     let rate = if frames > 1 && last_time > 0 {
         format!(

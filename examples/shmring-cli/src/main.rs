@@ -3,6 +3,7 @@
 
 mod bench;
 mod dump;
+mod patience;
 mod record;
 mod stat;
 mod tail;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use shmring_core::{FrameInfo, ReaderOptions};
 
-use crate::dump::{announce_starting, writer_starting};
+use crate::patience::Patience;
 use crate::{codec_name, flag_names, open_reader, parse_seconds, FromArg, LayoutArg};
 
 /// Arguments of `shmring tail`.
@@ -25,8 +25,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t)]
     from: FromArg,
     /// Stop when no frame arrives for this many seconds (default: wait forever). A
-    /// writer that holds the ring but has not written its first frame yet is waited for
-    /// without a limit.
+    /// writer that holds the ring but has not written a frame since this command opened
+    /// it or since it took the ring over is waited for without a limit.
     #[arg(long, value_parser = parse_seconds, value_name = "SECONDS")]
     idle_timeout: Option<Duration>,
     /// Layout to open the file as.
@@ -62,15 +62,14 @@ pub fn run(args: Args) -> Result<(), String> {
     let mut out = stdout.lock();
     let mut seen = 0u64;
     let mut last_frame = Instant::now();
-    let mut announced = false;
+    let mut patience = Patience::new("tail", &reader);
     while args.count.is_none_or(|n| seen < n) {
         let wait = match args.idle_timeout {
             Some(t) => match t.checked_sub(last_frame.elapsed()) {
                 Some(left) => Some(left),
-                None if seen == 0 && writer_starting(&reader).is_some() => {
-                    // A live writer that has not produced its first frame is starting
-                    // up (a simulator building its scene): no idle timeout for it.
-                    announce_starting("tail", writer_starting(&reader).flatten(), &mut announced);
+                None if patience.keep_waiting(&reader) => {
+                    // A live writer that has not produced a frame is starting up (a
+                    // simulator building its scene): no idle timeout for it.
                     last_frame = Instant::now();
                     continue;
                 }
@@ -122,6 +121,7 @@ pub fn run(args: Args) -> Result<(), String> {
             // The reader of our output went away (`| head`): stop quietly.
             return Ok(());
         }
+        patience.frame_arrived(&reader);
     }
     Ok(())
 }

@@ -424,3 +424,52 @@ fn dump_and_tail_wait_for_a_live_writer_that_has_not_started() {
     assert!(tailed.status.success());
     assert_eq!(json_lines(&String::from_utf8_lossy(&tailed.stdout)).len(), 3);
 }
+
+/// A simulator re-run on an existing ring (Genesis: the writer reopens the ring, then
+/// builds its scene for tens of seconds): its old frames do not make `dump` and `tail`
+/// give up on the new writer before its first frame. They used to exit one idle timeout
+/// after the old frames.
+#[test]
+fn dump_and_tail_wait_for_a_writer_that_reopened_a_ring_with_old_frames() {
+    use std::io::{BufRead, BufReader};
+    let dir = Dir::new("reopened");
+    let ring = dir.file("ring");
+    let out = dir.file("out.h264");
+    let mut first = shmring_core::RingWriter::create(&ring, &Default::default()).unwrap();
+    write_timed_ring(&mut first, 5, 33_333_333);
+    drop(first);
+    // The re-run: the ring is continued (a new writer epoch), no frame yet.
+    let mut second = shmring_core::RingWriter::open(&ring, &Default::default()).unwrap();
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_shmring"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut dump = spawn(&["dump", &ring, "-o", &out, "--idle-timeout", "0.2"]);
+    let mut tail = spawn(&["tail", &ring, "--json", "--idle-timeout", "0.2"]);
+    for (child, name) in [(&mut dump, "dump"), (&mut tail, "tail")] {
+        // Waited for: the command read the old frames, its idle timeout passed, and it
+        // says it waits for the writer instead of exiting (EOF here if it exited).
+        let mut line = String::new();
+        BufReader::new(child.stderr.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            line.contains(&format!("shmring {name}: the writer (pid {})", std::process::id()))
+                && line.contains("has not written a frame yet"),
+            "{name} did not wait for the reopened ring's writer: {line:?}"
+        );
+    }
+    write_timed_ring(&mut second, 3, 33_333_333);
+    drop(second);
+    let dumped = dump.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&dumped.stderr);
+    assert!(dumped.status.success(), "{err}");
+    assert!(err.contains("8 frames"), "the old 5 and the new writer's 3: {err}");
+    let tailed = tail.wait_with_output().unwrap();
+    assert!(tailed.status.success());
+    assert_eq!(json_lines(&String::from_utf8_lossy(&tailed.stdout)).len(), 8);
+}

@@ -76,6 +76,18 @@ pub enum Error {
         /// The ring file.
         path: PathBuf,
     },
+    /// The file system of the ring (usually the `/dev/shm` tmpfs) has too little free space
+    /// for a new ring: its pages are reserved when it is created, so a full file system is
+    /// this error at creation rather than a fault at the first write. Nothing was changed
+    /// at the path (a ring that was there is left in place).
+    NoSpace {
+        /// The ring file.
+        path: PathBuf,
+        /// Bytes the ring needs.
+        needed: u64,
+        /// Bytes free for this user on the file system when the creation failed.
+        available: u64,
+    },
     /// A frame could not be written.
     Write(WriteError),
     /// A record was skipped while reading (the reader continues after it).
@@ -144,6 +156,13 @@ impl core::fmt::Display for Error {
                 "ring {} was truncated by another process while it was mapped; frames in flight were discarded (find what rewrote the file; a reader reopens it once a valid ring is there, a writer must create the ring again)",
                 path.display()
             ),
+            Error::NoSpace { path, needed, available } => write!(
+                f,
+                "no space for ring {}: it needs {needed} bytes ({} MiB) and its file system has {available} bytes ({} MiB) free (free space in it, for example by removing old rings, make it larger (Docker: --shm-size), or ask for a smaller capacity); any ring already at the path was left in place",
+                path.display(),
+                needed >> 20,
+                available >> 20
+            ),
             Error::Write(e) => e.fmt(f),
             Error::Read(e) => e.fmt(f),
         }
@@ -163,7 +182,8 @@ impl core::error::Error for Error {
             | Error::NotARingFile { .. }
             | Error::OtherOwner { .. }
             | Error::Retired { .. }
-            | Error::Truncated { .. } => None,
+            | Error::Truncated { .. }
+            | Error::NoSpace { .. } => None,
         }
     }
 }

@@ -21,7 +21,8 @@ pub(crate) struct MappedWords {
 
 impl MappedWords {
     /// Maps the first `len` bytes of `file`, which the caller has checked to be a ring
-    /// of that length ([`map_ring`]).
+    /// of that length ([`map_ring`]). `file` must stay open until the mapping is dropped
+    /// (the SIGBUS handler checks its size).
     pub(crate) fn map(file: &File, writable: bool, len: usize) -> io::Result<Self> {
         let mut options = memmap2::MmapOptions::new();
         options.len(len);
@@ -35,7 +36,8 @@ impl MappedWords {
         let words = map.len() / 8;
         // Registered before anything touches the mapping, so a truncation at any time is
         // survived (see the sigbus module).
-        let registration = sigbus::register(map.as_ptr(), map.len(), writable).ok_or_else(|| {
+        let registration = sigbus::register(map.as_ptr(), map.len(), writable, std::os::fd::AsRawFd::as_raw_fd(file))
+            .ok_or_else(|| {
             io::Error::other("too many ring mappings in this process (1024); close some readers or writers")
         })?;
         Ok(MappedWords {

@@ -21,6 +21,7 @@ mod writer;
 pub use error::Error;
 pub use kind::{LayoutChoice, RingKind};
 pub use reader::{Frame, RingReader};
+pub use sigbus::{sigbus_guard_installed, NO_SIGBUS_GUARD_VAR};
 pub use status::{RingStatus, WriterStatus};
 #[cfg(feature = "test-hooks")]
 pub use writer::race_hook;

@@ -38,6 +38,18 @@ const REPLACED_CHECK: Duration = Duration::from_millis(100);
 const LEGACY_POLL: Duration = Duration::from_micros(500);
 
 /// A reader of a ring file. Maps the file read-only: a reader can never damage the ring.
+///
+/// # The SIGBUS truncation guard
+///
+/// The first ring a process maps installs a process-wide SIGBUS handler: another process
+/// truncating a mapped ring file (`truncate -s 0 RING`, a writer restarting with
+/// `O_TRUNC`) would otherwise kill this process when it touches a vanished page. Faults
+/// inside ring mappings are recovered and reported as [`Error::Truncated`]; every other
+/// SIGBUS goes to the action installed before, honouring its `SIG_IGN`, signal mask and
+/// `SA_RESETHAND` (see `docs/protocol.md` 6.1 for the exact rules). Set
+/// `SHMRING_NO_SIGBUS_GUARD=1` ([`crate::NO_SIGBUS_GUARD_VAR`]) in the environment to
+/// leave SIGBUS alone: a truncated ring then kills the process.
+/// [`crate::sigbus_guard_installed`] says whether it is installed.
 pub struct RingReader {
     pub(super) inner: ReaderInner,
     pub(super) kind: RingKind,

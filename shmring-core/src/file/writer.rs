@@ -78,6 +78,18 @@ enum WriterInner {
 /// The one writer of a ring file. Holds the file's writer lock until dropped; the
 /// kernel releases it if the process dies, so a restarted writer can [`RingWriter::open`]
 /// the ring and continue its frame_seq.
+///
+/// # The SIGBUS truncation guard
+///
+/// The first ring a process maps installs a process-wide SIGBUS handler: another process
+/// truncating a mapped ring file (`truncate -s 0 RING`, a writer restarting with
+/// `O_TRUNC`) would otherwise kill this process when it touches a vanished page. Faults
+/// inside ring mappings are recovered and reported as [`Error::Truncated`]; every other
+/// SIGBUS goes to the action installed before, honouring its `SIG_IGN`, signal mask and
+/// `SA_RESETHAND` (see `docs/protocol.md` 6.1 for the exact rules). Set
+/// `SHMRING_NO_SIGBUS_GUARD=1` ([`crate::NO_SIGBUS_GUARD_VAR`]) in the environment to
+/// leave SIGBUS alone: a truncated ring then kills the process.
+/// [`crate::sigbus_guard_installed`] says whether it is installed.
 pub struct RingWriter {
     inner: WriterInner,
     kind: RingKind,
@@ -101,6 +113,11 @@ impl RingWriter {
     /// [`Error::NotARingFile`] if the path is a symbolic link, a directory, a FIFO or
     /// anything but a regular file, and with [`Error::OtherOwner`] if the existing file
     /// belongs to another user (unless `options.allow_other_owner`).
+    ///
+    /// Every page of the new file is allocated before it is formatted, so the ring uses
+    /// its full size in memory (`/dev/shm` is a tmpfs) from the start; a file system with
+    /// less room fails with [`Error::NoSpace`], leaving whatever was at the path as it was
+    /// and no temporary file behind.
     pub fn create(path: impl AsRef<Path>, options: &WriterOptions) -> Result<Self, Error> {
         let path = path.as_ref();
         let kind = options.kind().map_err(|source| Error::Layout {
@@ -158,7 +175,7 @@ impl RingWriter {
         file.set_permissions(fs::Permissions::from_mode(options.mode))
             .map_err(io_err(path, "set the mode of"))?;
         let len = kind.file_len();
-        file.set_len(len as u64).map_err(io_err(path, "size"))?;
+        reserve(&file, path, tmp, len as u64)?;
         if !lock::try_lock_exclusive(&file).map_err(io_err(path, "lock"))? {
             return Err(Error::WriterExists {
                 path: path.to_path_buf(),
@@ -183,6 +200,14 @@ impl RingWriter {
                 })?)
             }
         };
+        // The pages were reserved, so formatting cannot fault; if the file shrank under
+        // us anyway (another process truncated the temporary file), it must not replace
+        // the ring at the path.
+        if damage.is_damaged() {
+            return Err(Error::Truncated {
+                path: path.to_path_buf(),
+            });
+        }
         let writer = RingWriter::assemble(inner, kind, path, file, &meta, damage, options);
         match old {
             Some((old, old_meta)) => {
@@ -504,6 +529,53 @@ fn writer_exists(path: &Path, file: &File, meta: &Metadata) -> Error {
     Error::WriterExists {
         path: path.to_path_buf(),
         pid,
+    }
+}
+
+/// Sizes a new ring file to `len` bytes with every page allocated (`posix_fallocate`), so
+/// that a full file system (a small `/dev/shm`) is [`Error::NoSpace`] here instead of a
+/// SIGBUS at the first access of a page tmpfs cannot supply. `tmp` is the file's own
+/// path, whose file system is the one measured for the error.
+fn reserve(file: &File, path: &Path, tmp: &Path, len: u64) -> Result<(), Error> {
+    let Ok(off_len) = libc::off_t::try_from(len) else {
+        return Err(Error::NoSpace {
+            path: path.to_path_buf(),
+            needed: len,
+            available: free_bytes(tmp),
+        });
+    };
+    // SAFETY: the descriptor is open for writing (`file` owns it); posix_fallocate only
+    // reads its arguments and returns an error number instead of setting errno.
+    let rc = unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(file), 0, off_len) };
+    match rc {
+        0 => Ok(()),
+        libc::ENOSPC | libc::EFBIG => Err(Error::NoSpace {
+            path: path.to_path_buf(),
+            needed: len,
+            available: free_bytes(tmp),
+        }),
+        // A file system that cannot allocate ahead (glibc then writes the blocks itself;
+        // this is left for systems where even that is refused): a sparse file, as before.
+        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(len).map_err(io_err(path, "size")),
+        errno => Err(io_err(path, "size")(io::Error::from_raw_os_error(errno))),
+    }
+}
+
+/// Bytes free for an unprivileged user on the file system holding `path` (0 if it cannot
+/// be measured).
+fn free_bytes(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    // SAFETY: `c_path` is a NUL-terminated string and `stat` a writable statvfs struct for
+    // which zero bytes are valid; statvfs only writes into it.
+    unsafe {
+        let mut stat: libc::statvfs = core::mem::zeroed();
+        if libc::statvfs(c_path.as_ptr(), &mut stat) != 0 {
+            return 0;
+        }
+        (stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64)
     }
 }
 

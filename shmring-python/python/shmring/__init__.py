@@ -17,6 +17,12 @@ Example::
         frame = r.read(timeout=1.0)
         if frame is not None:
             print(frame.frame_seq, len(frame.payload))
+
+The first ring the process opens installs a process-wide SIGBUS handler, so that another
+process truncating the ring file raises :class:`RingDamagedError` instead of killing the
+interpreter; every other SIGBUS goes to the handler installed before (``faulthandler``
+included). Set ``SHMRING_NO_SIGBUS_GUARD=1`` in the environment before opening a ring to
+leave SIGBUS alone.
 """
 
 from __future__ import annotations
@@ -58,10 +64,12 @@ class Codec(enum.IntEnum):
     """JPEG images."""
 
 
-# FFmpeg's log lines (encoder setup, NVENC probing, libx264's statistics at close) go to
-# the logger "shmring.ffmpeg", never straight to stderr. Like every library, shmring is
-# quiet until the application configures logging, e.g. logging.basicConfig(level=logging.INFO)
-# or logging.getLogger("shmring.ffmpeg").setLevel(logging.DEBUG).
+# FFmpeg's log lines of shmring's encoders (encoder setup, NVENC probing, libx264's
+# statistics at close) never go straight to stderr. They go to the logger "shmring.ffmpeg"
+# when the application asks for them before opening a VideoWriter: that logger has a level
+# of its own (logging.getLogger("shmring.ffmpeg").setLevel(logging.INFO)) or is enabled for
+# DEBUG (logging.basicConfig(level=logging.DEBUG)). Otherwise they are dropped at no cost,
+# and FFmpeg's global log level and callback are left alone (PyAV, OpenCV log as before).
 logging.getLogger("shmring").addHandler(logging.NullHandler())
 
 try:

@@ -75,7 +75,12 @@ class FeatureNotBuiltError(ShmringError):
 
 @final
 class Writer:
-    """The one writer of a ring file."""
+    """The one writer of a ring file.
+
+    Opening it installs shmring's process-wide SIGBUS truncation guard (once per process;
+    ``SHMRING_NO_SIGBUS_GUARD=1`` in the environment turns it off): a truncated ring file
+    raises ``RingDamagedError`` instead of killing the process.
+    """
 
     def __new__(
         cls,
@@ -165,7 +170,12 @@ class ReaderStats:
 
 @final
 class Reader:
-    """A reader of a ring file; maps it read-only."""
+    """A reader of a ring file; maps it read-only.
+
+    Opening it installs shmring's process-wide SIGBUS truncation guard (once per process;
+    ``SHMRING_NO_SIGBUS_GUARD=1`` in the environment turns it off): a truncated ring file
+    raises ``RingDamagedError`` instead of killing the process.
+    """
 
     def __new__(
         cls,

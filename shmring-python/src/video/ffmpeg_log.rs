@@ -1,11 +1,16 @@
 //! FFmpeg's log lines, forwarded to Python's `logging` (logger `shmring.ffmpeg`).
 //!
+//! Nothing is captured, and FFmpeg's process-wide log callback and level stay as they
+//! are, until the application asks for the lines: the `shmring.ffmpeg` logger has a
+//! level of its own, or is enabled for DEBUG (e.g. `logging.basicConfig(level=DEBUG)`)
+//! when a `VideoWriter` is opened. Until then the encoders' lines are not printed and
+//! cost nothing (see `shmring_nvenc::log`), and PyAV or OpenCV in the same process log
+//! as they always do.
+//!
 //! FFmpeg logs from its own threads with no interpreter attached, so its callback
 //! (in `shmring_nvenc::log`) only queues lines; [`forward`], called with the GIL held
 //! after every `VideoWriter` call, empties the queue into the logger. The logger's
-//! effective level decides which lines FFmpeg formats at all, so an application that
-//! has not configured logging pays nothing for debug lines and sees nothing (the
-//! `shmring` logger has a `NullHandler`).
+//! effective level decides which lines are formatted at all.
 
 use pyo3::prelude::*;
 use shmring_nvenc::ffmpeg_next::ffi;
@@ -35,10 +40,15 @@ fn ffmpeg_level(python_level: i32) -> i32 {
     }
 }
 
-/// Starts capturing FFmpeg's log (idempotent) at the logger's current level.
+/// Starts capturing FFmpeg's log (idempotent) at the logger's current level, if the
+/// application asked for the lines (see the module docs).
 pub(crate) fn start(py: Python<'_>) -> PyResult<()> {
-    log::capture();
     let logger = logger(py)?;
+    let own_level: i32 = logger.getattr("level")?.extract()?;
+    let debug: bool = logger.call_method1("isEnabledFor", (10,))?.extract()?;
+    if own_level != 0 || debug {
+        log::capture();
+    }
     let level: i32 = logger.call_method0("getEffectiveLevel")?.extract()?;
     log::set_max_level(ffmpeg_level(level));
     Ok(())

@@ -3,6 +3,9 @@
 //   node clients.mjs sdr    BASE_URL SECONDS [drive]   the SDR_OS-like client (sdr_client.js)
 //   node clients.mjs viewer BASE_URL SECONDS           the server's own viewer page
 // Prints "START <Date.now()>" when the client starts connecting, then "RESULT <json>".
+// With SHMRING_UNTIL set (a JavaScript condition on the stats object `s`, e.g.
+// "s.decoded > 30"), it then waits, up to 60 s more, for the condition to hold, so a
+// loaded machine that decodes slowly is waited for rather than judged by the clock.
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -23,7 +26,11 @@ const args = [
 ];
 if (process.getuid && process.getuid() === 0) args.push("--no-sandbox");
 let browser;
-const timer = setTimeout(() => { console.error("FAIL: timed out"); process.exit(1); }, 60_000 + 1000 * Number(seconds));
+const until = process.env.SHMRING_UNTIL;
+const timer = setTimeout(
+  () => { console.error("FAIL: timed out"); process.exit(1); },
+  (until ? 120_000 : 60_000) + 1000 * Number(seconds),
+);
 try {
   browser = await puppeteer.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args, headless: true, protocolTimeout: 60_000,
@@ -42,6 +49,12 @@ try {
     await page.goto(base + "/", { waitUntil: "load", timeout: 30_000 });
   }
   await new Promise((r) => setTimeout(r, 1000 * Number(seconds)));
+  const stats = kind === "sdr" ? "window.sdrStats" : "window.viewerStats";
+  if (until) {
+    await page
+      .waitForFunction(`(() => { const s = ${stats}; return !!s && (${until}); })()`, { timeout: 60_000, polling: 200 })
+      .catch(() => console.log(`page: still not (${until}) after 60 s more`));
+  }
   const result = await page.evaluate((k) => (k === "sdr" ? window.sdrStats : window.viewerStats), kind);
   console.log("RESULT " + JSON.stringify(result));
 } catch (e) {
