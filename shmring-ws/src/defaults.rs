@@ -10,6 +10,9 @@ pub const SHM_PATH: &str = "/dev/shm/sdr_os_ipc/frames";
 /// (`transport-server` listens on every interface instead inside a container:
 /// [`crate::trust::default_listen`]).
 pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+/// Size SDR_OS expects of the ring file (`SDR_SHM_SIZE`), in bytes: a smaller file is
+/// reported at start (the whole file is mapped whatever its size).
+pub const SHM_SIZE: u64 = 4 << 20;
 /// Check each frame's CRC-32.
 pub const VERIFY_CRC: bool = true;
 /// NATS subjects relayed to clients as telemetry.

@@ -572,3 +572,34 @@ async fn serve_http(stream: &mut TcpStream, head: &RequestHead, ctx: &Shared) {
         _ => respond_to(stream, only, "404 Not Found", "text/plain", b"not found").await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bind_errors_say_which_address_and_what_failed() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let options = ServerOptions {
+            listen: addr,
+            ..ServerOptions::default()
+        };
+        let e = Server::bind(options).await.err().expect("the address is taken");
+        assert!(matches!(e, ServerError::Listen { what: "--listen", .. }), "{e:?}");
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
+        let options = ServerOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(crate::trust::tls::TlsFiles {
+                cert: "/nonexistent/cert.pem".into(),
+                key: "/nonexistent/key.pem".into(),
+            }),
+            ..ServerOptions::default()
+        };
+        let e = Server::bind(options).await.err().expect("no certificate");
+        assert!(
+            matches!(e, ServerError::Tls(_)) && e.to_string().contains("cert.pem"),
+            "{e}"
+        );
+    }
+}

@@ -85,7 +85,7 @@ pub(crate) struct Config {
     pub broadcast_capacity: Option<usize>,
     /// Size SDR_OS expects of the ring file, in bytes. The whole file is mapped
     /// whatever its size; a smaller file is reported when the server starts.
-    #[arg(long, env = "SDR_SHM_SIZE", default_value_t = 4 << 20)]
+    #[arg(long, env = "SDR_SHM_SIZE", default_value_t = defaults::SHM_SIZE)]
     pub shm_size: u64,
     /// SDR_OS's switch for per-client keyframe gating. Clients here always start and
     /// resume at a keyframe (a decoder cannot use the frames before one), so only
