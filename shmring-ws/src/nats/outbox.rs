@@ -3,7 +3,8 @@
 //! - **safety** (`estop`, `estop_clear`, `pause`: [`is_safety_action`]): never refused.
 //!   Each client has at most [`SAFETY_PER_CLIENT`] waiting; a client's next one beyond
 //!   that supersedes its oldest waiting message whose kind it sends again, so the last
-//!   word of each kind (and their order) survives and a client cannot flood the lane.
+//!   word of each kind (and their order) survives and a client cannot flood the lane;
+//!   all clients together keep at most [`SAFETY_QUEUE`] the same way.
 //! - **motion** (`set_cmd_vel`, `set_alpha`, `set_skill`): a setpoint, not an event. One
 //!   slot per action, the newest wins; each carries when it was accepted and the video
 //!   gate's generation then, for the relay to check again at hand-off.
@@ -23,6 +24,10 @@ use crate::protocol::Command;
 /// Safety messages one client may have waiting; more supersede older ones of a kind it
 /// sends again.
 pub(crate) const SAFETY_PER_CLIENT: usize = 4;
+/// Safety messages waiting from all clients together (clients that left while NATS was
+/// away leave theirs behind); more supersede the oldest one whose kind waits again
+/// later, whoever sent it.
+pub(crate) const SAFETY_QUEUE: usize = 4096;
 /// Commands of the other lane waiting for NATS; more are dropped (and counted).
 pub(crate) const OTHER_QUEUE: usize = 1024;
 
@@ -95,13 +100,15 @@ impl Outbox {
         let mut lanes = self.lock();
         let mine = lanes.safety.iter().filter(|(c, _)| *c == client).count();
         let mut queued = Queued::Waiting;
+        lanes.safety.push_back((client, command));
         if mine >= SAFETY_PER_CLIENT {
-            lanes.safety.push_back((client, command));
-            let drop_at = superseded_safety(&lanes.safety, client);
+            let drop_at = superseded_safety(&lanes.safety, Some(client));
             lanes.safety.remove(drop_at);
             queued = Queued::Superseded;
-        } else {
-            lanes.safety.push_back((client, command));
+        } else if lanes.safety.len() > SAFETY_QUEUE {
+            let drop_at = superseded_safety(&lanes.safety, None);
+            lanes.safety.remove(drop_at);
+            queued = Queued::Superseded;
         }
         drop(lanes);
         self.queued(queued)
@@ -162,14 +169,24 @@ impl Outbox {
     }
 }
 
-/// Which of `client`'s safety messages (the newest just appended) goes: its oldest one
-/// whose kind it sent again later, so the newest of each kind stays, in order.
-fn superseded_safety(safety: &VecDeque<(u64, Command)>, client: u64) -> usize {
-    let mine: Vec<usize> = (0..safety.len()).filter(|&i| safety[i].0 == client).collect();
-    mine.iter()
-        .copied()
-        .find(|&i| mine.iter().any(|&j| j > i && safety[j].1.action == safety[i].1.action))
-        .unwrap_or(mine[0])
+/// Which safety message goes (the newest was just appended): the oldest one of
+/// `client` (or of anyone, for `None`) whose kind that sender (or anyone) sent again
+/// later, so the newest of each kind stays, in order. With three kinds and more than
+/// three messages there always is one; failing that, the oldest.
+fn superseded_safety(safety: &VecDeque<(u64, Command)>, client: Option<u64>) -> usize {
+    let counts = |i: usize| client.is_none_or(|c| safety[i].0 == c);
+    let mut last: Vec<(&str, usize)> = Vec::new();
+    for i in (0..safety.len()).filter(|&i| counts(i)) {
+        let action = safety[i].1.action.as_str();
+        match last.iter_mut().find(|(a, _)| *a == action) {
+            Some(entry) => entry.1 = i,
+            None => last.push((action, i)),
+        }
+    }
+    let later = |i: usize| last.iter().any(|(a, at)| *a == safety[i].1.action && *at > i);
+    let mut candidates = (0..safety.len()).filter(|&i| counts(i));
+    let oldest = candidates.clone().next().unwrap_or(0);
+    candidates.find(|&i| later(i)).unwrap_or(oldest)
 }
 
 /// True if `action` is a motion command (a setpoint: latest wins).
@@ -220,6 +237,19 @@ mod tests {
         assert_eq!(left.last(), Some(&cmd("pause", 99).json));
         let at = |b: &Bytes| left.iter().position(|x| x == b);
         assert!(at(&cmd("estop", 18).json) < at(&cmd("estop_clear", 19).json));
+    }
+
+    #[test]
+    fn all_clients_together_keep_at_most_the_safety_queue() {
+        let o = Outbox::default();
+        for client in 0..(SAFETY_QUEUE as u64 + 10) {
+            o.push_safety(client, cmd("pause", client as u32));
+        }
+        o.push_safety(1 << 40, cmd("estop", 7));
+        let left = drain_safety(&o);
+        assert_eq!(left.len(), SAFETY_QUEUE);
+        assert_eq!(left.last(), Some(&cmd("estop", 7).json), "the newest always stays");
+        assert!(left.contains(&cmd("pause", SAFETY_QUEUE as u32 + 9).json));
     }
 
     #[test]
