@@ -10,7 +10,7 @@ use core::ops::Deref;
 
 use crate::error::{ReadError, WriteError};
 use crate::frame::FrameInfo;
-use crate::layout::{FrameHeader, FLAG_KEYFRAME, FLAG_NO_CRC, HEADER_SIZE, LEGACY_MAX_LEN, LEGACY_MIN_LEN};
+use crate::layout::{FrameHeader, FLAG_KEYFRAME, FLAG_NO_CRC, HEADER_SIZE, LEGACY_MIN_LEN};
 use crate::reading::{ReaderStats, StartPosition};
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::tally::Tally;
@@ -39,11 +39,13 @@ fn check_len(words: &[AtomicU64]) -> Result<(), LayoutError> {
 
 /// Checks, before a file of `len` bytes is mapped, that its first 48 bytes (`prefix`:
 /// the control block and the slot's header) can be a legacy ring: the length within
-/// [`LEGACY_MIN_LEN`]`..=`[`LEGACY_MAX_LEN`], `write_index` 0 (empty) or `32 + size` for
-/// some size the file holds, and the header's `size` within the file. A writer may be
+/// `LEGACY_MIN_LEN..=LEGACY_MAX_LEN`, `write_index` 0 (empty) or `32 + size` for some
+/// size the file holds, and the header's `size` within the file. A writer may be
 /// storing a new frame meanwhile, so `write_index` and `size` are not compared with each
-/// other; each is only bounded.
+/// other; each is only bounded. (The file layer's, before it maps a file.)
+#[cfg(all(feature = "std", not(shmring_loom)))]
 pub(crate) fn check_legacy_prefix(len: u64, prefix: &[u8]) -> Result<(), LayoutError> {
+    use crate::layout::LEGACY_MAX_LEN;
     if len < LEGACY_MIN_LEN as u64 || prefix.len() < LEGACY_MIN_LEN {
         return Err(LayoutError::TooShort {
             len: len as usize,

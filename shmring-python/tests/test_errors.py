@@ -88,7 +88,7 @@ def test_frame_above_max_size(ring_path: Path, layout: str) -> None:
         ({"capacity": 1000}, shmring.LayoutError, "not a power of two"),
         ({"capacity": 1 << 16, "max_frame_size": 1 << 16}, shmring.LayoutError, "max frame size"),
         ({"layout": "circular"}, ValueError, "layout must be"),
-        ({"layout": "legacy", "max_frame_size": 10}, ValueError, "applies to layout=\"ring\" only"),
+        ({"layout": "legacy", "max_frame_size": 10}, ValueError, "applies to layout=\"v1\" only"),
         ({"layout": "legacy", "capacity": 8}, shmring.LayoutError, "shorter than"),
         ({"mode": 0o17777}, ValueError, "not a file mode"),
         ({"capacity": -1}, OverflowError, None),

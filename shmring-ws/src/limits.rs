@@ -23,7 +23,7 @@ enum ScanState {
 /// frames are (a library counting messages misses empty continuation frames, which
 /// cost a server as much as any other).
 #[derive(Debug)]
-pub struct FrameMeter {
+pub(crate) struct FrameMeter {
     state: ScanState,
     header: [u8; 14],
     have: usize,
@@ -53,7 +53,7 @@ fn header_len(b1: u8) -> usize {
 impl FrameMeter {
     /// Feeds bytes read from the client; returns how many frames *started* in them
     /// (a frame counts once its header is complete).
-    pub fn feed(&mut self, mut bytes: &[u8]) -> u64 {
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> u64 {
         let mut frames = 0;
         while !bytes.is_empty() {
             match self.state {
@@ -97,7 +97,7 @@ impl FrameMeter {
 
 /// Per-second frame and byte limits of one connection.
 #[derive(Clone, Copy, Debug)]
-pub struct WireLimits {
+pub(crate) struct WireLimits {
     /// Most frames a client may send in a second (every kind of frame).
     pub max_frames_per_sec: u64,
     /// Most bytes a client may send in a second.
@@ -106,7 +106,7 @@ pub struct WireLimits {
 
 /// One connection's inbound traffic against its [`WireLimits`].
 #[derive(Debug)]
-pub struct WireMeter {
+pub(crate) struct WireMeter {
     meter: FrameMeter,
     limits: WireLimits,
     window_start: Instant,
@@ -116,11 +116,11 @@ pub struct WireMeter {
 
 /// A limit a client went over: the reason sent in its close frame (1008).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Exceeded(pub String);
+pub(crate) struct Exceeded(pub String);
 
 impl WireMeter {
     /// A meter enforcing `limits`, its first one-second window starting at `now`.
-    pub fn new(limits: WireLimits, now: Instant) -> WireMeter {
+    pub(crate) fn new(limits: WireLimits, now: Instant) -> WireMeter {
         WireMeter {
             meter: FrameMeter::default(),
             limits,
@@ -132,7 +132,7 @@ impl WireMeter {
 
     /// Counts bytes just read from the client, at `now`; fails once the client sent
     /// more frames or bytes within a second than the limits allow.
-    pub fn read(&mut self, bytes: &[u8], now: Instant) -> Result<(), Exceeded> {
+    pub(crate) fn read(&mut self, bytes: &[u8], now: Instant) -> Result<(), Exceeded> {
         if now.duration_since(self.window_start) >= Duration::from_secs(1) {
             self.window_start = now;
             self.frames = 0;
@@ -159,7 +159,7 @@ impl WireMeter {
 /// A token bucket shared by every client: commands published per second, all clients
 /// together (each client also has its own message limit).
 #[derive(Debug)]
-pub struct CommandBudget {
+pub(crate) struct CommandBudget {
     rate: f64,
     burst: f64,
     state: Mutex<(f64, Instant)>,
@@ -167,7 +167,7 @@ pub struct CommandBudget {
 
 impl CommandBudget {
     /// A budget of `per_sec` commands a second, with bursts of up to one second's worth.
-    pub fn new(per_sec: u32) -> CommandBudget {
+    pub(crate) fn new(per_sec: u32) -> CommandBudget {
         let rate = f64::from(per_sec.max(1));
         CommandBudget {
             rate,
@@ -177,7 +177,7 @@ impl CommandBudget {
     }
 
     /// Takes one command from the budget at `now`; false when it is spent.
-    pub fn try_take(&self, now: Instant) -> bool {
+    pub(crate) fn try_take(&self, now: Instant) -> bool {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (tokens, last) = &mut *s;
         let refill = now.saturating_duration_since(*last).as_secs_f64() * self.rate;
@@ -199,19 +199,19 @@ pub(crate) type KeyframeRequestGate = KeyframeRequestLimiter;
 /// One client's keyframe requests: at most one per interval is passed on (the others
 /// are answered by the keyframe the first one brings).
 #[derive(Debug)]
-pub struct KeyframeRequestLimiter {
+pub(crate) struct KeyframeRequestLimiter {
     interval: Duration,
     last: Option<Instant>,
 }
 
 impl KeyframeRequestLimiter {
     /// A limiter passing one request per `interval`.
-    pub fn new(interval: Duration) -> KeyframeRequestLimiter {
+    pub(crate) fn new(interval: Duration) -> KeyframeRequestLimiter {
         KeyframeRequestLimiter { interval, last: None }
     }
 
     /// True when a request made at `now` is to be passed on.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         match self.last {
             Some(last) if now.saturating_duration_since(last) < self.interval => false,
             _ => {
@@ -427,7 +427,7 @@ impl Drop for PendingTicket {
 /// that answers no ping for two ping intervals is gone, or idle on purpose, and its
 /// slot is freed.
 #[derive(Debug)]
-pub struct Liveness {
+pub(crate) struct Liveness {
     started: Instant,
     /// Milliseconds after `started` when bytes last arrived.
     heard_ms: std::sync::atomic::AtomicU64,
@@ -444,7 +444,7 @@ impl Default for Liveness {
 
 impl Liveness {
     /// Records that the client sent something at `now`.
-    pub fn heard(&self, now: Instant) {
+    pub(crate) fn heard(&self, now: Instant) {
         let ms = now.saturating_duration_since(self.started).as_millis() as u64;
         // Relaxed: a monitoring timestamp, read by the same connection's ping timer;
         // no other memory is published through it.
@@ -452,7 +452,7 @@ impl Liveness {
     }
 
     /// How long the client has been silent at `now`.
-    pub fn silent_for(&self, now: Instant) -> Duration {
+    pub(crate) fn silent_for(&self, now: Instant) -> Duration {
         let heard = Duration::from_millis(self.heard_ms.load(std::sync::atomic::Ordering::Relaxed));
         now.saturating_duration_since(self.started).saturating_sub(heard)
     }

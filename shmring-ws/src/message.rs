@@ -62,9 +62,9 @@ pub(crate) struct Telemetry {
 /// One message for a client.
 #[derive(Clone, Debug)]
 pub(crate) enum Outgoing {
-    /// A video frame (subject to keyframe gating).
+    /// A video frame (subject to the keyframe wait: a client that lost frames skips to a keyframe).
     Video(VideoFrame),
-    /// A telemetry message, never gated.
+    /// A telemetry message, never held back.
     Telemetry(Telemetry),
 }
 

@@ -9,8 +9,10 @@ use crate::message::Outgoing;
 
 mod nats;
 mod trust;
-pub use nats::{NatsVideoMetrics, NatsVideoSnapshot};
-pub use trust::{TrustMetrics, TrustSnapshot};
+pub(crate) use nats::NatsVideoMetrics;
+pub use nats::NatsVideoSnapshot;
+pub(crate) use trust::TrustMetrics;
+pub use trust::TrustSnapshot;
 
 /// Why frames (or messages) did not reach a client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

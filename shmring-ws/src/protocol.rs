@@ -21,23 +21,23 @@ use shmring_core::layout::{FrameHeader, HEADER_SIZE};
 use zerocopy::{FromBytes, IntoBytes};
 
 /// Video message type.
-pub const MSG_VIDEO: u8 = 0x01;
+pub(crate) const MSG_VIDEO: u8 = 0x01;
 /// Telemetry message type.
-pub const MSG_TELEMETRY: u8 = 0x02;
+pub(crate) const MSG_TELEMETRY: u8 = 0x02;
 /// Command message type. (0x03, signaling, is reserved: never sent, ignored if received.)
-pub const MSG_COMMAND: u8 = 0x04;
+pub(crate) const MSG_COMMAND: u8 = 0x04;
 /// The command action that asks the producer for a keyframe.
-pub const ACTION_REQUEST_IDR: &str = "request_idr";
+pub(crate) const ACTION_REQUEST_IDR: &str = "request_idr";
 /// Longest command action accepted.
-pub const MAX_ACTION_LEN: usize = 64;
+pub(crate) const MAX_ACTION_LEN: usize = 64;
 /// Longest telemetry subject relayed (the length field is a u16; the seed used 256).
-pub const MAX_SUBJECT_LEN: usize = 256;
+pub(crate) const MAX_SUBJECT_LEN: usize = 256;
 
 /// Bytes of a video message before its payload: the type byte and the frame header.
-pub const VIDEO_HEAD: usize = 1 + HEADER_SIZE;
+pub(crate) const VIDEO_HEAD: usize = 1 + HEADER_SIZE;
 
 /// Builds a video message: `[0x01][header][payload]`.
-pub fn encode_video(header: &FrameHeader, payload: &[u8]) -> Bytes {
+pub(crate) fn encode_video(header: &FrameHeader, payload: &[u8]) -> Bytes {
     let mut message = BytesMut::with_capacity(VIDEO_HEAD + payload.len());
     message.put_u8(MSG_VIDEO);
     message.put_slice(header.as_bytes());
@@ -47,7 +47,7 @@ pub fn encode_video(header: &FrameHeader, payload: &[u8]) -> Bytes {
 
 /// An empty video message with room for a record (`[header][payload]`) of
 /// `record_len` bytes, which the caller appends (a frame arriving in chunks).
-pub fn video_message_buffer(record_len: usize) -> BytesMut {
+pub(crate) fn video_message_buffer(record_len: usize) -> BytesMut {
     let mut message = BytesMut::with_capacity(1 + record_len);
     message.put_u8(MSG_VIDEO);
     message
@@ -56,7 +56,7 @@ pub fn video_message_buffer(record_len: usize) -> BytesMut {
 /// The header and payload of a video message, or `None` if `message` is not one (wrong
 /// type byte, shorter than the header). The payload is what follows the header; its
 /// length is not checked against the header's size field.
-pub fn parse_video(message: &[u8]) -> Option<(&FrameHeader, &[u8])> {
+pub(crate) fn parse_video(message: &[u8]) -> Option<(&FrameHeader, &[u8])> {
     match message.split_first() {
         Some((&MSG_VIDEO, record)) => FrameHeader::ref_from_prefix(record).ok(),
         _ => None,
@@ -64,7 +64,7 @@ pub fn parse_video(message: &[u8]) -> Option<(&FrameHeader, &[u8])> {
 }
 
 /// Builds a telemetry message, or `None` if the subject is too long.
-pub fn encode_telemetry(subject: &str, payload: &[u8]) -> Option<Bytes> {
+pub(crate) fn encode_telemetry(subject: &str, payload: &[u8]) -> Option<Bytes> {
     if subject.len() > MAX_SUBJECT_LEN {
         return None;
     }
@@ -78,7 +78,7 @@ pub fn encode_telemetry(subject: &str, payload: &[u8]) -> Option<Bytes> {
 
 /// The subject of a telemetry message and where its payload starts, or `None` if the
 /// message is not a well-formed telemetry message.
-pub fn telemetry_subject(message: &[u8]) -> Option<(&str, usize)> {
+pub(crate) fn telemetry_subject(message: &[u8]) -> Option<(&str, usize)> {
     if message.first() != Some(&MSG_TELEMETRY) {
         return None;
     }
@@ -89,7 +89,7 @@ pub fn telemetry_subject(message: &[u8]) -> Option<(&str, usize)> {
 
 /// A validated client command.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Command {
+pub(crate) struct Command {
     /// The action (`[a-z_]+`).
     pub action: String,
     /// The JSON text, forwarded unchanged.
@@ -98,7 +98,7 @@ pub struct Command {
 
 /// Why a command was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CommandError {
+pub(crate) enum CommandError {
     /// The body is not a JSON object.
     NotJsonObject,
     /// `action` is missing or not a string.
@@ -132,7 +132,7 @@ impl std::fmt::Display for CommandError {
 impl std::error::Error for CommandError {}
 
 /// Checks a command body (the bytes after the `0x04` type byte).
-pub fn parse_command(body: &Bytes, max_size: usize) -> Result<Command, CommandError> {
+pub(crate) fn parse_command(body: &Bytes, max_size: usize) -> Result<Command, CommandError> {
     if body.len() > max_size {
         return Err(CommandError::TooLarge {
             size: body.len(),

@@ -1,6 +1,6 @@
 //! Where the hub's frames come from: a local ring (a reader thread sleeping on the
 //! ring's futex) or a NATS subject another server publishes (`--source`). Both hand
-//! the hub the same `[0x01][32-byte header][payload]` messages, so keyframe gating,
+//! the hub the same `[0x01][32-byte header][payload]` messages, so the keyframe wait,
 //! the GOP cache and keyframe requests work the same either way.
 
 use std::sync::atomic::{AtomicBool, Ordering};

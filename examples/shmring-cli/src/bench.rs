@@ -18,7 +18,7 @@ const END: u64 = u64::MAX;
 
 /// Arguments of `shmring bench`.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Payload sizes in bytes, comma separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 65536, 1 << 20])]
     sizes: Vec<usize>,
@@ -44,7 +44,7 @@ pub struct Args {
 
 /// Arguments of the hidden reader process.
 #[derive(clap::Args)]
-pub struct ReaderArgs {
+pub(crate) struct ReaderArgs {
     /// The ring file.
     path: PathBuf,
     /// Give up when no frame arrives for this long.
@@ -61,7 +61,7 @@ fn now_ns() -> u64 {
 
 /// One reader process: reads until the END frame, then prints its counts and latency
 /// percentiles (microseconds) as JSON.
-pub fn run_reader(args: ReaderArgs) -> Result<(), String> {
+pub(crate) fn run_reader(args: ReaderArgs) -> Result<(), String> {
     let options = ReaderOptions {
         start: StartPosition::Next,
         resync_at_keyframe: false,
@@ -215,7 +215,7 @@ fn one_run(path: &PathBuf, args: &Args, size: usize, paced: bool) -> Result<Run,
 }
 
 /// Runs the command.
-pub fn run(args: Args) -> Result<(), String> {
+pub(crate) fn run(args: Args) -> Result<(), String> {
     if args.readers == 0 {
         return Err("--readers must be at least 1".into());
     }

@@ -11,17 +11,17 @@ use shmring_nvenc::ffmpeg_next as ff;
 use shmring_nvenc::VideoCodec;
 
 /// File name extensions written as a container (everything else is a raw stream).
-pub const CONTAINERS: [&str; 5] = ["mkv", "mp4", "mov", "ts", "nut"];
+pub(crate) const CONTAINERS: [&str; 5] = ["mkv", "mp4", "mov", "ts", "nut"];
 
 /// True if `path` names a container by its extension.
-pub fn is_container(path: &Path) -> bool {
+pub(crate) fn is_container(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| CONTAINERS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// A container being written: one video stream, frames timed in ns.
-pub struct Recording {
+pub(crate) struct Recording {
     output: ff::format::context::Output,
     path: PathBuf,
     /// The stream's time base, chosen by the muxer.
@@ -63,7 +63,7 @@ fn picture_size(codec: VideoCodec, keyframe: &[u8]) -> Result<(u32, u32), String
 impl Recording {
     /// Creates `path` (its extension picks the container) for frames of ring codec
     /// `codec`, starting with `keyframe` (whose parameter sets describe the stream).
-    pub fn create(path: &Path, codec: u16, keyframe: &[u8]) -> Result<Self, String> {
+    pub(crate) fn create(path: &Path, codec: u16, keyframe: &[u8]) -> Result<Self, String> {
         let codec = video_codec(codec)
             .ok_or_else(|| format!("codec {codec} cannot go into a container; dump it to a raw file instead"))?;
         ff::init().map_err(|e| format!("cannot initialise FFmpeg: {e}"))?;
@@ -122,7 +122,7 @@ impl Recording {
     }
 
     /// Adds one access unit shown at `time_ns` after the recording's start.
-    pub fn write(&mut self, payload: &[u8], keyframe: bool, time_ns: u64) -> Result<(), String> {
+    pub(crate) fn write(&mut self, payload: &[u8], keyframe: bool, time_ns: u64) -> Result<(), String> {
         let ns = ff::Rational::new(1, 1_000_000_000);
         let mut pts = (time_ns as i64).rescale(ns, self.time_base);
         if let Some(last) = self.last_pts {
@@ -145,7 +145,7 @@ impl Recording {
     }
 
     /// Writes the container's index and closes the file.
-    pub fn finish(mut self) -> Result<(), String> {
+    pub(crate) fn finish(mut self) -> Result<(), String> {
         self.output
             .write_trailer()
             .map_err(|e| format!("cannot finish {}: {e}", self.path.display()))
@@ -156,14 +156,14 @@ use ff::Rescale;
 
 /// The timestamps of a raw dump, in Matroska's "timestamp format v2" (one line per
 /// frame, milliseconds since the first): `mkvmerge --timestamps 0:FILE` muxes with them.
-pub struct TimestampFile {
+pub(crate) struct TimestampFile {
     out: BufWriter<File>,
     path: PathBuf,
 }
 
 impl TimestampFile {
     /// Creates `path` with the format's header line.
-    pub fn create(path: &Path) -> Result<Self, String> {
+    pub(crate) fn create(path: &Path) -> Result<Self, String> {
         let file = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         let mut out = BufWriter::new(file);
         writeln!(out, "# timestamp format v2").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -174,13 +174,13 @@ impl TimestampFile {
     }
 
     /// Adds the time of the next frame.
-    pub fn push(&mut self, time_ns: u64) -> Result<(), String> {
+    pub(crate) fn push(&mut self, time_ns: u64) -> Result<(), String> {
         writeln!(self.out, "{}.{:06}", time_ns / 1_000_000, time_ns % 1_000_000)
             .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
     }
 
     /// Flushes the file.
-    pub fn finish(mut self) -> Result<(), String> {
+    pub(crate) fn finish(mut self) -> Result<(), String> {
         self.out
             .flush()
             .map_err(|e| format!("cannot write {}: {e}", self.path.display()))

@@ -12,7 +12,7 @@ use crate::{codec_name, open_reader, LayoutArg};
 
 /// Arguments of `shmring stat`.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The ring file (for example /dev/shm/camera0).
     path: PathBuf,
     /// Print one JSON object instead of text.
@@ -43,7 +43,7 @@ fn state_name(s: WriterState) -> String {
 }
 
 /// Runs the command.
-pub fn run(args: Args) -> Result<(), String> {
+pub(crate) fn run(args: Args) -> Result<(), String> {
     let reader = open_reader(&args.path, args.layout, ReaderOptions::default())?;
     let status = reader.status();
     let file_len = std::fs::metadata(&args.path).map(|m| m.len()).unwrap_or(0);

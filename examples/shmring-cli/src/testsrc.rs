@@ -10,7 +10,7 @@ use shmring_nvenc::{Encoder, EncoderChoice, EncoderConfig, PixelFormat, RateCont
 
 /// Codec argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum CodecArg {
+pub(crate) enum CodecArg {
     /// H.264 / AVC (ring codec 1).
     H264,
     /// HEVC / H.265 (ring codec 2).
@@ -19,7 +19,7 @@ pub enum CodecArg {
 
 /// Layout of the ring to create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum CreateLayout {
+pub(crate) enum CreateLayout {
     /// The v1 broadcast ring (`ring`, its former name in Python, is accepted).
     #[value(alias = "ring")]
     V1,
@@ -29,7 +29,7 @@ pub enum CreateLayout {
 
 /// Arguments of `shmring testsrc`.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The ring file to create (replaced if it exists and no writer holds it).
     path: PathBuf,
     /// Frame size, WIDTHxHEIGHT (even numbers).
@@ -123,7 +123,7 @@ fn encoder_config(args: &Args) -> EncoderConfig {
 }
 
 /// Runs the command.
-pub fn run(args: Args) -> Result<(), String> {
+pub(crate) fn run(args: Args) -> Result<(), String> {
     if !args.verbose {
         log::set_level(log::Level::Fatal);
     }

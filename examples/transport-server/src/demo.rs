@@ -17,7 +17,7 @@ use shmring_ws::KeyframeCallback;
 
 /// Picture settings of the demo stream.
 #[derive(Clone, Copy, Debug)]
-pub struct DemoSettings {
+pub(crate) struct DemoSettings {
     /// Width in pixels (even).
     pub width: u32,
     /// Height in pixels (even).
@@ -45,7 +45,7 @@ impl Default for DemoSettings {
 /// The demo producer thread. Dropping it stops the thread and removes the ring file it
 /// wrote, if the path still names that file ([`RingWriter::remove`]: whatever someone
 /// else has put there since is left alone).
-pub struct DemoProducer {
+pub(crate) struct DemoProducer {
     thread: Option<JoinHandle<RingWriter>>,
     stop: Arc<AtomicBool>,
     keyframe: Arc<AtomicBool>,
@@ -54,7 +54,7 @@ pub struct DemoProducer {
 impl DemoProducer {
     /// Creates (or continues) the ring at `path` and starts encoding the test pattern
     /// into it; fails if the encoder cannot be opened.
-    pub fn start(path: &Path, settings: DemoSettings) -> std::io::Result<DemoProducer> {
+    pub(crate) fn start(path: &Path, settings: DemoSettings) -> std::io::Result<DemoProducer> {
         let writer = RingWriter::open_or_create(
             path,
             &WriterOptions {
@@ -83,7 +83,7 @@ impl DemoProducer {
 
     /// A callback that makes the encoder's next frame a keyframe (register it with
     /// [`shmring_ws::KeyframeRequests::set_direct`]).
-    pub fn keyframe_callback(&self) -> KeyframeCallback {
+    pub(crate) fn keyframe_callback(&self) -> KeyframeCallback {
         let flag = self.keyframe.clone();
         Box::new(move || flag.store(true, Ordering::Relaxed))
     }

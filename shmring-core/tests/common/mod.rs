@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// A cheap 64-bit mix (splitmix64 finaliser).
-pub fn mix(mut x: u64) -> u64 {
+pub(crate) fn mix(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 27;
@@ -15,12 +15,12 @@ pub fn mix(mut x: u64) -> u64 {
 }
 
 /// Payload length of frame `seq`, up to `max`.
-pub fn size_for(seq: u64, max: usize) -> usize {
+pub(crate) fn size_for(seq: u64, max: usize) -> usize {
     (mix(seq) % (max as u64 + 1)) as usize
 }
 
 /// Fills `buf` with the payload of frame `seq`.
-pub fn fill(seq: u64, buf: &mut [u8]) {
+pub(crate) fn fill(seq: u64, buf: &mut [u8]) {
     let (chunks, rest) = buf.as_chunks_mut::<8>();
     for (i, c) in chunks.iter_mut().enumerate() {
         *c = (mix(seq) ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes();
@@ -31,7 +31,7 @@ pub fn fill(seq: u64, buf: &mut [u8]) {
 }
 
 /// True if `payload` is exactly frame `seq`'s payload.
-pub fn verify(seq: u64, payload: &[u8], scratch: &mut Vec<u8>) -> bool {
+pub(crate) fn verify(seq: u64, payload: &[u8], scratch: &mut Vec<u8>) -> bool {
     scratch.resize(payload.len(), 0);
     fill(seq, scratch);
     scratch[..] == payload[..]
@@ -40,7 +40,7 @@ pub fn verify(seq: u64, payload: &[u8], scratch: &mut Vec<u8>) -> bool {
 /// Runs this test binary again as a child that executes only `test_name`, with `role`
 /// in SHMRING_TEST_ROLE and the extra environment given. Children talk back through
 /// report files ([`report`], [`wait_for_report`]): the test harness may capture stdout.
-pub fn spawn_role(test_name: &str, role: &str, env: &[(&str, String)]) -> Child {
+pub(crate) fn spawn_role(test_name: &str, role: &str, env: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
     cmd.args([test_name, "--exact", "--nocapture", "--test-threads=1"])
         .env("SHMRING_TEST_ROLE", role)
@@ -53,17 +53,17 @@ pub fn spawn_role(test_name: &str, role: &str, env: &[(&str, String)]) -> Child 
 }
 
 /// The role this process plays, if it is a child.
-pub fn role() -> Option<String> {
+pub(crate) fn role() -> Option<String> {
     std::env::var("SHMRING_TEST_ROLE").ok()
 }
 
 /// A test's scratch directory, removed with everything in it when dropped, so a test
 /// leaves nothing behind even when it fails (the panic unwinds through the drop).
-pub struct TestDir(PathBuf);
+pub(crate) struct TestDir(PathBuf);
 
 impl TestDir {
     /// The directory's path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -92,7 +92,7 @@ impl Drop for TestDir {
 
 /// A fresh directory for one test's ring (under /dev/shm when it exists), removed when
 /// the returned guard drops.
-pub fn ring_dir(name: &str) -> TestDir {
+pub(crate) fn ring_dir(name: &str) -> TestDir {
     let base = if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
@@ -106,7 +106,7 @@ pub fn ring_dir(name: &str) -> TestDir {
 
 /// Writes a child's report (`key=value ...`) atomically to the file named by
 /// SHMRING_TEST_REPORT.
-pub fn report(text: &str) {
+pub(crate) fn report(text: &str) {
     let path = PathBuf::from(std::env::var("SHMRING_TEST_REPORT").expect("SHMRING_TEST_REPORT"));
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).unwrap();
@@ -114,7 +114,7 @@ pub fn report(text: &str) {
 }
 
 /// Waits (at most `timeout`) for a child's report file and returns its text.
-pub fn wait_for_report(path: &std::path::Path, timeout: std::time::Duration) -> Option<String> {
+pub(crate) fn wait_for_report(path: &std::path::Path, timeout: std::time::Duration) -> Option<String> {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
         if let Ok(text) = std::fs::read_to_string(path) {
@@ -126,7 +126,7 @@ pub fn wait_for_report(path: &std::path::Path, timeout: std::time::Duration) -> 
 }
 
 /// Reads `key=value` pairs separated by whitespace.
-pub fn parse_report(line: &str) -> std::collections::HashMap<String, u64> {
+pub(crate) fn parse_report(line: &str) -> std::collections::HashMap<String, u64> {
     line.split_whitespace()
         .filter_map(|kv| kv.split_once('='))
         .filter_map(|(k, v)| v.parse().ok().map(|v| (k.to_string(), v)))
@@ -135,7 +135,7 @@ pub fn parse_report(line: &str) -> std::collections::HashMap<String, u64> {
 
 /// A child process that is killed (SIGKILL) and reaped when dropped, so a failing test
 /// never leaves it running.
-pub struct KillOnDrop(pub Child);
+pub(crate) struct KillOnDrop(pub Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

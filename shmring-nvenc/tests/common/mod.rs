@@ -9,10 +9,10 @@ use shmring_nvenc::ffmpeg_next as ff;
 use shmring_nvenc::{PixelFormat, VideoCodec};
 
 /// A fresh directory for one test's rings, removed on drop.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "shmring-nvenc-{tag}-{}-{}",
@@ -23,7 +23,7 @@ impl TempDir {
         TempDir(dir)
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -35,7 +35,7 @@ impl Drop for TempDir {
 }
 
 /// One decoded picture as tightly packed yuv420p planes.
-pub struct Decoded {
+pub(crate) struct Decoded {
     pub width: u32,
     pub height: u32,
     pub key: bool,
@@ -64,7 +64,7 @@ fn packed_planes(frame: &ff::frame::Video) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 /// Decodes access units one by one. Returns, per access unit, the pictures the decoder
 /// gave back right after it (zero-delay decoding gives exactly one each), then the
 /// pictures that only came out at the end of the stream.
-pub fn decode(codec: VideoCodec, units: &[Vec<u8>]) -> (Vec<Vec<Decoded>>, Vec<Decoded>) {
+pub(crate) fn decode(codec: VideoCodec, units: &[Vec<u8>]) -> (Vec<Vec<Decoded>>, Vec<Decoded>) {
     ff::init().unwrap();
     let id = match codec {
         VideoCodec::H264 => ff::codec::Id::H264,
@@ -106,7 +106,7 @@ pub fn decode(codec: VideoCodec, units: &[Vec<u8>]) -> (Vec<Vec<Decoded>>, Vec<D
 }
 
 /// The source frame converted to yuv420p by swscale, as the encoder's input was.
-pub fn reference_yuv(format: PixelFormat, width: u32, height: u32, frame: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+pub(crate) fn reference_yuv(format: PixelFormat, width: u32, height: u32, frame: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     ff::init().unwrap();
     let pix = match format {
         PixelFormat::Rgb24 => ff::util::format::Pixel::RGB24,
@@ -143,7 +143,7 @@ pub fn reference_yuv(format: PixelFormat, width: u32, height: u32, frame: &[u8])
 }
 
 /// PSNR in dB of `b` against `a` (8-bit samples); infinity when equal.
-pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
+pub(crate) fn psnr(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len());
     let se: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
     if se == 0.0 {
@@ -153,13 +153,13 @@ pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
 }
 
 /// PSNR over all three planes together.
-pub fn psnr_yuv(reference: &(Vec<u8>, Vec<u8>, Vec<u8>), d: &Decoded) -> f64 {
+pub(crate) fn psnr_yuv(reference: &(Vec<u8>, Vec<u8>, Vec<u8>), d: &Decoded) -> f64 {
     let a: Vec<u8> = [&reference.0[..], &reference.1[..], &reference.2[..]].concat();
     let b: Vec<u8> = [&d.y[..], &d.u[..], &d.v[..]].concat();
     psnr(&a, &b)
 }
 
 /// Prints why a hardware test did not run (the only reason a test here skips).
-pub fn skip_without_gpu(what: &str, why: &dyn std::fmt::Display) {
+pub(crate) fn skip_without_gpu(what: &str, why: &dyn std::fmt::Display) {
     println!("SKIP {what}: needs an NVIDIA GPU with NVENC ({why})");
 }

@@ -5,7 +5,7 @@
 //! Message Data frames: `[0x01][u32 LE subscription id][u64 LE log time ns][protobuf]`.
 //!
 //! Each subscription starts at a keyframe (the GOP cache, as a new SDR client does) and
-//! is gated like any client: a subscriber that falls behind resumes at a keyframe. H.264
+//! waits for keyframes like any client: a subscriber that falls behind resumes at a keyframe. H.264
 //! keyframes from the ring carry their SPS and PPS (Annex B), as Foxglove requires.
 //!
 //! Each NATS telemetry subject with JSON payloads becomes a `json` channel (ids from

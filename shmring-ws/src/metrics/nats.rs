@@ -7,7 +7,7 @@ use super::{counter, Family};
 /// Counters of the NATS video publisher and source, shown on `/metrics` as
 /// `shmring_ws_nats_*`.
 #[derive(Debug, Default)]
-pub struct NatsVideoMetrics {
+pub(crate) struct NatsVideoMetrics {
     /// Frames published on the live subject.
     pub(crate) frames_published: AtomicU64,
     /// NATS messages those frames took (more than frames when chunked).
@@ -80,7 +80,7 @@ pub struct NatsVideoSnapshot {
 
 impl NatsVideoMetrics {
     /// The counters as they are now.
-    pub fn snapshot(&self) -> NatsVideoSnapshot {
+    pub(crate) fn snapshot(&self) -> NatsVideoSnapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         NatsVideoSnapshot {
             frames_published: get(&self.frames_published),

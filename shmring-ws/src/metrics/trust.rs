@@ -8,7 +8,7 @@ use crate::trust::Refusal;
 
 /// Counters of the trust boundary, shown on `/metrics`.
 #[derive(Debug, Default)]
-pub struct TrustMetrics {
+pub(crate) struct TrustMetrics {
     /// Handshakes of browser pages from another site (403).
     pub(crate) refused_origin: AtomicU64,
     /// Handshakes (and `/metrics` requests) without a token in force (401).
@@ -61,7 +61,7 @@ impl TrustMetrics {
     }
 
     /// The counters as they are now.
-    pub fn snapshot(&self) -> TrustSnapshot {
+    pub(crate) fn snapshot(&self) -> TrustSnapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         TrustSnapshot {
             refused_origin: get(&self.refused_origin),

@@ -4,9 +4,9 @@
 //! servers (`video.<stream>.idr`) are handed to this server's producer path.
 //!
 //! The publisher is one more hub client: it starts from the GOP cache and gets every
-//! frame after it through a bounded, keyframe-gated queue. When NATS does not keep up
-//! (a dead server, a slow link), the queue overflows and the publisher skips to the
-//! next keyframe, like a slow browser would; the ring reader and the browsers are never
+//! frame after it through a bounded queue that waits for keyframes. When NATS does not
+//! keep up (a dead server, a slow link), the queue overflows and the publisher skips to
+//! the next keyframe, like a slow browser would; the ring reader and the browsers are never
 //! held up. Skipped frames are counted (`shmring_ws_nats_publish_skipped_total`) and
 //! show up downstream as a frame_seq gap.
 

@@ -1,6 +1,6 @@
 //! `transport-server --source`: the frames of a stream another server publishes on
 //! NATS (`video.<stream>`) feed this server's hub, in place of a ring reader thread;
-//! browsers get the same keyframe gating and GOP cache.
+//! browsers get the same keyframe wait and GOP cache.
 //!
 //! - At start, the newest keyframe kept in JetStream is fetched (after subscribing, so
 //!   nothing published meanwhile is missed), so the first clients see a picture at once.
