@@ -226,20 +226,20 @@ impl KeyframeRequestLimiter {
 /// count are one step, so simultaneous handshakes cannot overshoot) before the 101 is
 /// sent and freed when the connection ends.
 #[derive(Debug)]
-pub struct ClientSlots {
+pub(crate) struct ClientSlots {
     max: usize,
     taken: AtomicUsize,
 }
 
 /// A reserved client slot; dropping it frees the place.
 #[derive(Debug)]
-pub struct ClientSlot {
+pub(crate) struct ClientSlot {
     owner: Arc<ClientSlots>,
 }
 
 impl ClientSlots {
     /// At most `max` (at least 1) clients at once.
-    pub fn new(max: usize) -> Arc<ClientSlots> {
+    pub(crate) fn new(max: usize) -> Arc<ClientSlots> {
         Arc::new(ClientSlots {
             max: max.max(1),
             taken: AtomicUsize::new(0),
@@ -247,12 +247,12 @@ impl ClientSlots {
     }
 
     /// The most clients at once.
-    pub fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.max
     }
 
     /// Reserves a place; `None` when all are taken.
-    pub fn reserve(self: &Arc<Self>) -> Option<ClientSlot> {
+    pub(crate) fn reserve(self: &Arc<Self>) -> Option<ClientSlot> {
         // Relaxed: a counter alone; no other memory is published through it.
         self.taken
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -274,7 +274,7 @@ impl Drop for ClientSlot {
 /// `/metrics`, the listeners).
 const RESERVED_DESCRIPTORS: usize = 64;
 /// The most clients derived from the descriptor limit (each client also costs memory).
-pub const MAX_CLIENTS_DERIVED_CEILING: usize = 4096;
+pub(crate) const MAX_CLIENTS_DERIVED_CEILING: usize = 4096;
 
 /// The process's soft limit on open file descriptors (`ulimit -n`), from
 /// `/proc/self/limits`; `None` if unknown or unlimited.
@@ -288,7 +288,7 @@ fn descriptor_limit() -> Option<usize> {
 /// the reserved descriptors and `max_pending` sockets in their HTTP phase, one
 /// descriptor per client (three with TLS: the client's, and both ends of the
 /// connection to the internal listener).
-pub fn client_capacity(nofile: usize, max_pending: usize, tls: bool) -> usize {
+pub(crate) fn client_capacity(nofile: usize, max_pending: usize, tls: bool) -> usize {
     let per_client = if tls { 3 } else { 1 };
     (nofile.saturating_sub(RESERVED_DESCRIPTORS + max_pending) / per_client).max(1)
 }
@@ -296,7 +296,7 @@ pub fn client_capacity(nofile: usize, max_pending: usize, tls: bool) -> usize {
 /// The client limit to run with: `configured`, or (0) one derived from the descriptor
 /// limit ([`client_capacity`], at most [`MAX_CLIENTS_DERIVED_CEILING`]). A configured
 /// limit the descriptors cannot hold is kept, with a warning.
-pub fn max_clients(configured: usize, max_pending: usize, tls: bool) -> usize {
+pub(crate) fn max_clients(configured: usize, max_pending: usize, tls: bool) -> usize {
     let capacity = descriptor_limit().map(|n| client_capacity(n, max_pending, tls));
     match (configured, capacity) {
         (0, Some(c)) => c.min(MAX_CLIENTS_DERIVED_CEILING),

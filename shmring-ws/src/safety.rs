@@ -28,7 +28,7 @@ const PUBLICATION_QUEUE: usize = 256;
 
 /// One NATS message the gate wants published.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Publication {
+pub(crate) struct Publication {
     /// The subject.
     pub subject: String,
     /// The JSON payload.
@@ -67,7 +67,7 @@ struct RingState {
 
 /// The server-wide gate on the age of the newest frame read from the source.
 #[derive(Debug)]
-pub struct SafetyGate {
+pub(crate) struct SafetyGate {
     ring: Mutex<RingState>,
     metrics: Arc<Metrics>,
     publish: mpsc::Sender<Publication>,
@@ -79,7 +79,7 @@ pub struct SafetyGate {
 /// What the NATS relay needs of the gate: its publications, and the gate itself to
 /// judge motion again at hand-off.
 #[derive(Debug)]
-pub struct GateFeed {
+pub(crate) struct GateFeed {
     /// The gate.
     pub(crate) gate: Arc<SafetyGate>,
     /// Its publications, in the order it made them.
@@ -89,7 +89,7 @@ pub struct GateFeed {
 impl SafetyGate {
     /// A gate with `settings`, started now; returns it and what the NATS relay takes
     /// from it.
-    pub fn new(settings: GateSettings, metrics: Arc<Metrics>) -> (Arc<Self>, GateFeed) {
+    pub(crate) fn new(settings: GateSettings, metrics: Arc<Metrics>) -> (Arc<Self>, GateFeed) {
         let (tx, rx) = mpsc::channel(PUBLICATION_QUEUE);
         let gate = Arc::new(SafetyGate {
             ring: Mutex::new(RingState {
@@ -109,7 +109,7 @@ impl SafetyGate {
 
     /// The generation now: read it before judging a command, and hand it to
     /// [`Self::admits`] with the command.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         // SYNC POINT (generation): Acquire pairs with the AcqRel increment in `send`,
         // made before the hold's publication is queued for the relay.
         self.generation.load(Ordering::Acquire)
@@ -120,7 +120,7 @@ impl SafetyGate {
     }
 
     /// A gate for one connection, with the same settings, started now.
-    pub fn client_gate(&self) -> ClientGate {
+    pub(crate) fn client_gate(&self) -> ClientGate {
         ClientGate {
             gate: VideoGate::new(self.lock().gate.settings(), shmring_core::monotonic_ns()),
         }
@@ -181,7 +181,7 @@ impl SafetyGate {
     /// newest frame was read at `client_frame_ns`. Returns whether to forward it and the
     /// status message for that client alone (its own gate's), if any. While the ring
     /// gate holds, it alone judges (the client gate would only repeat it).
-    pub fn judge(&self, client: &mut ClientGate, client_frame_ns: u64, action: &str) -> (bool, Option<Bytes>) {
+    pub(crate) fn judge(&self, client: &mut ClientGate, client_frame_ns: u64, action: &str) -> (bool, Option<Bytes>) {
         let now = shmring_core::monotonic_ns();
         self.observe(now);
         let ring = self.lock().gate.command(now, action);
@@ -222,7 +222,7 @@ impl SafetyGate {
     /// or ESTOP was sent since, the ring gate passes it now (which may latch a hold, as
     /// for an arriving command) and its client's newest frame (at `client_frame_ns`)
     /// is fresh now.
-    pub fn admits(&self, action: &str, accepted_ns: u64, generation: u64, client_frame_ns: u64) -> bool {
+    pub(crate) fn admits(&self, action: &str, accepted_ns: u64, generation: u64, client_frame_ns: u64) -> bool {
         let now = shmring_core::monotonic_ns();
         let hold = self.lock().gate.settings().hold;
         let fresh = |t: u64| Duration::from_nanos(now.saturating_sub(t)) <= hold;
@@ -250,7 +250,7 @@ impl SafetyGate {
     }
 
     /// Runs the ticker that opens the ring gate when frames flow again.
-    pub async fn run(self: Arc<Self>) {
+    pub(crate) async fn run(self: Arc<Self>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -262,7 +262,7 @@ impl SafetyGate {
 
 /// One connection's gate, on the age of the newest frame that client was sent.
 #[derive(Debug)]
-pub struct ClientGate {
+pub(crate) struct ClientGate {
     gate: VideoGate,
 }
 
@@ -275,13 +275,13 @@ impl ClientGate {
     }
 
     /// True while this client's gate is closed (it should be checked for recovery).
-    pub fn closed(&self) -> bool {
+    pub(crate) fn closed(&self) -> bool {
         self.gate.mode() != GateMode::Open
     }
 
     /// Checks for recovery with the client's newest frame read at `frame_ns` (judged on
     /// `ring`'s clock): the status message for the client if its gate opened.
-    pub fn recovered(&mut self, ring: &SafetyGate, frame_ns: u64) -> Option<Bytes> {
+    pub(crate) fn recovered(&mut self, ring: &SafetyGate, frame_ns: u64) -> Option<Bytes> {
         let now = shmring_core::monotonic_ns();
         let clock = ring.client_clock(frame_ns)?;
         self.gate.observe(now, clock, None)?;

@@ -13,7 +13,7 @@ use crate::{open_reader, parse_seconds, LayoutArg};
 
 /// Where each frame's time comes from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum TimeArg {
+pub(crate) enum TimeArg {
     /// The frame_id, read as the frame's time in nanoseconds (simulation or capture
     /// time, as `shmring.VideoWriter` writes it).
     #[default]
@@ -24,7 +24,7 @@ pub enum TimeArg {
 
 /// Arguments of `shmring dump`.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The ring file.
     path: PathBuf,
     /// Output file: a raw stream (`out.h264`, `-` for standard output, for example
@@ -118,7 +118,7 @@ struct Progress {
 }
 
 /// Runs the command.
-pub fn run(args: Args) -> Result<(), String> {
+pub(crate) fn run(args: Args) -> Result<(), String> {
     // Start at the newest keyframe, and after any loss resume at a keyframe, so the
     // file always decodes.
     let mut reader = open_reader(&args.path, args.layout, ReaderOptions::default())?;

@@ -12,7 +12,7 @@
 use shmring_core::RingReader;
 
 /// The reader's view of whether the writer is still starting.
-pub struct Patience {
+pub(crate) struct Patience {
     command: &'static str,
     /// Writer epoch when the reader opened the ring or last saw it change.
     epoch: Option<u64>,
@@ -24,7 +24,7 @@ pub struct Patience {
 
 impl Patience {
     /// Starts watching the ring `reader` has just opened.
-    pub fn new(command: &'static str, reader: &RingReader) -> Self {
+    pub(crate) fn new(command: &'static str, reader: &RingReader) -> Self {
         let status = reader.status();
         Patience {
             command,
@@ -37,7 +37,7 @@ impl Patience {
     /// True if the idle timeout should not end the command: a live writer has written
     /// nothing since the reader opened the ring or since it took the ring over. Says so
     /// once per writer.
-    pub fn keep_waiting(&mut self, reader: &RingReader) -> bool {
+    pub(crate) fn keep_waiting(&mut self, reader: &RingReader) -> bool {
         let status = reader.status();
         if status.writer.epoch != self.epoch {
             // A new writer took over: only its own frames count.
@@ -59,7 +59,7 @@ impl Patience {
     }
 
     /// Notes that frames arrive: a writer epoch that changes later is a new writer.
-    pub fn frame_arrived(&mut self, reader: &RingReader) {
+    pub(crate) fn frame_arrived(&mut self, reader: &RingReader) {
         let status = reader.status();
         if status.writer.epoch != self.epoch {
             self.epoch = status.writer.epoch;

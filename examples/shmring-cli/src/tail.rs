@@ -12,7 +12,7 @@ use crate::{codec_name, flag_names, open_reader, parse_seconds, FromArg, LayoutA
 
 /// Arguments of `shmring tail`.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The ring file.
     path: PathBuf,
     /// Stop after this many frames (default: run until interrupted).
@@ -35,7 +35,7 @@ pub struct Args {
 }
 
 /// `ok`, `bad`, or `none` (the writer computed no CRC).
-pub fn crc_state(info: &FrameInfo, payload: &[u8]) -> &'static str {
+pub(crate) fn crc_state(info: &FrameInfo, payload: &[u8]) -> &'static str {
     if info.flags & shmring_core::layout::FLAG_NO_CRC != 0 {
         return "none";
     }
@@ -50,7 +50,7 @@ pub fn crc_state(info: &FrameInfo, payload: &[u8]) -> &'static str {
 }
 
 /// Runs the command.
-pub fn run(args: Args) -> Result<(), String> {
+pub(crate) fn run(args: Args) -> Result<(), String> {
     // CRCs are checked here, per frame, so a bad one is shown rather than dropped.
     let options = ReaderOptions {
         start: args.from.into(),
