@@ -4,6 +4,7 @@ Real nats-server, the emulated SDR_OS sim (a separate process), the real server;
 verdict is on what was published on NATS."""
 import asyncio
 import json
+import os
 import signal
 import time
 
@@ -239,3 +240,58 @@ def test_a_server_started_on_a_dead_writers_ring_holds_motion_until_a_live_write
 
     dead = run_named(main(), 90, "test_a_server_started_on_a_dead_writers_ring_holds_motion_until_a_live_writer")
     assert not dead, f"{len(dead)} motion commands went out on a dead writer's picture"
+
+
+def test_a_source_server_holds_motion_while_it_has_only_a_stored_keyframe(stack, tmp_path, request):
+    """Defect 4 on the scale-out path: a `--source` server starts from the keyframe that
+    JetStream kept for a stream whose producer has since stopped. That keyframe shows a
+    picture but proves nothing about its age: motion is held, the hold is published, and
+    no motion reaches NATS (before the fix the stored keyframe counted as fresh video)."""
+    from conftest import SERVER, Proc, free_port
+    nats_port = free_port()
+    nats_url = f"nats://127.0.0.1:{nats_port}"
+    nats_proc = Proc(["nats-server", "-a", "127.0.0.1", "-p", str(nats_port), "-js", "-sd", str(tmp_path / "js")],
+                     tmp_path / "nats.log")
+    request.addfinalizer(nats_proc.kill)
+    subject = f"{nats_url}/video.stored"
+    stack.start_producer(fps=30)
+    stack.start_server("--publish", subject)
+    wait_for(lambda: stack.metric("shmring_ws_nats_keyframes_stored_total") >= 1, what="a stored keyframe")
+    stack.stop()  # the producer and the publishing server are gone; the keyframe stays in JetStream
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDR_")}
+    source = Proc([SERVER, "--listen", f"127.0.0.1:{port}", "--source", subject, "--nats-url", nats_url],
+                  tmp_path / "source.log", env=env)
+
+    async def main():
+        log = NatsLog()
+        await log.start(nats_url, "command.genesis.set_cmd_vel")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                ws = await connect(f"ws://127.0.0.1:{port}/stream/ws", max_size=None, open_timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the source server never accepted"
+                await asyncio.sleep(0.05)
+        async with ws:
+            while True:  # the stored keyframe: the client has a picture
+                msg = await asyncio.wait_for(ws.recv(), 20)
+                if msg[0] == 1:
+                    break
+            reader = asyncio.create_task(drain(ws))
+            for seq in range(1, 61):
+                await ws.send(motion("op", seq))
+                await asyncio.sleep(1 / 30)
+            await wait_until(lambda: log.of("command.genesis.set_cmd_vel", lambda d: d.get("_safety") == "hold"),
+                             10, "the hold on NATS")
+            reader.cancel()
+        await log.nc.drain()
+        return list(log.of("command.genesis.set_cmd_vel", lambda d: d.get("data", {}).get("who") == "op"))
+
+    try:
+        published = run_named(main(), 90, "test_a_source_server_holds_motion_while_it_has_only_a_stored_keyframe")
+    finally:
+        source.kill()
+    assert not published, f"{len(published)} motion commands went out on a stored keyframe of unknown age"

@@ -291,7 +291,9 @@ impl Feed {
         );
         self.last_seq = Some(frame.frame_seq);
         self.from_store = true;
-        deliver(&self.hub, &self.metrics, frame, self.frame_id_is_time);
+        // A stored keyframe may be minutes old: it shows a picture, it does not prove the
+        // video fresh (the safety gate stays closed until a live frame arrives).
+        deliver(&self.hub, &self.metrics, frame, self.frame_id_is_time, Freshness::Unknown);
     }
 
     /// One message of the live subject: a whole frame, a chunk of one, or garbage.
@@ -337,7 +339,7 @@ impl Feed {
         }
         self.from_store = false;
         self.last_seq = Some(frame.frame_seq);
-        deliver(&self.hub, &self.metrics, frame, self.frame_id_is_time);
+        deliver(&self.hub, &self.metrics, frame, self.frame_id_is_time, Freshness::Live);
     }
 
     fn count_lost(&mut self, missing: u64, before: u64) {
@@ -355,13 +357,26 @@ impl Feed {
     }
 }
 
-fn deliver(hub: &Hub, metrics: &Metrics, frame: ReceivedFrame, frame_id_is_time: bool) {
+/// Whether a frame from NATS proves the video fresh to the safety gate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    /// Published just now on the live subject.
+    Live,
+    /// Read from the keyframe store: of unknown age.
+    Unknown,
+}
+
+fn deliver(hub: &Hub, metrics: &Metrics, frame: ReceivedFrame, frame_id_is_time: bool, freshness: Freshness) {
     let now = shmring_core::monotonic_ns();
     metrics.nats_video.frames_received.fetch_add(1, Ordering::Relaxed);
     metrics.frames_read.fetch_add(1, Ordering::Relaxed);
     metrics.shm_seq.store(frame.frame_seq, Ordering::Relaxed);
-    metrics.last_frame_ns.store(now, Ordering::Relaxed);
-    metrics.writer_alive.store(1, Ordering::Relaxed);
+    if freshness == Freshness::Live {
+        // SYNC POINT: none needed; the gate reads this clock with Relaxed loads and
+        // only compares times (fetch_max, as the ring reader does).
+        metrics.last_frame_ns.fetch_max(now, Ordering::Relaxed);
+        metrics.writer_alive.store(1, Ordering::Relaxed);
+    }
     hub.publish_video(VideoFrame {
         message: frame.message,
         keyframe: frame.keyframe,
