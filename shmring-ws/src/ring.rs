@@ -103,7 +103,10 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
     // A legacy ring's writer may hold no lock (SDR_OS's Python writer does not): then
     // its liveness is unknown, and /health judges it by the age of the newest frame.
     let legacy = matches!(reader.kind(), RingKind::Legacy { .. });
-    let probe = |reader: &RingReader, epoch: &mut Option<u64>| {
+    // Frames committed when the ring was opened or a new writer took it over: while the
+    // live writer has added none, it is starting (/health), not stale.
+    let mut committed = reader.status().sequence_number;
+    let probe = |reader: &RingReader, epoch: &mut Option<u64>, committed: &mut u64| {
         let status = reader.status();
         metrics.writer_alive.store(
             match status.writer.alive {
@@ -115,9 +118,16 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
         );
         let changed = status.writer.epoch != *epoch;
         *epoch = status.writer.epoch;
+        if changed {
+            *committed = status.sequence_number;
+        }
+        metrics.writer_starting.store(
+            status.writer.alive == Some(true) && status.sequence_number == *committed,
+            Ordering::Relaxed,
+        );
         changed
     };
-    probe(&reader, &mut epoch);
+    probe(&reader, &mut epoch, &mut committed);
     // Set when a read timed out: the next frame may come from a restarted writer.
     let mut was_idle = false;
     while !stop.load(Ordering::Relaxed) {
@@ -135,7 +145,7 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
                 if was_idle {
                     was_idle = false;
                     last_status = Instant::now();
-                    if probe(&reader, &mut epoch) {
+                    if probe(&reader, &mut epoch, &mut committed) {
                         tracing::info!("a new writer took over the ring; clients resume at its first keyframe");
                         hub.discontinuity();
                     }
@@ -164,7 +174,7 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
                 });
                 if last_status.elapsed() >= STATUS_EVERY {
                     last_status = Instant::now();
-                    if probe(&reader, &mut epoch) {
+                    if probe(&reader, &mut epoch, &mut committed) {
                         tracing::info!("a new writer took over the ring");
                     }
                 }
@@ -173,7 +183,7 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
                 // Idle: a good moment to notice a restarted writer before its first frame.
                 was_idle = true;
                 last_status = Instant::now();
-                if probe(&reader, &mut epoch) {
+                if probe(&reader, &mut epoch, &mut committed) {
                     tracing::info!("a new writer took over the ring; clients wait for its first keyframe");
                     hub.discontinuity();
                 }
@@ -192,6 +202,7 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
                 reader = r;
                 reopens = reader.reopens();
                 epoch = reader.status().writer.epoch;
+                committed = reader.status().sequence_number;
                 hub.discontinuity();
             }
         }
