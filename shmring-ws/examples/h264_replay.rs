@@ -4,10 +4,11 @@
 //! (CLOCK_MONOTONIC ns), so clients can measure commit-to-receive latency.
 //!
 //! ```text
-//! cargo run --release -p shmring-ws --example h264_replay -- RING FILE [--fps N] [--frames N] [--capacity BYTES] [--start-at N]
+//! cargo run --release -p shmring-ws --example h264_replay -- RING FILE [--fps N] [--frames N] [--capacity BYTES] [--start-at N] [--wait-for PATH]
 //! ```
 //! `--start-at N` starts at the file's N-th access unit (0-based), even mid-GOP, as a
-//! restarted writer might.
+//! restarted writer might. `--wait-for PATH` holds the ring open without writing until
+//! PATH exists, as a simulator building its scene does.
 //! Prints `ready <access units> <keyframes>` once the ring is open. Runs until
 //! `--frames` frames are written (0, the default: forever), looping over the file.
 
@@ -26,7 +27,9 @@ fn arg_value(args: &[String], name: &str) -> Option<u64> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        eprintln!("usage: h264_replay RING FILE [--fps N] [--frames N] [--capacity BYTES] [--start-at N]");
+        eprintln!(
+            "usage: h264_replay RING FILE [--fps N] [--frames N] [--capacity BYTES] [--start-at N] [--wait-for PATH]"
+        );
         std::process::exit(2);
     }
     let fps = arg_value(&args, "--fps").unwrap_or(30).max(1);
@@ -55,6 +58,15 @@ fn main() {
         std::process::exit(1)
     });
     println!("ready {} {}", units.len(), units.iter().filter(|u| u.keyframe).count());
+    if let Some(i) = args.iter().position(|a| a == "--wait-for") {
+        let Some(path) = args.get(i + 1) else {
+            eprintln!("h264_replay: --wait-for needs a path");
+            std::process::exit(2)
+        };
+        while !std::path::Path::new(path).exists() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let period = Duration::from_nanos(1_000_000_000 / fps);
     let start = Instant::now();
     let skip = arg_value(&args, "--start-at").unwrap_or(0) as usize % units.len();

@@ -1,7 +1,7 @@
 //! Counters the server exposes on `/metrics` (Prometheus text format) and `/health`.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -162,6 +162,10 @@ pub struct Metrics {
     /// 1 if the ring's writer holds its lock, 0 if not, -1 if unknown (no ring yet, a
     /// legacy ring whose writer holds no lock, or a NATS source).
     pub(crate) writer_alive: AtomicI64,
+    /// True while the ring's live writer has committed no frame since the reader thread
+    /// opened the ring or saw a new writer take it over (a simulator re-run on an
+    /// existing ring, building its scene): `/health` says `starting`, not `stale`.
+    pub(crate) writer_starting: AtomicBool,
     /// Video frames handed to the clients (SDR_OS's `frames_broadcast`).
     pub(crate) frames_broadcast: AtomicU64,
     /// Payload bytes of those frames (for `avg_frame_size_bytes`).
@@ -224,6 +228,7 @@ impl Default for Metrics {
             shm_seq: AtomicU64::new(0),
             last_frame_ns: AtomicU64::new(0),
             writer_alive: AtomicI64::new(-1),
+            writer_starting: AtomicBool::new(false),
             frames_broadcast: AtomicU64::new(0),
             bytes_broadcast: AtomicU64::new(0),
             last_codec: AtomicU64::new(0),
@@ -321,13 +326,15 @@ impl Metrics {
     /// The `/health` document: SDR_OS's keys and ours. `status` is `ok` while frames
     /// are fresh from a live writer, or from one whose liveness cannot be probed (a
     /// legacy writer holding no lock, a NATS source: liveness from the frame age);
-    /// `starting` while a live writer has not produced its first frame; `stale`,
+    /// `starting` while a live writer has not produced its first frame (or, on a ring it
+    /// reopened, none since it took the ring over); `stale`,
     /// `writer_down` or `waiting_for_ring` otherwise.
     pub fn health_json(&self) -> String {
         let s = self.snapshot();
         let status = match (s.writer_alive, s.last_frame_age_ms) {
             (1 | -1, Some(a)) if a < STALE_AFTER_MS => "ok",
             (1, None) => "starting",
+            (1, Some(_)) if self.writer_starting.load(Ordering::Relaxed) => "starting",
             (-1, None) => "waiting_for_ring",
             (0, _) => "writer_down",
             _ => "stale",
@@ -700,6 +707,10 @@ mod tests {
         assert_eq!(status(&m), "stale");
         m.writer_alive.store(0, Ordering::Relaxed);
         assert_eq!(status(&m), "writer_down");
+        // A new writer reopened the ring (old frames, none of its own yet): starting.
+        m.writer_alive.store(1, Ordering::Relaxed);
+        m.writer_starting.store(true, Ordering::Relaxed);
+        assert_eq!(status(&m), "starting");
     }
 
     #[test]

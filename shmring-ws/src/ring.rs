@@ -110,6 +110,9 @@ struct RingLoop<'a> {
     last_error_log: Option<Instant>,
     /// A read timed out: the next frame may come from a restarted writer.
     was_idle: bool,
+    /// Frames committed when the ring was opened or a new writer took it over: while
+    /// the live writer has added none, it is starting (/health), not stale.
+    committed: u64,
     /// The next frame is the first read since the ring was (re)opened: it may have been
     /// in the ring for minutes (its writer dead), so its read time proves nothing.
     first_since_open: bool,
@@ -124,6 +127,7 @@ impl<'a> RingLoop<'a> {
             epoch: reader.status().writer.epoch,
             reopens: reader.reopens(),
             legacy: matches!(reader.kind(), RingKind::Legacy { .. }),
+            committed: reader.status().sequence_number,
             reader,
             last_status: Instant::now(),
             last_error_log: None,
@@ -147,6 +151,13 @@ impl<'a> RingLoop<'a> {
         );
         let changed = status.writer.epoch != self.epoch;
         self.epoch = status.writer.epoch;
+        if changed {
+            self.committed = status.sequence_number;
+        }
+        self.metrics.writer_starting.store(
+            status.writer.alive == Some(true) && status.sequence_number == self.committed,
+            Ordering::Relaxed,
+        );
         changed
     }
 
@@ -246,6 +257,7 @@ impl<'a> RingLoop<'a> {
         self.reader = r;
         self.reopens = self.reader.reopens();
         self.epoch = self.reader.status().writer.epoch;
+        self.committed = self.reader.status().sequence_number;
         self.first_since_open = true;
         self.hub.discontinuity();
         true

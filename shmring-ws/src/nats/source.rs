@@ -293,7 +293,13 @@ impl Feed {
         self.from_store = true;
         // A stored keyframe may be minutes old: it shows a picture, it does not prove the
         // video fresh (the safety gate stays closed until a live frame arrives).
-        deliver(&self.hub, &self.metrics, frame, self.frame_id_is_time, Freshness::Unknown);
+        deliver(
+            &self.hub,
+            &self.metrics,
+            frame,
+            self.frame_id_is_time,
+            Freshness::Unknown,
+        );
     }
 
     /// One message of the live subject: a whole frame, a chunk of one, or garbage.
