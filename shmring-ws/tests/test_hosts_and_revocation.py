@@ -135,9 +135,19 @@ def test_removed_or_demoted_token_closes_its_connections(stack, nats_server, tmp
     def protocols(token):
         return ["shmring.v1", f"shmring.token.{token}"]
 
+    async def drain(ws):
+        """Reads (and drops) what the server sends: a client that stops reading leaves
+        the close frame unread behind its video, and sees the socket reset instead."""
+        try:
+            async for _ in ws:
+                pass
+        except ConnectionClosed:
+            pass
+
     async def until_closed(ws, first_tag):
         """Sends a command every 50 ms until the server closes the socket."""
         tag = first_tag
+        reader = asyncio.create_task(drain(ws))
         try:
             while True:
                 await ws.send(other(tag))
@@ -146,6 +156,7 @@ def test_removed_or_demoted_token_closes_its_connections(stack, nats_server, tmp
         except ConnectionClosed:
             pass
         await ws.wait_closed()
+        await reader
         return ws.close_code, ws.close_reason, tag
 
     async def main():
@@ -157,6 +168,7 @@ def test_removed_or_demoted_token_closes_its_connections(stack, nats_server, tmp
                 await first_video(ws, 1)
                 await ws.send(other(tag))
             await asyncio.to_thread(wait_for, lambda: {1, 2, 3} <= set(cmds.tags()), 10, "the three commands")
+            remaining_reader = asyncio.create_task(drain(remaining))
             tokens.write_text(f"control {OTHER_CONTROL}\nview {DEMOTED}\n")
             closed = await asyncio.wait_for(
                 asyncio.gather(until_closed(revoked, 1000), until_closed(demoted, 2000)), 30)
@@ -164,6 +176,7 @@ def test_removed_or_demoted_token_closes_its_connections(stack, nats_server, tmp
             await remaining.send(other(4))
             await asyncio.to_thread(wait_for, lambda: 4 in cmds.tags(), 10, "the remaining token's command")
             await remaining.close()
+            await remaining_reader
             status = await refused_status(stack.url(), subprotocols=protocols(CONTROL))
             async with connect(stack.url(), max_size=None, subprotocols=protocols(DEMOTED)) as ws:
                 await first_video(ws, 1)
