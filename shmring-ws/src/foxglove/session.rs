@@ -199,7 +199,7 @@ pub fn client_topic_action(topic: &str, encoding: &str) -> Option<ClientTopic> {
     if topic == "cmd_vel" {
         return Some(ClientTopic::Twist);
     }
-    let action = topic.strip_prefix(crate::nats::COMMAND_SUBJECT_PREFIX)?;
+    let action = topic.strip_prefix(crate::protocol::COMMAND_SUBJECT_PREFIX)?;
     let valid = !action.is_empty()
         && action.len() <= crate::protocol::MAX_ACTION_LEN
         && action.bytes().all(|c| c.is_ascii_lowercase() || c == b'_');

@@ -24,7 +24,5 @@ pub mod video;
 pub use connection::NatsError;
 
 pub use publish::NatsPublishOptions;
-pub use relay::{
-    NatsOptions, COMMAND_SUBJECT_PREFIX, DEFAULT_KEYFRAME_REQUEST_SUBJECTS, FORCE_IDR_SUBJECT, REQUEST_IDR_SUBJECT,
-};
+pub use relay::{NatsOptions, DEFAULT_KEYFRAME_REQUEST_SUBJECTS, FORCE_IDR_SUBJECT, REQUEST_IDR_SUBJECT};
 pub use source::NatsSourceOptions;

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
 use crate::metrics::{DropReason, Metrics};
-use crate::protocol::{encode_telemetry, Command};
+use crate::protocol::{encode_telemetry, Command, COMMAND_SUBJECT_PREFIX};
 use crate::safety::{GateFeed, Publication, SafetyGate};
 
 use super::outbox::{MotionCommand, Outbox};
@@ -36,8 +36,6 @@ pub const REQUEST_IDR_SUBJECT: &str = "control.request_idr";
 pub const FORCE_IDR_SUBJECT: &str = "command.genesis.force_idr";
 /// Subjects keyframe requests go to by default: SDR_OS's sim's and our producers'.
 pub const DEFAULT_KEYFRAME_REQUEST_SUBJECTS: [&str; 2] = [FORCE_IDR_SUBJECT, REQUEST_IDR_SUBJECT];
-/// Prefix of the subjects client commands are published on.
-pub const COMMAND_SUBJECT_PREFIX: &str = "command.genesis.";
 
 /// NATS relay settings.
 #[derive(Clone, Debug)]
