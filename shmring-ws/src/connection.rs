@@ -36,7 +36,7 @@ use crate::framing::{close_frame, text_frame, CloseReason};
 use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
 use crate::limits::{
-    CommandBudget, Exceeded, KeyframeRequestGate, Liveness, PendingConnections, WireLimits, WireMeter,
+    CommandBudget, Exceeded, KeyframeRequestLimiter, Liveness, PendingConnections, WireLimits, WireMeter,
 };
 use crate::message::Outgoing;
 use crate::metrics::{Metrics, SentTally};
@@ -411,7 +411,7 @@ struct ClientSession<'a> {
     client_gate: Option<ClientGate>,
     /// The channels a Foxglove client advertised to publish on (`clientPublish`).
     channels: RefCell<HashMap<u32, foxglove::ClientTopic>>,
-    keyframe_gate: KeyframeRequestGate,
+    keyframe_limiter: KeyframeRequestLimiter,
 }
 
 impl<'a> ClientSession<'a> {
@@ -423,7 +423,7 @@ impl<'a> ClientSession<'a> {
             rate: MessageRate::new(ctx.options.max_messages_per_sec),
             client_gate: ctx.gate.as_ref().map(|g| g.client_gate()),
             channels: RefCell::new(HashMap::new()),
-            keyframe_gate: KeyframeRequestGate::new(
+            keyframe_limiter: KeyframeRequestLimiter::new(
                 crate::defaults::CLIENT_KEYFRAME_INTERVAL.max(ctx.options.keyframe_interval),
             ),
         }
@@ -530,7 +530,7 @@ impl<'a> ClientSession<'a> {
         let metrics = &self.ctx.metrics;
         if cmd.action == ACTION_REQUEST_IDR {
             // Any client may ask (its decoder failed), at most once per interval.
-            if self.keyframe_gate.allow(Instant::now()) {
+            if self.keyframe_limiter.allow(Instant::now()) {
                 self.ctx.keyframes.request("a viewer asked (decoder error)");
             } else {
                 metrics.keyframe_requests_coalesced.fetch_add(1, Ordering::Relaxed);

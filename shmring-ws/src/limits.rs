@@ -192,10 +192,6 @@ impl CommandBudget {
     }
 }
 
-/// The limiter's former name, still used by `connection.rs`; "gate" is the video
-/// safety gate's word.
-pub(crate) type KeyframeRequestGate = KeyframeRequestLimiter;
-
 /// One client's keyframe requests: at most one per interval is passed on (the others
 /// are answered by the keyframe the first one brings).
 #[derive(Debug)]

@@ -1,4 +1,4 @@
-//! The client queue's tests (direct writes, gating, limits, the join burst), driven
+//! The client queue's tests (direct writes, the keyframe wait, limits, the join burst), driven
 //! through a hub, and the helpers the hub's tests share.
 
 use std::io::{self, IoSlice};
