@@ -32,7 +32,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::client::{Batch, ClientQueue, DirectSink};
 use crate::foxglove;
-use crate::framing::{close_frame, text_frame, CloseReason};
+use crate::framing::{close_code, close_frame, text_frame, CloseReason};
 use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
 use crate::limits::{
@@ -242,18 +242,6 @@ async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared, peer_gon
             return;
         }
     }
-}
-
-/// Close codes (RFC 6455, section 7.4.1) the server closes a client with.
-pub(crate) mod close_code {
-    /// The client broke the WebSocket protocol.
-    pub(crate) const PROTOCOL_ERROR: u16 = 1002;
-    /// A text message is not valid UTF-8.
-    pub(crate) const INVALID_PAYLOAD: u16 = 1007;
-    /// The client went over a limit, or stopped answering.
-    pub(crate) const POLICY_VIOLATION: u16 = 1008;
-    /// A message is larger than the server takes.
-    pub(crate) const MESSAGE_TOO_BIG: u16 = 1009;
 }
 
 /// Pings the client every `interval`; one that sent nothing at all (no pong, no
@@ -499,7 +487,7 @@ impl<'a> ClientSession<'a> {
                 self.rate.count()?;
                 self.malformed();
                 let _ = self.client.push_control(&text_frame(&foxglove::status(
-                    1,
+                    foxglove::STATUS_WARNING,
                     "message on a channel not advertised, or not a JSON object of its topic's shape",
                 )));
                 Ok(())

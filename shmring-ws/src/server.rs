@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::Shared;
-use crate::framing::CloseReason;
+use crate::framing::{close_code, CloseReason};
 use crate::http::{read_head, refuse, respond, respond_to, switching_protocols, RequestHead, HEAD_TIMEOUT};
 use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
@@ -369,7 +369,7 @@ async fn out_of_sockets(ctx: &Shared, e: &io::Error) {
 /// Tells every client why it goes (1001), and gives them a moment to take it.
 async fn close_clients(ctx: &Shared) {
     ctx.hub.close_all(&CloseReason {
-        code: 1001,
+        code: close_code::GOING_AWAY,
         reason: "the server is shutting down".into(),
     });
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;

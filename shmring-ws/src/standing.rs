@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::client::ClientQueue;
-use crate::framing::CloseReason;
+use crate::framing::{close_code, CloseReason};
 use crate::metrics::Metrics;
 use crate::trust::grant::Grant;
 
@@ -29,7 +29,10 @@ pub(crate) async fn watch(
         }
         reason = unsubscribed(client, subscribe_timeout.unwrap_or_default()), if subscribe_timeout.is_some() => reason,
     };
-    client.close(CloseReason { code: 1008, reason });
+    client.close(CloseReason {
+        code: close_code::POLICY_VIOLATION,
+        reason,
+    });
     std::future::pending().await
 }
 

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::foxglove::Subscriptions;
-use crate::framing::CloseReason;
+use crate::framing::{close_code, CloseReason};
 use crate::message::{Outgoing, VideoFrame};
 use crate::metrics::{DropReason, Metrics};
 use crate::wire::{wire, Head, Protocol, WRITEV_MESSAGES};
@@ -316,7 +316,10 @@ impl ClientQueue {
                     return;
                 };
                 let text = String::from_utf8_lossy(&message[at..]);
-                crate::framing::text_frame(&crate::foxglove::status(1, &format!("video gate: {text}")))
+                crate::framing::text_frame(&crate::foxglove::status(
+                    crate::foxglove::STATUS_WARNING,
+                    &format!("video gate: {text}"),
+                ))
             }
         };
         let _ = self.push_control(&frame);
@@ -656,7 +659,7 @@ fn keyframe_wait(s: &mut QueueState, item: &Outgoing, limits: &QueueLimits) -> K
     let since = *s.skipping_since.get_or_insert(now);
     if now.duration_since(since) > limits.keyframe_timeout {
         s.close = Some(CloseReason {
-            code: 1013,
+            code: close_code::TRY_AGAIN_LATER,
             reason: format!(
                 "no keyframe for {} ms after falling behind; reconnect",
                 limits.keyframe_timeout.as_millis()

@@ -5,6 +5,7 @@
 
 use shmring_core::Codec;
 
+use super::encode::{STATUS_ERROR, STATUS_WARNING};
 use crate::message::Outgoing;
 
 /// The id of the image channel (`/image`, `foxglove.CompressedImage`): the stream's
@@ -109,7 +110,7 @@ pub(crate) trait Session {
 pub(crate) fn handle_request(text: &str, session: &impl Session) {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
         session.malformed();
-        session.status(2, "not a JSON message");
+        session.status(STATUS_ERROR, "not a JSON message");
         return;
     };
     match v.get("op").and_then(|o| o.as_str()) {
@@ -123,12 +124,12 @@ pub(crate) fn handle_request(text: &str, session: &impl Session) {
                 match (id, channel.and_then(|c| u32::try_from(c).ok())) {
                     (Some(id), Some(c)) => {
                         if !session.subscribe(c, id) {
-                            session.status(1, &format!("no channel {c}, or already subscribed to it"));
+                            session.status(STATUS_WARNING, &format!("no channel {c}, or already subscribed to it"));
                         }
                     }
                     _ => {
                         session.malformed();
-                        session.status(2, "subscription without a numeric id and channelId");
+                        session.status(STATUS_ERROR, "subscription without a numeric id and channelId");
                     }
                 }
             }
@@ -153,7 +154,7 @@ pub(crate) fn handle_request(text: &str, session: &impl Session) {
                     (Some(id), Some(topic)) => {
                         if !session.client_advertise(id, topic, encoding) {
                             session.status(
-                                1,
+                                STATUS_WARNING,
                                 &format!(
                                     "cannot publish on {topic} ({encoding}): publish json on command.genesis.<action> \
                                      or a Twist on /cmd_vel"
@@ -163,7 +164,7 @@ pub(crate) fn handle_request(text: &str, session: &impl Session) {
                     }
                     _ => {
                         session.malformed();
-                        session.status(2, "client channel without a numeric id and a topic");
+                        session.status(STATUS_ERROR, "client channel without a numeric id and a topic");
                     }
                 }
             }
@@ -178,7 +179,7 @@ pub(crate) fn handle_request(text: &str, session: &impl Session) {
         }
         op => {
             session.malformed();
-            session.status(1, &format!("unsupported op {}", op.unwrap_or("(none)")));
+            session.status(STATUS_WARNING, &format!("unsupported op {}", op.unwrap_or("(none)")));
         }
     }
 }

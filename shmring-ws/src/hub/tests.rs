@@ -157,7 +157,7 @@ fn shutting_down_closes_every_client_with_a_reason() {
     let h = hub(100);
     let clients = [h.join(false), h.join_subscriber(Protocol::Foxglove, &text_frame("{}"))];
     h.close_all(&crate::framing::CloseReason {
-        code: 1001,
+        code: crate::framing::close_code::GOING_AWAY,
         reason: "the server is shutting down".into(),
     });
     for c in &clients {
