@@ -412,7 +412,7 @@ impl<'a> ClientSession<'a> {
             client_gate: ctx.gate.as_ref().map(|g| g.client_gate()),
             channels: RefCell::new(HashMap::new()),
             keyframe_limiter: KeyframeRequestLimiter::new(
-                crate::defaults::CLIENT_KEYFRAME_INTERVAL.max(ctx.options.keyframe_interval),
+                crate::defaults::DEFAULT_CLIENT_KEYFRAME_INTERVAL.max(ctx.options.keyframe_interval),
             ),
         }
     }

@@ -10,15 +10,15 @@ use crate::message::Outgoing;
 
 /// The id of the image channel (`/image`, `foxglove.CompressedImage`): the stream's
 /// JPEG frames (codec 3, SDR_OS's fallback encoder).
-pub const IMAGE_CHANNEL_ID: u32 = 2;
+pub(crate) const IMAGE_CHANNEL_ID: u32 = 2;
 
 /// The id of the video channel in `advertise`.
-pub const VIDEO_CHANNEL_ID: u32 = 1;
+pub(crate) const VIDEO_CHANNEL_ID: u32 = 1;
 /// The first channel id of telemetry subjects (one `json` channel per subject, in the
 /// order the subjects were first seen).
-pub const FIRST_TELEMETRY_CHANNEL: u32 = 3;
+pub(super) const FIRST_TELEMETRY_CHANNEL: u32 = 3;
 /// Most telemetry subjects offered as channels; later ones reach SDR clients only.
-pub const MAX_TELEMETRY_CHANNELS: usize = 1024;
+pub(super) const MAX_TELEMETRY_CHANNELS: usize = 1024;
 
 /// The telemetry channels: one per subject whose payloads are JSON, numbered from
 /// [`FIRST_TELEMETRY_CHANNEL`] in the order the subjects were first seen.
@@ -186,13 +186,13 @@ pub(crate) fn handle_request(text: &str, session: &impl Session) {
 
 /// Opcode of a client Message Data frame (`clientPublish`):
 /// `[0x01][u32 LE channel id][payload]`.
-pub const OP_CLIENT_MESSAGE_DATA: u8 = 0x01;
+pub(crate) const OP_CLIENT_MESSAGE_DATA: u8 = 0x01;
 
 /// What a client channel publishes: the command action its topic names
 /// (`command.genesis.<action>`, with or without a leading `/`), or `set_cmd_vel` for a
 /// `geometry_msgs/Twist` on `/cmd_vel` (Foxglove's Teleop panel). `None`: not a topic
 /// the server takes commands on (JSON only).
-pub fn client_topic_action(topic: &str, encoding: &str) -> Option<ClientTopic> {
+pub(crate) fn client_topic_action(topic: &str, encoding: &str) -> Option<ClientTopic> {
     if encoding != "json" {
         return None;
     }
@@ -209,7 +209,7 @@ pub fn client_topic_action(topic: &str, encoding: &str) -> Option<ClientTopic> {
 
 /// A client channel's meaning (see [`client_topic_action`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClientTopic {
+pub(crate) enum ClientTopic {
     /// JSON `data` for this command action.
     Action(String),
     /// A `geometry_msgs/Twist` in JSON: becomes `set_cmd_vel`.
@@ -219,7 +219,7 @@ pub enum ClientTopic {
 impl ClientTopic {
     /// The SDR_OS command (`{"action","cmd_seq","data"}`) a message on this channel
     /// stands for, or `None` if the payload is not a JSON object of the right shape.
-    pub fn command(&self, payload: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn command(&self, payload: &[u8]) -> Option<Vec<u8>> {
         let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
         value.as_object()?;
         let (action, data) = match self {

@@ -41,7 +41,7 @@ pub(crate) struct NatsVideoMetrics {
     pub(crate) disconnects: AtomicU64,
 }
 
-/// [`NatsVideoMetrics`] at one moment.
+/// The NATS video counters at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NatsVideoSnapshot {

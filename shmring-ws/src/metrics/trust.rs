@@ -27,7 +27,7 @@ pub(crate) struct TrustMetrics {
     pub(crate) pending_evicted: AtomicU64,
 }
 
-/// [`TrustMetrics`] at one moment.
+/// The trust counters at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TrustSnapshot {

@@ -19,7 +19,7 @@ pub(crate) mod outbox;
 pub(crate) mod publish;
 pub(crate) mod relay;
 pub(crate) mod source;
-pub mod video;
+pub(crate) mod video;
 
 pub use connection::NatsError;
 
