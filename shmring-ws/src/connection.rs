@@ -210,7 +210,7 @@ async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared, peer_gon
                 return;
             }
             Err(_) => {
-                metrics.clients_closed_by_server.fetch_add(1, Ordering::Relaxed);
+                metrics.clients_closed_by_server.inc();
                 tracing::warn!(
                     "client {}: no write progress for {:?}; dropping the connection",
                     client.id(),
@@ -227,7 +227,7 @@ async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared, peer_gon
         }
         tally.flush(metrics, false);
         if let Some(reason) = &batch.close {
-            metrics.clients_closed_by_server.fetch_add(1, Ordering::Relaxed);
+            metrics.clients_closed_by_server.inc();
             tracing::info!("client {}: closing ({} {})", client.id(), reason.code, reason.reason);
             let _ = tokio::time::timeout(
                 CLOSE_GRACE,
@@ -458,10 +458,7 @@ impl<'a> ClientSession<'a> {
     }
 
     fn malformed(&self) {
-        self.ctx
-            .metrics
-            .client_messages_malformed
-            .fetch_add(1, Ordering::Relaxed);
+        self.ctx.metrics.client_messages_malformed.inc();
     }
 
     fn on_foxglove_request(&self, text: &str) {
@@ -521,12 +518,12 @@ impl<'a> ClientSession<'a> {
             if self.keyframe_limiter.allow(Instant::now()) {
                 self.ctx.keyframes.request("a viewer asked (decoder error)");
             } else {
-                metrics.keyframe_requests_coalesced.fetch_add(1, Ordering::Relaxed);
+                metrics.keyframe_requests_coalesced.inc();
             }
             return;
         }
         if self.role != ClientRole::Control {
-            metrics.trust.commands_refused_role.fetch_add(1, Ordering::Relaxed);
+            metrics.trust.commands_refused_role.inc();
             tracing::debug!(
                 "client {}: a view token may not send {:?}",
                 self.client.id(),
@@ -547,11 +544,11 @@ impl<'a> ClientSession<'a> {
         match &self.ctx.commands {
             Some(outbox) => {
                 if outbox.push_safety(self.client.id(), cmd) == Queued::Superseded {
-                    metrics.commands_superseded.fetch_add(1, Ordering::Relaxed);
+                    metrics.commands_superseded.inc();
                 }
             }
             None => {
-                metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                metrics.commands_dropped.inc();
             }
         }
     }
@@ -560,17 +557,17 @@ impl<'a> ClientSession<'a> {
     fn on_budgeted_command(&mut self, cmd: Command) {
         let metrics = &self.ctx.metrics;
         if !self.ctx.command_budget.try_take(Instant::now()) {
-            metrics.trust.commands_refused_budget.fetch_add(1, Ordering::Relaxed);
+            metrics.trust.commands_refused_budget.inc();
             return;
         }
         let accepted_ns = shmring_core::monotonic_ns();
         let generation = self.ctx.gate.as_ref().map_or(0, |g| g.generation());
         if !self.judge(&cmd.action) {
-            metrics.commands_gated.fetch_add(1, Ordering::Relaxed);
+            metrics.commands_gated.inc();
             return;
         }
         let Some(outbox) = &self.ctx.commands else {
-            metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+            metrics.commands_dropped.inc();
             return;
         };
         let queued = if is_motion_action(&cmd.action) {
@@ -586,10 +583,10 @@ impl<'a> ClientSession<'a> {
         match queued {
             Queued::Waiting => {}
             Queued::Superseded => {
-                metrics.commands_superseded.fetch_add(1, Ordering::Relaxed);
+                metrics.commands_superseded.inc();
             }
             Queued::Full => {
-                metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                metrics.commands_dropped.inc();
             }
         }
     }
@@ -647,10 +644,7 @@ impl foxglove::Session for FoxgloveSession<'_> {
     }
 
     fn malformed(&self) {
-        self.ctx
-            .metrics
-            .client_messages_malformed
-            .fetch_add(1, Ordering::Relaxed);
+        self.ctx.metrics.client_messages_malformed.inc();
     }
 }
 
@@ -687,7 +681,7 @@ pub(crate) async fn run(
     };
     client.attach_sink(write.clone());
     ctx.metrics.clients.fetch_add(1, Ordering::Relaxed);
-    ctx.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.connections_total.inc();
     let config = WebSocketConfig::default()
         .max_message_size(Some(ctx.options.max_command_size + 1))
         .max_frame_size(Some(ctx.options.max_command_size + 1))
@@ -726,7 +720,7 @@ pub(crate) async fn run(
         }
     }
     if peer_gone.load(Ordering::Relaxed) {
-        ctx.metrics.trust.clients_reset_by_peer.fetch_add(1, Ordering::Relaxed);
+        ctx.metrics.trust.clients_reset_by_peer.inc();
     }
     // No direct writes after this: the close frame (if any) was the last message.
     client.finish();

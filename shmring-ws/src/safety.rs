@@ -144,7 +144,7 @@ impl SafetyGate {
                 },
             };
             if self.publish.try_send(publication).is_err() {
-                self.metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.commands_dropped.inc();
             }
         }
     }

@@ -4,7 +4,6 @@
 //! [`crate::ServerOptions::subscribe_timeout`]): a client that answers pings but
 //! watches nothing would otherwise hold its slot forever.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::client::ClientQueue;
@@ -23,7 +22,7 @@ pub(crate) async fn watch(
 ) {
     let reason = tokio::select! {
         why = grant.revoked() => {
-            metrics.trust.clients_revoked.fetch_add(1, Ordering::Relaxed);
+            metrics.trust.clients_revoked.inc();
             tracing::info!("client {}: {}", client.id(), why.reason());
             why.reason().to_owned()
         }

@@ -1,6 +1,5 @@
 //! The hub's tests: fan-out threads, the GOP cache, subscriptions.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,7 +22,7 @@ fn fan_out_threads_deliver_every_frame_in_order_to_every_client() {
         h.publish_video(frame(seq, false, 10));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while h.metrics.frames_sent_direct.load(Ordering::Relaxed) < 5 * 199 {
+    while h.metrics.frames_sent_direct.get() < 5 * 199 {
         assert!(Instant::now() < deadline, "the fan-out threads did not deliver");
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -13,7 +13,6 @@
 //! async-nats reconnects and resubscribes by itself, so a NATS restart needs nothing
 //! from the server (the connection policy is [`super::client`]'s).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -221,7 +220,7 @@ impl CommandRelay {
 
     async fn publish_gate(&self, p: Publication) {
         if let Err(e) = self.client.publish(p.subject, p.payload).await {
-            self.metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.commands_dropped.inc();
             tracing::warn!("video gate publication lost: {e}");
         }
     }
@@ -230,11 +229,11 @@ impl CommandRelay {
         let subject = format!("{COMMAND_SUBJECT_PREFIX}{}", cmd.action);
         match self.client.publish(subject, cmd.json).await {
             Ok(()) => {
-                self.metrics.commands_published.fetch_add(1, Ordering::Relaxed);
+                self.metrics.commands_published.inc();
                 true
             }
             Err(e) => {
-                self.metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.commands_dropped.inc();
                 tracing::debug!("command not published: {e}");
                 false
             }
@@ -253,7 +252,7 @@ impl CommandRelay {
             )
         });
         if !admitted {
-            self.metrics.commands_gated.fetch_add(1, Ordering::Relaxed);
+            self.metrics.commands_gated.inc();
             return;
         }
         if self.publish_command(motion.command).await {
