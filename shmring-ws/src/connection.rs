@@ -32,11 +32,11 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::client::{Batch, ClientQueue, DirectSink};
 use crate::foxglove;
-use crate::framing::{close_frame, text_frame, CloseReason};
+use crate::framing::{close_code, close_frame, text_frame, CloseReason};
 use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
 use crate::limits::{
-    CommandBudget, Exceeded, KeyframeRequestGate, Liveness, PendingConnections, WireLimits, WireMeter,
+    CommandBudget, Exceeded, KeyframeRequestLimiter, Liveness, PendingConnections, WireLimits, WireMeter,
 };
 use crate::message::Outgoing;
 use crate::metrics::{Metrics, SentTally};
@@ -210,7 +210,7 @@ async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared, peer_gon
                 return;
             }
             Err(_) => {
-                metrics.clients_closed_by_server.fetch_add(1, Ordering::Relaxed);
+                metrics.clients_closed_by_server.inc();
                 tracing::warn!(
                     "client {}: no write progress for {:?}; dropping the connection",
                     client.id(),
@@ -227,7 +227,7 @@ async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared, peer_gon
         }
         tally.flush(metrics, false);
         if let Some(reason) = &batch.close {
-            metrics.clients_closed_by_server.fetch_add(1, Ordering::Relaxed);
+            metrics.clients_closed_by_server.inc();
             tracing::info!("client {}: closing ({} {})", client.id(), reason.code, reason.reason);
             let _ = tokio::time::timeout(
                 CLOSE_GRACE,
@@ -242,18 +242,6 @@ async fn writer(w: &OwnedWriteHalf, client: &ClientQueue, ctx: &Shared, peer_gon
             return;
         }
     }
-}
-
-/// Close codes (RFC 6455, section 7.4.1) the server closes a client with.
-pub(crate) mod close_code {
-    /// The client broke the WebSocket protocol.
-    pub(crate) const PROTOCOL_ERROR: u16 = 1002;
-    /// A text message is not valid UTF-8.
-    pub(crate) const INVALID_PAYLOAD: u16 = 1007;
-    /// The client went over a limit, or stopped answering.
-    pub(crate) const POLICY_VIOLATION: u16 = 1008;
-    /// A message is larger than the server takes.
-    pub(crate) const MESSAGE_TOO_BIG: u16 = 1009;
 }
 
 /// Pings the client every `interval`; one that sent nothing at all (no pong, no
@@ -411,7 +399,7 @@ struct ClientSession<'a> {
     client_gate: Option<ClientGate>,
     /// The channels a Foxglove client advertised to publish on (`clientPublish`).
     channels: RefCell<HashMap<u32, foxglove::ClientTopic>>,
-    keyframe_gate: KeyframeRequestGate,
+    keyframe_limiter: KeyframeRequestLimiter,
 }
 
 impl<'a> ClientSession<'a> {
@@ -423,8 +411,8 @@ impl<'a> ClientSession<'a> {
             rate: MessageRate::new(ctx.options.max_messages_per_sec),
             client_gate: ctx.gate.as_ref().map(|g| g.client_gate()),
             channels: RefCell::new(HashMap::new()),
-            keyframe_gate: KeyframeRequestGate::new(
-                crate::defaults::CLIENT_KEYFRAME_INTERVAL.max(ctx.options.keyframe_interval),
+            keyframe_limiter: KeyframeRequestLimiter::new(
+                crate::defaults::DEFAULT_CLIENT_KEYFRAME_INTERVAL.max(ctx.options.keyframe_interval),
             ),
         }
     }
@@ -470,10 +458,7 @@ impl<'a> ClientSession<'a> {
     }
 
     fn malformed(&self) {
-        self.ctx
-            .metrics
-            .client_messages_malformed
-            .fetch_add(1, Ordering::Relaxed);
+        self.ctx.metrics.client_messages_malformed.inc();
     }
 
     fn on_foxglove_request(&self, text: &str) {
@@ -499,7 +484,7 @@ impl<'a> ClientSession<'a> {
                 self.rate.count()?;
                 self.malformed();
                 let _ = self.client.push_control(&text_frame(&foxglove::status(
-                    1,
+                    foxglove::STATUS_WARNING,
                     "message on a channel not advertised, or not a JSON object of its topic's shape",
                 )));
                 Ok(())
@@ -530,15 +515,15 @@ impl<'a> ClientSession<'a> {
         let metrics = &self.ctx.metrics;
         if cmd.action == ACTION_REQUEST_IDR {
             // Any client may ask (its decoder failed), at most once per interval.
-            if self.keyframe_gate.allow(Instant::now()) {
+            if self.keyframe_limiter.allow(Instant::now()) {
                 self.ctx.keyframes.request("a viewer asked (decoder error)");
             } else {
-                metrics.keyframe_requests_coalesced.fetch_add(1, Ordering::Relaxed);
+                metrics.keyframe_requests_coalesced.inc();
             }
             return;
         }
         if self.role != ClientRole::Control {
-            metrics.trust.commands_refused_role.fetch_add(1, Ordering::Relaxed);
+            metrics.trust.commands_refused_role.inc();
             tracing::debug!(
                 "client {}: a view token may not send {:?}",
                 self.client.id(),
@@ -559,11 +544,11 @@ impl<'a> ClientSession<'a> {
         match &self.ctx.commands {
             Some(outbox) => {
                 if outbox.push_safety(self.client.id(), cmd) == Queued::Superseded {
-                    metrics.commands_superseded.fetch_add(1, Ordering::Relaxed);
+                    metrics.commands_superseded.inc();
                 }
             }
             None => {
-                metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                metrics.commands_dropped.inc();
             }
         }
     }
@@ -572,17 +557,17 @@ impl<'a> ClientSession<'a> {
     fn on_budgeted_command(&mut self, cmd: Command) {
         let metrics = &self.ctx.metrics;
         if !self.ctx.command_budget.try_take(Instant::now()) {
-            metrics.trust.commands_refused_budget.fetch_add(1, Ordering::Relaxed);
+            metrics.trust.commands_refused_budget.inc();
             return;
         }
         let accepted_ns = shmring_core::monotonic_ns();
         let generation = self.ctx.gate.as_ref().map_or(0, |g| g.generation());
         if !self.judge(&cmd.action) {
-            metrics.commands_gated.fetch_add(1, Ordering::Relaxed);
+            metrics.commands_gated.inc();
             return;
         }
         let Some(outbox) = &self.ctx.commands else {
-            metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+            metrics.commands_dropped.inc();
             return;
         };
         let queued = if is_motion_action(&cmd.action) {
@@ -598,10 +583,10 @@ impl<'a> ClientSession<'a> {
         match queued {
             Queued::Waiting => {}
             Queued::Superseded => {
-                metrics.commands_superseded.fetch_add(1, Ordering::Relaxed);
+                metrics.commands_superseded.inc();
             }
             Queued::Full => {
-                metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                metrics.commands_dropped.inc();
             }
         }
     }
@@ -659,10 +644,7 @@ impl foxglove::Session for FoxgloveSession<'_> {
     }
 
     fn malformed(&self) {
-        self.ctx
-            .metrics
-            .client_messages_malformed
-            .fetch_add(1, Ordering::Relaxed);
+        self.ctx.metrics.client_messages_malformed.inc();
     }
 }
 
@@ -699,7 +681,7 @@ pub(crate) async fn run(
     };
     client.attach_sink(write.clone());
     ctx.metrics.clients.fetch_add(1, Ordering::Relaxed);
-    ctx.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.connections_total.inc();
     let config = WebSocketConfig::default()
         .max_message_size(Some(ctx.options.max_command_size + 1))
         .max_frame_size(Some(ctx.options.max_command_size + 1))
@@ -738,7 +720,7 @@ pub(crate) async fn run(
         }
     }
     if peer_gone.load(Ordering::Relaxed) {
-        ctx.metrics.trust.clients_reset_by_peer.fetch_add(1, Ordering::Relaxed);
+        ctx.metrics.trust.clients_reset_by_peer.inc();
     }
     // No direct writes after this: the close frame (if any) was the last message.
     client.finish();

@@ -12,6 +12,23 @@ pub(crate) struct CloseReason {
     pub(crate) reason: String,
 }
 
+/// Close codes (RFC 6455, section 7.4.1) the server closes a client with.
+pub(crate) mod close_code {
+    /// The server is shutting down.
+    pub(crate) const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket protocol.
+    pub(crate) const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message is not valid UTF-8.
+    pub(crate) const INVALID_PAYLOAD: u16 = 1007;
+    /// The client went over a limit, stopped answering, lost its grant or has nothing
+    /// to watch.
+    pub(crate) const POLICY_VIOLATION: u16 = 1008;
+    /// A message is larger than the server takes.
+    pub(crate) const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The client fell behind and no keyframe came in time; it may reconnect.
+    pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
+}
+
 /// Longest header [`binary_frame_header`] writes.
 pub(crate) const MAX_FRAME_HEADER: usize = 10;
 

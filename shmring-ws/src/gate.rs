@@ -27,14 +27,14 @@ use std::time::Duration;
 /// NATS subject the gate's status goes to (and the sim listens on).
 pub const GATE_TELEMETRY_SUBJECT: &str = "telemetry.safety.video_gate";
 /// Action (subject `command.genesis.set_cmd_vel`) of the latched zero velocity.
-pub const ZERO_VELOCITY_ACTION: &str = "set_cmd_vel";
+pub(crate) const ZERO_VELOCITY_ACTION: &str = "set_cmd_vel";
 /// Action (subject `command.genesis.estop`) of the escalation.
-pub const ESTOP_ACTION: &str = "estop";
+pub(crate) const ESTOP_ACTION: &str = "estop";
 /// Payload of the latched zero velocity, as SDR_OS sends it.
-pub const ZERO_VELOCITY_PAYLOAD: &str =
+pub(crate) const ZERO_VELOCITY_PAYLOAD: &str =
     r#"{"action":"set_cmd_vel","data":{"linear_x":0,"linear_y":0,"angular_z":0},"_safety":"hold"}"#;
 /// Payload of the escalation, as SDR_OS sends it.
-pub const ESTOP_PAYLOAD: &str = r#"{"reason":"video_timeout","_safety":"estop"}"#;
+pub(crate) const ESTOP_PAYLOAD: &str = r#"{"reason":"video_timeout","_safety":"estop"}"#;
 
 /// Default HOLD threshold (`SDR_VIDEO_GATE_HOLD_MS`).
 pub const DEFAULT_HOLD: Duration = Duration::from_millis(1000);
@@ -107,7 +107,7 @@ impl GateSettings {
 
 /// The gate's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GateMode {
+pub(crate) enum GateMode {
     /// Video is fresh: every command passes.
     Open,
     /// Video is stale: motion is dropped; one zero velocity was latched.
@@ -118,7 +118,7 @@ pub enum GateMode {
 
 impl GateMode {
     /// The name SDR_OS uses in `mode` (`"HOLD"`, `"ESTOP"`), or `None` when open.
-    pub fn name(self) -> Option<&'static str> {
+    pub(crate) fn name(self) -> Option<&'static str> {
         match self {
             GateMode::Open => None,
             GateMode::Hold => Some("HOLD"),
@@ -129,7 +129,7 @@ impl GateMode {
 
 /// What a command's action means to the gate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommandKind {
+pub(crate) enum CommandKind {
     /// Moves the robot: passes only while the video is fresh.
     Motion,
     /// Stops or resets it (`estop`, `estop_clear`, `pause`, `reset`): always passes.
@@ -139,7 +139,7 @@ pub enum CommandKind {
 }
 
 /// Classifies a command action.
-pub fn command_kind(action: &str) -> CommandKind {
+pub(crate) fn command_kind(action: &str) -> CommandKind {
     match action {
         "set_cmd_vel" | "set_alpha" | "set_skill" => CommandKind::Motion,
         "estop" | "estop_clear" | "pause" | "reset" => CommandKind::Safety,
@@ -149,7 +149,7 @@ pub fn command_kind(action: &str) -> CommandKind {
 
 /// Something the gate wants published.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GateEffect {
+pub(crate) enum GateEffect {
     /// The latched zero velocity: [`ZERO_VELOCITY_PAYLOAD`] on
     /// `command.genesis.set_cmd_vel`.
     ZeroVelocity,
@@ -168,7 +168,7 @@ pub enum GateEffect {
 impl GateEffect {
     /// The JSON status payload: `{"gated":true,"mode":"HOLD","stale_ms":N}` or
     /// `{"gated":false}`; a client gate adds `"scope":"client"`.
-    pub fn status_json(mode: GateMode, stale_ms: u64, client_scope: bool) -> String {
+    pub(crate) fn status_json(mode: GateMode, stale_ms: u64, client_scope: bool) -> String {
         let scope = if client_scope { r#","scope":"client""# } else { "" };
         match mode.name() {
             Some(name) => format!(r#"{{"gated":true,"mode":"{name}","stale_ms":{stale_ms}{scope}}}"#),
@@ -179,7 +179,7 @@ impl GateEffect {
 
 /// What the gate decided about one command.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// Forward the command.
     pub pass: bool,
     /// Publish these (in order) whether or not the command passes.
@@ -191,7 +191,7 @@ pub struct Verdict {
 /// Closed until proven fresh: before the first frame it is told of, no motion passes,
 /// whatever the time (the age that escalates to ESTOP counts from the start).
 #[derive(Clone, Debug)]
-pub struct VideoGate {
+pub(crate) struct VideoGate {
     settings: GateSettings,
     mode: GateMode,
     /// When the gate started.
@@ -213,7 +213,7 @@ fn ns(d: Duration) -> u64 {
 impl VideoGate {
     /// A gate started at `now_ns`. Until a frame arrives motion is held, and the age that
     /// escalates to ESTOP counts from here.
-    pub fn new(settings: GateSettings, now_ns: u64) -> Self {
+    pub(crate) fn new(settings: GateSettings, now_ns: u64) -> Self {
         VideoGate {
             settings,
             mode: GateMode::Open,
@@ -225,24 +225,24 @@ impl VideoGate {
     }
 
     /// The current mode.
-    pub fn mode(&self) -> GateMode {
+    pub(crate) fn mode(&self) -> GateMode {
         self.mode
     }
 
     /// The settings.
-    pub fn settings(&self) -> GateSettings {
+    pub(crate) fn settings(&self) -> GateSettings {
         self.settings
     }
 
     /// Age of the video at `now_ns`: of the newest frame, counted from no earlier than
     /// the gate's start (before any frame: the time since the start).
-    pub fn stale(&self, now_ns: u64) -> Duration {
+    pub(crate) fn stale(&self, now_ns: u64) -> Duration {
         let since = self.newest_frame_ns.unwrap_or(0).max(self.started_ns);
         Duration::from_nanos(now_ns.saturating_sub(since))
     }
 
     /// True if a frame was seen and the newest is no older than HOLD at `now_ns`.
-    pub fn fresh(&self, now_ns: u64) -> bool {
+    pub(crate) fn fresh(&self, now_ns: u64) -> bool {
         self.newest_frame_ns
             .is_some_and(|f| Duration::from_nanos(now_ns.saturating_sub(f)) <= self.settings.hold)
     }
@@ -259,7 +259,7 @@ impl VideoGate {
     /// Records the newest frame (its time and codec; `frame_ns` 0: no frame yet), as
     /// often as the caller likes. If the gate was closed and this frame is fresh, it
     /// opens: returns the recovery status.
-    pub fn observe(&mut self, now_ns: u64, frame_ns: u64, codec: Option<u16>) -> Option<GateEffect> {
+    pub(crate) fn observe(&mut self, now_ns: u64, frame_ns: u64, codec: Option<u16>) -> Option<GateEffect> {
         if frame_ns != 0 && self.newest_frame_ns.is_none_or(|f| frame_ns > f) {
             self.newest_frame_ns = Some(frame_ns);
         }
@@ -281,7 +281,7 @@ impl VideoGate {
 
     /// Judges a command with action `action` at `now_ns` (after the caller's latest
     /// [`Self::observe`]).
-    pub fn command(&mut self, now_ns: u64, action: &str) -> Verdict {
+    pub(crate) fn command(&mut self, now_ns: u64, action: &str) -> Verdict {
         if command_kind(action) != CommandKind::Motion {
             return Verdict {
                 pass: true,

@@ -210,10 +210,8 @@ impl Hub {
     /// Hands a video frame to every client and updates the GOP cache.
     pub(crate) fn publish_video(&self, frame: VideoFrame) {
         if let Some((header, payload)) = frame.parts() {
-            self.metrics.frames_broadcast.fetch_add(1, Ordering::Relaxed);
-            self.metrics
-                .bytes_broadcast
-                .fetch_add(payload.len() as u64, Ordering::Relaxed);
+            self.metrics.frames_broadcast.inc();
+            self.metrics.bytes_broadcast.add(payload.len() as u64);
             self.metrics
                 .last_codec
                 .store(u64::from(header.codec.get()), Ordering::Relaxed);

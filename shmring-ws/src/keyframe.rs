@@ -1,7 +1,6 @@
 //! Keyframe requests to the producer, coalesced so a crowd of clients falling behind at
 //! once costs the encoder one IDR, not hundreds.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,13 +55,13 @@ impl KeyframeRequests {
         {
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
             if matches!(*last, Some(t) if now.duration_since(t) < self.interval) {
-                self.metrics.keyframe_requests_coalesced.fetch_add(1, Ordering::Relaxed);
+                self.metrics.keyframe_requests_coalesced.inc();
                 return false;
             }
             *last = Some(now);
         }
         tracing::debug!("requesting a keyframe: {why}");
-        self.metrics.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        self.metrics.keyframe_requests.inc();
         if let Some(cb) = self.direct.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             cb();
         }
@@ -79,7 +78,7 @@ impl KeyframeRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     #[test]
     fn requests_are_coalesced() {
@@ -97,6 +96,6 @@ mod tests {
         std::thread::sleep(Duration::from_millis(220));
         assert!(k.request("c"));
         assert_eq!(calls.load(Ordering::Relaxed), 2);
-        assert_eq!(metrics.keyframe_requests_coalesced.load(Ordering::Relaxed), 100);
+        assert_eq!(metrics.keyframe_requests_coalesced.get(), 100);
     }
 }

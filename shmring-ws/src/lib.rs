@@ -6,7 +6,7 @@
 //! NATS telemetry.> --> 0x02 messages          client 0x04 commands --> command.genesis.<action>
 //! ```
 //!
-//! Beyond one machine ([`nats::video`], `docs/nats-video.md`): a server can publish
+//! Beyond one machine (`docs/nats-video.md`): a server can publish
 //! every frame to NATS (`video.<stream>`) and keep the newest keyframe in JetStream
 //! ([`ServerOptions::publish`]), and another can serve that stream instead of a ring
 //! ([`FrameSource::Nats`]).
@@ -20,25 +20,38 @@
 //!   keyframe and the frames after it); others at the next keyframe, requested for them.
 //!   A client whose queue overflows (bytes or messages), or that meets a gap in
 //!   frame_seq, resumes at a keyframe; the others lose nothing. Keyframe requests are
-//!   coalesced ([`KeyframeRequests`]). Motion commands pass the video safety [`gate`].
+//!   coalesced ([`KeyframeRequests`]). Motion commands pass the video safety gate
+//!   ([`GateSettings`], `docs/video-gate.md`).
 //! - [`Server`] also serves a WebCodecs viewer page at `/`, `/health` and `/metrics`,
 //!   and the Foxglove WebSocket protocol (`foxglove.websocket.v1`) on the same port.
 //!
-//! The message format is described in `docs/architecture.md`; every default is named in
-//! [`defaults`].
+//! The message format is described in `docs/architecture.md`; every default is named
+//! at the crate root (`DEFAULT_*`).
 //!
 //! # What is public
 //!
-//! What a program embedding the server needs, at the crate root: [`Server`],
-//! [`ServerOptions`] and its parts ([`FrameSource`], [`RingSource`], [`QueueLimits`],
-//! [`GateSettings`], [`NatsOptions`], [`NatsPublishOptions`], [`NatsSourceOptions`],
-//! [`TrustPolicy`], [`TlsFiles`]), the errors of building them ([`NatsError`],
-//! [`TargetError`]), keyframe requests ([`KeyframeRequests`]) and read-only metrics
-//! ([`Metrics::snapshot`]). The modules `defaults`, `gate`, `nats` and `trust` are public
-//! for their settings and constants, [`foxglove`] for the names a Foxglove client sees
-//! (subprotocol, topics, channel ids), and `annexb` splits an H.264 byte stream for
-//! producers that replay a file. Everything else (the hub, client queues, the SDR_OS
-//! message codec, the limit meters) is the server's own.
+//! The crate root is the whole public API: what a program embedding the server needs.
+//!
+//! - The server: [`Server`], [`ServerError`], [`ServerOptions`] and its parts
+//!   ([`FrameSource`], [`RingSource`], [`QueueLimits`], [`GateSettings`],
+//!   [`NatsOptions`], [`NatsPublishOptions`], [`NatsSourceOptions`],
+//!   [`NatsVideoTarget`], [`TrustPolicy`] with [`Tokens`], [`OriginPolicy`] and
+//!   [`HostPolicy`], [`TlsFiles`]), and the errors of building them ([`NatsError`],
+//!   [`TargetError`], [`GateSettingsError`], [`TokenError`], [`OriginListError`],
+//!   [`HostListError`], [`TlsError`]).
+//! - Every default (`DEFAULT_*`, e.g. [`DEFAULT_QUEUE_FRAMES`], [`DEFAULT_HOLD`]) and
+//!   [`default_listen`].
+//! - The names a client or another program sees: [`FOXGLOVE_SUBPROTOCOL`] and the
+//!   Foxglove topics, [`SUBPROTOCOL_TOKEN_PREFIX`], the NATS subjects
+//!   ([`VIDEO_SUBJECT_PREFIX`], [`DEFAULT_KEYFRAME_REQUEST_SUBJECTS`],
+//!   [`GATE_TELEMETRY_SUBJECT`]).
+//! - Keyframe requests ([`KeyframeRequests`]) and read-only metrics
+//!   ([`Metrics::snapshot`]).
+//! - [`annexb`], the one public module, splits an H.264 byte stream for producers that
+//!   replay a file.
+//!
+//! Everything else (the hub, client queues, the SDR_OS message codec, the gate's state
+//! machine, the NATS relay, the limit meters) is the server's own.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), shmring_ws::ServerError> {
@@ -59,17 +72,17 @@
 pub mod annexb;
 mod client;
 mod connection;
-pub mod defaults;
-pub mod foxglove;
+mod defaults;
+mod foxglove;
 mod framing;
-pub mod gate;
+mod gate;
 mod http;
 mod hub;
 mod keyframe;
 mod limits;
 mod message;
 mod metrics;
-pub mod nats;
+mod nats;
 mod options;
 mod protocol;
 mod ring;
@@ -77,7 +90,7 @@ mod safety;
 mod server;
 mod source;
 mod standing;
-pub mod trust;
+mod trust;
 mod wire;
 
 // The server and how to run it.
@@ -86,16 +99,42 @@ pub use server::{Server, ServerError, STREAM_PATH, VIEWER_HTML};
 
 // ServerOptions' parts.
 pub use client::QueueLimits;
-pub use gate::GateSettings;
+pub use gate::{GateSettings, GateSettingsError};
 pub use nats::video::NatsVideoTarget;
 pub use nats::{NatsOptions, NatsPublishOptions, NatsSourceOptions};
 pub use source::{FrameSource, RingSource};
-pub use trust::tls::TlsFiles;
-pub use trust::TrustPolicy;
+pub use trust::host::{HostListError, HostPolicy};
+pub use trust::origin::{OriginListError, OriginPolicy};
+pub use trust::tls::{TlsError, TlsFiles};
+pub use trust::tokens::{Role, TokenError, TokenSource, Tokens};
+pub use trust::{default_listen, TrustPolicy};
 
 // The errors of building those parts.
 pub use nats::video::TargetError;
 pub use nats::NatsError;
+
+// Every default (`ServerOptions::default()` is built from these).
+pub use defaults::{
+    DEFAULT_CLIENT_KEYFRAME_INTERVAL, DEFAULT_FANOUT_THREADS, DEFAULT_KEYFRAME_INTERVAL, DEFAULT_KEYFRAME_REPLICAS,
+    DEFAULT_KEYFRAME_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BYTES_PER_SEC, DEFAULT_MAX_CLIENTS,
+    DEFAULT_MAX_COMMANDS_PER_SEC, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAMES_PER_SEC, DEFAULT_MAX_MESSAGES_PER_SEC,
+    DEFAULT_MAX_PENDING_CONNECTIONS, DEFAULT_PING_INTERVAL, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_FRAMES,
+    DEFAULT_SEND_BUFFER, DEFAULT_SHM_PATH, DEFAULT_SHM_SIZE, DEFAULT_SUBSCRIBE_TIMEOUT, DEFAULT_TELEMETRY_MAX_SIZE,
+    DEFAULT_TELEMETRY_SUBJECTS, DEFAULT_VERIFY_CRC, DEFAULT_WRITE_TIMEOUT,
+};
+pub use gate::{DEFAULT_CODEC_CHANGE_GRACE, DEFAULT_ESTOP, DEFAULT_HOLD};
+pub use nats::DEFAULT_KEYFRAME_REQUEST_SUBJECTS;
+pub use trust::DEFAULT_PORT;
+
+// Names a client or another program sees: NATS subjects, the Foxglove subprotocol and
+// topics, the token subprotocol prefix.
+pub use foxglove::{
+    IMAGE_TOPIC as FOXGLOVE_IMAGE_TOPIC, SUBPROTOCOL as FOXGLOVE_SUBPROTOCOL, VIDEO_TOPIC as FOXGLOVE_VIDEO_TOPIC,
+};
+pub use gate::GATE_TELEMETRY_SUBJECT;
+pub use nats::video::VIDEO_SUBJECT_PREFIX;
+pub use nats::{FORCE_IDR_SUBJECT, REQUEST_IDR_SUBJECT};
+pub use trust::tokens::SUBPROTOCOL_TOKEN_PREFIX;
 
 // Keyframe requests (an in-process producer takes them with a callback).
 pub use keyframe::{KeyframeCallback, KeyframeRequests};

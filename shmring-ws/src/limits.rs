@@ -192,10 +192,6 @@ impl CommandBudget {
     }
 }
 
-/// The limiter's former name, still used by `connection.rs`; "gate" is the video
-/// safety gate's word.
-pub(crate) type KeyframeRequestGate = KeyframeRequestLimiter;
-
 /// One client's keyframe requests: at most one per interval is passed on (the others
 /// are answered by the keyframe the first one brings).
 #[derive(Debug)]
@@ -321,7 +317,7 @@ pub(crate) fn max_clients(configured: usize, max_pending: usize, tls: bool) -> u
 /// of real clients connecting at once all get in); out of file descriptors, the server
 /// evicts the oldest whatever its age ([`PendingConnections::evict_oldest`]).
 #[derive(Debug)]
-pub struct PendingConnections {
+pub(crate) struct PendingConnections {
     cap: usize,
     state: Mutex<PendingState>,
 }
@@ -335,7 +331,7 @@ struct PendingState {
 /// One connection's place among the pending ones; dropping it (the request head was
 /// read, or the connection ended) frees the place.
 #[derive(Debug)]
-pub struct PendingTicket {
+pub(crate) struct PendingTicket {
     id: u64,
     evicted: Arc<Notify>,
     owner: Arc<PendingConnections>,
@@ -343,7 +339,7 @@ pub struct PendingTicket {
 
 impl PendingConnections {
     /// At most `cap` (at least 1) connections pending at once.
-    pub fn new(cap: usize) -> Arc<PendingConnections> {
+    pub(crate) fn new(cap: usize) -> Arc<PendingConnections> {
         Arc::new(PendingConnections {
             cap: cap.max(1),
             state: Mutex::new(PendingState::default()),
@@ -351,11 +347,11 @@ impl PendingConnections {
     }
 
     /// How long a socket may be pending before a newcomer can evict it.
-    pub const MIN_AGE: Duration = Duration::from_millis(500);
+    pub(crate) const MIN_AGE: Duration = Duration::from_millis(500);
 
     /// Registers a new pending connection at `now`; returns its ticket and whether an
     /// older one was evicted for it.
-    pub fn admit(self: &Arc<Self>, now: Instant) -> (PendingTicket, bool) {
+    pub(crate) fn admit(self: &Arc<Self>, now: Instant) -> (PendingTicket, bool) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut evicted_one = false;
         let oldest_is_stale = s
@@ -381,7 +377,7 @@ impl PendingConnections {
 
     /// Evicts the oldest pending connection, whatever its age (the server is out of
     /// file descriptors); false if none is pending.
-    pub fn evict_oldest(&self) -> bool {
+    pub(crate) fn evict_oldest(&self) -> bool {
         Self::pop_oldest(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -397,19 +393,15 @@ impl PendingConnections {
     }
 
     /// Connections pending now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).queue.len()
-    }
-
-    /// True when no connection is pending.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
 impl PendingTicket {
     /// Completes when this connection is evicted to make room for a newer one.
-    pub async fn evicted(&self) {
+    pub(crate) async fn evicted(&self) {
         self.evicted.notified().await;
     }
 }

@@ -98,9 +98,9 @@ impl SentTally {
 
     /// Adds the counts to `metrics`; `direct` if the fan-out wrote them itself.
     pub(crate) fn flush(&self, metrics: &Metrics, direct: bool) {
-        let add = |a: &AtomicU64, n: u64| {
+        let add = |a: &Counter, n: u64| {
             if n > 0 {
-                a.fetch_add(n, Ordering::Relaxed);
+                a.add(n);
             }
         };
         add(&metrics.frames_sent, self.frames);
@@ -148,13 +148,40 @@ impl Histogram {
 /// Frames older than this make `/health` say `stale`.
 const STALE_AFTER_MS: u64 = 5_000;
 
+/// A monotonic count for monitoring (a Prometheus counter): relaxed atomic adds, since
+/// no other memory is published through it.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    /// A counter at 0.
+    pub(crate) const fn new() -> Counter {
+        Counter(AtomicU64::new(0))
+    }
+
+    /// Counts one.
+    pub(crate) fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Counts `n`.
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The count now.
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Server-wide counters, shared by the reader thread, the client tasks and the HTTP
 /// handlers. All updates are relaxed atomics: the numbers are for monitoring.
 #[derive(Debug)]
 pub struct Metrics {
     started: Instant,
     /// Frames the reader thread took out of the ring.
-    pub(crate) frames_read: AtomicU64,
+    pub(crate) frames_read: Counter,
     /// frame_seq of the newest frame read (0 before the first).
     pub(crate) shm_seq: AtomicU64,
     /// CLOCK_MONOTONIC ns when the newest frame was read (0 before the first).
@@ -167,49 +194,49 @@ pub struct Metrics {
     /// existing ring, building its scene): `/health` says `starting`, not `stale`.
     pub(crate) writer_starting: AtomicBool,
     /// Video frames handed to the clients (SDR_OS's `frames_broadcast`).
-    pub(crate) frames_broadcast: AtomicU64,
+    pub(crate) frames_broadcast: Counter,
     /// Payload bytes of those frames (for `avg_frame_size_bytes`).
-    pub(crate) bytes_broadcast: AtomicU64,
+    pub(crate) bytes_broadcast: Counter,
     /// Codec id of the newest frame (0 before the first).
     pub(crate) last_codec: AtomicU64,
     /// Client commands the video gate held back.
-    pub(crate) commands_gated: AtomicU64,
+    pub(crate) commands_gated: Counter,
     /// Video frames written to clients.
-    pub(crate) frames_sent: AtomicU64,
+    pub(crate) frames_sent: Counter,
     /// Of `frames_sent`, those the publishing thread wrote straight to the socket (the
     /// client had no backlog); the rest went through the client's queue and writer task.
-    pub(crate) frames_sent_direct: AtomicU64,
+    pub(crate) frames_sent_direct: Counter,
     /// Frames whose frame_id was to be their commit time (`--frame-id-commit-time`) but
     /// was in the future or more than a minute old; they are left out of the
     /// commit-to-send histogram.
-    pub(crate) commit_time_invalid: AtomicU64,
+    pub(crate) commit_time_invalid: Counter,
     /// WebSocket message bytes written to clients (video and telemetry).
-    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) bytes_sent: Counter,
     /// Telemetry messages written to clients.
-    pub(crate) telemetry_sent: AtomicU64,
+    pub(crate) telemetry_sent: Counter,
     /// Connected WebSocket clients.
     pub(crate) clients: AtomicI64,
     /// WebSocket connections accepted since start.
-    pub(crate) connections_total: AtomicU64,
+    pub(crate) connections_total: Counter,
     /// Connections the server closed for misbehaviour or a stalled stream.
-    pub(crate) clients_closed_by_server: AtomicU64,
+    pub(crate) clients_closed_by_server: Counter,
     /// Keyframe requests sent to the producer (after coalescing).
-    pub(crate) keyframe_requests: AtomicU64,
+    pub(crate) keyframe_requests: Counter,
     /// Keyframe requests suppressed by coalescing.
-    pub(crate) keyframe_requests_coalesced: AtomicU64,
+    pub(crate) keyframe_requests_coalesced: Counter,
     /// Client messages that were not understood (unknown type, bad JSON, bad action).
-    pub(crate) client_messages_malformed: AtomicU64,
+    pub(crate) client_messages_malformed: Counter,
     /// Client commands published to NATS.
-    pub(crate) commands_published: AtomicU64,
+    pub(crate) commands_published: Counter,
     /// Client commands dropped (NATS not configured, or its queue full).
-    pub(crate) commands_dropped: AtomicU64,
+    pub(crate) commands_dropped: Counter,
     /// Client commands replaced, before NATS took them, by a newer one of their kind
     /// (motion: the newest setpoint wins; safety: a client's flood keeps its last word).
-    pub(crate) commands_superseded: AtomicU64,
+    pub(crate) commands_superseded: Counter,
     /// Errors the ring reader reported (damaged records skipped).
-    pub(crate) ring_read_errors: AtomicU64,
+    pub(crate) ring_read_errors: Counter,
     /// HTTP requests that were not WebSocket upgrades.
-    pub(crate) http_requests: AtomicU64,
+    pub(crate) http_requests: Counter,
     /// Counters of the NATS video publisher and source (`shmring_ws_nats_*`).
     pub(crate) nats_video: NatsVideoMetrics,
     /// Counters of the trust boundary (refusals, resets, evictions).
@@ -224,31 +251,31 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             started: Instant::now(),
-            frames_read: AtomicU64::new(0),
+            frames_read: Counter::new(),
             shm_seq: AtomicU64::new(0),
             last_frame_ns: AtomicU64::new(0),
             writer_alive: AtomicI64::new(-1),
             writer_starting: AtomicBool::new(false),
-            frames_broadcast: AtomicU64::new(0),
-            bytes_broadcast: AtomicU64::new(0),
+            frames_broadcast: Counter::new(),
+            bytes_broadcast: Counter::new(),
             last_codec: AtomicU64::new(0),
-            commands_gated: AtomicU64::new(0),
-            frames_sent: AtomicU64::new(0),
-            frames_sent_direct: AtomicU64::new(0),
-            commit_time_invalid: AtomicU64::new(0),
-            bytes_sent: AtomicU64::new(0),
-            telemetry_sent: AtomicU64::new(0),
+            commands_gated: Counter::new(),
+            frames_sent: Counter::new(),
+            frames_sent_direct: Counter::new(),
+            commit_time_invalid: Counter::new(),
+            bytes_sent: Counter::new(),
+            telemetry_sent: Counter::new(),
             clients: AtomicI64::new(0),
-            connections_total: AtomicU64::new(0),
-            clients_closed_by_server: AtomicU64::new(0),
-            keyframe_requests: AtomicU64::new(0),
-            keyframe_requests_coalesced: AtomicU64::new(0),
-            client_messages_malformed: AtomicU64::new(0),
-            commands_published: AtomicU64::new(0),
-            commands_dropped: AtomicU64::new(0),
-            commands_superseded: AtomicU64::new(0),
-            ring_read_errors: AtomicU64::new(0),
-            http_requests: AtomicU64::new(0),
+            connections_total: Counter::new(),
+            clients_closed_by_server: Counter::new(),
+            keyframe_requests: Counter::new(),
+            keyframe_requests_coalesced: Counter::new(),
+            client_messages_malformed: Counter::new(),
+            commands_published: Counter::new(),
+            commands_dropped: Counter::new(),
+            commands_superseded: Counter::new(),
+            ring_read_errors: Counter::new(),
+            http_requests: Counter::new(),
             nats_video: NatsVideoMetrics::default(),
             trust: TrustMetrics::default(),
             drops: Default::default(),
@@ -291,30 +318,30 @@ impl Metrics {
     pub fn snapshot(&self) -> MetricsSnapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         MetricsSnapshot {
-            frames_read: get(&self.frames_read),
+            frames_read: self.frames_read.get(),
             shm_seq: get(&self.shm_seq),
             last_frame_age_ms: self.last_frame_age_ms(),
             writer_alive: self.writer_alive.load(Ordering::Relaxed),
-            frames_broadcast: get(&self.frames_broadcast),
-            bytes_broadcast: get(&self.bytes_broadcast),
+            frames_broadcast: self.frames_broadcast.get(),
+            bytes_broadcast: self.bytes_broadcast.get(),
             last_codec: get(&self.last_codec),
-            commands_gated: get(&self.commands_gated),
-            frames_sent: get(&self.frames_sent),
-            frames_sent_direct: get(&self.frames_sent_direct),
-            commit_time_invalid: get(&self.commit_time_invalid),
-            bytes_sent: get(&self.bytes_sent),
-            telemetry_sent: get(&self.telemetry_sent),
+            commands_gated: self.commands_gated.get(),
+            frames_sent: self.frames_sent.get(),
+            frames_sent_direct: self.frames_sent_direct.get(),
+            commit_time_invalid: self.commit_time_invalid.get(),
+            bytes_sent: self.bytes_sent.get(),
+            telemetry_sent: self.telemetry_sent.get(),
             clients: self.clients.load(Ordering::Relaxed),
-            connections_total: get(&self.connections_total),
-            clients_closed_by_server: get(&self.clients_closed_by_server),
-            keyframe_requests: get(&self.keyframe_requests),
-            keyframe_requests_coalesced: get(&self.keyframe_requests_coalesced),
-            client_messages_malformed: get(&self.client_messages_malformed),
-            commands_published: get(&self.commands_published),
-            commands_dropped: get(&self.commands_dropped),
-            commands_superseded: get(&self.commands_superseded),
-            ring_read_errors: get(&self.ring_read_errors),
-            http_requests: get(&self.http_requests),
+            connections_total: self.connections_total.get(),
+            clients_closed_by_server: self.clients_closed_by_server.get(),
+            keyframe_requests: self.keyframe_requests.get(),
+            keyframe_requests_coalesced: self.keyframe_requests_coalesced.get(),
+            client_messages_malformed: self.client_messages_malformed.get(),
+            commands_published: self.commands_published.get(),
+            commands_dropped: self.commands_dropped.get(),
+            commands_superseded: self.commands_superseded.get(),
+            ring_read_errors: self.ring_read_errors.get(),
+            http_requests: self.http_requests.get(),
             drops: DropReason::ALL.map(|reason| self.drops(reason)),
             nats_video: self.nats_video.snapshot(),
             trust: self.trust.snapshot(),
@@ -652,9 +679,9 @@ mod tests {
         let mut tally = SentTally::default();
         tally.sent(&frame(now - 60_000_000_000, None), now);
         tally.flush(&m, true);
-        assert_eq!(m.frames_sent.load(Ordering::Relaxed), 3);
-        assert_eq!(m.frames_sent_direct.load(Ordering::Relaxed), 1);
-        assert_eq!(m.bytes_sent.load(Ordering::Relaxed), 3);
+        assert_eq!(m.frames_sent.get(), 3);
+        assert_eq!(m.frames_sent_direct.get(), 1);
+        assert_eq!(m.bytes_sent.get(), 3);
         let text = m.render_prometheus();
         assert!(text.contains("shmring_ws_read_to_send_seconds_bucket{le=\"0.0001\"} 1"));
         assert!(text.contains("shmring_ws_read_to_send_seconds_bucket{le=\"0.005\"} 2"));
@@ -716,8 +743,8 @@ mod tests {
     #[test]
     fn health_has_sdr_os_keys() {
         let m = Metrics::default();
-        m.frames_broadcast.store(4, Ordering::Relaxed);
-        m.bytes_broadcast.store(4000, Ordering::Relaxed);
+        m.frames_broadcast.add(4);
+        m.bytes_broadcast.add(4000);
         m.dropped(DropReason::QueueOverflow, 2);
         m.dropped(DropReason::AwaitingKeyframe, 3);
         let v: serde_json::Value = serde_json::from_str(&m.health_json()).expect("JSON");

@@ -36,7 +36,7 @@ pub struct ServerOptions {
     /// A write to a client that makes no progress for this long drops the connection.
     pub write_timeout: Duration,
     /// Most simultaneous WebSocket clients; more are refused with HTTP 503 (0: derived
-    /// from the descriptor limit, see [`crate::limits::max_clients`]).
+    /// from the descriptor limit, see `limits::max_clients`).
     pub max_clients: usize,
     /// A Foxglove client subscribed to no channel for this long is closed (1008).
     pub subscribe_timeout: Duration,
@@ -67,53 +67,53 @@ pub struct ServerOptions {
 }
 
 impl Default for ServerOptions {
-    /// The SDR_OS ring ([`defaults::SHM_PATH`]) served on [`defaults::LISTEN`], without
-    /// NATS, every limit at its [`defaults`] value.
+    /// The SDR_OS ring ([`defaults::DEFAULT_SHM_PATH`]) served on [`defaults::DEFAULT_LISTEN`], without
+    /// NATS, every limit at its `DEFAULT_*` value.
     fn default() -> Self {
         ServerOptions {
-            listen: defaults::LISTEN,
+            listen: defaults::DEFAULT_LISTEN,
             source: FrameSource::Ring(RingSource::default()),
             publish: None,
             limits: QueueLimits::default(),
-            keyframe_interval: defaults::KEYFRAME_INTERVAL,
+            keyframe_interval: defaults::DEFAULT_KEYFRAME_INTERVAL,
             nats: None,
-            max_command_size: defaults::MAX_COMMAND_SIZE,
-            max_messages_per_sec: defaults::MAX_MESSAGES_PER_SEC,
-            write_timeout: defaults::WRITE_TIMEOUT,
-            max_clients: defaults::MAX_CLIENTS,
-            subscribe_timeout: defaults::SUBSCRIBE_TIMEOUT,
-            send_buffer: defaults::SEND_BUFFER,
-            fanout_threads: defaults::FANOUT_THREADS,
+            max_command_size: defaults::DEFAULT_MAX_COMMAND_SIZE,
+            max_messages_per_sec: defaults::DEFAULT_MAX_MESSAGES_PER_SEC,
+            write_timeout: defaults::DEFAULT_WRITE_TIMEOUT,
+            max_clients: defaults::DEFAULT_MAX_CLIENTS,
+            subscribe_timeout: defaults::DEFAULT_SUBSCRIBE_TIMEOUT,
+            send_buffer: defaults::DEFAULT_SEND_BUFFER,
+            fanout_threads: defaults::DEFAULT_FANOUT_THREADS,
             video_gate: Some(GateSettings::default()),
             trust: Arc::new(TrustPolicy::default()),
             tls: None,
             metrics_listen: None,
-            max_commands_per_sec: defaults::MAX_COMMANDS_PER_SEC,
-            max_frames_per_sec: defaults::MAX_FRAMES_PER_SEC,
-            max_bytes_per_sec: defaults::MAX_BYTES_PER_SEC,
-            ping_interval: defaults::PING_INTERVAL,
-            max_pending_connections: defaults::MAX_PENDING_CONNECTIONS,
+            max_commands_per_sec: defaults::DEFAULT_MAX_COMMANDS_PER_SEC,
+            max_frames_per_sec: defaults::DEFAULT_MAX_FRAMES_PER_SEC,
+            max_bytes_per_sec: defaults::DEFAULT_MAX_BYTES_PER_SEC,
+            ping_interval: defaults::DEFAULT_PING_INTERVAL,
+            max_pending_connections: defaults::DEFAULT_MAX_PENDING_CONNECTIONS,
         }
     }
 }
 
 impl Default for QueueLimits {
-    /// [`defaults::QUEUE_FRAMES`], [`defaults::QUEUE_BYTES`], [`defaults::KEYFRAME_TIMEOUT`].
+    /// [`defaults::DEFAULT_QUEUE_FRAMES`], [`defaults::DEFAULT_QUEUE_BYTES`], [`defaults::DEFAULT_KEYFRAME_TIMEOUT`].
     fn default() -> Self {
         QueueLimits {
-            max_frames: defaults::QUEUE_FRAMES,
-            max_bytes: defaults::QUEUE_BYTES,
-            keyframe_timeout: defaults::KEYFRAME_TIMEOUT,
+            max_frames: defaults::DEFAULT_QUEUE_FRAMES,
+            max_bytes: defaults::DEFAULT_QUEUE_BYTES,
+            keyframe_timeout: defaults::DEFAULT_KEYFRAME_TIMEOUT,
         }
     }
 }
 
 impl Default for RingSource {
-    /// [`defaults::SHM_PATH`], CRCs checked, frame_id neither a commit time nor a time.
+    /// [`defaults::DEFAULT_SHM_PATH`], CRCs checked, frame_id neither a commit time nor a time.
     fn default() -> Self {
         RingSource {
-            path: PathBuf::from(defaults::SHM_PATH),
-            verify_crc: defaults::VERIFY_CRC,
+            path: PathBuf::from(defaults::DEFAULT_SHM_PATH),
+            verify_crc: defaults::DEFAULT_VERIFY_CRC,
             frame_id_is_commit_time: false,
             frame_id_is_time: false,
         }

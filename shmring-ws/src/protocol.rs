@@ -26,6 +26,9 @@ pub(crate) const MSG_VIDEO: u8 = 0x01;
 pub(crate) const MSG_TELEMETRY: u8 = 0x02;
 /// Command message type. (0x03, signaling, is reserved: never sent, ignored if received.)
 pub(crate) const MSG_COMMAND: u8 = 0x04;
+/// Prefix of the NATS subjects client commands are published on
+/// (`command.genesis.<action>`).
+pub(crate) const COMMAND_SUBJECT_PREFIX: &str = "command.genesis.";
 /// The command action that asks the producer for a keyframe.
 pub(crate) const ACTION_REQUEST_IDR: &str = "request_idr";
 /// Longest command action accepted.

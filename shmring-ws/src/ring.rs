@@ -198,13 +198,13 @@ impl<'a> RingLoop<'a> {
         if info.lost_before > 0 {
             metrics.dropped(DropReason::RingLost, info.lost_before);
         }
-        metrics.frames_read.fetch_add(1, Ordering::Relaxed);
+        metrics.frames_read.inc();
         metrics.shm_seq.store(info.frame_seq, Ordering::Relaxed);
         self.check_writer();
         let commit_ns = if self.source.frame_id_is_commit_time {
             let t = commit_time(info.frame_id, read_ns);
             if t.is_none() {
-                metrics.commit_time_invalid.fetch_add(1, Ordering::Relaxed);
+                metrics.commit_time_invalid.inc();
             }
             t
         } else {
@@ -241,7 +241,7 @@ impl<'a> RingLoop<'a> {
     }
 
     fn on_damaged_record(&mut self, e: impl std::fmt::Display) {
-        self.metrics.ring_read_errors.fetch_add(1, Ordering::Relaxed);
+        self.metrics.ring_read_errors.inc();
         if self.last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
             self.last_error_log = Some(Instant::now());
             tracing::warn!("skipped a ring record: {e}");

@@ -17,8 +17,7 @@ use tokio::sync::mpsc;
 use crate::gate::{command_kind, CommandKind, GateEffect, GateMode, GateSettings, VideoGate, GATE_TELEMETRY_SUBJECT};
 use crate::gate::{ESTOP_ACTION, ESTOP_PAYLOAD, ZERO_VELOCITY_ACTION, ZERO_VELOCITY_PAYLOAD};
 use crate::metrics::Metrics;
-use crate::nats::COMMAND_SUBJECT_PREFIX;
-use crate::protocol::encode_telemetry;
+use crate::protocol::{encode_telemetry, COMMAND_SUBJECT_PREFIX};
 
 /// How often the ring gate looks at the newest frame, so it opens (and says so) as soon
 /// as frames flow again, with or without a command.
@@ -145,7 +144,7 @@ impl SafetyGate {
                 },
             };
             if self.publish.try_send(publication).is_err() {
-                self.metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.commands_dropped.inc();
             }
         }
     }

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::Shared;
-use crate::framing::CloseReason;
+use crate::framing::{close_code, CloseReason};
 use crate::http::{read_head, refuse, respond, respond_to, switching_protocols, RequestHead, HEAD_TIMEOUT};
 use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
@@ -225,7 +225,7 @@ impl Server {
                 backend,
                 ctx.pending.clone(),
                 move || {
-                    metrics.trust.pending_evicted.fetch_add(1, Ordering::Relaxed);
+                    metrics.trust.pending_evicted.inc();
                 },
                 std::future::pending(),
             ));
@@ -358,7 +358,7 @@ async fn start_relay(ctx: &Arc<Shared>, nats: &mut Connections, commands: Option
 /// back off and keep serving.
 async fn out_of_sockets(ctx: &Shared, e: &io::Error) {
     if ctx.pending.evict_oldest() {
-        ctx.metrics.trust.pending_evicted.fetch_add(1, Ordering::Relaxed);
+        ctx.metrics.trust.pending_evicted.inc();
         tokio::time::sleep(Duration::from_millis(5)).await;
     } else {
         tracing::warn!("accept failed: {e}");
@@ -369,7 +369,7 @@ async fn out_of_sockets(ctx: &Shared, e: &io::Error) {
 /// Tells every client why it goes (1001), and gives them a moment to take it.
 async fn close_clients(ctx: &Shared) {
     ctx.hub.close_all(&CloseReason {
-        code: 1001,
+        code: close_code::GOING_AWAY,
         reason: "the server is shutting down".into(),
     });
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
@@ -442,7 +442,7 @@ const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4";
 async fn read_request(stream: &mut TcpStream, peer: SocketAddr, ctx: &Shared) -> Option<(RequestHead, Bytes)> {
     let (pending, evicted_one) = ctx.pending.admit(std::time::Instant::now());
     if evicted_one {
-        ctx.metrics.trust.pending_evicted.fetch_add(1, Ordering::Relaxed);
+        ctx.metrics.trust.pending_evicted.inc();
     }
     let head = tokio::select! {
         () = pending.evicted() => return None,
@@ -482,7 +482,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, front: Arc<Front>) {
         let protocol = if foxglove { Protocol::Foxglove } else { Protocol::Sdr };
         return upgrade(stream, head, rest, &front, protocol).await;
     }
-    ctx.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.http_requests.inc();
     serve_http(&mut stream, &head, ctx).await
 }
 

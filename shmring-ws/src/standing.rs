@@ -4,11 +4,10 @@
 //! [`crate::ServerOptions::subscribe_timeout`]): a client that answers pings but
 //! watches nothing would otherwise hold its slot forever.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::client::ClientQueue;
-use crate::framing::CloseReason;
+use crate::framing::{close_code, CloseReason};
 use crate::metrics::Metrics;
 use crate::trust::grant::Grant;
 
@@ -23,13 +22,16 @@ pub(crate) async fn watch(
 ) {
     let reason = tokio::select! {
         why = grant.revoked() => {
-            metrics.trust.clients_revoked.fetch_add(1, Ordering::Relaxed);
+            metrics.trust.clients_revoked.inc();
             tracing::info!("client {}: {}", client.id(), why.reason());
             why.reason().to_owned()
         }
         reason = unsubscribed(client, subscribe_timeout.unwrap_or_default()), if subscribe_timeout.is_some() => reason,
     };
-    client.close(CloseReason { code: 1008, reason });
+    client.close(CloseReason {
+        code: close_code::POLICY_VIOLATION,
+        reason,
+    });
     std::future::pending().await
 }
 

@@ -6,19 +6,21 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 
-use shmring_ws::defaults;
-use shmring_ws::gate::{GateSettings, DEFAULT_CODEC_CHANGE_GRACE, DEFAULT_ESTOP, DEFAULT_HOLD};
-use shmring_ws::nats::video::{NatsVideoTarget, VIDEO_SUBJECT_PREFIX};
-use shmring_ws::nats::{NatsOptions, NatsPublishOptions, NatsSourceOptions, DEFAULT_KEYFRAME_REQUEST_SUBJECTS};
-use shmring_ws::trust::host::HostPolicy;
-use shmring_ws::trust::origin::OriginPolicy;
-use shmring_ws::trust::tls::TlsFiles;
-use shmring_ws::trust::tokens::{TokenSource, Tokens};
-use shmring_ws::trust::{default_listen, TrustPolicy};
-use shmring_ws::{FrameSource, QueueLimits, RingSource, ServerOptions, GOP_CACHE_MAX_BYTES};
+use shmring_ws::{default_listen, FrameSource, GateSettings, HostPolicy, NatsOptions, NatsPublishOptions};
+use shmring_ws::{NatsSourceOptions, NatsVideoTarget, OriginPolicy, QueueLimits, RingSource, ServerOptions};
+use shmring_ws::{TlsFiles, TokenSource, Tokens, TrustPolicy, GOP_CACHE_MAX_BYTES};
+use shmring_ws::{
+    DEFAULT_CODEC_CHANGE_GRACE, DEFAULT_ESTOP, DEFAULT_FANOUT_THREADS, DEFAULT_HOLD, DEFAULT_KEYFRAME_INTERVAL,
+    DEFAULT_KEYFRAME_REPLICAS, DEFAULT_KEYFRAME_REQUEST_SUBJECTS, DEFAULT_KEYFRAME_TIMEOUT, DEFAULT_MAX_BYTES_PER_SEC,
+    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_COMMANDS_PER_SEC, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAMES_PER_SEC,
+    DEFAULT_MAX_MESSAGES_PER_SEC, DEFAULT_MAX_PENDING_CONNECTIONS, DEFAULT_PING_INTERVAL, DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_FRAMES, DEFAULT_SEND_BUFFER, DEFAULT_SHM_PATH, DEFAULT_SHM_SIZE, DEFAULT_SUBSCRIBE_TIMEOUT,
+    DEFAULT_TELEMETRY_MAX_SIZE, DEFAULT_TELEMETRY_SUBJECTS, DEFAULT_VERIFY_CRC, DEFAULT_WRITE_TIMEOUT,
+    VIDEO_SUBJECT_PREFIX,
+};
 
 /// Server settings, from flags or the environment names the SDR_OS server used; the
-/// defaults are the library's ([`shmring_ws::defaults`]).
+/// defaults are the library's (`shmring_ws::DEFAULT_*`).
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct Config {
     /// Ring file to read [default: /dev/shm/sdr_os_ipc/frames; with --demo, a private
@@ -45,18 +47,18 @@ pub(crate) struct Config {
     pub frame_id_time: bool,
     /// Verify each frame's CRC-32 and drop frames that fail it (as SDR_OS does); turn
     /// off with `--crc false` or SDR_CRC_ENABLED=false.
-    #[arg(long, env = "SDR_CRC_ENABLED", action = clap::ArgAction::Set, value_name = "BOOL", default_value_t = defaults::VERIFY_CRC, value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "SDR_CRC_ENABLED", action = clap::ArgAction::Set, value_name = "BOOL", default_value_t = DEFAULT_VERIFY_CRC, value_parser = BoolishValueParser::new())]
     pub crc: bool,
     /// NATS subjects relayed to clients as telemetry (comma-separated, wildcards allowed).
     #[arg(
         long,
         env = "SDR_TELEMETRY_SUBJECTS",
-        default_value = defaults::TELEMETRY_SUBJECTS,
+        default_value = DEFAULT_TELEMETRY_SUBJECTS,
         value_delimiter = ','
     )]
     pub telemetry_subjects: Vec<String>,
     /// Largest telemetry payload relayed, in bytes.
-    #[arg(long, env = "SDR_TELEMETRY_MAX_SIZE", default_value_t = defaults::TELEMETRY_MAX_SIZE)]
+    #[arg(long, env = "SDR_TELEMETRY_MAX_SIZE", default_value_t = DEFAULT_TELEMETRY_MAX_SIZE)]
     pub telemetry_max_size: usize,
     /// Subjects keyframe requests are published on (comma-separated): SDR_OS's sim
     /// listens on command.genesis.force_idr, shmring producers on control.request_idr.
@@ -69,14 +71,14 @@ pub(crate) struct Config {
     )]
     pub keyframe_request_subjects: Vec<String>,
     /// Keyframe requests are coalesced to one per this many milliseconds.
-    #[arg(long, env = "SDR_IDR_COALESCE_MS", default_value_t = defaults::KEYFRAME_INTERVAL.as_millis() as u64)]
+    #[arg(long, env = "SDR_IDR_COALESCE_MS", default_value_t = DEFAULT_KEYFRAME_INTERVAL.as_millis() as u64)]
     pub idr_coalesce_ms: u64,
     /// A client waiting this many milliseconds for a keyframe (while frames flow) is closed.
-    #[arg(long, env = "SDR_IDR_TIMEOUT_MS", default_value_t = defaults::KEYFRAME_TIMEOUT.as_millis() as u64)]
+    #[arg(long, env = "SDR_IDR_TIMEOUT_MS", default_value_t = DEFAULT_KEYFRAME_TIMEOUT.as_millis() as u64)]
     pub keyframe_timeout_ms: u64,
     /// Most messages waiting in one client's queue (besides the GOP burst a new client
     /// starts with); more and the client drops to the next keyframe.
-    #[arg(long, env = "SDR_CLIENT_QUEUE_FRAMES", default_value_t = defaults::QUEUE_FRAMES)]
+    #[arg(long, env = "SDR_CLIENT_QUEUE_FRAMES", default_value_t = DEFAULT_QUEUE_FRAMES)]
     pub queue_frames: usize,
     /// SDR_OS's name for the same limit (its broadcast channel's capacity, 64 there)
     /// [default: none: --queue-frames applies]; if set, it sets --queue-frames, and the
@@ -85,7 +87,7 @@ pub(crate) struct Config {
     pub broadcast_capacity: Option<usize>,
     /// Size SDR_OS expects of the ring file, in bytes. The whole file is mapped
     /// whatever its size; a smaller file is reported when the server starts.
-    #[arg(long, env = "SDR_SHM_SIZE", default_value_t = defaults::SHM_SIZE)]
+    #[arg(long, env = "SDR_SHM_SIZE", default_value_t = DEFAULT_SHM_SIZE)]
     pub shm_size: u64,
     /// SDR_OS's switch for per-client keyframe gating. Clients here always start and
     /// resume at a keyframe (a decoder cannot use the frames before one), so only
@@ -107,31 +109,31 @@ pub(crate) struct Config {
     #[arg(long, env = "SDR_VIDEO_GATE_CODEC_CHANGE_GRACE_MS", default_value_t = DEFAULT_CODEC_CHANGE_GRACE.as_millis() as u64)]
     pub video_gate_codec_change_grace_ms: u64,
     /// Most bytes waiting in one client's queue (besides the GOP burst).
-    #[arg(long, env = "SDR_CLIENT_QUEUE_BYTES", default_value_t = defaults::QUEUE_BYTES)]
+    #[arg(long, env = "SDR_CLIENT_QUEUE_BYTES", default_value_t = DEFAULT_QUEUE_BYTES)]
     pub queue_bytes: usize,
     /// Largest client message in bytes; larger ones close the connection (1009).
-    #[arg(long, env = "SDR_MAX_COMMAND_SIZE", default_value_t = defaults::MAX_COMMAND_SIZE)]
+    #[arg(long, env = "SDR_MAX_COMMAND_SIZE", default_value_t = DEFAULT_MAX_COMMAND_SIZE)]
     pub max_command_size: usize,
     /// More client messages than this per second close the connection (1008).
-    #[arg(long, env = "SDR_MAX_MESSAGES_PER_SEC", default_value_t = defaults::MAX_MESSAGES_PER_SEC)]
+    #[arg(long, env = "SDR_MAX_MESSAGES_PER_SEC", default_value_t = DEFAULT_MAX_MESSAGES_PER_SEC)]
     pub max_messages_per_sec: u32,
     /// A client write making no progress for this many milliseconds drops the connection.
-    #[arg(long, env = "SDR_WRITE_TIMEOUT_MS", default_value_t = defaults::WRITE_TIMEOUT.as_millis() as u64)]
+    #[arg(long, env = "SDR_WRITE_TIMEOUT_MS", default_value_t = DEFAULT_WRITE_TIMEOUT.as_millis() as u64)]
     pub write_timeout_ms: u64,
     /// Most simultaneous WebSocket clients; more are refused with 503. 0 derives it from
     /// the descriptor limit (`ulimit -n`: 832 with the usual 1024, a third with TLS), so
     /// the server answers 503 before it runs out of descriptors.
-    #[arg(long, env = "SDR_MAX_CLIENTS", default_value_t = defaults::MAX_CLIENTS)]
+    #[arg(long, env = "SDR_MAX_CLIENTS", default_value_t = DEFAULT_MAX_CLIENTS)]
     pub max_clients: usize,
     /// A Foxglove client subscribed to no channel when checked, every this many
     /// milliseconds, is closed (1008): it would hold a client slot watching nothing.
-    #[arg(long, env = "SDR_SUBSCRIBE_TIMEOUT_MS", default_value_t = defaults::SUBSCRIBE_TIMEOUT.as_millis() as u64)]
+    #[arg(long, env = "SDR_SUBSCRIBE_TIMEOUT_MS", default_value_t = DEFAULT_SUBSCRIBE_TIMEOUT.as_millis() as u64)]
     pub subscribe_timeout_ms: u64,
     /// Threads writing frames to client sockets (0: one per CPU).
-    #[arg(long, env = "SDR_FANOUT_THREADS", default_value_t = defaults::FANOUT_THREADS)]
+    #[arg(long, env = "SDR_FANOUT_THREADS", default_value_t = DEFAULT_FANOUT_THREADS)]
     pub fanout_threads: usize,
     /// Kernel send buffer per client in bytes (0: system default).
-    #[arg(long, env = "SDR_SEND_BUFFER", default_value_t = defaults::SEND_BUFFER)]
+    #[arg(long, env = "SDR_SEND_BUFFER", default_value_t = DEFAULT_SEND_BUFFER)]
     pub send_buffer: usize,
     /// Publish every frame to NATS: `nats://HOST:PORT[,nats://HOST2:PORT2...][/SUBJECT]`
     /// (default subject `video.<ring file name>`); keyframes are also kept in JetStream
@@ -145,7 +147,7 @@ pub(crate) struct Config {
     pub source: Option<String>,
     /// JetStream replicas of the keyframe store created by --publish (3 on a 3-node
     /// cluster keeps it through the loss of a node).
-    #[arg(long, env = "SDR_KEYFRAME_REPLICAS", default_value_t = defaults::KEYFRAME_REPLICAS)]
+    #[arg(long, env = "SDR_KEYFRAME_REPLICAS", default_value_t = DEFAULT_KEYFRAME_REPLICAS)]
     pub keyframe_replicas: usize,
     /// Tokens that may watch (video, telemetry, /metrics), comma-separated; any token
     /// turns authentication on. See docs/operations.md, "Who may watch, who may command".
@@ -187,21 +189,21 @@ pub(crate) struct Config {
     #[arg(long, env = "SDR_METRICS_ADDR", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
     /// Commands published per second, all clients together.
-    #[arg(long, env = "SDR_MAX_COMMANDS_PER_SEC", default_value_t = defaults::MAX_COMMANDS_PER_SEC)]
+    #[arg(long, env = "SDR_MAX_COMMANDS_PER_SEC", default_value_t = DEFAULT_MAX_COMMANDS_PER_SEC)]
     pub max_commands_per_sec: u32,
     /// More WebSocket frames than this from one client in a second (every frame,
     /// empty continuations and pings included) close the connection (1008).
-    #[arg(long, env = "SDR_MAX_FRAMES_PER_SEC", default_value_t = defaults::MAX_FRAMES_PER_SEC)]
+    #[arg(long, env = "SDR_MAX_FRAMES_PER_SEC", default_value_t = DEFAULT_MAX_FRAMES_PER_SEC)]
     pub max_frames_per_sec: u64,
     /// More bytes than this from one client in a second close the connection (1008).
-    #[arg(long, env = "SDR_MAX_BYTES_PER_SEC", default_value_t = defaults::MAX_BYTES_PER_SEC)]
+    #[arg(long, env = "SDR_MAX_BYTES_PER_SEC", default_value_t = DEFAULT_MAX_BYTES_PER_SEC)]
     pub max_bytes_per_sec: u64,
     /// Clients are pinged this often; one that answers nothing for two intervals is
     /// closed (an idle Foxglove client, a vanished peer).
-    #[arg(long, env = "SDR_PING_INTERVAL_MS", default_value_t = defaults::PING_INTERVAL.as_millis() as u64)]
+    #[arg(long, env = "SDR_PING_INTERVAL_MS", default_value_t = DEFAULT_PING_INTERVAL.as_millis() as u64)]
     pub ping_interval_ms: u64,
     /// Most sockets that have not sent their HTTP request yet; one more evicts the oldest.
-    #[arg(long, env = "SDR_MAX_PENDING_CONNECTIONS", default_value_t = defaults::MAX_PENDING_CONNECTIONS)]
+    #[arg(long, env = "SDR_MAX_PENDING_CONNECTIONS", default_value_t = DEFAULT_MAX_PENDING_CONNECTIONS)]
     pub max_pending_connections: usize,
 }
 
@@ -250,7 +252,7 @@ impl Config {
         match (&self.shm_path, demo) {
             (Some(p), _) => p.clone(),
             (None, true) => PathBuf::from(format!("/dev/shm/shmring-demo-{}", std::process::id())),
-            (None, false) => PathBuf::from(defaults::SHM_PATH),
+            (None, false) => PathBuf::from(DEFAULT_SHM_PATH),
         }
     }
 
@@ -358,7 +360,7 @@ impl Config {
             );
         }
         let queue_frames = match self.broadcast_capacity {
-            Some(n) if self.queue_frames != defaults::QUEUE_FRAMES && self.queue_frames != n => {
+            Some(n) if self.queue_frames != DEFAULT_QUEUE_FRAMES && self.queue_frames != n => {
                 return Err(format!(
                     "SDR_BROADCAST_CAPACITY ({n}) and SDR_CLIENT_QUEUE_FRAMES ({}) set the same limit differently; \
                      set only one",

@@ -120,10 +120,7 @@ impl RingWriter {
     /// and no temporary file behind.
     pub fn create(path: impl AsRef<Path>, options: &WriterOptions) -> Result<Self, Error> {
         let path = path.as_ref();
-        let kind = options.kind().map_err(|source| Error::Layout {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let kind = options.kind().map_err(Error::layout(path))?;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -187,18 +184,10 @@ impl RingWriter {
         let damage = words.damage();
         let inner = match kind {
             RingKind::V1(g) => {
-                let w = RegionWriter::format(words, g, unix_ns()).map_err(|source| Error::Layout {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+                let w = RegionWriter::format(words, g, unix_ns()).map_err(Error::layout(path))?;
                 WriterInner::V1(w)
             }
-            RingKind::Legacy { .. } => {
-                WriterInner::Legacy(LegacyWriter::format(words).map_err(|source| Error::Layout {
-                    path: path.to_path_buf(),
-                    source,
-                })?)
-            }
+            RingKind::Legacy { .. } => WriterInner::Legacy(LegacyWriter::format(words).map_err(Error::layout(path))?),
         };
         // The pages were reserved, so formatting cannot fault; if the file shrank under
         // us anyway (another process truncated the temporary file), it must not replace
@@ -277,20 +266,14 @@ impl RingWriter {
             let (file, meta) = match lock_at_path(path, options)? {
                 Locked::Held(file, meta) => (file, meta),
                 Locked::Replaced => continue,
-                Locked::Missing => {
-                    return Err(Error::NotFound {
-                        path: path.to_path_buf(),
-                    })
-                }
+                Locked::Missing => return Err(Error::not_found(path)),
             };
             let (kind, words) = map_ring(path, &file, meta.len(), options.layout, true)?;
             let damage = words.damage();
             let inner = match kind {
                 RingKind::V1(g) => {
                     if crate::region::load_state(&words, &g) == WriterState::Retired {
-                        return Err(Error::Retired {
-                            path: path.to_path_buf(),
-                        });
+                        return Err(Error::retired(path));
                     }
                     let w = RegionWriter::resume(words).map_err(|source| Error::Damaged {
                         path: path.to_path_buf(),
@@ -299,10 +282,7 @@ impl RingWriter {
                     WriterInner::V1(w)
                 }
                 RingKind::Legacy { .. } => {
-                    WriterInner::Legacy(LegacyWriter::resume(words).map_err(|source| Error::Layout {
-                        path: path.to_path_buf(),
-                        source,
-                    })?)
+                    WriterInner::Legacy(LegacyWriter::resume(words).map_err(Error::layout(path))?)
                 }
             };
             return Ok(RingWriter::assemble(inner, kind, path, file, &meta, damage, options));
@@ -318,10 +298,7 @@ impl RingWriter {
     /// restarting should call.
     pub fn open_or_create(path: impl AsRef<Path>, options: &WriterOptions) -> Result<Self, Error> {
         let path = path.as_ref();
-        let wanted = options.kind().map_err(|source| Error::Layout {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let wanted = options.kind().map_err(Error::layout(path))?;
         match Self::open(path, options) {
             Ok(w)
                 if w.kind == wanted

@@ -8,7 +8,7 @@
 //! (or a backlog exists) does the rest go to the queue, and the writer task is woken to
 //! finish it asynchronously.
 //!
-//! Gating: a client that overflows its limits (messages or bytes) drops what waits and
+//! The keyframe wait: a client that overflows its limits (messages or bytes) drops what waits and
 //! skips delta frames until the next keyframe, so its decoder never sees a frame whose
 //! reference it lacks; one that waits too long for a keyframe is closed. A message
 //! already partly on the socket is never dropped: its rest must follow.
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::foxglove::Subscriptions;
-use crate::framing::CloseReason;
+use crate::framing::{close_code, CloseReason};
 use crate::message::{Outgoing, VideoFrame};
 use crate::metrics::{DropReason, Metrics};
 use crate::wire::{wire, Head, Protocol, WRITEV_MESSAGES};
@@ -316,7 +316,10 @@ impl ClientQueue {
                     return;
                 };
                 let text = String::from_utf8_lossy(&message[at..]);
-                crate::framing::text_frame(&crate::foxglove::status(1, &format!("video gate: {text}")))
+                crate::framing::text_frame(&crate::foxglove::status(
+                    crate::foxglove::STATUS_WARNING,
+                    &format!("video gate: {text}"),
+                ))
             }
         };
         let _ = self.push_control(&frame);
@@ -427,7 +430,7 @@ impl ClientQueue {
     }
 
     /// Delivers `items`, in order: straight to the socket (one `writev` for all of
-    /// them) when nothing is waiting, else through the queue, applying gating and
+    /// them) when nothing is waiting, else through the queue, applying the keyframe wait and
     /// limits. `scratch` is reused between calls.
     pub(crate) fn push_many<'a>(
         &self,
@@ -488,7 +491,7 @@ impl ClientQueue {
         out
     }
 
-    /// Applies keyframe gating to `items`: those that pass go to `direct` (to be written
+    /// Applies the keyframe wait to `items`: those that pass go to `direct` (to be written
     /// to the socket), or without it into the queue. False if the client was closed for
     /// waiting too long for a keyframe.
     fn admit<'a>(
@@ -505,15 +508,15 @@ impl ClientQueue {
             if wire(self.protocol, s.subs.for_item(item), item, &mut head).is_none() {
                 continue;
             }
-            match gate(s, item, limits) {
-                Gate::Pass => {}
-                Gate::Skip => {
+            match keyframe_wait(s, item, limits) {
+                KeyframeWait::Pass => {}
+                KeyframeWait::Skip => {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                     metrics.dropped(DropReason::AwaitingKeyframe, 1);
                     out.want_keyframe = true;
                     continue;
                 }
-                Gate::Close => {
+                KeyframeWait::Close => {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                     metrics.dropped(DropReason::AwaitingKeyframe, 1);
                     return false;
@@ -621,8 +624,9 @@ impl ClientQueue {
     }
 }
 
-/// What keyframe gating decides for one message.
-enum Gate {
+/// What the keyframe wait decides for one message: a client that fell behind (a gap,
+/// an overflow) skips delta frames until the next keyframe.
+enum KeyframeWait {
     /// Deliver it.
     Pass,
     /// A delta frame while the client waits for a keyframe: skip it.
@@ -631,20 +635,22 @@ enum Gate {
     Close,
 }
 
-fn gate(s: &mut QueueState, item: &Outgoing, limits: &QueueLimits) -> Gate {
+/// Whether `item` may go to this client, given its keyframe wait (which a keyframe ends
+/// and a gap in `frame_seq` starts).
+fn keyframe_wait(s: &mut QueueState, item: &Outgoing, limits: &QueueLimits) -> KeyframeWait {
     let Outgoing::Video(frame) = item else {
-        return Gate::Pass;
+        return KeyframeWait::Pass;
     };
     if frame.keyframe {
         s.awaiting_keyframe = false;
         s.skipping_since = None;
         s.last_seq = frame.frame_seq;
-        return Gate::Pass;
+        return KeyframeWait::Pass;
     }
     if !s.awaiting_keyframe {
         if s.last_seq == 0 || frame.frame_seq == s.last_seq.wrapping_add(1) {
             s.last_seq = frame.frame_seq;
-            return Gate::Pass;
+            return KeyframeWait::Pass;
         }
         // A gap: this delta frame may reference one the client never got.
         s.awaiting_keyframe = true;
@@ -653,13 +659,13 @@ fn gate(s: &mut QueueState, item: &Outgoing, limits: &QueueLimits) -> Gate {
     let since = *s.skipping_since.get_or_insert(now);
     if now.duration_since(since) > limits.keyframe_timeout {
         s.close = Some(CloseReason {
-            code: 1013,
+            code: close_code::TRY_AGAIN_LATER,
             reason: format!(
                 "no keyframe for {} ms after falling behind; reconnect",
                 limits.keyframe_timeout.as_millis()
             ),
         });
-        return Gate::Close;
+        return KeyframeWait::Close;
     }
-    Gate::Skip
+    KeyframeWait::Skip
 }

@@ -1,4 +1,4 @@
-//! The client queue's tests (direct writes, gating, limits, the join burst), driven
+//! The client queue's tests (direct writes, the keyframe wait, limits, the join burst), driven
 //! through a hub, and the helpers the hub's tests share.
 
 use std::io::{self, IoSlice};
@@ -153,8 +153,8 @@ fn frames_go_straight_to_the_socket_while_the_client_keeps_up() {
     expected.extend([3u8; 300]);
     assert_eq!(*sock.written.lock().unwrap(), expected);
     assert!(writer_step(&c).is_none(), "nothing was queued");
-    assert_eq!(h.metrics.frames_sent_direct.load(Ordering::Relaxed), 2);
-    assert_eq!(h.metrics.frames_sent.load(Ordering::Relaxed), 2);
+    assert_eq!(h.metrics.frames_sent_direct.get(), 2);
+    assert_eq!(h.metrics.frames_sent.get(), 2);
 }
 
 #[test]
@@ -177,7 +177,7 @@ fn a_frame_the_socket_cuts_short_is_finished_by_the_writer_and_never_dropped() {
     assert_eq!(b.offset, 50);
     assert_eq!(seqs(&b)[0], 2);
     assert_eq!(seqs(&b)[1..], [7, 8]);
-    assert_eq!(h.metrics.frames_sent_direct.load(Ordering::Relaxed), 0);
+    assert_eq!(h.metrics.frames_sent_direct.get(), 0);
 }
 
 #[test]

@@ -19,16 +19,16 @@ pub const SUBPROTOCOL: &str = "foxglove.websocket.v1";
 /// The topic of the video channel.
 pub const VIDEO_TOPIC: &str = "/video";
 /// The schema name of the video channel.
-pub const VIDEO_SCHEMA_NAME: &str = "foxglove.CompressedVideo";
+pub(super) const VIDEO_SCHEMA_NAME: &str = "foxglove.CompressedVideo";
 /// The `frame_id` (frame of reference) put in every CompressedVideo message.
-pub const VIDEO_FRAME_ID: &str = "camera";
+pub(super) const VIDEO_FRAME_ID: &str = "camera";
 /// Opcode of a Message Data frame (server to client).
-pub const OP_MESSAGE_DATA: u8 = 0x01;
+pub(crate) const OP_MESSAGE_DATA: u8 = 0x01;
 /// Bytes of a Message Data frame before its payload: opcode, subscription id, log time.
-pub const MESSAGE_DATA_HEAD: usize = 13;
+pub(super) const MESSAGE_DATA_HEAD: usize = 13;
 
 /// The `serverInfo` message sent first on every connection.
-pub fn server_info(session_id: &str) -> String {
+pub(crate) fn server_info(session_id: &str) -> String {
     serde_json::json!({
         "op": "serverInfo",
         "name": "shmring transport-server",
@@ -53,7 +53,7 @@ fn telemetry_channel(id: u32, subject: &str) -> serde_json::Value {
 
 /// The `advertise` message a client gets first: the video channel and the telemetry
 /// channels `(id, subject)` known so far.
-pub fn advertise(telemetry: &[(u32, &str)]) -> String {
+pub(crate) fn advertise(telemetry: &[(u32, &str)]) -> String {
     let mut channels = vec![serde_json::json!({
         "id": VIDEO_CHANNEL_ID,
         "topic": VIDEO_TOPIC,
@@ -73,7 +73,7 @@ pub fn advertise(telemetry: &[(u32, &str)]) -> String {
 }
 
 /// The `advertise` message for telemetry channels `(id, subject)` seen for the first time.
-pub fn advertise_telemetry(telemetry: &[(u32, &str)]) -> String {
+pub(crate) fn advertise_telemetry(telemetry: &[(u32, &str)]) -> String {
     let channels: Vec<_> = telemetry
         .iter()
         .map(|(id, subject)| telemetry_channel(*id, subject))
@@ -86,16 +86,14 @@ pub(crate) fn wall_clock_ns() -> u64 {
     shmring_core::monotonic_ns().saturating_add(realtime_offset_ns())
 }
 
-/// The `level` of a `status` message: information.
-pub const STATUS_INFO: u8 = 0;
 /// The `level` of a `status` message: a warning (a request was ignored).
-pub const STATUS_WARNING: u8 = 1;
+pub(crate) const STATUS_WARNING: u8 = 1;
 /// The `level` of a `status` message: an error (a message was not understood).
-pub const STATUS_ERROR: u8 = 2;
+pub(super) const STATUS_ERROR: u8 = 2;
 
-/// A `status` message of `level` ([`STATUS_INFO`], [`STATUS_WARNING`] or
-/// [`STATUS_ERROR`]).
-pub fn status(level: u8, message: &str) -> String {
+/// A `status` message of `level` ([`STATUS_WARNING`] or [`STATUS_ERROR`]; the server
+/// sends no information-level (0) status).
+pub(crate) fn status(level: u8, message: &str) -> String {
     serde_json::json!({"op": "status", "level": level, "message": message}).to_string()
 }
 
@@ -114,18 +112,18 @@ fn field(name: &str, number: i32, kind: Type, type_name: Option<&str>) -> FieldD
 /// The topic of the image channel (JPEG frames).
 pub const IMAGE_TOPIC: &str = "/image";
 /// The schema name of the image channel.
-pub const IMAGE_SCHEMA_NAME: &str = "foxglove.CompressedImage";
+pub(super) const IMAGE_SCHEMA_NAME: &str = "foxglove.CompressedImage";
 
 /// `foxglove.CompressedImage` and its dependency `google.protobuf.Timestamp` as a
 /// base64 `FileDescriptorSet`: the `schema` of the image channel.
-pub fn compressed_image_schema() -> &'static str {
+pub(super) fn compressed_image_schema() -> &'static str {
     static SCHEMA: OnceLock<String> = OnceLock::new();
     SCHEMA.get_or_init(|| picture_schema("CompressedImage", [4, 2, 3]))
 }
 
 /// `foxglove.CompressedVideo` and its dependency `google.protobuf.Timestamp` as a
 /// protobuf `FileDescriptorSet`, base64: the `schema` of the video channel.
-pub fn compressed_video_schema() -> &'static str {
+pub(super) fn compressed_video_schema() -> &'static str {
     static SCHEMA: OnceLock<String> = OnceLock::new();
     SCHEMA.get_or_init(|| picture_schema("CompressedVideo", [2, 3, 4]))
 }

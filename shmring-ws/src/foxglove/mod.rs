@@ -24,14 +24,14 @@
 mod encode;
 mod session;
 
-pub use encode::{
-    advertise, advertise_telemetry, compressed_image_schema, compressed_video_schema, server_info, status,
-    IMAGE_SCHEMA_NAME, IMAGE_TOPIC, MESSAGE_DATA_HEAD, OP_MESSAGE_DATA, STATUS_ERROR, STATUS_INFO, STATUS_WARNING,
-    SUBPROTOCOL, VIDEO_FRAME_ID, VIDEO_SCHEMA_NAME, VIDEO_TOPIC,
+#[cfg(test)]
+pub(crate) use encode::OP_MESSAGE_DATA;
+pub(crate) use encode::{
+    advertise, advertise_telemetry, message_data_head, server_info, status, telemetry_data_head, wall_clock_ns,
+    MAX_HEAD, STATUS_WARNING,
 };
-pub(crate) use encode::{message_data_head, telemetry_data_head, wall_clock_ns, MAX_HEAD};
-pub use session::{
-    client_topic_action, ClientTopic, FIRST_TELEMETRY_CHANNEL, IMAGE_CHANNEL_ID, MAX_TELEMETRY_CHANNELS,
-    OP_CLIENT_MESSAGE_DATA, VIDEO_CHANNEL_ID,
+pub use encode::{IMAGE_TOPIC, SUBPROTOCOL, VIDEO_TOPIC};
+pub(crate) use session::{
+    client_topic_action, ClientTopic, IMAGE_CHANNEL_ID, OP_CLIENT_MESSAGE_DATA, VIDEO_CHANNEL_ID,
 };
 pub(crate) use session::{handle_request, Channels, Session, Subscriptions};

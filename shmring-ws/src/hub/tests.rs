@@ -1,6 +1,5 @@
 //! The hub's tests: fan-out threads, the GOP cache, subscriptions.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,7 +22,7 @@ fn fan_out_threads_deliver_every_frame_in_order_to_every_client() {
         h.publish_video(frame(seq, false, 10));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while h.metrics.frames_sent_direct.load(Ordering::Relaxed) < 5 * 199 {
+    while h.metrics.frames_sent_direct.get() < 5 * 199 {
         assert!(Instant::now() < deadline, "the fan-out threads did not deliver");
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -157,7 +156,7 @@ fn shutting_down_closes_every_client_with_a_reason() {
     let h = hub(100);
     let clients = [h.join(false), h.join_subscriber(Protocol::Foxglove, &text_frame("{}"))];
     h.close_all(&crate::framing::CloseReason {
-        code: 1001,
+        code: crate::framing::close_code::GOING_AWAY,
         reason: "the server is shutting down".into(),
     });
     for c in &clients {

@@ -1,47 +1,45 @@
 //! The counters of the NATS video publisher and source (`shmring_ws_nats_*`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use super::{counter, Family};
+use super::{counter, Counter, Family};
 
 /// Counters of the NATS video publisher and source, shown on `/metrics` as
 /// `shmring_ws_nats_*`.
 #[derive(Debug, Default)]
 pub(crate) struct NatsVideoMetrics {
     /// Frames published on the live subject.
-    pub(crate) frames_published: AtomicU64,
+    pub(crate) frames_published: Counter,
     /// NATS messages those frames took (more than frames when chunked).
-    pub(crate) chunks_published: AtomicU64,
+    pub(crate) chunks_published: Counter,
     /// Frames that could not be published (NATS refused them, or too large).
-    pub(crate) publish_errors: AtomicU64,
+    pub(crate) publish_errors: Counter,
     /// Frames the publisher skipped because NATS did not keep up (it resumes at the
     /// next keyframe).
-    pub(crate) publish_skipped: AtomicU64,
+    pub(crate) publish_skipped: Counter,
     /// Keyframes stored in JetStream (acknowledged).
-    pub(crate) keyframes_stored: AtomicU64,
+    pub(crate) keyframes_stored: Counter,
     /// Keyframes JetStream did not acknowledge.
-    pub(crate) keyframe_store_errors: AtomicU64,
+    pub(crate) keyframe_store_errors: Counter,
     /// Keyframe requests received from subscribing servers.
-    pub(crate) idr_requests_received: AtomicU64,
+    pub(crate) idr_requests_received: Counter,
     /// Frames received from the live subject and handed to clients.
-    pub(crate) frames_received: AtomicU64,
+    pub(crate) frames_received: Counter,
     /// Frames missing between received ones (gaps in frame_seq), lost in transit.
-    pub(crate) frames_lost: AtomicU64,
+    pub(crate) frames_lost: Counter,
     /// Messages that were malformed, damaged or broke a chunk run.
-    pub(crate) malformed: AtomicU64,
+    pub(crate) malformed: Counter,
     /// Frames older than one already received (duplicates, late deliveries), dropped.
-    pub(crate) stale: AtomicU64,
+    pub(crate) stale: Counter,
     /// Stored keyframes fetched from JetStream at start.
-    pub(crate) keyframes_fetched: AtomicU64,
+    pub(crate) keyframes_fetched: Counter,
     /// Keyframe requests sent upstream.
-    pub(crate) idr_requests_sent: AtomicU64,
+    pub(crate) idr_requests_sent: Counter,
     /// Slow-consumer events the NATS client reported (messages dropped locally).
-    pub(crate) slow_consumer_events: AtomicU64,
+    pub(crate) slow_consumer_events: Counter,
     /// Times the NATS video connection was lost (async-nats then reconnects).
-    pub(crate) disconnects: AtomicU64,
+    pub(crate) disconnects: Counter,
 }
 
-/// [`NatsVideoMetrics`] at one moment.
+/// The NATS video counters at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NatsVideoSnapshot {
@@ -81,23 +79,22 @@ pub struct NatsVideoSnapshot {
 impl NatsVideoMetrics {
     /// The counters as they are now.
     pub(crate) fn snapshot(&self) -> NatsVideoSnapshot {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         NatsVideoSnapshot {
-            frames_published: get(&self.frames_published),
-            chunks_published: get(&self.chunks_published),
-            publish_errors: get(&self.publish_errors),
-            publish_skipped: get(&self.publish_skipped),
-            keyframes_stored: get(&self.keyframes_stored),
-            keyframe_store_errors: get(&self.keyframe_store_errors),
-            idr_requests_received: get(&self.idr_requests_received),
-            frames_received: get(&self.frames_received),
-            frames_lost: get(&self.frames_lost),
-            malformed: get(&self.malformed),
-            stale: get(&self.stale),
-            keyframes_fetched: get(&self.keyframes_fetched),
-            idr_requests_sent: get(&self.idr_requests_sent),
-            slow_consumer_events: get(&self.slow_consumer_events),
-            disconnects: get(&self.disconnects),
+            frames_published: self.frames_published.get(),
+            chunks_published: self.chunks_published.get(),
+            publish_errors: self.publish_errors.get(),
+            publish_skipped: self.publish_skipped.get(),
+            keyframes_stored: self.keyframes_stored.get(),
+            keyframe_store_errors: self.keyframe_store_errors.get(),
+            idr_requests_received: self.idr_requests_received.get(),
+            frames_received: self.frames_received.get(),
+            frames_lost: self.frames_lost.get(),
+            malformed: self.malformed.get(),
+            stale: self.stale.get(),
+            keyframes_fetched: self.keyframes_fetched.get(),
+            idr_requests_sent: self.idr_requests_sent.get(),
+            slow_consumer_events: self.slow_consumer_events.get(),
+            disconnects: self.disconnects.get(),
         }
     }
 }

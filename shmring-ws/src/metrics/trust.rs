@@ -1,33 +1,31 @@
 //! The counters of the trust boundary: refused handshakes and commands, peers that
 //! vanished, pending sockets evicted.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use super::{counter, Family, Reading};
+use super::{counter, Counter, Family, Reading};
 use crate::trust::Refusal;
 
 /// Counters of the trust boundary, shown on `/metrics`.
 #[derive(Debug, Default)]
 pub(crate) struct TrustMetrics {
     /// Handshakes of browser pages from another site (403).
-    pub(crate) refused_origin: AtomicU64,
+    pub(crate) refused_origin: Counter,
     /// Handshakes (and `/metrics` requests) without a token in force (401).
-    pub(crate) refused_token: AtomicU64,
+    pub(crate) refused_token: Counter,
     /// Requests whose `Host` is not one of the server's names (421).
-    pub(crate) refused_host: AtomicU64,
+    pub(crate) refused_host: Counter,
     /// Connections closed because the tokens file no longer grants their token's role.
-    pub(crate) clients_revoked: AtomicU64,
+    pub(crate) clients_revoked: Counter,
     /// Commands sent with a *view* token, not published.
-    pub(crate) commands_refused_role: AtomicU64,
+    pub(crate) commands_refused_role: Counter,
     /// Commands over the global command budget, not published.
-    pub(crate) commands_refused_budget: AtomicU64,
+    pub(crate) commands_refused_budget: Counter,
     /// Connections the peer ended without a close frame (reset, or closed the socket).
-    pub(crate) clients_reset_by_peer: AtomicU64,
+    pub(crate) clients_reset_by_peer: Counter,
     /// Sockets in their HTTP (or TLS handshake) phase evicted to make room for newer ones.
-    pub(crate) pending_evicted: AtomicU64,
+    pub(crate) pending_evicted: Counter,
 }
 
-/// [`TrustMetrics`] at one moment.
+/// The trust counters at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TrustSnapshot {
@@ -57,21 +55,20 @@ impl TrustMetrics {
             Refusal::Unauthorized => &self.refused_token,
             Refusal::MisdirectedHost => &self.refused_host,
         }
-        .fetch_add(1, Ordering::Relaxed);
+        .inc();
     }
 
     /// The counters as they are now.
     pub(crate) fn snapshot(&self) -> TrustSnapshot {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         TrustSnapshot {
-            refused_origin: get(&self.refused_origin),
-            refused_token: get(&self.refused_token),
-            refused_host: get(&self.refused_host),
-            clients_revoked: get(&self.clients_revoked),
-            commands_refused_role: get(&self.commands_refused_role),
-            commands_refused_budget: get(&self.commands_refused_budget),
-            clients_reset_by_peer: get(&self.clients_reset_by_peer),
-            pending_evicted: get(&self.pending_evicted),
+            refused_origin: self.refused_origin.get(),
+            refused_token: self.refused_token.get(),
+            refused_host: self.refused_host.get(),
+            clients_revoked: self.clients_revoked.get(),
+            commands_refused_role: self.commands_refused_role.get(),
+            commands_refused_budget: self.commands_refused_budget.get(),
+            clients_reset_by_peer: self.clients_reset_by_peer.get(),
+            pending_evicted: self.pending_evicted.get(),
         }
     }
 }

@@ -160,7 +160,7 @@ async fn connect(
                     }),
                     Event::Disconnected => {
                         if video {
-                            metrics.nats_video.disconnects.fetch_add(1, Ordering::Relaxed);
+                            metrics.nats_video.disconnects.inc();
                         }
                         users.each(|role, on_state| {
                             on_state(false);
@@ -169,7 +169,7 @@ async fn connect(
                     }
                     Event::SlowConsumer(_) => {
                         if video {
-                            metrics.nats_video.slow_consumer_events.fetch_add(1, Ordering::Relaxed);
+                            metrics.nats_video.slow_consumer_events.inc();
                         }
                         tracing::warn!("NATS messages dropped (slow consumer)");
                     }

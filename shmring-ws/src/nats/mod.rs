@@ -19,12 +19,10 @@ pub(crate) mod outbox;
 pub(crate) mod publish;
 pub(crate) mod relay;
 pub(crate) mod source;
-pub mod video;
+pub(crate) mod video;
 
 pub use connection::NatsError;
 
 pub use publish::NatsPublishOptions;
-pub use relay::{
-    NatsOptions, COMMAND_SUBJECT_PREFIX, DEFAULT_KEYFRAME_REQUEST_SUBJECTS, FORCE_IDR_SUBJECT, REQUEST_IDR_SUBJECT,
-};
+pub use relay::{NatsOptions, DEFAULT_KEYFRAME_REQUEST_SUBJECTS, FORCE_IDR_SUBJECT, REQUEST_IDR_SUBJECT};
 pub use source::NatsSourceOptions;

@@ -10,7 +10,6 @@
 //! held up. Skipped frames are counted (`shmring_ws_nats_publish_skipped_total`) and
 //! show up downstream as a frame_seq gap.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -145,7 +144,7 @@ async fn forward_keyframe_requests(
     keyframes: Arc<KeyframeRequests>,
 ) {
     while requests.next().await.is_some() {
-        metrics.nats_video.idr_requests_received.fetch_add(1, Ordering::Relaxed);
+        metrics.nats_video.idr_requests_received.inc();
         keyframes.request("a subscribing server asked over NATS");
     }
 }
@@ -175,10 +174,7 @@ impl Publisher {
                 }
             }
             let skipped = queue.dropped();
-            self.metrics
-                .nats_video
-                .publish_skipped
-                .fetch_add(skipped - skipped_before, Ordering::Relaxed);
+            self.metrics.nats_video.publish_skipped.add(skipped - skipped_before);
             skipped_before = skipped;
             if let Some(reason) = &batch.close {
                 tracing::warn!(
@@ -201,10 +197,10 @@ impl Publisher {
         let counters = &self.metrics.nats_video;
         match result {
             Ok(()) => {
-                counters.frames_published.fetch_add(1, Ordering::Relaxed);
+                counters.frames_published.inc();
             }
             Err(e) => {
-                counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+                counters.publish_errors.inc();
                 if self.last_error_log.is_none_or(|t| t.elapsed() > LOG_EVERY) {
                     self.last_error_log = Some(Instant::now());
                     tracing::warn!("{}: frame {} not published: {e}", self.role, frame.frame_seq);
@@ -213,7 +209,7 @@ impl Publisher {
         }
         // A newer keyframe matters more than an older one still waiting.
         if frame.keyframe && self.store_tx.try_send((frame.frame_seq, record)).is_err() {
-            counters.keyframe_store_errors.fetch_add(1, Ordering::Relaxed);
+            counters.keyframe_store_errors.inc();
         }
     }
 }
@@ -234,7 +230,7 @@ async fn publish_chunks(
             }
         };
         sent.map_err(PublishError::nats)?;
-        metrics.nats_video.chunks_published.fetch_add(1, Ordering::Relaxed);
+        metrics.nats_video.chunks_published.inc();
     }
     Ok(())
 }
@@ -256,7 +252,7 @@ async fn store_keyframes(
     while let Some((frame_seq, record)) = keyframes.recv().await {
         if !store_ready {
             if last_attempt.is_some_and(|t| t.elapsed() < STORE_RETRY) {
-                metrics.nats_video.keyframe_store_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.nats_video.keyframe_store_errors.inc();
                 continue;
             }
             last_attempt = Some(Instant::now());
@@ -273,7 +269,7 @@ async fn store_keyframes(
                     );
                 }
                 Err(e) => {
-                    metrics.nats_video.keyframe_store_errors.fetch_add(1, Ordering::Relaxed);
+                    metrics.nats_video.keyframe_store_errors.inc();
                     tracing::warn!(
                         "keyframe store: cannot create JetStream stream {}: {e}; late-joining servers wait for a live keyframe (retrying in {STORE_RETRY:?})",
                         target.keyframe_stream()
@@ -288,10 +284,10 @@ async fn store_keyframes(
         };
         match result {
             Ok(()) => {
-                metrics.nats_video.keyframes_stored.fetch_add(1, Ordering::Relaxed);
+                metrics.nats_video.keyframes_stored.inc();
             }
             Err(e) => {
-                metrics.nats_video.keyframe_store_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.nats_video.keyframe_store_errors.inc();
                 if last_error_log.is_none_or(|t| t.elapsed() > LOG_EVERY) {
                     last_error_log = Some(Instant::now());
                     tracing::warn!("keyframe store: keyframe {frame_seq} not stored: {e}");

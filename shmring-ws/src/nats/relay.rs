@@ -13,7 +13,6 @@
 //! async-nats reconnects and resubscribes by itself, so a NATS restart needs nothing
 //! from the server (the connection policy is [`super::client`]'s).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::hub::Hub;
 use crate::keyframe::KeyframeRequests;
 use crate::metrics::{DropReason, Metrics};
-use crate::protocol::{encode_telemetry, Command};
+use crate::protocol::{encode_telemetry, Command, COMMAND_SUBJECT_PREFIX};
 use crate::safety::{GateFeed, Publication, SafetyGate};
 
 use super::outbox::{MotionCommand, Outbox};
@@ -36,8 +35,6 @@ pub const REQUEST_IDR_SUBJECT: &str = "control.request_idr";
 pub const FORCE_IDR_SUBJECT: &str = "command.genesis.force_idr";
 /// Subjects keyframe requests go to by default: SDR_OS's sim's and our producers'.
 pub const DEFAULT_KEYFRAME_REQUEST_SUBJECTS: [&str; 2] = [FORCE_IDR_SUBJECT, REQUEST_IDR_SUBJECT];
-/// Prefix of the subjects client commands are published on.
-pub const COMMAND_SUBJECT_PREFIX: &str = "command.genesis.";
 
 /// NATS relay settings.
 #[derive(Clone, Debug)]
@@ -223,7 +220,7 @@ impl CommandRelay {
 
     async fn publish_gate(&self, p: Publication) {
         if let Err(e) = self.client.publish(p.subject, p.payload).await {
-            self.metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.commands_dropped.inc();
             tracing::warn!("video gate publication lost: {e}");
         }
     }
@@ -232,11 +229,11 @@ impl CommandRelay {
         let subject = format!("{COMMAND_SUBJECT_PREFIX}{}", cmd.action);
         match self.client.publish(subject, cmd.json).await {
             Ok(()) => {
-                self.metrics.commands_published.fetch_add(1, Ordering::Relaxed);
+                self.metrics.commands_published.inc();
                 true
             }
             Err(e) => {
-                self.metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.commands_dropped.inc();
                 tracing::debug!("command not published: {e}");
                 false
             }
@@ -255,7 +252,7 @@ impl CommandRelay {
             )
         });
         if !admitted {
-            self.metrics.commands_gated.fetch_add(1, Ordering::Relaxed);
+            self.metrics.commands_gated.inc();
             return;
         }
         if self.publish_command(motion.command).await {

@@ -237,10 +237,7 @@ async fn request_keyframe_upstream(client: &Client, idr_subject: &str, feed: &Fe
         .await
     {
         Ok(()) => {
-            feed.metrics
-                .nats_video
-                .idr_requests_sent
-                .fetch_add(1, Ordering::Relaxed);
+            feed.metrics.nats_video.idr_requests_sent.inc();
         }
         Err(e) => tracing::debug!("{}: keyframe request not sent: {e}", feed.role),
     }
@@ -279,10 +276,7 @@ impl Feed {
 
     /// Hands the stored keyframe to the hub before any live frame.
     fn start_from_store(&mut self, frame: ReceivedFrame) {
-        self.metrics
-            .nats_video
-            .keyframes_fetched
-            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.nats_video.keyframes_fetched.inc();
         tracing::info!(
             "{}: started from the stored keyframe {} ({} bytes)",
             self.role,
@@ -308,7 +302,7 @@ impl Feed {
             Ok(Some(f)) => f,
             Ok(None) => return,
             Err(e) => {
-                self.metrics.nats_video.malformed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.nats_video.malformed.inc();
                 if self.last_bad_log.is_none_or(|t| t.elapsed() > LOG_EVERY) {
                     self.last_bad_log = Some(Instant::now());
                     tracing::warn!("{}: dropped a NATS video message: {e}", self.role);
@@ -325,7 +319,7 @@ impl Feed {
         match order(self.last_seq, frame.frame_seq) {
             Order::Next => {}
             Order::Stale => {
-                self.metrics.nats_video.stale.fetch_add(1, Ordering::Relaxed);
+                self.metrics.nats_video.stale.inc();
                 return;
             }
             Order::Gap { missing } => {
@@ -349,10 +343,7 @@ impl Feed {
     }
 
     fn count_lost(&mut self, missing: u64, before: u64) {
-        self.metrics
-            .nats_video
-            .frames_lost
-            .fetch_add(missing, Ordering::Relaxed);
+        self.metrics.nats_video.frames_lost.add(missing);
         if self.last_gap_log.is_none_or(|t| t.elapsed() > LOG_EVERY) {
             self.last_gap_log = Some(Instant::now());
             tracing::warn!(
@@ -374,8 +365,8 @@ enum Freshness {
 
 fn deliver(hub: &Hub, metrics: &Metrics, frame: ReceivedFrame, frame_id_is_time: bool, freshness: Freshness) {
     let now = shmring_core::monotonic_ns();
-    metrics.nats_video.frames_received.fetch_add(1, Ordering::Relaxed);
-    metrics.frames_read.fetch_add(1, Ordering::Relaxed);
+    metrics.nats_video.frames_received.inc();
+    metrics.frames_read.inc();
     metrics.shm_seq.store(frame.frame_seq, Ordering::Relaxed);
     if freshness == Freshness::Live {
         // SYNC POINT: none needed; the gate reads this clock with Relaxed loads and

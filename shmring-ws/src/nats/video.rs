@@ -9,24 +9,7 @@
 //! `Shmring-Chunk: <frame_seq> <index> <count>`; concatenating their payloads in index
 //! order gives the record.
 //!
-//! ```
-//! use bytes::Bytes;
-//! use shmring_ws::nats::video::{split_record, Reassembler};
-//! # let mut record = vec![0u8; 32];
-//! # record[8] = 7; // frame_seq 7
-//! # record[16..20].copy_from_slice(&(1000u32).to_le_bytes());
-//! # record[20] = 0x04; // FLAG_NO_CRC
-//! # record.extend(std::iter::repeat(9u8).take(1000));
-//! // `record` is a 32-byte frame header and 1000 payload bytes; the server takes 400.
-//! let chunks = split_record(Bytes::from(record.clone()), 7, 400).unwrap();
-//! assert_eq!(chunks.len(), 4);
-//! let mut reassembler = Reassembler::new(1 << 20, true);
-//! let mut frames = Vec::new();
-//! for chunk in chunks {
-//!     frames.extend(reassembler.push(chunk.header.as_deref(), &chunk.data).unwrap());
-//! }
-//! assert_eq!(&frames[0].message[1..], &record[..]); // `[0x01]` + the record
-//! ```
+//! (`a_record_split_into_chunks_is_put_back_together` below shows both ends.)
 
 use bytes::{BufMut, Bytes, BytesMut};
 use shmring_core::layout::{FrameHeader, FLAG_KEYFRAME, FLAG_NO_CRC, HEADER_SIZE};
@@ -35,12 +18,12 @@ use zerocopy::FromBytes;
 use crate::protocol::{parse_video, video_message_buffer};
 
 /// The NATS header that marks a chunk: `<frame_seq> <index> <count>` in decimal.
-pub const CHUNK_HEADER: &str = "Shmring-Chunk";
+pub(crate) const CHUNK_HEADER: &str = "Shmring-Chunk";
 /// Bytes kept free in a chunked message for its NATS headers (`NATS/1.0\r\n`, the
 /// chunk header, the blank line): the server counts headers against `max_payload`.
-pub const CHUNK_HEADER_RESERVE: usize = 96;
+pub(crate) const CHUNK_HEADER_RESERVE: usize = 96;
 /// The `max_payload` assumed before the first connection tells the real one.
-pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+pub(crate) const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
 /// The subject prefix of live video.
 pub const VIDEO_SUBJECT_PREFIX: &str = "video.";
 
@@ -59,7 +42,7 @@ impl NatsVideoTarget {
     /// refused if there is none). A subject must not contain wildcards or spaces.
     ///
     /// ```
-    /// use shmring_ws::nats::video::NatsVideoTarget;
+    /// use shmring_ws::NatsVideoTarget;
     /// let t = NatsVideoTarget::parse("nats://a:4222,nats://b:4223/video.cam0", None).unwrap();
     /// assert_eq!(t.servers, ["nats://a:4222", "nats://b:4223"]);
     /// assert_eq!(t.subject, "video.cam0");
@@ -162,7 +145,7 @@ impl std::error::Error for TargetError {}
 
 /// Why a frame cannot be cut into chunks for a server.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SplitError {
+pub(crate) enum SplitError {
     /// The server's `max_payload` leaves no room for data after the chunk headers.
     NoRoom {
         /// The server's `max_payload`.
@@ -197,7 +180,7 @@ impl std::error::Error for SplitError {}
 
 /// One NATS message of a frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Chunk {
+pub(crate) struct Chunk {
     /// The `Shmring-Chunk` header value, `None` for a frame sent whole.
     pub header: Option<String>,
     /// The message payload (a slice of the record, not a copy).
@@ -207,7 +190,7 @@ pub struct Chunk {
 /// Cuts `record` (32-byte frame header + payload) into the messages that carry it
 /// through a server with `max_payload`. Fails if that would take more than 65535
 /// chunks or `max_payload` leaves no room for data.
-pub fn split_record(record: Bytes, frame_seq: u64, max_payload: usize) -> Result<Vec<Chunk>, SplitError> {
+pub(crate) fn split_record(record: Bytes, frame_seq: u64, max_payload: usize) -> Result<Vec<Chunk>, SplitError> {
     if record.len() <= max_payload {
         return Ok(vec![Chunk {
             header: None,
@@ -236,7 +219,7 @@ pub fn split_record(record: Bytes, frame_seq: u64, max_payload: usize) -> Result
 
 /// A `Shmring-Chunk` header value: which frame, which chunk, how many.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChunkId {
+pub(crate) struct ChunkId {
     /// frame_seq of the frame.
     pub frame_seq: u64,
     /// Chunk number, 0-based.
@@ -247,7 +230,7 @@ pub struct ChunkId {
 
 impl ChunkId {
     /// Parses `"<frame_seq> <index> <count>"`.
-    pub fn parse(value: &str) -> Result<ChunkId, NatsVideoError> {
+    pub(crate) fn parse(value: &str) -> Result<ChunkId, NatsVideoError> {
         let mut it = value.split_ascii_whitespace();
         let mut next = || it.next().ok_or(NatsVideoError::BadChunkHeader);
         let frame_seq = next()?.parse().map_err(|_| NatsVideoError::BadChunkHeader)?;
@@ -266,7 +249,7 @@ impl ChunkId {
 
 /// Why a NATS video message was not used.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NatsVideoError {
+pub(crate) enum NatsVideoError {
     /// The `Shmring-Chunk` header is not `<frame_seq> <index> <count>` with index < count.
     BadChunkHeader,
     /// A chunk arrived out of turn (a chunk of the frame was lost); the partial frame
@@ -325,7 +308,7 @@ impl std::error::Error for NatsVideoError {}
 
 /// A frame received over NATS, checked, ready for the hub.
 #[derive(Clone, Debug)]
-pub struct ReceivedFrame {
+pub(crate) struct ReceivedFrame {
     /// `[0x01][32-byte frame header][payload]`, the WebSocket message.
     pub message: Bytes,
     /// The header's frame_seq.
@@ -340,7 +323,7 @@ pub struct ReceivedFrame {
 /// frame_seq). Holds at most one partial frame: chunks of one frame are published
 /// back to back, so a chunk of another frame means the partial one lost a chunk.
 #[derive(Debug)]
-pub struct Reassembler {
+pub(crate) struct Reassembler {
     max_frame: usize,
     verify_crc: bool,
     partial: Option<Partial>,
@@ -356,7 +339,7 @@ struct Partial {
 
 impl Reassembler {
     /// Accepts frames of up to `max_frame` payload bytes; `verify_crc` checks CRC-32s.
-    pub fn new(max_frame: usize, verify_crc: bool) -> Self {
+    pub(crate) fn new(max_frame: usize, verify_crc: bool) -> Self {
         Reassembler {
             max_frame,
             verify_crc,
@@ -367,7 +350,11 @@ impl Reassembler {
     /// Takes one message (its `Shmring-Chunk` header value, if any, and payload);
     /// returns the frame it completes. An error discards the message and any partial
     /// frame it broke; the next frame is assembled normally.
-    pub fn push(&mut self, chunk_header: Option<&str>, data: &[u8]) -> Result<Option<ReceivedFrame>, NatsVideoError> {
+    pub(crate) fn push(
+        &mut self,
+        chunk_header: Option<&str>,
+        data: &[u8],
+    ) -> Result<Option<ReceivedFrame>, NatsVideoError> {
         let Some(value) = chunk_header else {
             // An incomplete frame lost its last chunks; it shows as a frame_seq gap.
             self.partial = None;
@@ -452,6 +439,24 @@ mod tests {
     use crate::protocol::MSG_VIDEO;
     use shmring_core::layout::FLAG_KEYFRAME;
     use zerocopy::IntoBytes;
+
+    #[test]
+    fn a_record_split_into_chunks_is_put_back_together() {
+        let mut record = vec![0u8; 32];
+        record[8] = 7; // frame_seq 7
+        record[16..20].copy_from_slice(&(1000u32).to_le_bytes());
+        record[20] = 0x04; // FLAG_NO_CRC
+        record.extend(std::iter::repeat_n(9u8, 1000));
+        // `record` is a 32-byte frame header and 1000 payload bytes; the server takes 400.
+        let chunks = split_record(Bytes::from(record.clone()), 7, 400).unwrap();
+        assert_eq!(chunks.len(), 4);
+        let mut reassembler = Reassembler::new(1 << 20, true);
+        let mut frames = Vec::new();
+        for chunk in chunks {
+            frames.extend(reassembler.push(chunk.header.as_deref(), &chunk.data).unwrap());
+        }
+        assert_eq!(&frames[0].message[1..], &record[..]); // `[0x01]` + the record
+    }
 
     fn record(seq: u64, len: usize, key: bool) -> Bytes {
         let payload: Vec<u8> = (0..len).map(|i| (i * 7 + seq as usize) as u8).collect();

@@ -16,11 +16,11 @@
 //! was granted (and whether the tokens file still grants it), [`origin`] the Origin
 //! policy, [`host`] the Host allow-list, [`tls`] the native HTTPS/WSS listener.
 
-pub mod grant;
-pub mod host;
-pub mod origin;
-pub mod tls;
-pub mod tokens;
+pub(crate) mod grant;
+pub(crate) mod host;
+pub(crate) mod origin;
+pub(crate) mod tls;
+pub(crate) mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,7 +72,7 @@ pub struct Credentials<'a> {
 /// The headers of a request that say who sent it, owned (collected while the request
 /// head is parsed).
 #[derive(Clone, Debug, Default)]
-pub struct RequestAuth {
+pub(crate) struct RequestAuth {
     origin: Option<String>,
     host: Option<String>,
     authorization: Option<String>,
@@ -84,7 +84,7 @@ pub struct RequestAuth {
 
 impl RequestAuth {
     /// Collects what matters from a request target (`/path?query`) and its headers.
-    pub fn from_request(target: &str, headers: &[httparse::Header<'_>]) -> RequestAuth {
+    pub(crate) fn from_request(target: &str, headers: &[httparse::Header<'_>]) -> RequestAuth {
         let mut auth = RequestAuth {
             query: target.split_once('?').map(|(_, q)| q.to_owned()),
             ..Default::default()
@@ -117,18 +117,18 @@ impl RequestAuth {
 
     /// Records that the listener serves TLS (the request's scheme is `https` unless a
     /// proxy's `X-Forwarded-Proto` says otherwise).
-    pub fn set_served_tls(&mut self, tls: bool) {
+    pub(crate) fn set_served_tls(&mut self, tls: bool) {
         self.served_tls = tls;
     }
 
     /// The `Host` header.
-    pub fn host(&self) -> Option<&str> {
+    pub(crate) fn host(&self) -> Option<&str> {
         self.host.as_deref()
     }
 
     /// The scheme the request reached the server by: a proxy's `X-Forwarded-Proto`,
     /// else the one the listener serves.
-    pub fn scheme(&self) -> Scheme {
+    pub(crate) fn scheme(&self) -> Scheme {
         let served = if self.served_tls { Scheme::Https } else { Scheme::Http };
         self.forwarded_proto
             .as_deref()
@@ -137,12 +137,12 @@ impl RequestAuth {
     }
 
     /// The subprotocols the client offered.
-    pub fn subprotocols(&self) -> Vec<&str> {
+    pub(crate) fn subprotocols(&self) -> Vec<&str> {
         self.subprotocols.iter().map(String::as_str).collect()
     }
 
     /// Calls `f` with the request's [`Credentials`].
-    pub fn with_credentials<T>(&self, f: impl FnOnce(&Credentials<'_>) -> T) -> T {
+    pub(crate) fn with_credentials<T>(&self, f: impl FnOnce(&Credentials<'_>) -> T) -> T {
         let protocols = self.subprotocols();
         f(&Credentials {
             origin: self.origin.as_deref(),
@@ -265,7 +265,7 @@ impl TrustPolicy {
         Ok((role, verdict))
     }
 
-    /// [`TrustPolicy::admit`], with the connection's [`grant::Grant`]: the role, and
+    /// [`TrustPolicy::admit`], with the connection's grant: the role, and
     /// the token it was granted by, watched for revocation.
     pub fn admit_grant(self: &Arc<Self>, c: &Credentials<'_>) -> Result<grant::Grant, Refusal> {
         let Some(tokens) = &self.tokens else {
@@ -279,8 +279,8 @@ impl TrustPolicy {
     }
 
     /// Reads the tokens file again whenever it changed, checking every
-    /// [`tokens::RELOAD_INTERVAL`], until dropped; connections whose token it no longer
-    /// grants are closed (see [`grant`]). Returns at once without a tokens file.
+    /// `RELOAD_INTERVAL`, until dropped; connections whose token it no longer
+    /// grants are closed (see the grant). Returns at once without a tokens file.
     pub async fn reload_tokens_file(self: Arc<Self>) {
         let Some(tokens) = self.tokens.as_ref().filter(|t| t.has_file()) else {
             return;

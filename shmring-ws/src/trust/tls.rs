@@ -76,7 +76,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Loads the certificate chain and key into a TLS acceptor (TLS 1.2 and 1.3, ring).
-pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
+pub(crate) fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
     let cert_pem = read(&files.cert)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .filter_map(Result::ok)
@@ -106,7 +106,7 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
 /// either side closes. `pending` (a place among the connections not yet past their
 /// handshake) is released once the handshake is done; an eviction before that ends
 /// the connection.
-pub async fn terminate(
+pub(crate) async fn terminate(
     client: TcpStream,
     acceptor: TlsAcceptor,
     backend: SocketAddr,
@@ -147,7 +147,7 @@ pub async fn terminate(
 /// by [`terminate`] towards the plain listener at `backend`. Sockets still in their
 /// TLS handshake count against `pending` like sockets in their HTTP phase; `evicted`
 /// is called for each one evicted to make room.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     acceptor: TlsAcceptor,
     backend: SocketAddr,
@@ -183,7 +183,7 @@ pub async fn serve(
 }
 
 /// Time a client has to complete its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

@@ -51,13 +51,13 @@ impl Role {
 /// The `Sec-WebSocket-Protocol` entry that carries a token: `shmring.token.<TOKEN>`.
 pub const SUBPROTOCOL_TOKEN_PREFIX: &str = "shmring.token.";
 /// The URL query parameter that carries a token.
-pub const QUERY_TOKEN_PARAM: &str = "token";
+pub(crate) const QUERY_TOKEN_PARAM: &str = "token";
 /// Shortest token accepted (guessing one must stay out of reach).
-pub const MIN_TOKEN_LEN: usize = 16;
+pub(crate) const MIN_TOKEN_LEN: usize = 16;
 /// Longest token accepted.
-pub const MAX_TOKEN_LEN: usize = 256;
+pub(crate) const MAX_TOKEN_LEN: usize = 256;
 /// The tokens file is checked for changes this often (and at every handshake).
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why tokens could not be loaded.
 #[derive(Debug)]
@@ -327,7 +327,7 @@ impl Tokens {
 /// The token a request presents, looked for in this order: an `Authorization: Bearer`
 /// header, a `shmring.token.` entry in the `Sec-WebSocket-Protocol` list, a `token=`
 /// query parameter of the request target.
-pub fn presented_token<'a>(
+pub(crate) fn presented_token<'a>(
     authorization: Option<&'a str>,
     subprotocols: &[&'a str],
     query: Option<&'a str>,
@@ -358,7 +358,7 @@ pub fn presented_token<'a>(
 /// and browsers' logs). A browser fails a handshake whose answer names no subprotocol
 /// when it offered some, so a browser page offers a protocol name besides its token
 /// (the viewer offers `shmring.v1`); programs accept an answer without one.
-pub fn response_subprotocol<'a>(offered: &[&'a str], preferred: &str) -> Option<&'a str> {
+pub(crate) fn response_subprotocol<'a>(offered: &[&'a str], preferred: &str) -> Option<&'a str> {
     let offered: Vec<&str> = offered.iter().map(|p| p.trim()).filter(|p| !p.is_empty()).collect();
     offered
         .iter()
