@@ -122,6 +122,7 @@ fn ring_witness(ring: PathBuf, ids: Arc<Mutex<Vec<u64>>>, stop: Arc<AtomicBool>)
             start: StartPosition::Next,
             verify_crc: false,
             resync_at_keyframe: false,
+            ..Default::default()
         };
         let mut r = RingReader::open(&ring, &opts).expect("witness reader");
         while !stop.load(Ordering::Relaxed) {

@@ -51,6 +51,8 @@ mod words;
 mod writer;
 
 #[cfg(all(feature = "std", not(shmring_loom)))]
+mod cadence;
+#[cfg(all(feature = "std", not(shmring_loom)))]
 mod file;
 #[cfg(all(feature = "std", not(shmring_loom)))]
 mod futex;
@@ -63,7 +65,7 @@ pub use error::{ReadError, RingStateError, WriteError};
 pub use frame::{Codec, FrameMeta};
 pub use layout::{FrameHeader, Geometry, LayoutError, WriterState};
 pub use legacy::{check_legacy_prefix, legacy_max_frame, LegacyReader, LegacyWriter};
-pub use reader::{FrameInfo, ReaderOptions, ReaderStats, RegionReader, StartPosition};
+pub use reader::{FrameInfo, ReaderOptions, ReaderStats, RegionReader, StartPosition, WakePolicy};
 pub use writer::RegionWriter;
 
 #[cfg(all(feature = "std", not(shmring_loom)))]

@@ -113,6 +113,7 @@ fn reader_opts() -> ReaderOptions {
         start: StartPosition::Next,
         verify_crc: false,
         resync_at_keyframe: false,
+        ..Default::default()
     }
 }
 
@@ -602,6 +603,7 @@ fn drain_reader(path: &str, mode: &str) {
         start: StartPosition::Next,
         verify_crc: false,
         resync_at_keyframe: false,
+        ..Default::default()
     };
     let mut r = RingReader::open(path, &opts).unwrap();
     let mut buf = vec![0u8; 4096];

@@ -175,6 +175,8 @@ class Reader:
         crc: bool = True,
         layout: Literal["auto", "ring", "legacy"] = "auto",
         resync_at_keyframe: bool = True,
+        wake: Literal["cadence", "sleep"] = "cadence",
+        cadence_window: float | None = None,
     ) -> Self: ...
     def read(self, timeout: float | None = None) -> Frame | None:
         """The next frame, waiting up to ``timeout`` seconds (None: forever)."""
