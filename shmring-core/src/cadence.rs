@@ -1,6 +1,6 @@
 //! Cadence-aware waiting: a reader learns the interval at which its writer commits
 //! (video comes at a frame rate) and is awake, spinning, only in a short window around
-//! the next expected commit; between frames it sleeps (futex on v1 rings, a slow poll on
+//! the next expected commit; between frames it sleeps (futex on v1 rings, the usual poll on
 //! legacy rings, which have no futex word).
 //!
 //! - Each frame the reader delivers while it is caught up (nothing more unread) is an

@@ -38,8 +38,10 @@ const REPLACED_CHECK: Duration = Duration::from_millis(100);
 /// Sleep between polls of a legacy ring (it has no futex word), without a cadence.
 const LEGACY_POLL: Duration = Duration::from_micros(500);
 /// Longest sleep between polls of a legacy ring while waiting for a cadence window: a
-/// frame that lands outside its window is seen at most this late.
-const LEGACY_SLOW_POLL: Duration = Duration::from_millis(1);
+/// frame that lands outside its window (a jittery writer, a loaded machine) is seen at
+/// most this late, never later than without cadence. A slower poll saved little CPU and
+/// cost latency on a loaded machine (`docs/benchmarks.md`, run 11).
+const LEGACY_SLOW_POLL: Duration = LEGACY_POLL;
 
 /// A reader of a ring file. Maps the file read-only: a reader can never damage the ring.
 pub struct RingReader {
