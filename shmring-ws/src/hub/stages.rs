@@ -35,6 +35,9 @@ pub(crate) struct Stamps {
 
 static SAMPLES: Mutex<Vec<Stamps>> = Mutex::new(Vec::new());
 
+/// A stage's duration in one frame's stamps, if known.
+type Stage = fn(&Stamps) -> Option<u64>;
+
 /// Records one frame written to a client; prints and clears every [`REPORT_EVERY`].
 pub(crate) fn record(stamps: Stamps) {
     let mut samples = SAMPLES.lock().unwrap_or_else(|e| e.into_inner());
@@ -47,7 +50,7 @@ pub(crate) fn record(stamps: Stamps) {
 
 /// The report line for `samples`.
 pub(crate) fn report(samples: &[Stamps]) -> String {
-    let stages: [(&str, fn(&Stamps) -> Option<u64>); 5] = [
+    let stages: [(&str, Stage); 5] = [
         ("commit->read", |s| {
             (s.commit > 0).then(|| s.read.saturating_sub(s.commit))
         }),
