@@ -34,6 +34,7 @@ fn throughput(c: &mut Criterion) {
             start: StartPosition::Latest,
             verify_crc: false,
             resync_at_keyframe: false,
+            ..Default::default()
         };
         let mut reader = RegionReader::new(&words[..], options).unwrap();
         group.bench_function(BenchmarkId::new("write_read", size), |b| {

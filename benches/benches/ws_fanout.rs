@@ -11,11 +11,12 @@
 //!
 //! ```text
 //! ulimit -n 65536
-//! cargo bench -p shmring-benches --bench ws_fanout -- [--clients 1,50,200,500,1000] [--seconds 10] [--servers shmring,baseline] [--extra-server LABEL=PATH]
+//! cargo bench -p shmring-benches --bench ws_fanout -- [--clients 1,50,200,500,1000] [--seconds 10] [--servers shmring,baseline] [--extra-server LABEL=PATH] [--layout ring|legacy]
 //! ```
 //!
 //! `--extra-server LABEL=PATH` also measures another transport-server binary (started
-//! with the same flags), for before/after comparisons in one run.
+//! with the same flags), for before/after comparisons in one run. `--layout legacy`
+//! writes the legacy single-slot layout (SDR_OS's writer) instead of a v1 ring.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -26,7 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
-use shmring_core::{monotonic_ns, FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions};
+use shmring_core::{
+    monotonic_ns, FrameMeta, LayoutChoice, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions,
+};
 use shmring_ws::annexb::{SplitUnit, Splitter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -83,11 +86,17 @@ fn recorded_stream(target: &Path) -> Vec<SplitUnit> {
 }
 
 /// Writes the recording into the ring at 60 fps until `stop`.
-fn producer(ring: PathBuf, units: Vec<SplitUnit>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn producer(
+    ring: PathBuf,
+    layout: LayoutChoice,
+    units: Vec<SplitUnit>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut w = RingWriter::create(
             &ring,
             &WriterOptions {
+                layout,
                 capacity: 64 << 20,
                 ..Default::default()
             },
@@ -122,6 +131,7 @@ fn ring_witness(ring: PathBuf, ids: Arc<Mutex<Vec<u64>>>, stop: Arc<AtomicBool>)
             start: StartPosition::Next,
             verify_crc: false,
             resync_at_keyframe: false,
+            ..Default::default()
         };
         let mut r = RingReader::open(&ring, &opts).expect("witness reader");
         while !stop.load(Ordering::Relaxed) {
@@ -504,6 +514,11 @@ fn main() {
     if let Some(extra) = arg(&args, "--extra-server") {
         servers.push(format!("extra:{extra}"));
     }
+    let layout = match arg(&args, "--layout").unwrap_or("ring") {
+        "ring" => LayoutChoice::V1,
+        "legacy" => LayoutChoice::Legacy,
+        other => panic!("--layout ring|legacy, not {other}"),
+    };
     let server_bin = shmring_benches::transport_server();
     let exe = std::env::current_exe().expect("current exe");
     let target = exe
@@ -516,7 +531,7 @@ fn main() {
     describe_stream(&units);
     let ring = PathBuf::from(format!("/dev/shm/shmring-ws-bench-{}", std::process::id()));
     let stop = Arc::new(AtomicBool::new(false));
-    let prod = producer(ring.clone(), units, stop.clone());
+    let prod = producer(ring.clone(), layout, units, stop.clone());
     while !ring.exists() {
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -52,6 +52,8 @@ mod words;
 mod writer;
 
 #[cfg(all(feature = "std", not(shmring_loom)))]
+mod cadence;
+#[cfg(all(feature = "std", not(shmring_loom)))]
 mod file;
 #[cfg(all(feature = "std", not(shmring_loom)))]
 mod futex;
@@ -65,7 +67,7 @@ pub use frame::{Codec, FrameInfo, FrameMeta};
 pub use layout::{FrameHeader, Geometry, LayoutError, WriterState};
 pub use legacy::{LegacyReader, LegacyWriter};
 pub use reader::RegionReader;
-pub use reading::{ReaderOptions, ReaderStats, StartPosition};
+pub use reading::{ReaderOptions, ReaderStats, StartPosition, WakePolicy};
 pub use writer::RegionWriter;
 
 /// Test support (the `test-hooks` feature, for this crate's own tests): a function run

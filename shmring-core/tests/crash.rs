@@ -113,6 +113,7 @@ fn kill_and_restart(test: &str, rounds: u64, capacity: usize, min_frame: usize, 
                 start: StartPosition::Next,
                 verify_crc: false,
                 resync_at_keyframe: true,
+                ..Default::default()
             };
             let mut r = RingReader::open(&path, &o).unwrap();
             let mut scratch = Vec::new();

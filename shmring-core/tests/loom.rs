@@ -75,6 +75,7 @@ fn options(start: StartPosition, resync_at_keyframe: bool) -> ReaderOptions {
         start,
         verify_crc: false,
         resync_at_keyframe,
+        ..Default::default()
     }
 }
 

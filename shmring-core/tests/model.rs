@@ -62,8 +62,8 @@ proptest! {
         let words: Vec<Word> = (0..g.file_len() / 8).map(|_| Word::new(0)).collect();
         let mut w = RegionWriter::format(&words[..], g, 0).unwrap();
         let options = [
-            ReaderOptions { start: StartPosition::Next, verify_crc: true, resync_at_keyframe: true },
-            ReaderOptions { start: StartPosition::Next, verify_crc: true, resync_at_keyframe: false },
+            ReaderOptions { start: StartPosition::Next, verify_crc: true, resync_at_keyframe: true, ..Default::default() },
+            ReaderOptions { start: StartPosition::Next, verify_crc: true, resync_at_keyframe: false, ..Default::default() },
         ];
         let mut readers: Vec<_> = options.iter().map(|o| RegionReader::new(&words[..], *o).unwrap()).collect();
         let mut models: Vec<_> = (0..2).map(|_| ModelReader { last: 0, delivered: 0 }).collect();

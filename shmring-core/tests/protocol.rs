@@ -35,6 +35,7 @@ fn options(start: StartPosition) -> ReaderOptions {
         start,
         verify_crc: false,
         resync_at_keyframe: true,
+        ..Default::default()
     }
 }
 

@@ -191,6 +191,7 @@ fn threaded_writer_and_readers_never_see_torn_frames() {
                 start: StartPosition::Next,
                 verify_crc: false,
                 resync_at_keyframe: false,
+                ..Default::default()
             };
             let mut r = RegionReader::new(words.clone(), opts).unwrap();
             std::thread::spawn(move || {

@@ -61,6 +61,7 @@ fn reader_role(path: &str, frames: u64) {
         start: StartPosition::Next,
         verify_crc: false,
         resync_at_keyframe: true,
+        ..Default::default()
     };
     let mut r = RingReader::open(path, &opts).expect("reader opens the ring");
     std::fs::write(std::env::var("SHMRING_TEST_READY").unwrap(), "ready").unwrap();

@@ -9,7 +9,9 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyType};
-use shmring_core::{Error, FrameInfo, LayoutChoice, ReadError, ReaderOptions, RingKind, RingReader, StartPosition};
+use shmring_core::{
+    Error, FrameInfo, LayoutChoice, ReadError, ReaderOptions, RingKind, RingReader, StartPosition, WakePolicy,
+};
 
 use crate::errors::{closed, to_py, ClosedError, ShmringError};
 use crate::{DETACH_MIN, WAIT_SLICE};
@@ -141,6 +143,14 @@ impl ReaderStats {
 ///     resync_at_keyframe: after losing frames, skip to a keyframe so a decoder never
 ///         sees a frame whose reference is missing (default True; turn off for streams
 ///         of independent messages).
+///     wake: how a blocked ``read`` waits. ``"cadence"`` (default) learns the writer's
+///         frame interval and spins only in a short window around the next expected
+///         frame, sleeping otherwise, so a frame is seen microseconds after it lands
+///         instead of after a wake-up or a poll interval; irregular messages never lock a
+///         cadence and are waited for as with ``"sleep"`` (futex on v1 rings, a 500 µs
+///         poll on legacy rings).
+///     cadence_window: widest spin window either side of an expected frame, in seconds
+///         (default 250 µs; only with ``wake="cadence"``).
 ///
 /// Example::
 ///
@@ -203,6 +213,28 @@ fn layout_choice(layout: &str) -> PyResult<LayoutChoice> {
         "legacy" => Ok(LayoutChoice::Legacy),
         other => Err(PyValueError::new_err(format!(
             "layout must be \"auto\", \"v1\" or \"legacy\", not {other:?}"
+        ))),
+    }
+}
+
+/// Largest `cadence_window` accepted: a wider one would spin most of a 60 fps frame.
+const MAX_CADENCE_WINDOW: f64 = 0.005;
+
+fn wake_policy(wake: &str, window: Option<f64>) -> PyResult<WakePolicy> {
+    match (wake, window) {
+        ("cadence", None) => Ok(WakePolicy::default()),
+        ("cadence", Some(w)) if w > 0.0 && w <= MAX_CADENCE_WINDOW => Ok(WakePolicy::Cadence {
+            max_window: Duration::from_secs_f64(w),
+        }),
+        ("cadence", Some(w)) => Err(PyValueError::new_err(format!(
+            "cadence_window must be more than 0 and at most {MAX_CADENCE_WINDOW} seconds, not {w}"
+        ))),
+        ("sleep", None) => Ok(WakePolicy::Sleep),
+        ("sleep", Some(_)) => Err(PyValueError::new_err(
+            "cadence_window applies to wake=\"cadence\" only; drop it or use wake=\"cadence\"",
+        )),
+        (other, _) => Err(PyValueError::new_err(format!(
+            "wake must be \"cadence\" or \"sleep\", not {other:?}"
         ))),
     }
 }
@@ -330,7 +362,8 @@ impl Reader {
 #[pymethods]
 impl Reader {
     #[new]
-    #[pyo3(signature = (path, *, start = "latest_keyframe", crc = true, layout = "auto", resync_at_keyframe = true))]
+    #[pyo3(signature = (path, *, start = "latest_keyframe", crc = true, layout = "auto", resync_at_keyframe = true, wake = "cadence", cadence_window = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -338,11 +371,14 @@ impl Reader {
         crc: bool,
         layout: &str,
         resync_at_keyframe: bool,
+        wake: &str,
+        cadence_window: Option<f64>,
     ) -> PyResult<Self> {
         let options = ReaderOptions {
             start: start_position(start)?,
             verify_crc: crc,
             resync_at_keyframe,
+            wake: wake_policy(wake, cadence_window)?,
         };
         let layout = layout_choice(layout)?;
         let ring = py

@@ -106,6 +106,10 @@ def test_writer_rejects_bad_options(
     [
         ({"start": "oldest"}, "start must be"),
         ({"layout": "v2"}, "layout must be"),
+        ({"wake": "spin"}, "wake must be"),
+        ({"cadence_window": 0.0}, "cadence_window must be more than 0"),
+        ({"cadence_window": 1.0}, "cadence_window must be more than 0 and at most"),
+        ({"wake": "sleep", "cadence_window": 0.0002}, "cadence_window applies to wake=\"cadence\" only"),
     ],
 )
 def test_reader_rejects_bad_options(ring_path: Path, kwargs: dict[str, object], message: str) -> None:

@@ -1,10 +1,11 @@
 //! Replays an H.264 Annex B file into a ring at a fixed frame rate, as a stand-in
 //! producer for tests and benchmarks: each access unit becomes one frame, keyframes
 //! are the access units with an IDR slice, and frame_id is the commit time
-//! (CLOCK_MONOTONIC ns), so clients can measure commit-to-receive latency.
+//! (CLOCK_MONOTONIC ns, or with `--realtime` CLOCK_REALTIME ns, which a browser can
+//! compare with its own clock), so clients can measure commit-to-receive latency.
 //!
 //! ```text
-//! cargo run --release -p shmring-ws --example h264_replay -- RING FILE [--fps N] [--frames N] [--capacity BYTES] [--start-at N] [--wait-for PATH]
+//! cargo run --release -p shmring-ws --example h264_replay -- RING FILE [--fps N] [--frames N] [--capacity BYTES] [--start-at N] [--wait-for PATH] [--realtime]
 //! ```
 //! `--start-at N` starts at the file's N-th access unit (0-based), even mid-GOP, as a
 //! restarted writer might. `--wait-for PATH` holds the ring open without writing until
@@ -28,7 +29,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
         eprintln!(
-            "usage: h264_replay RING FILE [--fps N] [--frames N] [--capacity BYTES] [--start-at N] [--wait-for PATH]"
+            "usage: h264_replay RING FILE [--fps N] [--frames N] [--capacity BYTES] [--start-at N] [--wait-for PATH] [--realtime]"
         );
         std::process::exit(2);
     }
@@ -69,6 +70,7 @@ fn main() {
     }
     let period = Duration::from_nanos(1_000_000_000 / fps);
     let start = Instant::now();
+    let realtime = args.iter().any(|a| a == "--realtime");
     let skip = arg_value(&args, "--start-at").unwrap_or(0) as usize % units.len();
     for (written, unit) in units.iter().cycle().skip(skip).enumerate() {
         let written = written as u64;
@@ -80,7 +82,7 @@ fn main() {
         if due > now {
             std::thread::sleep(due - now);
         }
-        let id = monotonic_ns();
+        let id = if realtime { realtime_ns() } else { monotonic_ns() };
         let meta = if unit.keyframe {
             FrameMeta::keyframe(id)
         } else {
@@ -91,4 +93,11 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// CLOCK_REALTIME in nanoseconds.
+fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -4,7 +4,11 @@
 //! The fan-out runs on its own threads (`fanout_threads`, one per CPU in the server):
 //! each owns a fixed share of the clients (by id), so a client's frames stay in order,
 //! the sockets' send work is spread over the cores, and neither the ring reader nor the
-//! NATS task waits for the system calls.
+//! NATS task waits for the system calls. With at most [`INLINE_MAX_CLIENTS`] clients and
+//! no job in flight on those threads, the publishing thread writes itself: a thread
+//! hand-off (a futex wake-up of the fan-out thread, tens of microseconds) costs more than
+//! a few non-blocking `writev`s. Waiting for the in-flight jobs to drain first keeps each
+//! client's messages in order when the client count crosses the limit.
 //!
 //! Locking: the hub's client list, GOP cache and telemetry channels sit under one mutex,
 //! taken by the publishing thread once per message (to update the cache and take a
@@ -18,7 +22,7 @@
 //! [`Hub::subscribe`]); what a client's wire looks like is [`crate::wire`]'s.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -31,8 +35,13 @@ use crate::message::{Outgoing, Telemetry, VideoFrame};
 use crate::metrics::{DropReason, Metrics, SentTally};
 use crate::wire::{announce_channels, Protocol};
 
+mod stages;
 #[cfg(test)]
 mod tests;
+
+/// Most clients the publishing thread writes to itself instead of handing the message
+/// to the fan-out threads.
+pub(crate) const INLINE_MAX_CLIENTS: usize = 4;
 
 /// Most frames the GOP cache holds (a longer GOP is not cached: new clients then wait
 /// for the next keyframe, which is requested).
@@ -63,6 +72,8 @@ struct FanoutJob {
     /// The clients at publication (a snapshot).
     clients: Arc<Vec<Arc<ClientQueue>>>,
     item: Outgoing,
+    /// CLOCK_MONOTONIC ns when it was published, with stage times on (else 0).
+    queued_ns: u64,
 }
 
 /// Most queued jobs a fan-out thread takes in one go when it is behind.
@@ -79,6 +90,8 @@ pub(crate) struct Hub {
     /// One queue per fan-out thread (client `id % len` is that thread's); empty: the
     /// publishing thread delivers itself.
     shards: Vec<std::sync::mpsc::Sender<FanoutJob>>,
+    /// Jobs sent to the fan-out threads and not yet delivered.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Hub {
@@ -91,6 +104,7 @@ impl Hub {
             metrics,
             keyframes,
             shards: Vec::new(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -100,6 +114,7 @@ impl Hub {
         for k in 0..threads {
             let (tx, rx) = std::sync::mpsc::channel::<FanoutJob>();
             let (limits, metrics, keyframes) = (self.limits, self.metrics.clone(), self.keyframes.clone());
+            let in_flight = self.in_flight.clone();
             std::thread::Builder::new()
                 .name(format!("shmring-fanout-{k}"))
                 .spawn(move || {
@@ -110,6 +125,10 @@ impl Hub {
                         jobs.push(job);
                         jobs.extend(rx.try_iter().take(FANOUT_BATCH - 1));
                         deliver(&jobs, (k, threads), &limits, &metrics, &keyframes);
+                        // SYNC POINT (in flight): Release pairs with the Acquire load in
+                        // `push_to_all`: a publisher that sees no job in flight writes
+                        // after these deliveries.
+                        in_flight.fetch_sub(jobs.len(), Ordering::Release);
                         jobs.clear();
                     }
                 })?;
@@ -266,10 +285,18 @@ impl Hub {
             seq: hub.next_seq,
             clients: hub.clients.clone(),
             item,
+            queued_ns: if stages::enabled() {
+                shmring_core::monotonic_ns()
+            } else {
+                0
+            },
         };
         hub.next_seq += 1;
         drop(hub);
-        let Some((last, others)) = self.shards.split_last() else {
+        // SYNC POINT (in flight): Acquire pairs with the fan-out threads' Release
+        // decrement: no job in flight means every earlier one was delivered.
+        let inline = job.clients.len() <= INLINE_MAX_CLIENTS && self.in_flight.load(Ordering::Acquire) == 0;
+        let Some((last, others)) = self.shards.split_last().filter(|_| !inline) else {
             deliver(
                 std::slice::from_ref(&job),
                 (0, 1),
@@ -279,13 +306,16 @@ impl Hub {
             );
             return;
         };
+        self.in_flight.fetch_add(self.shards.len(), Ordering::Relaxed);
         // A send fails only if that thread is gone (it panicked); its clients then get
-        // nothing more and time out on keyframes.
+        // nothing more and time out on keyframes (and its jobs stay in flight, so the
+        // publisher no longer writes itself).
         for shard in others {
             let _ = shard.send(FanoutJob {
                 seq: job.seq,
                 clients: job.clients.clone(),
                 item: job.item.clone(),
+                queued_ns: job.queued_ns,
             });
         }
         let _ = last.send(job);
@@ -321,6 +351,11 @@ fn deliver(
     let mut want_keyframe = false;
     let mut tally = SentTally::default();
     let mut scratch = Vec::with_capacity(jobs.len());
+    let picked_ns = if stages::enabled() {
+        shmring_core::monotonic_ns()
+    } else {
+        0
+    };
     // A client missing from the newest snapshot has left: it gets nothing more.
     for client in newest.clients.iter().filter(|c| c.id() % n == k) {
         let items = jobs
@@ -334,10 +369,29 @@ fn deliver(
             for item in &scratch[..pushed.sent_directly as usize] {
                 tally.sent(item, now);
             }
+            if picked_ns > 0 {
+                record_stages(jobs, &scratch[..pushed.sent_directly as usize], picked_ns, now);
+            }
         }
     }
     tally.flush(metrics, true);
     if want_keyframe {
         keyframes.request("a client fell behind");
+    }
+}
+
+/// Stage times of the video frames in `sent` (stage times on).
+fn record_stages(jobs: &[FanoutJob], sent: &[&Outgoing], picked_ns: u64, written_ns: u64) {
+    for item in sent {
+        let (Outgoing::Video(frame), Some(job)) = (item, jobs.iter().find(|j| std::ptr::eq(&j.item, *item))) else {
+            continue;
+        };
+        stages::record(stages::Stamps {
+            commit: frame.commit_ns.unwrap_or(0),
+            read: frame.read_ns,
+            queued: job.queued_ns,
+            picked: picked_ns,
+            written: written_ns,
+        });
     }
 }

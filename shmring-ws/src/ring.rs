@@ -73,6 +73,7 @@ fn open(source: &RingSource, stop: &AtomicBool) -> Option<RingReader> {
         start: StartPosition::Latest,
         verify_crc: source.verify_crc,
         resync_at_keyframe: false,
+        ..Default::default()
     };
     let mut said = false;
     while !stop.load(Ordering::Relaxed) {

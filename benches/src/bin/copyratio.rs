@@ -49,6 +49,7 @@ fn main() {
             start: StartPosition::Next,
             verify_crc: false,
             resync_at_keyframe: false,
+            ..Default::default()
         };
         let mut reader = RegionReader::new(&words[..], options).unwrap();
         let src: Vec<u8> = (0..size).map(|i| i as u8).collect();

@@ -2,11 +2,14 @@
 //! processes pinned to different cores) of shmring against a bare one-cache-line
 //! ping-pong (the floor), a blocking Unix domain socket and, with `--features iceoryx2`,
 //! iceoryx2; futex wake latency of a blocked reader and its idle CPU; writer throughput
-//! with 0, 1 and 8 reader processes attached.
+//! with 0, 1 and 8 reader processes attached; the cadence-aware wake-up against plain
+//! sleeping at 60 fps (v1 and legacy rings, and an irregular writer); timer overshoot.
 //!
-//! `cargo run --release -p shmring-benches --bin crossproc -- [latency|wake|readers|all]`
+//! `cargo run --release -p shmring-benches --bin crossproc -- [latency|wake|readers|cadence|overshoot|all]`
 
-use shmring_core::{FrameMeta, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions};
+use shmring_core::{
+    FrameMeta, LayoutChoice, ReaderOptions, RingReader, RingWriter, StartPosition, WakePolicy, WriterOptions,
+};
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
@@ -113,6 +116,7 @@ fn reader_opts() -> ReaderOptions {
         start: StartPosition::Next,
         verify_crc: false,
         resync_at_keyframe: false,
+        ..Default::default()
     }
 }
 
@@ -471,10 +475,12 @@ fn cpu_time() -> Duration {
 
 fn wake_reader(path: &str, out: &str) {
     pin_to_cpu(1);
+    // The futex alone: no cadence (the writer's 1.5 ms period would be learned).
     let mut r = RingReader::open(
         path,
         &ReaderOptions {
             start: StartPosition::Next,
+            wake: WakePolicy::Sleep,
             ..Default::default()
         },
     )
@@ -509,6 +515,153 @@ fn wake_reader(path: &str, out: &str) {
         text.push_str(&format!("{s}\n"));
     }
     std::fs::write(out, text).unwrap();
+}
+
+// ---------------------------------------------------------------- cadence
+
+/// Frames per cadence run (10 s at 60 fps).
+const CADENCE_FRAMES: u64 = 600;
+
+/// A 60 fps (or, `irregular`, random-gap) writer of 16 KiB frames stamped with their
+/// commit time, against a reader process waiting with `policy`; prints commit -> reader
+/// has the frame and the reader's CPU.
+fn cadence_run(layout: LayoutChoice, policy: &str, irregular: bool) {
+    let dir = scratch_dir();
+    let path = dir.join("cadence");
+    let mut w = RingWriter::create(
+        &path,
+        &WriterOptions {
+            layout,
+            capacity: 1 << 22,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let samples_path = dir.join("samples");
+    let mut c = child(&[
+        "cadence-reader",
+        path.to_str().unwrap(),
+        samples_path.to_str().unwrap(),
+        policy,
+    ]);
+    pin_to_cpu(0);
+    std::thread::sleep(Duration::from_millis(300));
+    let period = Duration::from_nanos(1_000_000_000 / 60);
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut due = Instant::now();
+    for _ in 0..CADENCE_FRAMES {
+        due += if irregular {
+            // xorshift: gaps of 0.5-33 ms, no cadence.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            Duration::from_micros(500 + rng % 32_500)
+        } else {
+            period
+        };
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        w.write(&[1u8; 16 << 10], FrameMeta::keyframe(shmring_core_monotonic_ns()))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    w.write(&[0u8; 8], FrameMeta::keyframe(0)).unwrap();
+    c.wait().unwrap();
+    let text = std::fs::read_to_string(&samples_path).unwrap();
+    let mut lines = text.lines();
+    let cpu = lines.next().unwrap().to_string();
+    let samples: Vec<f64> = lines.map(|l| l.parse().unwrap()).collect();
+    let n = samples.len();
+    let s = summarize(samples);
+    println!(
+        "| {} | {} | {policy} | {n} | {} | {} | {} | {cpu} |",
+        if layout == LayoutChoice::Legacy { "legacy" } else { "v1" },
+        if irregular { "irregular" } else { "60 fps" },
+        fmt_ns(s.p50),
+        fmt_ns(s.p99),
+        fmt_ns(s.p999)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn cadence_reader(path: &str, out: &str, policy: &str) {
+    pin_to_cpu(1);
+    let wake = match policy {
+        "sleep" => WakePolicy::Sleep,
+        _ => WakePolicy::default(),
+    };
+    let mut r = RingReader::open(
+        path,
+        &ReaderOptions {
+            start: StartPosition::Next,
+            wake,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut samples = Vec::new();
+    let (c0, t0) = (cpu_time(), Instant::now());
+    loop {
+        match r.read_timeout(Some(Duration::from_secs(5))).unwrap() {
+            Some(f) if f.info.frame_id == 0 => break,
+            Some(f) => samples.push(shmring_core_monotonic_ns().saturating_sub(f.info.frame_id)),
+            None => break,
+        }
+    }
+    let (c1, t1) = (cpu_time(), Instant::now());
+    let mut text = format!("{:.2}%\n", 100.0 * (c1 - c0).as_secs_f64() / (t1 - t0).as_secs_f64());
+    for s in samples {
+        text.push_str(&format!("{s}\n"));
+    }
+    std::fs::write(out, text).unwrap();
+}
+
+fn cadence() {
+    println!("\nCommit -> reader has the frame, 16 KiB frames, {CADENCE_FRAMES} per run, reader CPU over the run:");
+    println!("| layout | writer | wake | frames | p50 | p99 | p99.9 | reader CPU (% of a core) |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|");
+    for layout in [LayoutChoice::V1, LayoutChoice::Legacy] {
+        for policy in ["sleep", "cadence"] {
+            cadence_run(layout, policy, false);
+        }
+    }
+    for policy in ["sleep", "cadence"] {
+        cadence_run(LayoutChoice::V1, policy, true);
+    }
+}
+
+// ---------------------------------------------------------------- timer overshoot
+
+/// How late a 1 ms sleep ends, with the thread's default timer slack and with
+/// `PR_SET_TIMERSLACK` = 1 ns.
+fn overshoot() {
+    let measure = || {
+        let mut late = Vec::new();
+        for _ in 0..1000 {
+            let t0 = Instant::now();
+            std::thread::sleep(Duration::from_millis(1));
+            late.push((t0.elapsed() - Duration::from_millis(1)).as_nanos() as f64);
+        }
+        summarize(late)
+    };
+    // SAFETY: prctl with PR_GET_TIMERSLACK reads this thread's attribute only.
+    let slack = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
+    println!("\nOvershoot of a 1 ms sleep, 1000 sleeps:");
+    let s = measure();
+    println!(
+        "| default slack ({slack} ns) | p50 {} | p99 {} | p99.9 {} |",
+        fmt_ns(s.p50),
+        fmt_ns(s.p99),
+        fmt_ns(s.p999)
+    );
+    // SAFETY: PR_SET_TIMERSLACK changes this thread's timer slack only.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
+    let s = measure();
+    println!(
+        "| slack 1 ns | p50 {} | p99 {} | p99.9 {} |",
+        fmt_ns(s.p50),
+        fmt_ns(s.p99),
+        fmt_ns(s.p999)
+    );
 }
 
 // ---------------------------------------------------------------- writer with readers
@@ -602,6 +755,7 @@ fn drain_reader(path: &str, mode: &str) {
         start: StartPosition::Next,
         verify_crc: false,
         resync_at_keyframe: false,
+        ..Default::default()
     };
     let mut r = RingReader::open(path, &opts).unwrap();
     let mut buf = vec![0u8; 4096];
@@ -660,16 +814,21 @@ fn main() {
         ["--child", "echo-iceoryx2", ping, pong, size] => ipc_iceoryx2::echo(ping, pong, size.parse().unwrap()),
         ["--child", "wake-reader", path, out] => wake_reader(path, out),
         ["--child", "drain-reader", path, mode] => drain_reader(path, mode),
+        ["--child", "cadence-reader", path, out, policy] => cadence_reader(path, out, policy),
         [] | ["all"] => {
             latency();
             wake_latency();
             writer_with_readers();
+            cadence();
+            overshoot();
         }
         ["latency"] => latency(),
         ["wake"] => wake_latency(),
         ["readers"] => writer_with_readers(),
+        ["cadence"] => cadence(),
+        ["overshoot"] => overshoot(),
         _ => {
-            eprintln!("usage: crossproc [latency|wake|readers|all]");
+            eprintln!("usage: crossproc [latency|wake|readers|cadence|overshoot|all]");
             std::process::exit(2);
         }
     }

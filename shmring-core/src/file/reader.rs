@@ -12,6 +12,7 @@ use core::sync::atomic::Ordering;
 use super::mapping::{map_ring, MappedWords};
 use super::sigbus::Damage;
 use super::{monotonic_ns, open, Error, LayoutChoice, RingKind};
+use crate::cadence::{Monotonic, Step, WakePlanner};
 use crate::layout::WriterState;
 use crate::wake;
 use crate::{futex, FrameInfo, LegacyReader, ReadError, ReaderOptions, ReaderStats, RegionReader};
@@ -34,8 +35,13 @@ pub struct Frame<'a> {
 const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 /// How often an idle reader checks whether its ring was replaced or retired.
 const REPLACED_CHECK: Duration = Duration::from_millis(100);
-/// Sleep between polls of a legacy ring (it has no futex word).
+/// Sleep between polls of a legacy ring (it has no futex word), without a cadence.
 const LEGACY_POLL: Duration = Duration::from_micros(500);
+/// Longest sleep between polls of a legacy ring while waiting for a cadence window: a
+/// frame that lands outside its window (a jittery writer, a loaded machine) is seen at
+/// most this late, never later than without cadence. A slower poll saved little CPU and
+/// cost latency on a loaded machine (`docs/benchmarks.md`, run 11).
+const LEGACY_SLOW_POLL: Duration = LEGACY_POLL;
 
 /// A reader of a ring file. Maps the file read-only: a reader can never damage the ring.
 ///
@@ -60,6 +66,8 @@ pub struct RingReader {
     layout: LayoutChoice,
     buf: Vec<u8>,
     spin: Duration,
+    /// When to sleep and when to spin, from the writer's cadence.
+    planner: WakePlanner<Monotonic>,
     last_replaced_check: Instant,
     reopens: u64,
     /// The mapping's damage flag (the file shrank under it).
@@ -106,6 +114,7 @@ impl RingReader {
             layout,
             buf: vec![0; kind.max_frame_size()],
             spin: DEFAULT_SPIN,
+            planner: WakePlanner::new(Monotonic, options.wake.max_window()),
             last_replaced_check: Instant::now(),
             reopens: 0,
             damage,
@@ -184,7 +193,15 @@ impl RingReader {
             ReaderInner::V1(r) => r.try_read(&mut self.buf),
             ReaderInner::Legacy(r) => r.try_read(&mut self.buf),
         };
-        self.checked(read)
+        let info = self.checked(read)?;
+        if let Some(info) = &info {
+            // Only a caught-up reader sees frames as they land: a backlog says nothing
+            // about when they were committed.
+            if !self.has_unread() {
+                self.planner.arrived(info.frame_seq);
+            }
+        }
+        Ok(info)
     }
 
     /// A read's result, unless the file shrank under the mapping meanwhile: then what
@@ -230,14 +247,8 @@ impl RingReader {
     }
 
     fn wait_until(&mut self, deadline: Option<Instant>) -> Result<bool, Error> {
-        let spin_end = Instant::now() + self.spin;
-        while Instant::now() < spin_end {
-            for _ in 0..32 {
-                if self.has_unread() {
-                    return Ok(true);
-                }
-                core::hint::spin_loop();
-            }
+        if self.spin_until(Instant::now() + self.spin) {
+            return Ok(true);
         }
         loop {
             if self.has_unread() {
@@ -257,28 +268,67 @@ impl RingReader {
                 }
                 slice = slice.min(deadline - now);
             }
-            match &self.inner {
-                ReaderInner::V1(r) => {
-                    let word = r.notify_word();
-                    // SYNC POINT (notify): Acquire pairs with the writer's Release store of
-                    // notify after write_index; re-checking write_index after this load
-                    // means a commit is either seen here or changes the futex word first.
-                    let seen = word.load(Ordering::Acquire);
-                    if r.has_unread() {
+            match self.planner.step() {
+                Step::SpinUntil(until_ns) => {
+                    let spin = Duration::from_nanos(until_ns.saturating_sub(self.planner.now_ns()));
+                    if self.spin_until(now + spin.min(slice)) {
                         return Ok(true);
                     }
-                    // SYNC POINT (wake gap): loaded after the Acquire load of notify, so it
-                    // is at least the stamp the writer stored before that commit (its
-                    // heartbeat store in `RingWriter::write`). A recent commit means the
-                    // writer may skip the wake for the next one: sleep only until the gap
-                    // has passed.
-                    let heartbeat = crate::region::load_heartbeat(r.words(), &r.geometry());
-                    if let Some(bound) = wake::reader_sleep_bound(heartbeat, monotonic_ns()) {
-                        slice = slice.min(bound);
-                    }
-                    futex::wait(word, seen, slice);
                 }
-                ReaderInner::Legacy(_) => std::thread::sleep(slice.min(LEGACY_POLL)),
+                Step::SleepAtMost(bound) => self.sleep(slice.min(bound), LEGACY_SLOW_POLL),
+                Step::Sleep => self.sleep(slice, LEGACY_POLL),
+            }
+        }
+    }
+
+    /// Spins until something is unread (true) or `end` passes (false).
+    fn spin_until(&self, end: Instant) -> bool {
+        while Instant::now() < end {
+            for _ in 0..32 {
+                if self.has_unread() {
+                    return true;
+                }
+                core::hint::spin_loop();
+            }
+        }
+        false
+    }
+
+    /// Sleeps at most `slice` (at most `legacy_poll` on a legacy ring) or until the writer
+    /// wakes the futex, and learns the timer's overshoot when nothing came.
+    fn sleep(&mut self, slice: Duration, legacy_poll: Duration) {
+        let (slice, target) = match &self.inner {
+            ReaderInner::V1(r) => {
+                let word = r.notify_word();
+                // SYNC POINT (notify): Acquire pairs with the writer's Release store of
+                // notify after write_index; re-checking write_index after this load
+                // means a commit is either seen here or changes the futex word first.
+                let seen = word.load(Ordering::Acquire);
+                if r.has_unread() {
+                    return;
+                }
+                // SYNC POINT (wake gap): loaded after the Acquire load of notify, so it
+                // is at least the stamp the writer stored before that commit (its
+                // heartbeat store in `RingWriter::write`). A recent commit means the
+                // writer may skip the wake for the next one: sleep only until the gap
+                // has passed.
+                let heartbeat = crate::region::load_heartbeat(r.words(), &r.geometry());
+                let now = monotonic_ns();
+                let slice = wake::reader_sleep_bound(heartbeat, now).map_or(slice, |b| slice.min(b));
+                futex::wait(word, seen, slice);
+                (slice, now)
+            }
+            ReaderInner::Legacy(_) => {
+                let slice = slice.min(legacy_poll);
+                let now = monotonic_ns();
+                std::thread::sleep(slice);
+                (slice, now)
+            }
+        };
+        if !self.has_unread() {
+            let end = target + slice.as_nanos() as u64;
+            if self.planner.now_ns() >= end {
+                self.planner.woke(end);
             }
         }
     }

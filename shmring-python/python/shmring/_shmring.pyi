@@ -185,6 +185,8 @@ class Reader:
         crc: bool = True,
         layout: Literal["auto", "v1", "ring", "legacy"] = "auto",
         resync_at_keyframe: bool = True,
+        wake: Literal["cadence", "sleep"] = "cadence",
+        cadence_window: float | None = None,
     ) -> Self: ...
     def read(self, timeout: float | None = None) -> Frame | None:
         """The next frame, waiting up to ``timeout`` seconds (None: forever)."""

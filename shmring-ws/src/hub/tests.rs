@@ -34,6 +34,55 @@ fn fan_out_threads_deliver_every_frame_in_order_to_every_client() {
 }
 
 #[test]
+fn with_few_clients_the_publishing_thread_writes_itself() {
+    let h = hub(1000).with_fanout_threads(2).unwrap();
+    h.publish_video(frame(1, true, 10));
+    let c = h.join(true);
+    let sock = with_socket(&c, 1 << 20);
+    assert_eq!(seqs(&writer_step(&c).unwrap()), vec![1]);
+    assert!(writer_step(&c).is_none());
+    for seq in 2..=20u8 {
+        h.publish_video(frame(u64::from(seq), false, 10));
+        // Written before publish_video returned: no hand-off to a fan-out thread.
+        let got: Vec<u8> = sock.written.lock().unwrap().chunks(12).map(|f| f[2]).collect();
+        assert_eq!(got, (2..=seq).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn crossing_the_inline_limit_keeps_every_client_in_order() {
+    let h = hub(100_000).with_fanout_threads(2).unwrap();
+    h.publish_video(frame(1, true, 10));
+    let first = h.join(true);
+    let first_sock = with_socket(&first, 1 << 22);
+    assert_eq!(seqs(&writer_step(&first).unwrap()), vec![1]);
+    assert!(writer_step(&first).is_none());
+    let mut seq = 1u64;
+    let mut others = Vec::new();
+    for round in 0..6 {
+        // Alternate between inline (1 client) and threaded (6 clients) delivery.
+        if round % 2 == 1 {
+            others = (0..5).map(|_| h.join(false)).collect();
+        } else {
+            for c in others.drain(..) {
+                h.leave(&c);
+            }
+        }
+        for _ in 0..100 {
+            seq += 1;
+            h.publish_video(frame(seq, false, 10));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while first_sock.written.lock().unwrap().len() < 12 * (seq as usize - 1) {
+        assert!(Instant::now() < deadline, "the first client did not get every frame");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let got: Vec<u8> = first_sock.written.lock().unwrap().chunks(12).map(|f| f[2]).collect();
+    assert_eq!(got, (2..=seq).map(|s| s as u8).collect::<Vec<_>>());
+}
+
+#[test]
 fn new_client_starts_from_the_gop_cache() {
     let h = hub(100);
     h.publish_video(frame(1, false, 10));

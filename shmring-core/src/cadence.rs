@@ -1,0 +1,467 @@
+//! Cadence-aware waiting: a reader learns the interval at which its writer commits
+//! (video comes at a frame rate) and is awake, spinning, only in a short window around
+//! the next expected commit; between frames it sleeps (futex on v1 rings, the usual poll on
+//! legacy rings, which have no futex word).
+//!
+//! - Each frame the reader delivers while it is caught up (nothing more unread) is an
+//!   *arrival* `(frame_seq, t)`. The interval since the previous arrival, divided by the
+//!   number of commits in between (`frame_seq` difference), is one sample of the period:
+//!   frames the reader skipped or lost do not distort it.
+//! - The period is the median of the last [`HISTORY`] samples, and is trusted (the
+//!   cadence is *locked*) only when at least [`MIN_SAMPLES`] samples exist and three in
+//!   four lie within an eighth of the median: irregular messages never lock, so their
+//!   reader sleeps exactly as without cadence. Jitter, an outlier or two, and a writer
+//!   that skips a frame now and then (a sample of about two to four periods, folded back)
+//!   do not unlock it; a changed frame rate, even a multiple of the old one (folding stops
+//!   after half a history of folds in a row), is learned within about a history.
+//! - A writer restart (`frame_seq` going back), a pause (more than [`MAX_STEP`] commits or
+//!   [`MAX_PERIOD_NS`] between arrivals) and a clock that steps back start the anchor again
+//!   without recording a sample; a restart also forgets the history (the new writer may
+//!   run at another rate).
+//! - The window half-width is the largest recent deviation from the period plus a margin,
+//!   clamped to `[MIN_WINDOW, max_window]`. The sleep before it ends early by the timer
+//!   overshoot measured on this reader's own timed sleeps (a decaying maximum, at most
+//!   [`MAX_LEAD`]), so timer slack does not make the reader miss the window.
+//! - After [`MAX_MISSES`] expected commits that did not come, the reader stops spinning
+//!   and sleeps until the next arrival: a paused writer costs nothing.
+//!
+//! The clock is a [`Clock`] so unit tests drive the logic with a fake one.
+
+use core::time::Duration;
+
+/// Samples the period is the median of.
+pub(crate) const HISTORY: usize = 8;
+/// Samples needed before the cadence is trusted.
+pub(crate) const MIN_SAMPLES: usize = 5;
+/// Most commits between two arrivals that still give a sample.
+pub(crate) const MAX_STEP: u64 = 16;
+/// Longest period learned (1 s): longer intervals are pauses.
+pub(crate) const MAX_PERIOD_NS: u64 = 1_000_000_000;
+/// Narrowest window half-width.
+pub(crate) const MIN_WINDOW_NS: u64 = 30_000;
+/// Added to the measured jitter for the window half-width.
+const WINDOW_MARGIN_NS: u64 = 20_000;
+/// Largest head start taken for timer overshoot.
+pub(crate) const MAX_LEAD_NS: u64 = 200_000;
+/// Expected commits missed in a row before the reader stops spinning for them.
+pub(crate) const MAX_MISSES: u64 = 3;
+
+/// A monotonic clock in nanoseconds.
+pub(crate) trait Clock {
+    /// Now, in nanoseconds since an arbitrary origin; never decreasing on a real clock.
+    fn now_ns(&self) -> u64;
+}
+
+/// CLOCK_MONOTONIC.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Monotonic;
+
+impl Clock for Monotonic {
+    fn now_ns(&self) -> u64 {
+        crate::monotonic_ns()
+    }
+}
+
+/// What a waiting reader does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// No cadence (or it paused): sleep as without cadence, until woken.
+    Sleep,
+    /// Sleep at most this long: the window of the next expected commit opens then.
+    SleepAtMost(Duration),
+    /// Inside the window: spin (poll tightly) until the clock reads this, then look again.
+    SpinUntil(u64),
+}
+
+/// The learned cadence of one writer, as one reader sees it.
+#[derive(Clone, Debug, Default)]
+struct Cadence {
+    samples: [u64; HISTORY],
+    len: usize,
+    next: usize,
+    /// The last arrival: `(frame_seq, t)`.
+    anchor: Option<(u64, u64)>,
+    /// Samples folded since the last one that matched the period unfolded.
+    folds_in_a_row: usize,
+}
+
+impl Cadence {
+    fn forget(&mut self) {
+        *self = Cadence::default();
+    }
+
+    fn push(&mut self, sample: u64) {
+        self.samples[self.next] = sample;
+        self.next = (self.next + 1) % HISTORY;
+        self.len = (self.len + 1).min(HISTORY);
+    }
+
+    /// Records an arrival of commit `seq` at `t`.
+    fn arrive(&mut self, seq: u64, t: u64) {
+        if let Some((seq0, t0)) = self.anchor {
+            if seq < seq0 {
+                // A new writer numbering from scratch: its rate is unknown.
+                self.forget();
+            } else if seq > seq0 && t > t0 && seq - seq0 <= MAX_STEP {
+                let sample = (t - t0) / (seq - seq0);
+                if sample <= MAX_PERIOD_NS {
+                    let sample = self.folded(sample);
+                    self.push(sample);
+                }
+            }
+        }
+        self.anchor = Some((seq, t));
+    }
+
+    /// A sample of about `k` periods (a commit the writer skipped) as one period, unless
+    /// that happened half a history in a row (the rate changed to a fraction).
+    fn folded(&mut self, sample: u64) -> u64 {
+        let Some((period, _)) = self.locked() else {
+            return sample;
+        };
+        if sample.abs_diff(period) <= tolerance(period) {
+            self.folds_in_a_row = 0;
+            return sample;
+        }
+        if self.folds_in_a_row >= HISTORY / 2 {
+            return sample;
+        }
+        let fold = (2..=4)
+            .map(|k| sample / k)
+            .find(|&s| s.abs_diff(period) <= tolerance(period));
+        self.folds_in_a_row += usize::from(fold.is_some());
+        fold.unwrap_or(sample)
+    }
+
+    /// `(period, jitter)` if the samples agree on a period.
+    fn locked(&self) -> Option<(u64, u64)> {
+        if self.len < MIN_SAMPLES {
+            return None;
+        }
+        let mut sorted = self.samples;
+        let sorted = &mut sorted[..self.len];
+        sorted.sort_unstable();
+        let median = sorted[self.len / 2];
+        let tol = tolerance(median);
+        let inliers = sorted.iter().filter(|s| s.abs_diff(median) <= tol);
+        let (count, jitter) = inliers.fold((0, 0), |(n, j), s| (n + 1, j.max(s.abs_diff(median))));
+        (median > 0 && count * 4 >= self.len * 3).then_some((median, jitter))
+    }
+}
+
+/// How far a sample may be from the period and still agree with it.
+fn tolerance(period: u64) -> u64 {
+    period / 8
+}
+
+/// Plans a reader's waits from its writer's cadence.
+#[derive(Debug)]
+pub(crate) struct WakePlanner<C: Clock> {
+    clock: C,
+    /// Widest window half-width (0: cadence off, always [`Step::Sleep`]).
+    max_window: u64,
+    cadence: Cadence,
+    /// Decaying maximum of timed sleeps' overshoot.
+    overshoot: u64,
+}
+
+impl<C: Clock> WakePlanner<C> {
+    /// A planner with windows of at most `max_window` either side of an expected commit;
+    /// `None` turns cadence off.
+    pub(crate) fn new(clock: C, max_window: Option<Duration>) -> Self {
+        let max_window = max_window.map_or(0, |w| (w.as_nanos() as u64).max(MIN_WINDOW_NS));
+        WakePlanner {
+            clock,
+            max_window,
+            cadence: Cadence::default(),
+            overshoot: 0,
+        }
+    }
+
+    /// The clock's reading now.
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
+    }
+
+    /// The reader delivered commit `seq` and has nothing more unread.
+    pub(crate) fn arrived(&mut self, seq: u64) {
+        if self.max_window > 0 {
+            self.cadence.arrive(seq, self.clock.now_ns());
+        }
+    }
+
+    /// A timed sleep meant to end at `target_ns` returned with nothing unread: learn the
+    /// timer's overshoot.
+    pub(crate) fn woke(&mut self, target_ns: u64) {
+        let late = self.clock.now_ns().saturating_sub(target_ns).min(MAX_LEAD_NS);
+        self.overshoot = late.max(self.overshoot - self.overshoot / 8);
+    }
+
+    /// The head start a sleep takes for the timer's overshoot.
+    #[cfg(test)]
+    pub(crate) fn lead(&self) -> Duration {
+        Duration::from_nanos(self.overshoot)
+    }
+
+    /// `(period, window half-width)` while the cadence is locked.
+    pub(crate) fn cadence(&self) -> Option<(Duration, Duration)> {
+        let (period, jitter) = self.cadence.locked()?;
+        let window = (jitter + WINDOW_MARGIN_NS).clamp(MIN_WINDOW_NS, self.max_window.max(MIN_WINDOW_NS));
+        Some((Duration::from_nanos(period), Duration::from_nanos(window)))
+    }
+
+    /// What to do now, with nothing unread.
+    pub(crate) fn step(&self) -> Step {
+        let (Some((period, window)), Some((_, t0))) = (self.cadence(), self.cadence.anchor) else {
+            return Step::Sleep;
+        };
+        let (period, window) = (period.as_nanos() as u64, window.as_nanos() as u64);
+        let now = self.clock.now_ns();
+        // The first expected commit whose window has not closed yet.
+        let k = (now.saturating_sub(t0).saturating_sub(window) / period) + 1;
+        if k > MAX_MISSES + 1 {
+            return Step::Sleep;
+        }
+        let expected = t0 + k * period;
+        let opens = expected.saturating_sub(window + self.overshoot);
+        if now < opens {
+            Step::SleepAtMost(Duration::from_nanos(opens - now))
+        } else {
+            Step::SpinUntil(expected + window)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// A clock the test moves by hand.
+    #[derive(Clone, Default)]
+    struct FakeClock(Rc<Cell<u64>>);
+
+    impl FakeClock {
+        fn set(&self, t: u64) {
+            self.0.set(t);
+        }
+        fn advance(&self, d: u64) {
+            self.0.set(self.0.get() + d);
+        }
+    }
+
+    impl Clock for FakeClock {
+        fn now_ns(&self) -> u64 {
+            self.0.get()
+        }
+    }
+
+    const MS: u64 = 1_000_000;
+    const US: u64 = 1_000;
+    /// 60 fps.
+    const P60: u64 = 16_666_667;
+
+    fn planner() -> (FakeClock, WakePlanner<FakeClock>) {
+        let clock = FakeClock::default();
+        clock.set(1_000 * MS);
+        let p = WakePlanner::new(clock.clone(), Some(Duration::from_micros(250)));
+        (clock, p)
+    }
+
+    /// Feeds `n` commits from `seq` on, one per `period` with a small alternating jitter.
+    fn feed(clock: &FakeClock, p: &mut WakePlanner<FakeClock>, seq: &mut u64, n: usize, period: u64) {
+        for i in 0..n {
+            clock.advance(if i % 2 == 0 { period + 40 * US } else { period - 40 * US });
+            *seq += 1;
+            p.arrived(*seq);
+        }
+    }
+
+    fn period_of(p: &WakePlanner<FakeClock>) -> Option<u64> {
+        p.cadence().map(|(period, _)| period.as_nanos() as u64)
+    }
+
+    #[test]
+    fn a_steady_writer_locks_and_the_reader_sleeps_until_the_window() {
+        let (clock, mut p) = planner();
+        let mut seq = 0;
+        feed(&clock, &mut p, &mut seq, 3, P60);
+        assert_eq!(p.step(), Step::Sleep, "too few samples to trust");
+        feed(&clock, &mut p, &mut seq, 6, P60);
+        let (period, window) = p.cadence().expect("locked at 60 fps");
+        assert!(period.as_nanos().abs_diff(P60 as u128) <= 40_000);
+        assert!(window >= Duration::from_micros(60), "the 40 µs jitter fits the window");
+        assert!(window <= Duration::from_micros(250));
+        // Right after a frame: sleep until the window opens.
+        match p.step() {
+            Step::SleepAtMost(d) => {
+                let d = d.as_nanos() as u64;
+                assert!(d < P60 && d > P60 - 2 * window.as_nanos() as u64 - 100 * US, "{d}");
+                clock.advance(d);
+            }
+            other => panic!("expected a bounded sleep, got {other:?}"),
+        }
+        // At the window: spin until it closes.
+        match p.step() {
+            Step::SpinUntil(until) => assert!(until > clock.now_ns()),
+            other => panic!("expected to spin, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn irregular_messages_never_lock() {
+        let (clock, mut p) = planner();
+        let gaps = [3, 40, 7, 120, 15, 1, 90, 33, 5, 250, 12, 60];
+        for (seq, gap) in gaps.iter().enumerate() {
+            clock.advance(gap * MS);
+            p.arrived(seq as u64 + 1);
+            assert_eq!(p.step(), Step::Sleep, "after {} messages", seq + 1);
+        }
+    }
+
+    #[test]
+    fn missed_frames_do_not_change_the_period() {
+        let (clock, mut p) = planner();
+        let mut seq = 0;
+        feed(&clock, &mut p, &mut seq, 9, P60);
+        for _ in 0..4 {
+            // The reader lost two frames: seq jumps by 3 over three periods.
+            clock.advance(3 * P60);
+            seq += 3;
+            p.arrived(seq);
+            // The writer skipped a frame: two periods, seq + 1 (folded back).
+            clock.advance(2 * P60);
+            seq += 1;
+            p.arrived(seq);
+            feed(&clock, &mut p, &mut seq, 2, P60);
+            let period = period_of(&p).expect("still locked");
+            assert!(period.abs_diff(P60) <= 40 * US, "{period}");
+        }
+    }
+
+    #[test]
+    fn a_frame_rate_change_is_learned() {
+        let (clock, mut p) = planner();
+        let mut seq = 0;
+        feed(&clock, &mut p, &mut seq, 9, P60);
+        feed(&clock, &mut p, &mut seq, HISTORY, 2 * P60 + P60 / 2); // 24 fps
+        let period = period_of(&p).expect("locked at 24 fps");
+        assert!(period.abs_diff(2 * P60 + P60 / 2) <= 40 * US, "{period}");
+    }
+
+    #[test]
+    fn a_change_to_a_fraction_of_the_rate_is_learned() {
+        let (clock, mut p) = planner();
+        let mut seq = 0;
+        feed(&clock, &mut p, &mut seq, 9, P60);
+        // 60 -> 30 fps: at first folded like skipped frames, then learned.
+        feed(&clock, &mut p, &mut seq, 2 * HISTORY, 2 * P60);
+        let period = period_of(&p).expect("locked at 30 fps");
+        assert!(period.abs_diff(2 * P60) <= 40 * US, "{period}");
+    }
+
+    #[test]
+    fn a_writer_restart_forgets_the_cadence() {
+        let (clock, mut p) = planner();
+        let mut seq = 0;
+        feed(&clock, &mut p, &mut seq, 9, P60);
+        assert!(p.cadence().is_some());
+        clock.advance(2_000 * MS);
+        let mut seq = 0;
+        feed(&clock, &mut p, &mut seq, 1, P60);
+        assert_eq!(p.step(), Step::Sleep, "a restarted writer's rate is unknown");
+        feed(&clock, &mut p, &mut seq, 8, 2 * P60);
+        let period = period_of(&p).expect("relearned");
+        assert!(period.abs_diff(2 * P60) <= 40 * US, "{period}");
+    }
+
+    #[test]
+    fn a_pause_keeps_the_period_and_does_not_spin() {
+        let (clock, mut p) = planner();
+        let mut seq = 0;
+        feed(&clock, &mut p, &mut seq, 9, P60);
+        // The writer stops: after a few missed windows the reader only sleeps.
+        clock.advance((MAX_MISSES + 2) * P60);
+        assert_eq!(p.step(), Step::Sleep);
+        // It resumes (frame_seq continues) after 5 s: no sample from the pause.
+        clock.advance(5_000 * MS);
+        seq += 1;
+        p.arrived(seq);
+        let period = period_of(&p).expect("still locked");
+        assert!(period.abs_diff(P60) <= 40 * US, "{period}");
+        assert!(matches!(p.step(), Step::SleepAtMost(_)));
+    }
+
+    #[test]
+    fn clock_jumps_give_no_sample() {
+        let (clock, mut p) = planner();
+        let mut seq = 0;
+        feed(&clock, &mut p, &mut seq, 9, P60);
+        // Backwards (impossible on CLOCK_MONOTONIC, possible on a broken one).
+        clock.set(clock.now_ns() - 500 * MS);
+        seq += 1;
+        p.arrived(seq);
+        // Forwards by a minute with one commit.
+        clock.advance(60_000 * MS);
+        seq += 1;
+        p.arrived(seq);
+        let period = period_of(&p).expect("still locked");
+        assert!(period.abs_diff(P60) <= 40 * US, "{period}");
+        // The anchor moved with the clock: the next window is a period ahead.
+        match p.step() {
+            Step::SleepAtMost(d) => assert!(d.as_nanos() as u64 <= P60),
+            other => panic!("expected a bounded sleep, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_late_frame_moves_the_window_to_the_next_slot() {
+        let (clock, mut p) = planner();
+        let mut seq = 0;
+        feed(&clock, &mut p, &mut seq, 9, P60);
+        let (period, window) = p.cadence().unwrap();
+        // Past the first window without a frame: plan for the second slot.
+        clock.advance((period + window).as_nanos() as u64 + US);
+        match p.step() {
+            Step::SleepAtMost(d) => assert!((d.as_nanos() as u64) < P60),
+            other => panic!("expected a bounded sleep, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn timer_overshoot_opens_the_window_earlier_but_bounded() {
+        let (clock, mut p) = planner();
+        let mut seq = 0;
+        feed(&clock, &mut p, &mut seq, 9, P60);
+        let Step::SleepAtMost(before) = p.step() else {
+            panic!("expected a bounded sleep")
+        };
+        let target = clock.now_ns();
+        clock.advance(80 * US);
+        p.woke(target);
+        assert_eq!(p.lead(), Duration::from_micros(80));
+        // 80 µs later, and opening 80 µs earlier.
+        let Step::SleepAtMost(after) = p.step() else {
+            panic!("expected a bounded sleep")
+        };
+        assert_eq!(after + Duration::from_micros(160), before);
+        // A huge overshoot (a descheduled thread) is capped.
+        let target = clock.now_ns();
+        clock.advance(50 * MS);
+        p.woke(target);
+        assert_eq!(p.lead(), Duration::from_nanos(MAX_LEAD_NS));
+    }
+
+    #[test]
+    fn cadence_off_always_sleeps() {
+        let clock = FakeClock::default();
+        let mut p = WakePlanner::new(clock.clone(), None);
+        for seq in 1..20 {
+            clock.advance(P60);
+            p.arrived(seq);
+        }
+        assert_eq!(p.step(), Step::Sleep);
+        assert!(p.cadence().is_none());
+    }
+}
