@@ -270,7 +270,10 @@ def test_a_source_server_holds_motion_while_it_has_only_a_stored_keyframe(stack,
         deadline = time.monotonic() + 20
         while True:
             try:
-                ws = await connect(f"ws://127.0.0.1:{port}/stream/ws", max_size=None, open_timeout=5)
+                # ?burst=gop: the stored keyframe from the GOP cache, whether it came before
+                # or after this client joined (else a client that joins after it waits
+                # for the next keyframe, and no producer is left to make one).
+                ws = await connect(f"ws://127.0.0.1:{port}/stream/ws?burst=gop", max_size=None, open_timeout=5)
                 break
             except OSError:
                 assert time.monotonic() < deadline, "the source server never accepted"
