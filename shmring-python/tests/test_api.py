@@ -6,7 +6,7 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 import numpy as np
 import pytest
@@ -191,9 +191,11 @@ def test_restarted_writer_continues_frame_seq(ring_path: Path) -> None:
     reader.close()
 
 
-@pytest.mark.parametrize("layout", ["ring", "legacy"])
+@pytest.mark.parametrize("layout", ["v1", "legacy"])
 @pytest.mark.parametrize("wake", [{}, {"wake": "sleep"}, {"wake": "cadence", "cadence_window": 0.0001}])
-def test_every_wake_policy_delivers_a_paced_stream(ring_path: Path, layout: str, wake: dict[str, object]) -> None:
+def test_every_wake_policy_delivers_a_paced_stream(
+    ring_path: Path, layout: Literal["v1", "legacy"], wake: dict[str, object]
+) -> None:
     # A writer at a steady 200 fps (a cadence the reader locks onto), then a pause and a
     # burst (which it must not lose in a window).
     frames = 60
