@@ -469,9 +469,9 @@ mod tests {
         assert_eq!(t.role_of(VIEW), Some(Role::View));
     }
 
-    #[test]
-    fn malformed_file_lines_are_refused() {
-        let path = scratch_file("bad", &format!("control {CONTROL} extra\n"));
+    /// The error of loading a tokens file holding `contents` (the file is removed).
+    fn file_error(name: &str, contents: &str) -> String {
+        let path = scratch_file(name, contents);
         let e = Tokens::load(TokenSource {
             file: Some(path.clone()),
             ..Default::default()
@@ -479,6 +479,12 @@ mod tests {
         .unwrap_err()
         .to_string();
         std::fs::remove_file(&path).unwrap();
+        e
+    }
+
+    #[test]
+    fn malformed_file_lines_are_refused() {
+        let e = file_error("bad", &format!("control {CONTROL} extra\n"));
         assert!(e.contains("expected `view TOKEN` or `control TOKEN`"), "{e}");
     }
 
@@ -488,14 +494,7 @@ mod tests {
             (format!("{CONTROL} control\n"), "swapped"),
             (format!("{CONTROL} {VIEW}\n"), "the first word must be the role"),
         ] {
-            let path = scratch_file("swapped", &line);
-            let e = Tokens::load(TokenSource {
-                file: Some(path.clone()),
-                ..Default::default()
-            })
-            .unwrap_err()
-            .to_string();
-            std::fs::remove_file(&path).unwrap();
+            let e = file_error("swapped", &line);
             assert!(e.contains(says) && e.contains(":1"), "{e}");
             assert!(!e.contains(CONTROL) && !e.contains(VIEW), "the token was shown: {e}");
         }
