@@ -159,7 +159,7 @@ fuzz_target!(|data: &[u8]| {
             6 => {
                 let b = input.u8();
                 let start = [StartPosition::LatestKeyframe, StartPosition::Next, StartPosition::Latest][usize::from(b % 3)];
-                let options = ReaderOptions { start, verify_crc: b & 4 != 0, resync_at_keyframe: b & 8 != 0 };
+                let options = ReaderOptions { start, verify_crc: b & 4 != 0, resync_at_keyframe: b & 8 != 0, ..Default::default() };
                 if readers.len() < 4 {
                     let inner = RegionReader::new(&words[..], options).unwrap();
                     readers.push(Reader { inner, last_seq: 0 });

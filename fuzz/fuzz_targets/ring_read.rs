@@ -24,7 +24,7 @@ fn words_of(bytes: &[u8]) -> Vec<AtomicU64> {
 fuzz_target!(|data: &[u8]| {
     let Some((&control, rest)) = data.split_first() else { return };
     let start = [StartPosition::LatestKeyframe, StartPosition::Next, StartPosition::Latest][(control % 3) as usize];
-    let options = ReaderOptions { start, verify_crc: control & 0x10 != 0, resync_at_keyframe: control & 0x20 != 0 };
+    let options = ReaderOptions { start, verify_crc: control & 0x10 != 0, resync_at_keyframe: control & 0x20 != 0, ..Default::default() };
     let mut buf = vec![0u8; 4096];
     if control & 0x80 != 0 {
         if let Ok(mut r) = LegacyReader::new(&words_of(rest)[..], options) {
