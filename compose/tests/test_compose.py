@@ -241,3 +241,20 @@ def test_dockerfile_copies_what_exists():
             assert (COMPOSE_DIR.parent / src).exists(), f"COPY of missing {src}"
             assert not any(src == i or src.startswith(i + "/") for i in ignored), f"{src} is .dockerignored"
     assert "target" in ignored and ".venv" in ignored, "the build context would include build output"
+
+
+def test_every_pytest_in_an_image_has_a_timeout(resolved):
+    """A test that hangs in a container must fail under its own name, as it does in
+    scripts/test: every image that installs pytest installs pytest-timeout, and every
+    pytest command (a service's or an image's default) passes --timeout."""
+    dockerfile = (COMPOSE_DIR / "Dockerfile").read_text()
+    installs = [l for l in dockerfile.splitlines() if "pip install" in l and " pytest" in l]
+    assert installs, "no image installs pytest any more: update this test"
+    for line in installs:
+        assert "pytest-timeout" in line, f"pytest without pytest-timeout: {line.strip()}"
+    commands = [json.loads(c) for c in re.findall(r"^CMD (\[.*\])$", dockerfile, re.M)]
+    commands += [svc["command"] for svc in resolved["services"].values() if isinstance(svc.get("command"), list)]
+    pytest_runs = [c for c in commands if "pytest" in c]
+    assert pytest_runs, "no pytest command found: update this test"
+    for c in pytest_runs:
+        assert any(a.startswith("--timeout=") for a in c), f"pytest without --timeout: {c}"
