@@ -18,10 +18,16 @@ HOLD_S = 1.0  # the gate's default HOLD
 def run_named(coro, timeout, name):
     """Runs `coro`; fails naming `name` if it takes longer than `timeout` seconds."""
     async def bounded():
+        deadline = asyncio.timeout(timeout)
         try:
-            return await asyncio.wait_for(coro, timeout)
-        except asyncio.TimeoutError:
-            raise AssertionError(f"{name}: not finished within {timeout} s") from None
+            async with deadline:
+                return await coro
+        except TimeoutError:
+            # Only this deadline is the whole test's time-out; an inner wait that timed
+            # out keeps its own traceback.
+            if deadline.expired():
+                raise AssertionError(f"{name}: not finished within {timeout} s") from None
+            raise
     return asyncio.run(bounded())
 
 
