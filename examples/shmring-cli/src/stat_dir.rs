@@ -22,7 +22,7 @@ struct Row {
     alive: Option<bool>,
     pid: Option<u32>,
     frames: u64,
-    /// Frames per second while watched (only for rings with a live writer).
+    /// Frames per second while watched (rings with a live writer, or that got frames).
     fps: Option<f64>,
 }
 
@@ -67,8 +67,9 @@ fn rows(entries: &[Entry], sample: Duration) -> Vec<Option<Row>> {
         .map(|e| e.ring.as_ref().ok().map(|r| r.status()))
         .collect();
     let started = Instant::now();
-    let any_alive = first.iter().flatten().any(|s| s.writer.alive == Some(true));
-    if !any_alive || sample.is_zero() {
+    // Legacy writers (SDR_OS's Python writer) hold no lock: watch them too.
+    let watched = |s: &RingStatus| s.writer.alive == Some(true) || matches!(s.kind, RingKind::Legacy { .. });
+    if !first.iter().flatten().any(watched) || sample.is_zero() {
         return first.iter().map(|s| s.as_ref().map(|s| row(s, None))).collect();
     }
     std::thread::sleep(sample);
@@ -79,8 +80,8 @@ fn rows(entries: &[Entry], sample: Duration) -> Vec<Option<Row>> {
         .map(|(entry, before)| {
             let (reader, before) = (entry.ring.as_ref().ok()?, before.as_ref()?);
             let now = reader.status();
-            let fps = (now.writer.alive == Some(true))
-                .then(|| now.sequence_number.saturating_sub(before.sequence_number) as f64 / elapsed);
+            let advanced = now.sequence_number.saturating_sub(before.sequence_number);
+            let fps = (now.writer.alive == Some(true) || advanced > 0).then(|| advanced as f64 / elapsed);
             Some(row(&now, fps))
         })
         .collect()
@@ -90,6 +91,8 @@ fn writer_text(row: &Row) -> String {
     match (row.alive, row.pid) {
         (Some(true), Some(pid)) => format!("alive (pid {pid})"),
         (Some(true), None) => "alive".into(),
+        // Frames arrived while watched, though nobody holds the lock: a legacy writer.
+        (Some(false), _) if row.fps.is_some() => "writing (no lock)".into(),
         (Some(false), _) => "dead".into(),
         (None, _) => "unknown".into(),
     }

@@ -726,3 +726,70 @@ fn stat_lists_the_rings_of_a_directory() {
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds no files"));
 }
+
+/// Writes legacy single-slot frames into `path` as SDR_OS's Python writer does: no
+/// writer lock, the frame at offset 16, `sequence_number` written last. One frame every
+/// 10 ms until `stop`.
+fn legacy_writer_without_lock(path: PathBuf, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(4096).unwrap();
+    let payload = [0u8, 0, 0, 1, 0x65, 0x88, 0x84, 0x00];
+    let mut seq = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        seq += 1;
+        let mut record = Vec::new();
+        record.extend_from_slice(&seq.to_le_bytes()); // frame_id
+        record.extend_from_slice(&seq.to_le_bytes()); // frame_seq
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&1u16.to_le_bytes()); // KEYFRAME
+        record.extend_from_slice(&1u16.to_le_bytes()); // H.264
+        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        record.extend_from_slice(&0u32.to_le_bytes());
+        record.extend_from_slice(&payload);
+        file.write_all_at(&record, 16).unwrap();
+        file.write_all_at(&((32 + payload.len()) as u64).to_le_bytes(), 8)
+            .unwrap();
+        file.write_all_at(&seq.to_le_bytes(), 0).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// SDR_OS's Python writer holds no lock: `stat DIR` tells it from a dead writer by its
+/// frames arriving while watched.
+#[test]
+fn stat_of_a_directory_sees_a_legacy_writer_without_a_lock() {
+    let dir = Dir::new("statlegacy");
+    let ring = dir.0.join("frames");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (ring, stop) = (ring.clone(), stop.clone());
+        std::thread::spawn(move || legacy_writer_without_lock(ring, stop))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let rows = loop {
+        // Frames keep coming while it is watched (one every 10 ms, watched for 1 s).
+        let rows = json_lines(&ok(&["stat", dir.0.to_str().unwrap(), "--json", "--sample", "1"]));
+        let watched_frames = rows[0]["fps"].as_f64().is_some_and(|f| f > 0.0);
+        if watched_frames || std::time::Instant::now() > deadline {
+            break rows;
+        }
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let r = &rows[0];
+    assert_eq!(
+        (&r["name"], &r["layout"], &r["writer"]["alive"]),
+        (&"frames".into(), &"legacy".into(), &false.into()),
+        "{r}"
+    );
+    assert!(
+        r["fps"].as_f64().is_some_and(|f| f > 0.0),
+        "frames arrived while watched: {r}"
+    );
+    let text = ok(&["stat", dir.0.to_str().unwrap(), "--sample", "0"]);
+    assert!(
+        text.contains("dead"),
+        "not watched, nothing tells it from a dead writer: {text}"
+    );
+}
