@@ -80,8 +80,8 @@ def genesis_frames(
     scene.add_entity(gs.morphs.Plane())
     scene.add_entity(gs.morphs.Box(pos=(0.0, 0.0, 1.0), size=(0.2, 0.2, 0.2)))
     cams = [scene.add_camera(res=(width, height), pos=(2.0, 2.0, 1.5), lookat=(0.0, 0.0, 0.3), fov=40, GUI=False)]
-    if cameras == 2:  # the second camera: straight down from above
-        cams.append(scene.add_camera(res=(width, height), pos=(0.0, 0.01, 3.0), lookat=(0.0, 0.0, 0.0), fov=40, GUI=False))
+    if cameras == 2:  # the second camera: from above, looking down at the box
+        cams.append(scene.add_camera(res=(width, height), pos=(0.0, -1.0, 3.0), lookat=(0.0, 0.0, 0.3), fov=40, GUI=False))
     scene.build()
     for _ in range(frames):
         for _ in range(steps_per_frame):
