@@ -105,10 +105,12 @@ def test_viewer_picks_and_grids_cameras_each_with_its_own_decoder(tmp_path):
         wait_for(lambda: (cameras / "front").exists() and (cameras / "wrist").exists(), "testsrc's two rings")
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in ("SDR_NATS_URL", "SDR_SHM_PATH", "SDR_LISTEN_ADDR")}
-        procs.append(Proc([SERVER, "--shm-dir", cameras, "--default-camera", "front",
-                           "--listen", f"127.0.0.1:{port}"], tmp_path / "server.log", env=env))
+        server = Proc([SERVER, "--shm-dir", cameras, "--default-camera", "front",
+                       "--listen", f"127.0.0.1:{port}"], tmp_path / "server.log", env=env)
+        procs.append(server)
 
         def both_live():
+            assert server.alive(), "transport-server --shm-dir exited: " + (tmp_path / "server.log").read_text()[-2000:]
             listing = get_json(port, "/cameras")
             return listing is not None and [(c["name"], c["state"]) for c in listing["cameras"]] == [
                 ("front", "live"), ("wrist", "live")]
