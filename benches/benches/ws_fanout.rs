@@ -7,18 +7,29 @@
 //!   copies each frame into a `Vec` per client and sends it with tokio-tungstenite.
 //!
 //! Reports the fraction of frames delivered, commit-to-receive latency percentiles,
-//! the server's CPU and the whole machine's busy time.
+//! the server's CPU (also per frame delivered to a client) and the whole machine's busy
+//! time.
 //!
 //! ```text
 //! ulimit -n 65536
-//! cargo bench -p shmring-benches --bench ws_fanout -- [--clients 1,50,200,500,1000] [--seconds 10] [--servers shmring,baseline] [--extra-server LABEL=PATH] [--layout ring|legacy]
+//! cargo bench -p shmring-benches --bench ws_fanout -- [--clients 1,50,200,500,1000] [--seconds 10] [--servers shmring,baseline] [--extra-server LABEL=PATH] [--layout ring|legacy] [--cameras 1,8 [--camera-fps F]]
 //! ```
 //!
 //! `--extra-server LABEL=PATH` also measures another transport-server binary (started
 //! with the same flags), for before/after comparisons in one run. `--layout legacy`
 //! writes the legacy single-slot layout (SDR_OS's writer) instead of a v1 ring.
+//!
+//! `--cameras 1,8` measures one server of several cameras, for each count in the list:
+//! N rings (`cam0`..) in one directory, written by N producers, served with
+//! `--shm-dir`; client `i` watches camera `i mod N` at `/stream/ws/cam<i mod N>`. By
+//! default every camera writes the recording at 60/N fps, so N cameras carry the bytes
+//! (and the frame sizes) of one camera and the server CPU per frame delivered to a
+//! client compares across counts; `--camera-fps F` sets each camera's rate instead
+//! (`--cameras 8 --camera-fps 30 --clients 100`: eight 30 fps cameras to 100 clients).
+//! The baseline server reads one ring and is not run with `--cameras`.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -85,11 +96,23 @@ fn recorded_stream(target: &Path) -> Vec<SplitUnit> {
     units
 }
 
-/// Writes the recording into the ring at 60 fps until `stop`.
+/// How a producer writes its ring.
+#[derive(Clone, Copy)]
+struct Pace {
+    /// Frames per second.
+    fps: f64,
+    /// Delay of its first frame (cameras of one run do not commit in lockstep).
+    offset: Duration,
+    /// Frame-region size of a v1 ring.
+    capacity: usize,
+}
+
+/// Writes the recording into the ring at `pace` until `stop`.
 fn producer(
     ring: PathBuf,
     layout: LayoutChoice,
-    units: Vec<SplitUnit>,
+    units: Arc<Vec<SplitUnit>>,
+    pace: Pace,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
@@ -97,18 +120,18 @@ fn producer(
             &ring,
             &WriterOptions {
                 layout,
-                capacity: 64 << 20,
+                capacity: pace.capacity,
                 ..Default::default()
             },
         )
         .expect("ring");
-        let period = Duration::from_nanos(1_000_000_000 / FPS);
-        let start = Instant::now();
+        let period = Duration::from_secs_f64(1.0 / pace.fps);
+        let start = Instant::now() + pace.offset;
         for (i, unit) in units.iter().cycle().enumerate() {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let due = start + period * i as u32;
+            let due = start + period.mul_f64(i as f64);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
@@ -140,6 +163,155 @@ fn ring_witness(ring: PathBuf, ids: Arc<Mutex<Vec<u64>>>, stop: Arc<AtomicBool>)
             }
         }
     })
+}
+
+/// The rings of a run, their producers and witnesses, and how a server and its clients
+/// reach them. Dropping it stops the producers and removes the rings.
+struct Feeds {
+    /// The number of cameras (`None`: today's single ring, served with `--shm-path`).
+    cameras: Option<usize>,
+    /// Frames per second of each ring.
+    fps: f64,
+    /// WebSocket path per camera (`/stream/ws` for the single ring).
+    paths: Vec<String>,
+    /// Commit times (frame_id) of every frame written, per camera.
+    ids: Vec<Arc<Mutex<Vec<u64>>>>,
+    /// What a server is started with to read the rings.
+    server_args: Vec<OsString>,
+    /// Time a joining client may wait for its camera's next keyframe.
+    keyframe_interval: Duration,
+    /// The ring file or directory, removed at the end.
+    location: PathBuf,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Feeds {
+    /// Today's run: one ring at 60 fps, `/stream/ws`.
+    fn single(layout: LayoutChoice, units: &Arc<Vec<SplitUnit>>) -> Feeds {
+        let ring = PathBuf::from(format!("/dev/shm/shmring-ws-bench-{}", std::process::id()));
+        let mut feeds = Feeds::new(None, FPS as f64, ring.clone(), units);
+        feeds.server_args = vec!["--shm-path".into(), ring.clone().into()];
+        let pace = Pace {
+            fps: FPS as f64,
+            offset: Duration::ZERO,
+            capacity: 64 << 20,
+        };
+        feeds.start_camera(ring, "/stream/ws".into(), layout, units, pace);
+        feeds
+    }
+
+    /// `cameras` rings `cam0`.. in one directory at `fps` each, `/stream/ws/cam<k>`.
+    fn cameras(cameras: usize, fps: f64, layout: LayoutChoice, units: &Arc<Vec<SplitUnit>>) -> Feeds {
+        let dir = PathBuf::from(format!("/dev/shm/shmring-ws-bench-{}-cameras", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("the cameras' ring directory");
+        let mut feeds = Feeds::new(Some(cameras), fps, dir.clone(), units);
+        feeds.server_args = vec!["--shm-dir".into(), dir.clone().into()];
+        for k in 0..cameras {
+            let offset = Duration::from_secs_f64(k as f64 / (fps * cameras as f64));
+            let pace = Pace {
+                fps,
+                offset,
+                capacity: 16 << 20,
+            };
+            feeds.start_camera(
+                dir.join(format!("cam{k}")),
+                format!("/stream/ws/cam{k}"),
+                layout,
+                units,
+                pace,
+            );
+        }
+        feeds
+    }
+
+    fn new(cameras: Option<usize>, fps: f64, location: PathBuf, units: &[SplitUnit]) -> Feeds {
+        // The longest run of frames between two keyframes of the recording, at `fps`.
+        let keys: Vec<usize> = units
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.keyframe)
+            .map(|(i, _)| i)
+            .collect();
+        let gop = keys
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .chain([units.len() - keys[keys.len() - 1] + keys[0]])
+            .max();
+        Feeds {
+            cameras,
+            fps,
+            paths: Vec::new(),
+            ids: Vec::new(),
+            server_args: Vec::new(),
+            keyframe_interval: Duration::from_secs_f64(gop.unwrap_or(1) as f64 / fps),
+            location,
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        }
+    }
+
+    /// Starts a producer and a witness on `ring`, watched by clients at `path`.
+    fn start_camera(
+        &mut self,
+        ring: PathBuf,
+        path: String,
+        layout: LayoutChoice,
+        units: &Arc<Vec<SplitUnit>>,
+        pace: Pace,
+    ) {
+        self.threads
+            .push(producer(ring.clone(), layout, units.clone(), pace, self.stop.clone()));
+        while !ring.exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let ids = Arc::new(Mutex::new(Vec::new()));
+        self.threads.push(ring_witness(ring, ids.clone(), self.stop.clone()));
+        self.paths.push(path);
+        self.ids.push(ids);
+    }
+}
+
+impl Drop for Feeds {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let _ = match self.cameras {
+            Some(_) => std::fs::remove_dir_all(&self.location),
+            None => std::fs::remove_file(&self.location),
+        };
+    }
+}
+
+/// Waits up to 30 s for `GET /cameras` at `addr` to list `cameras` cameras live (a
+/// server of a ring directory finds its rings after it starts).
+fn wait_cameras_live(addr: SocketAddr, cameras: usize) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let mut answer = String::new();
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let request = format!("GET /cameras HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            if s.write_all(request.as_bytes()).is_ok() {
+                let _ = s.read_to_string(&mut answer);
+            }
+        }
+        let body = answer.find('{').zip(answer.rfind('}')).map(|(a, b)| &answer[a..=b]);
+        let listing: Option<serde_json::Value> = body.and_then(|b| serde_json::from_str(b).ok());
+        let live = listing
+            .as_ref()
+            .and_then(|l| l["cameras"].as_array())
+            .map_or(0, |c| c.iter().filter(|c| c["state"] == "live").count());
+        if live == cameras {
+            return;
+        }
+        last = answer;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("waited 30 s for GET /cameras at {addr} to list {cameras} cameras live; last answer: {last}");
 }
 
 // ---------------------------------------------------------------------------------
@@ -205,6 +377,8 @@ fn baseline_server(ring: &str, listen: &str) {
 // The load client.
 
 struct ClientResult {
+    /// The camera it watched (index into [`Feeds::paths`]).
+    camera: usize,
     /// (frame_id, receive time) of every video frame.
     frames: Vec<(u64, u64)>,
 }
@@ -271,12 +445,12 @@ impl FrameScanner {
     }
 }
 
-async fn client(addr: SocketAddr, stop: Arc<tokio::sync::Notify>) -> Option<ClientResult> {
+async fn client(addr: SocketAddr, camera: usize, path: String, stop: Arc<tokio::sync::Notify>) -> Option<ClientResult> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.ok()?;
     stream.set_nodelay(true).ok()?;
     let request = format!(
-        "GET /stream/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.ok()?;
@@ -313,7 +487,7 @@ async fn client(addr: SocketAddr, stop: Arc<tokio::sync::Notify>) -> Option<Clie
             },
         }
     }
-    Some(ClientResult { frames })
+    Some(ClientResult { camera, frames })
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -336,6 +510,9 @@ fn machine_ticks() -> (u64, u64) {
 
 struct Round {
     server: String,
+    /// Cameras served (`None`: the single ring of today's runs) and each one's rate.
+    cameras: Option<usize>,
+    camera_fps: f64,
     clients: usize,
     connected: usize,
     delivered: f64,
@@ -343,10 +520,33 @@ struct Round {
     p99: f64,
     p999: f64,
     server_cpu: f64,
+    /// Server CPU time per frame delivered to a client, in microseconds.
+    cpu_us_per_client_frame: f64,
     client_cpu: f64,
     machine_busy: f64,
 }
 
+/// What the clients of a round received of the frames written while it was measured:
+/// (frames delivered, frames that should have been, sorted latencies in ns).
+fn tally(results: &[ClientResult], written: &[HashSet<u64>]) -> (usize, usize, Vec<u64>) {
+    let mut latencies = Vec::new();
+    let (mut delivered, mut expected) = (0usize, 0usize);
+    for r in results {
+        let own = &written[r.camera];
+        expected += own.len();
+        for &(id, at) in &r.frames {
+            if own.contains(&id) {
+                delivered += 1;
+                latencies.push(at.saturating_sub(id));
+            }
+        }
+    }
+    latencies.sort_unstable();
+    (delivered, expected, latencies)
+}
+
+/// Connects `clients` clients (client `i` to camera `i mod N`), lets them join, and
+/// measures `seconds`.
 fn round(
     rt: &tokio::runtime::Runtime,
     server: &str,
@@ -354,56 +554,72 @@ fn round(
     addr: SocketAddr,
     clients: usize,
     seconds: u64,
-    ids: &Arc<Mutex<Vec<u64>>>,
+    feeds: &Feeds,
 ) -> Round {
     let stop = Arc::new(tokio::sync::Notify::new());
-    let handles: Vec<_> = (0..clients).map(|_| rt.spawn(client(addr, stop.clone()))).collect();
-    std::thread::sleep(Duration::from_secs(3)); // connect and settle
+    let cameras = feeds.paths.len();
+    let handles: Vec<_> = (0..clients)
+        .map(|i| {
+            rt.spawn(client(
+                addr,
+                i % cameras,
+                feeds.paths[i % cameras].clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    // Connect and settle: every client has had its camera's next keyframe.
+    std::thread::sleep(Duration::from_secs(3).max(feeds.keyframe_interval + Duration::from_secs(1)));
     let me = std::process::id();
     let (t0, cpu0, own0, (busy0, total0)) = (monotonic_ns(), cpu_ticks(pid), cpu_ticks(me), machine_ticks());
     std::thread::sleep(Duration::from_secs(seconds));
     let (t1, cpu1, own1, (busy1, total1)) = (monotonic_ns(), cpu_ticks(pid), cpu_ticks(me), machine_ticks());
     std::thread::sleep(Duration::from_millis(500)); // frames committed before t1 still in flight
     stop.notify_waiters();
-    let results: Vec<ClientResult> = rt.block_on(async {
+    // Per client: what it received, or the camera it failed to watch.
+    let results: Vec<Result<ClientResult, usize>> = rt.block_on(async {
         let mut out = Vec::new();
-        for h in handles {
-            if let Ok(Some(r)) = h.await {
-                out.push(r);
-            }
+        for (i, h) in handles.into_iter().enumerate() {
+            out.push(h.await.ok().flatten().ok_or(i % cameras));
         }
         out
     });
-    let written: HashSet<u64> = ids
-        .lock()
-        .unwrap()
+    let written: Vec<HashSet<u64>> = feeds
+        .ids
         .iter()
-        .copied()
-        .filter(|id| (t0..t1).contains(id))
+        .map(|ids| {
+            ids.lock()
+                .unwrap()
+                .iter()
+                .copied()
+                .filter(|id| (t0..t1).contains(id))
+                .collect()
+        })
         .collect();
-    let mut latencies = Vec::new();
-    let mut delivered = 0usize;
-    for r in &results {
-        for &(id, at) in &r.frames {
-            if written.contains(&id) {
-                delivered += 1;
-                latencies.push(at.saturating_sub(id));
-            }
-        }
-    }
-    latencies.sort_unstable();
+    // Clients that never connected count as receiving nothing of their camera.
+    let missing: usize = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|&c| written[c].len())
+        .sum();
+    let results: Vec<ClientResult> = results.into_iter().filter_map(Result::ok).collect();
+    let (delivered, expected, latencies) = tally(&results, &written);
     let wall = (t1 - t0) as f64 / 1e9;
+    // /proc/PID/stat counts in USER_HZ ticks, 100 per second on Linux.
+    let server_seconds = (cpu1 - cpu0) as f64 / 100.0;
     std::thread::sleep(Duration::from_secs(1)); // let the server drop the connections
     Round {
         server: server.to_owned(),
+        cameras: feeds.cameras,
+        camera_fps: feeds.fps,
         clients,
         connected: results.len(),
-        delivered: delivered as f64 / (written.len() * clients).max(1) as f64,
+        delivered: delivered as f64 / (expected + missing).max(1) as f64,
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
         p999: percentile(&latencies, 0.999),
-        // /proc/PID/stat counts in USER_HZ ticks, 100 per second on Linux.
-        server_cpu: (cpu1 - cpu0) as f64 / 100.0 / wall * 100.0,
+        server_cpu: server_seconds / wall * 100.0,
+        cpu_us_per_client_frame: server_seconds * 1e6 / delivered.max(1) as f64,
         client_cpu: (own1 - own0) as f64 / 100.0 / wall * 100.0,
         machine_busy: (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64 * 100.0,
     }
@@ -424,74 +640,164 @@ fn describe_stream(units: &[SplitUnit]) {
     );
 }
 
-/// Starts the server named `server` on `addr`, reading `ring`: its label and process.
+/// Starts the server named `server` on `addr`, reading `feeds`: its label and process.
 fn start_server(
     server: &str,
-    ring: &Path,
+    feeds: &Feeds,
     addr: SocketAddr,
     server_bin: &Path,
     exe: &Path,
 ) -> (String, std::process::Child) {
+    let transport_server = |bin: &Path| {
+        Command::new(bin)
+            .args(&feeds.server_args)
+            .args(["--listen", &addr.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+    };
     match server {
         extra if extra.starts_with("extra:") => {
             let (label, path) = extra["extra:".len()..]
                 .split_once('=')
                 .expect("--extra-server LABEL=PATH");
-            (
-                label.to_owned(),
-                Command::new(path)
-                    .arg("--shm-path")
-                    .arg(ring)
-                    .args(["--listen", &addr.to_string()])
-                    .env("RUST_LOG", "warn")
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("start the extra server"),
-            )
+            let child = transport_server(Path::new(path)).expect("start the extra server");
+            (label.to_owned(), child)
         }
         "shmring" => (
             "transport-server".to_owned(),
-            Command::new(server_bin)
-                .arg("--shm-path")
-                .arg(ring)
-                .args(["--listen", &addr.to_string()])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start transport-server"),
+            transport_server(server_bin).expect("start transport-server"),
         ),
-        "baseline" => (
-            "baseline (Vec copy per client)".to_owned(),
-            Command::new(exe)
-                .arg("--baseline-server")
-                .arg(ring)
-                .args(["--listen", &addr.to_string()])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start the baseline server"),
-        ),
+        "baseline" => {
+            assert!(
+                feeds.cameras.is_none(),
+                "the baseline server reads one ring: run --cameras with --servers shmring"
+            );
+            (
+                "baseline (Vec copy per client)".to_owned(),
+                Command::new(exe)
+                    .arg("--baseline-server")
+                    .arg(&feeds.location)
+                    .args(["--listen", &addr.to_string()])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("start the baseline server"),
+            )
+        }
         other => panic!("unknown server {other}"),
     }
 }
 
+/// "N x F fps" for a run of cameras, "-" for today's single ring.
+fn cameras_label(r: &Round) -> String {
+    r.cameras
+        .map_or_else(|| "-".to_owned(), |n| format!("{n} x {:.1} fps", r.camera_fps))
+}
+
 /// Prints the rounds as a Markdown table.
 fn print_table(rounds: &[Round]) {
-    println!("\n| server | clients | delivered | p50 ms | p99 ms | p99.9 ms | server CPU (% of a core) | load client CPU | machine busy (% of 2 cores) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("\n| server | cameras | clients | delivered | p50 ms | p99 ms | p99.9 ms | server CPU (% of a core) | server CPU µs per client-frame | load client CPU | machine busy (% of 2 cores) |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rounds {
         println!(
-            "| {} | {} | {:.3}% | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {:.3}% | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.1} | {:.1} |",
             r.server,
+            cameras_label(r),
             r.clients,
             r.delivered * 100.0,
             r.p50,
             r.p99,
             r.p999,
             r.server_cpu,
+            r.cpu_us_per_client_frame,
             r.client_cpu,
             r.machine_busy
         );
     }
+}
+
+/// The command line of a measuring run.
+struct Options {
+    clients: Vec<usize>,
+    seconds: u64,
+    servers: Vec<String>,
+    layout: LayoutChoice,
+    /// `--cameras`: camera counts to measure (`None`: today's single ring).
+    cameras: Option<Vec<usize>>,
+    /// `--camera-fps`: each camera's rate (`None`: 60 fps shared by the cameras).
+    camera_fps: Option<f64>,
+}
+
+fn options(args: &[String]) -> Options {
+    let list = |name: &str, default: &str| -> Vec<String> {
+        arg(args, name)
+            .unwrap_or(default)
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let numbers = |name: &str, default: &str| -> Vec<usize> {
+        let parse = |c: String| {
+            c.parse()
+                .unwrap_or_else(|_| panic!("{name} N,N,...: {c:?} is not a number"))
+        };
+        list(name, default).into_iter().map(parse).collect()
+    };
+    let mut servers = list("--servers", "shmring,baseline");
+    if let Some(extra) = arg(args, "--extra-server") {
+        servers.push(format!("extra:{extra}"));
+    }
+    let cameras = arg(args, "--cameras").map(|_| numbers("--cameras", ""));
+    if cameras.is_some() && arg(args, "--servers").is_none() {
+        servers.retain(|s| s != "baseline"); // it reads one ring
+    }
+    assert!(
+        cameras.as_ref().is_none_or(|c| c.iter().all(|&n| n > 0)),
+        "--cameras N,N,...: at least one camera"
+    );
+    let camera_fps = arg(args, "--camera-fps").map(|f| f.parse::<f64>().expect("--camera-fps F (frames per second)"));
+    assert!(camera_fps.is_none_or(|f| f > 0.0), "--camera-fps must be above 0");
+    Options {
+        clients: numbers("--clients", "1,50,200,500,1000"),
+        seconds: arg(args, "--seconds").unwrap_or("10").parse().expect("--seconds N"),
+        servers,
+        layout: match arg(args, "--layout").unwrap_or("ring") {
+            "ring" => LayoutChoice::V1,
+            "legacy" => LayoutChoice::Legacy,
+            other => panic!("--layout ring|legacy, not {other}"),
+        },
+        cameras,
+        camera_fps,
+    }
+}
+
+/// Measures every server with every client count on `feeds`.
+fn measure(rt: &tokio::runtime::Runtime, opts: &Options, feeds: &Feeds, server_bin: &Path, exe: &Path) -> Vec<Round> {
+    let mut rounds = Vec::new();
+    for server in &opts.servers {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let (name, child) = start_server(server, feeds, addr, server_bin, exe);
+        let child = ChildProcess(child);
+        wait_listening(addr);
+        if let Some(n) = feeds.cameras {
+            wait_cameras_live(addr, n);
+        }
+        for &n in &opts.clients {
+            let r = round(rt, &name, child.0.id(), addr, n, opts.seconds, feeds);
+            println!(
+                "{:<32} cameras {:>14}  clients {:>5} (connected {:>5})  delivered {:>8.4}%  p50 {:>8.2} ms  p99 {:>8.2} ms  p99.9 {:>8.2} ms  server CPU {:>6.1}% ({:>6.2} µs per client-frame)  load client CPU {:>6.1}%  machine busy {:>5.1}%",
+                r.server, cameras_label(&r), r.clients, r.connected, r.delivered * 100.0, r.p50, r.p99, r.p999, r.server_cpu, r.cpu_us_per_client_frame, r.client_cpu, r.machine_busy
+            );
+            rounds.push(r);
+        }
+    }
+    rounds
 }
 
 fn main() {
@@ -500,25 +806,7 @@ fn main() {
         baseline_server(ring, listen);
         return;
     }
-    let clients: Vec<usize> = arg(&args, "--clients")
-        .unwrap_or("1,50,200,500,1000")
-        .split(',')
-        .map(|c| c.parse().expect("--clients N,N,..."))
-        .collect();
-    let seconds: u64 = arg(&args, "--seconds").unwrap_or("10").parse().expect("--seconds N");
-    let mut servers: Vec<String> = arg(&args, "--servers")
-        .unwrap_or("shmring,baseline")
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    if let Some(extra) = arg(&args, "--extra-server") {
-        servers.push(format!("extra:{extra}"));
-    }
-    let layout = match arg(&args, "--layout").unwrap_or("ring") {
-        "ring" => LayoutChoice::V1,
-        "legacy" => LayoutChoice::Legacy,
-        other => panic!("--layout ring|legacy, not {other}"),
-    };
+    let opts = options(&args);
     let server_bin = shmring_benches::transport_server();
     let exe = std::env::current_exe().expect("current exe");
     let target = exe
@@ -527,44 +815,29 @@ fn main() {
         .and_then(Path::parent)
         .expect("target dir")
         .to_path_buf();
-    let units = recorded_stream(&target);
+    let units = Arc::new(recorded_stream(&target));
     describe_stream(&units);
-    let ring = PathBuf::from(format!("/dev/shm/shmring-ws-bench-{}", std::process::id()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let prod = producer(ring.clone(), layout, units, stop.clone());
-    while !ring.exists() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let ids = Arc::new(Mutex::new(Vec::new()));
-    let witness = ring_witness(ring.clone(), ids.clone(), stop.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     let mut rounds = Vec::new();
-    for server in &servers {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let (name, child) = start_server(server, &ring, addr, &server_bin, &exe);
-        let child = ChildProcess(child);
-        wait_listening(addr);
-        for &n in &clients {
-            let r = round(&rt, &name, child.0.id(), addr, n, seconds, &ids);
-            println!(
-                "{:<32} clients {:>5} (connected {:>5})  delivered {:>8.4}%  p50 {:>8.2} ms  p99 {:>8.2} ms  p99.9 {:>8.2} ms  server CPU {:>6.1}%  load client CPU {:>6.1}%  machine busy {:>5.1}%",
-                r.server, r.clients, r.connected, r.delivered * 100.0, r.p50, r.p99, r.p999, r.server_cpu, r.client_cpu, r.machine_busy
-            );
-            rounds.push(r);
+    match &opts.cameras {
+        None => rounds.extend(measure(
+            &rt,
+            &opts,
+            &Feeds::single(opts.layout, &units),
+            &server_bin,
+            &exe,
+        )),
+        Some(counts) => {
+            for &n in counts {
+                // Same total bytes as one 60 fps camera, unless --camera-fps says otherwise.
+                let fps = opts.camera_fps.unwrap_or(FPS as f64 / n as f64);
+                let feeds = Feeds::cameras(n, fps, opts.layout, &units);
+                rounds.extend(measure(&rt, &opts, &feeds, &server_bin, &exe));
+            }
         }
-        drop(child);
     }
-    stop.store(true, Ordering::Relaxed);
-    let _ = prod.join();
-    let _ = witness.join();
-    let _ = std::fs::remove_file(&ring);
     print_table(&rounds);
 }

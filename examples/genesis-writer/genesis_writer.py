@@ -12,6 +12,8 @@ and streams the camera; otherwise it streams a moving numpy test pattern. Either
 - each frame is stamped with the simulation time (``scene.sim.cur_t``), so recordings and
   viewers replay it at the simulation's pace, and the loop runs in real time (simulated
   seconds take wall-clock seconds) unless ``--fast`` is given;
+- with ``--camera-dir DIR`` two cameras stream, one ``VideoWriter`` and one ring each
+  (``DIR/front``, ``DIR/top``: the directory a transport server's ``--shm-dir`` serves);
 - keyframe requests are answered: with ``--nats-url`` (or ``SDR_NATS_URL``) it listens
   on ``control.request_idr`` (the transport server's) and ``command.genesis.force_idr``
   (SDR_OS's) and makes the next frame a keyframe.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import sys
@@ -44,9 +47,10 @@ Image = npt.NDArray[np.uint8]
 KEYFRAME_SUBJECTS = ("control.request_idr", "command.genesis.force_idr")
 
 
-def test_pattern(width: int, height: int, frames: int, fps: float) -> Iterator[tuple[Any, float]]:
-    """Colour bars with a bright square moving across them, one step per frame, and
-    the pattern's time in seconds."""
+def test_pattern(width: int, height: int, frames: int, fps: float, cameras: int) -> Iterator[tuple[list[Any], float]]:
+    """Colour bars with a bright square moving across them, one step per frame (and, for
+    a second camera, the same picture in inverted colours), and the pattern's time in
+    seconds."""
     columns = np.arange(width)
     bars = np.stack(
         [(columns * 255 // max(width - 1, 1)), (columns * 7) % 256, 255 - (columns * 255 // max(width - 1, 1))],
@@ -59,12 +63,15 @@ def test_pattern(width: int, height: int, frames: int, fps: float) -> Iterator[t
         x = (i * 4) % max(width - side, 1)
         y = (i * 2) % max(height - side, 1)
         image[y : y + side, x : x + side] = 255
-        yield image, i / fps
+        yield [image, 255 - image][:cameras], i / fps
 
 
-def genesis_frames(width: int, height: int, frames: int, fps: float, backend: str) -> Iterator[tuple[Any, float]]:
-    """A falling box seen by one camera: each rendered frame (as Genesis returns it) and
-    the simulation time it shows, in seconds. Builds the scene first."""
+def genesis_frames(
+    width: int, height: int, frames: int, fps: float, backend: str, cameras: int
+) -> Iterator[tuple[list[Any], float]]:
+    """A falling box seen by one camera (or two: a second one looking down from above):
+    each camera's rendered frame (as Genesis returns it) and the simulation time it
+    shows, in seconds. Builds the scene first."""
     import genesis as gs  # type: ignore[import-not-found, unused-ignore]
 
     steps_per_frame = 2
@@ -72,12 +79,14 @@ def genesis_frames(width: int, height: int, frames: int, fps: float, backend: st
     scene = gs.Scene(sim_options=gs.options.SimOptions(dt=1.0 / (fps * steps_per_frame)), show_viewer=False)
     scene.add_entity(gs.morphs.Plane())
     scene.add_entity(gs.morphs.Box(pos=(0.0, 0.0, 1.0), size=(0.2, 0.2, 0.2)))
-    cam = scene.add_camera(res=(width, height), pos=(2.0, 2.0, 1.5), lookat=(0.0, 0.0, 0.3), fov=40, GUI=False)
+    cams = [scene.add_camera(res=(width, height), pos=(2.0, 2.0, 1.5), lookat=(0.0, 0.0, 0.3), fov=40, GUI=False)]
+    if cameras == 2:  # the second camera: from above, looking down at the box
+        cams.append(scene.add_camera(res=(width, height), pos=(0.0, -1.0, 3.0), lookat=(0.0, 0.0, 0.3), fov=40, GUI=False))
     scene.build()
     for _ in range(frames):
         for _ in range(steps_per_frame):
             scene.step()
-        yield cam.render(rgb=True)[0], float(scene.sim.cur_t)
+        yield [cam.render(rgb=True)[0] for cam in cams], float(scene.sim.cur_t)
 
 
 def on_host(frame: Any) -> Any:
@@ -130,6 +139,8 @@ def listen_for_keyframe_requests(url: str, wanted: threading.Event) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--path", default="/dev/shm/sdr_os_ipc/frames", help="ring file")
+    parser.add_argument("--camera-dir", metavar="DIR",
+                        help="stream two cameras, DIR/front and DIR/top (a server's --shm-dir), instead of --path")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--fps", type=float, default=30.0, help="frames per second of simulated time")
@@ -146,33 +157,36 @@ def main() -> int:
     args = parser.parse_args()
 
     use_genesis = not args.test_pattern and genesis_available()
+    paths = [os.path.join(args.camera_dir, name) for name in ("front", "top")] if args.camera_dir else [args.path]
     if use_genesis:
-        source = genesis_frames(args.width, args.height, args.frames, args.fps, args.backend)
+        source = genesis_frames(args.width, args.height, args.frames, args.fps, args.backend, len(paths))
     else:
-        source = test_pattern(args.width, args.height, args.frames, args.fps)
+        source = test_pattern(args.width, args.height, args.frames, args.fps, len(paths))
     # Build the scene (inside the first next()) before the ring exists: readers wait
     # for the file to appear, never for a writer that has not started.
     first = next(source, None)
-    print(f"source: {'genesis' if use_genesis else 'test pattern'}, ring: {args.path}", flush=True)
+    print(f"source: {'genesis' if use_genesis else 'test pattern'}, ring: {', '.join(paths)}", flush=True)
 
     keyframe_wanted = threading.Event()
     if args.nats_url:
         listen_for_keyframe_requests(args.nats_url, keyframe_wanted)
 
     written = 0
-    with shmring.VideoWriter(args.path, args.width, args.height, args.fps, encoder=args.encoder) as video:
+    with contextlib.ExitStack() as stack:
+        videos = [stack.enter_context(shmring.VideoWriter(p, args.width, args.height, args.fps, encoder=args.encoder)) for p in paths]
         started = time.monotonic()
-        for frame, sim_t in itertools.chain([first] if first is not None else [], source):
+        for frames, sim_t in itertools.chain([first] if first is not None else [], source):
             if not args.fast and first is not None:
                 # Real time: a simulated second takes a wall-clock second.
                 time.sleep(max(0.0, (sim_t - first[1]) - (time.monotonic() - started)))
-            if keyframe_wanted.is_set():
+            if keyframe_wanted.is_set():  # requests name no camera: every camera answers
                 keyframe_wanted.clear()
-                video.request_keyframe()
-            frame = on_host(frame)
-            video.write(frame, timestamp_ns=round(sim_t * 1e9))
+                for video in videos:
+                    video.request_keyframe()
+            for video, frame in zip(videos, frames):
+                video.write(on_host(frame), timestamp_ns=round(sim_t * 1e9))
             if args.save_frame and written == int(args.save_frame[0]):
-                np.save(args.save_frame[1], np.asarray(frame))
+                np.save(args.save_frame[1], np.asarray(on_host(frames[0])))
             written += 1
     print(f"wrote {written} frames", flush=True)
     return 0

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/../.."
 
 cargo build --release -p shmring-ws --examples
 cargo build --release -p transport-server
+# The shmring CLI writes several test cameras for the viewer's multi-camera test.
+cargo build --release -p shmring-cli --bin shmring
 step_timeout 900 "shmring-ws unit tests" cargo test --release -p shmring-ws --lib
 
 # puppeteer-core for the headless Chromium test (Chromium itself comes from apt).

@@ -72,4 +72,13 @@ psnr = 10 * np.log10(255.0**2 / max(mse, 1e-12))
 print(f"frame {check}: PSNR {psnr:.1f} dB against the rendered frame")
 assert psnr >= 35.0, f"PSNR {psnr:.1f} dB < 35 dB"
 EOF
+step "genesis_writer.py --camera-dir: two cameras of the real scene, one ring each"
+cameras=$work/cameras
+"$venv/bin/python" examples/genesis-writer/genesis_writer.py --camera-dir "$cameras" --frames 30 --fast \
+  --encoder libx264 > "$work/cameras.log" 2>&1 || { cat "$work/cameras.log"; exit 1; }
+"$cli" stat "$cameras"
+for camera in front top; do
+  frames_in=$("$cli" stat "$cameras/$camera" --json | "$venv/bin/python" -c "import json, sys; print(json.load(sys.stdin)['sequence_number'])")
+  [ "$frames_in" = 30 ] || { echo "$camera: $frames_in frames, not 30" >&2; exit 1; }
+done
 step "genesis: OK"

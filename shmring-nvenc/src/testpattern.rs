@@ -25,25 +25,110 @@ const DIGITS: [[u8; 7]; 10] = [
     [0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100],
 ];
 
+/// Glyphs A-Z in the same 5x7 cells as [`DIGITS`].
+const LETTERS: [[u8; 7]; 26] = [
+    [0b01110, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001],
+    [0b11110, 0b10001, 0b10001, 0b11110, 0b10001, 0b10001, 0b11110],
+    [0b01110, 0b10001, 0b10000, 0b10000, 0b10000, 0b10001, 0b01110],
+    [0b11110, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b11110],
+    [0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b11111],
+    [0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b10000],
+    [0b01110, 0b10001, 0b10000, 0b10111, 0b10001, 0b10001, 0b01111],
+    [0b10001, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001],
+    [0b01110, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110],
+    [0b00111, 0b00010, 0b00010, 0b00010, 0b00010, 0b10010, 0b01100],
+    [0b10001, 0b10010, 0b10100, 0b11000, 0b10100, 0b10010, 0b10001],
+    [0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b11111],
+    [0b10001, 0b11011, 0b10101, 0b10101, 0b10001, 0b10001, 0b10001],
+    [0b10001, 0b10001, 0b11001, 0b10101, 0b10011, 0b10001, 0b10001],
+    [0b01110, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110],
+    [0b11110, 0b10001, 0b10001, 0b11110, 0b10000, 0b10000, 0b10000],
+    [0b01110, 0b10001, 0b10001, 0b10001, 0b10101, 0b10010, 0b01101],
+    [0b11110, 0b10001, 0b10001, 0b11110, 0b10100, 0b10010, 0b10001],
+    [0b01111, 0b10000, 0b10000, 0b01110, 0b00001, 0b00001, 0b11110],
+    [0b11111, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100],
+    [0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110],
+    [0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01010, 0b00100],
+    [0b10001, 0b10001, 0b10001, 0b10101, 0b10101, 0b10101, 0b01010],
+    [0b10001, 0b10001, 0b01010, 0b00100, 0b01010, 0b10001, 0b10001],
+    [0b10001, 0b10001, 0b01010, 0b00100, 0b00100, 0b00100, 0b00100],
+    [0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b10000, 0b11111],
+];
+
 /// Digits of the frame counter.
 const COUNTER_DIGITS: usize = 6;
+
+/// Characters of a camera label that are drawn (the rest of a longer name is cut).
+const LABEL_CHARS: usize = 16;
+
+/// The glyph of a label character: letters (either case), digits, `-`, `_` and `.`;
+/// anything else is blank.
+fn glyph(c: u8) -> [u8; 7] {
+    match c.to_ascii_uppercase() {
+        c @ b'A'..=b'Z' => LETTERS[(c - b'A') as usize],
+        c @ b'0'..=b'9' => DIGITS[(c - b'0') as usize],
+        b'-' => [0, 0, 0, 0b11111, 0, 0, 0],
+        b'_' => [0, 0, 0, 0, 0, 0, 0b11111],
+        b'.' => [0, 0, 0, 0, 0, 0b01100, 0b01100],
+        _ => [0; 7],
+    }
+}
+
+/// Colours of the bouncing square, one per camera variant (yellow for the first).
+const SQUARE_COLOURS: [(u8, u8, u8); 4] = [(240, 240, 32), (32, 240, 240), (240, 32, 240), (255, 140, 0)];
 
 /// Draws frames of a given size and pixel format. Frame `i` shows a scrolling colour
 /// gradient, a square that bounces across the picture and `i` (mod 10^6) in white
 /// digits on a black box in the top-left corner. Frames are tightly packed
-/// ([`TestPattern::stride`] bytes per row).
+/// ([`TestPattern::stride`] bytes per row). [`TestPattern::with_camera`] makes one
+/// camera's pattern tell itself apart from another's: its name under the counter and
+/// its own colours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TestPattern {
     width: u32,
     height: u32,
     format: PixelFormat,
+    /// The camera's name (ASCII bytes, `label_len` of them), drawn under the counter.
+    label: [u8; LABEL_CHARS],
+    label_len: u8,
+    /// Which camera of several: shifts the gradient's colours and picks the square's.
+    variant: u32,
 }
 
 impl TestPattern {
     /// A pattern for `width` x `height` frames in `format` (NV12 needs even sizes; odd
     /// sizes are rounded down for the chroma plane).
     pub fn new(width: u32, height: u32, format: PixelFormat) -> Self {
-        TestPattern { width, height, format }
+        TestPattern {
+            width,
+            height,
+            format,
+            label: [0; LABEL_CHARS],
+            label_len: 0,
+            variant: 0,
+        }
+    }
+
+    /// The same pattern for camera number `index` (0-based) named `name`: the name
+    /// (its first 16 characters; letters, digits, `-`, `_`, `.`) in white under the
+    /// counter, and colours of its own, so pictures of several cameras are told apart
+    /// at a glance. Camera 0 keeps the plain pattern's colours.
+    ///
+    /// ```
+    /// use shmring_nvenc::{PixelFormat, testpattern::TestPattern};
+    /// let plain = TestPattern::new(320, 240, PixelFormat::Rgb24);
+    /// let front = plain.with_camera("front", 0);
+    /// let wrist = plain.with_camera("wrist", 1);
+    /// assert_ne!(front.render(0), plain.render(0)); // the label
+    /// assert_ne!(front.render(0), wrist.render(0));
+    /// ```
+    pub fn with_camera(mut self, name: &str, index: usize) -> Self {
+        let bytes = &name.as_bytes()[..name.len().min(LABEL_CHARS)];
+        self.label = [0; LABEL_CHARS];
+        self.label[..bytes.len()].copy_from_slice(bytes);
+        self.label_len = bytes.len() as u8;
+        self.variant = (index % 1024) as u32;
+        self
     }
 
     /// Bytes per row.
@@ -115,16 +200,26 @@ impl TestPattern {
                 (0, 0, 0)
             };
         }
+        // The camera's name, in a box of its own under the counter.
+        let label_w = (self.label_len as usize * 6 + 1) * scale;
+        if self.label_len > 0 && x < label_w && (box_h..2 * box_h).contains(&y) {
+            return if self.label_pixel(x / scale, (y - box_h) / scale) {
+                (255, 255, 255)
+            } else {
+                (0, 0, 0)
+            };
+        }
         // The bouncing square: side h/5, moving 4 px per frame horizontally, 3 vertically.
         let side = (h / 5).max(2);
         let sx = bounce(index * 4, w.saturating_sub(side));
         let sy = bounce(index * 3, h.saturating_sub(side));
         if (sx..sx + side).contains(&x) && (sy..sy + side).contains(&y) {
-            return (240, 240, 32);
+            return SQUARE_COLOURS[self.variant as usize % SQUARE_COLOURS.len()];
         }
-        // Background: a gradient scrolling left 2 px per frame, brightness across y.
+        // Background: a gradient scrolling left 2 px per frame, brightness across y;
+        // each camera variant starts the colour cycle elsewhere.
         let phase = (x as u64 + index * 2) % (w as u64).max(1);
-        let t = (phase * 512 / (w as u64).max(1)) as u32; // 0..512
+        let t = ((phase * 512 / (w as u64).max(1)) as u32 + self.variant * 197) % 512; // 0..512
         let tri = |v: u32| if v < 256 { v } else { 511 - v }; // triangle wave 0..255
         let r = tri(t);
         let g = tri((t + 170) % 512);
@@ -147,6 +242,18 @@ impl TestPattern {
         }
         let digit = (index / 10u64.pow((COUNTER_DIGITS - 1 - digit_pos) as u32)) % 10;
         DIGITS[digit as usize][cy - 1] & (0b10000 >> col) != 0
+    }
+
+    /// Whether cell (cx, cy) of the label box (1-cell margin, 6 cells per character) is lit.
+    fn label_pixel(&self, cx: usize, cy: usize) -> bool {
+        if cx == 0 || cy == 0 || cy > 7 {
+            return false;
+        }
+        let (pos, col) = ((cx - 1) / 6, (cx - 1) % 6);
+        if pos >= self.label_len as usize || col >= 5 {
+            return false;
+        }
+        glyph(self.label[pos])[cy - 1] & (0b10000 >> col) != 0
     }
 }
 
@@ -229,6 +336,29 @@ mod tests {
             }
         }
         assert!(differs_in_last_digit);
+    }
+
+    #[test]
+    fn a_camera_pattern_shows_its_name_and_its_own_colours() {
+        let plain = TestPattern::new(360, 120, PixelFormat::Rgb24);
+        let scale = 360 / (COUNTER_DIGITS * 6 * 3);
+        let box_h = 9 * scale;
+        let (front, wrist) = (plain.with_camera("front", 0), plain.with_camera("WRIST", 1));
+        let (p, f, w) = (plain.render(5), front.render(5), wrist.render(5));
+        let row = |frame: &[u8], y: usize| frame[y * 360 * 3..(y + 1) * 360 * 3].to_vec();
+        // Camera 0: the plain picture but for the label box under the counter.
+        for y in (0..box_h).chain(2 * box_h..120) {
+            assert_eq!(row(&f, y), row(&p, y), "row {y} outside the label");
+        }
+        let label_rows = |frame: &[u8]| (box_h..2 * box_h).flat_map(|y| row(frame, y)).collect::<Vec<_>>();
+        assert_ne!(label_rows(&f), label_rows(&p), "the name is drawn");
+        assert_ne!(label_rows(&f), label_rows(&w), "each name its own letters");
+        // Camera 1: other colours below the label, too.
+        assert_ne!(row(&w, 100), row(&f, 100));
+        // "F" of FRONT: the top row of its glyph is lit across, at the first cell.
+        let lit = |x: usize, y: usize| f[(y * 360 + x) * 3] == 255;
+        assert!((1..6).all(|cx| lit(cx * scale, box_h + scale)), "top bar of F");
+        assert!(!lit(scale, box_h), "margin above the name");
     }
 
     #[test]

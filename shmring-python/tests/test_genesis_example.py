@@ -54,6 +54,40 @@ def test_test_pattern_streams_decodable_h264(ring_path: Path) -> None:
     assert (decoded[0].width, decoded[0].height) == (160, 120)
 
 
+@pytest.mark.skipif(not shmring.VIDEO_FEATURE, reason="shmring built without the `video` feature")
+def test_two_cameras_stream_into_their_own_rings(tmp_path: Path) -> None:
+    """`--camera-dir DIR`: two cameras, DIR/front and DIR/top (a server's --shm-dir),
+    each ring with every frame of its own camera, stamped with the same times."""
+    cameras = tmp_path / "cameras"
+    run = subprocess.run(
+        [sys.executable, EXAMPLE, "--test-pattern", "--camera-dir", cameras, "--frames", str(FRAMES),
+         "--width", "160", "--height", "120", "--encoder", "libx264", "--fast"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"wrote {FRAMES} frames" in run.stdout
+    assert sorted(p.name for p in cameras.iterdir()) == ["front", "top"]
+    streams = {}
+    for name in ("front", "top"):
+        with shmring.Reader(cameras / name) as reader:
+            frames = list(iter(lambda: reader.read(timeout=0), None))
+        assert [f.frame_seq for f in frames] == list(range(1, FRAMES + 1)), name
+        assert frames[0].keyframe and frames[0].codec is shmring.Codec.H264, name
+        streams[name] = frames
+    assert [f.frame_id for f in streams["front"]] == [f.frame_id for f in streams["top"]]
+
+    av = pytest.importorskip("av")
+    pictures = {}
+    for name, frames in streams.items():
+        codec = av.CodecContext.create("h264", "r")
+        packets = [p for f in frames[:1] + [None] for p in codec.parse(f.payload if f else None)]
+        first = [d for p in packets for d in codec.decode(p)] + list(codec.decode(None))
+        pictures[name] = first[0].to_ndarray(format="rgb24").astype(int)
+    # The second camera shows the first one's picture in inverted colours.
+    assert abs((pictures["front"] + pictures["top"]).mean() - 255) < 10
+    assert abs(pictures["front"] - pictures["top"]).mean() > 40
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

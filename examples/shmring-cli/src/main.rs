@@ -6,6 +6,7 @@ mod dump;
 mod patience;
 mod record;
 mod stat;
+mod stat_dir;
 mod tail;
 mod testsrc;
 
@@ -26,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show a ring's layout, capacity, counters, latest keyframe and writer liveness.
+    /// Show a ring's layout, capacity, counters, latest keyframe and writer liveness, or
+    /// list the rings in a directory (one line each).
     Stat(stat::Args),
     /// Print one line per frame as frames arrive (frame_seq, frame_id, size, flags,
     /// codec, CRC).

@@ -3,24 +3,30 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use shmring_core::layout::{FrameHeader, FRAME_REGION_OFFSET, HEADER_SIZE};
 use shmring_core::{ReaderOptions, RingKind, WriterState};
 
-use crate::{codec_name, open_reader, LayoutArg};
+use crate::{codec_name, open_reader, parse_seconds, LayoutArg};
 
 /// Arguments of `shmring stat`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// The ring file (for example /dev/shm/camera0).
+    /// The ring file (for example /dev/shm/camera0), or a directory of rings (for
+    /// example /dev/shm/shmring) to list one line per ring.
     path: PathBuf,
-    /// Print one JSON object instead of text.
+    /// Print one JSON object instead of text (a directory: one JSON line per file).
     #[arg(long)]
     json: bool,
-    /// Layout to open the file as.
+    /// Layout to open the file(s) as.
     #[arg(long, value_enum, default_value_t)]
     layout: LayoutArg,
+    /// For a directory: seconds to watch rings with a live writer to measure their
+    /// frame rate (0: do not measure).
+    #[arg(long, default_value = "0.5", value_parser = parse_seconds, value_name = "SECONDS")]
+    sample: Duration,
 }
 
 /// Reads the header of the record at byte position `pos` of a v1 ring straight from the
@@ -44,6 +50,9 @@ fn state_name(s: WriterState) -> String {
 
 /// Runs the command.
 pub(crate) fn run(args: Args) -> Result<(), String> {
+    if args.path.is_dir() {
+        return crate::stat_dir::run(&args.path, args.layout, args.json, args.sample);
+    }
     let reader = open_reader(&args.path, args.layout, ReaderOptions::default())?;
     let status = reader.status();
     let file_len = std::fs::metadata(&args.path).map(|m| m.len()).unwrap_or(0);

@@ -30,11 +30,21 @@ pub(crate) enum CreateLayout {
 /// Arguments of `shmring testsrc`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// The ring file to create (replaced if it exists and no writer holds it).
-    path: PathBuf,
-    /// Frame size, WIDTHxHEIGHT (even numbers).
-    #[arg(long, default_value = "1280x720", value_parser = parse_size, value_name = "WxH")]
-    size: (u32, u32),
+    /// The ring file to create (replaced if it exists and no writer holds it); for
+    /// several cameras use --cameras and --dir instead.
+    #[arg(required_unless_present = "cameras", conflicts_with = "cameras")]
+    path: Option<PathBuf>,
+    /// Write several test cameras from this process: comma-separated names (letters,
+    /// digits, - _ .), one ring per camera at DIR/<name>, each with its name drawn in.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES", requires = "dir")]
+    cameras: Vec<String>,
+    /// Directory of the cameras' rings (with --cameras; created if missing).
+    #[arg(long, value_name = "DIR", requires = "cameras")]
+    dir: Option<PathBuf>,
+    /// Frame size, WIDTHxHEIGHT (even numbers); with --cameras, one size for all or one
+    /// per camera, comma-separated.
+    #[arg(long, default_value = "1280x720", value_parser = parse_size, value_delimiter = ',', value_name = "WxH")]
+    size: Vec<(u32, u32)>,
     /// Frames per second (frames are paced to this rate unless --no-pace).
     #[arg(long, default_value_t = 30)]
     fps: u32,
@@ -45,7 +55,7 @@ pub(crate) struct Args {
     /// Codec to produce.
     #[arg(long, value_enum, default_value = "h264")]
     codec: CodecArg,
-    /// Target bit rate in bits per second (suffixes k and M allowed: 4M).
+    /// Target bit rate in bits per second (suffixes k and M allowed: 4M), per camera.
     #[arg(long, default_value = "4M", value_parser = parse_bitrate)]
     bitrate: u64,
     /// Use variable instead of constant bit rate.
@@ -57,21 +67,94 @@ pub(crate) struct Args {
     /// Raw pixel format the pattern is drawn in before encoding.
     #[arg(long, default_value = "rgb24", value_parser = parse_format)]
     format: PixelFormat,
-    /// Stop after this many frames (default: run until interrupted).
+    /// Stop after this many frames per camera (default: run until interrupted).
     #[arg(long, short = 'n')]
     count: Option<u64>,
     /// Encode as fast as possible instead of at --fps.
     #[arg(long)]
     no_pace: bool,
-    /// Layout of the ring to create.
+    /// Layout of the ring(s) to create.
     #[arg(long, value_enum, default_value = "v1")]
     layout: CreateLayout,
-    /// v1 frame-region size in bytes (a power of two).
+    /// v1 frame-region size in bytes (a power of two), per ring.
     #[arg(long, default_value_t = 16 << 20)]
     capacity: usize,
     /// Show FFmpeg's own log messages (encoder statistics, NVENC errors).
     #[arg(long)]
     verbose: bool,
+}
+
+/// One ring this command writes.
+struct CameraSpec {
+    /// The camera's name (`None`: the one ring of today's `testsrc PATH`).
+    name: Option<String>,
+    /// Its position among the cameras (picks its colours).
+    index: usize,
+    path: PathBuf,
+    size: (u32, u32),
+}
+
+impl CameraSpec {
+    /// What its log lines start with.
+    fn prefix(&self) -> String {
+        match &self.name {
+            Some(name) => format!("testsrc {name}:"),
+            None => "testsrc:".into(),
+        }
+    }
+}
+
+/// Checks a camera name: it becomes a file name, a URL path segment and a NATS subject
+/// token, so only letters, digits, `-`, `_` and `.` (not first) are taken.
+fn check_camera_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.starts_with('.') || !name.chars().all(allowed) {
+        return Err(format!(
+            "camera name {name:?} is not usable: use letters, digits, '-', '_' and '.' (not first), as in --cameras front,wrist,depth"
+        ));
+    }
+    Ok(())
+}
+
+/// The rings to write, from the command line.
+fn camera_specs(args: &Args) -> Result<Vec<CameraSpec>, String> {
+    let (Some(dir), false) = (&args.dir, args.cameras.is_empty()) else {
+        let path = args
+            .path
+            .clone()
+            .ok_or("give a ring file, or --cameras NAMES --dir DIR")?;
+        if args.size.len() != 1 {
+            return Err(format!("one ring takes one --size, not {}", args.size.len()));
+        }
+        return Ok(vec![CameraSpec {
+            name: None,
+            index: 0,
+            path,
+            size: args.size[0],
+        }]);
+    };
+    if args.size.len() != 1 && args.size.len() != args.cameras.len() {
+        return Err(format!(
+            "--size gives {} sizes for {} cameras: give one for all, or one per camera",
+            args.size.len(),
+            args.cameras.len()
+        ));
+    }
+    let mut specs: Vec<CameraSpec> = Vec::new();
+    for (index, name) in args.cameras.iter().enumerate() {
+        check_camera_name(name)?;
+        if specs.iter().any(|s| s.name.as_deref() == Some(name)) {
+            return Err(format!("camera {name:?} is named twice in --cameras"));
+        }
+        let size = args.size[if args.size.len() == 1 { 0 } else { index }];
+        specs.push(CameraSpec {
+            name: Some(name.clone()),
+            index,
+            path: dir.join(name),
+            size,
+        });
+    }
+    Ok(specs)
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -104,10 +187,10 @@ fn parse_format(s: &str) -> Result<PixelFormat, String> {
     PixelFormat::parse(s).ok_or_else(|| format!("{s:?} is not one of rgb24, rgba, bgra, nv12"))
 }
 
-fn encoder_config(args: &Args) -> EncoderConfig {
+fn encoder_config(args: &Args, (width, height): (u32, u32)) -> EncoderConfig {
     EncoderConfig {
-        width: args.size.0,
-        height: args.size.1,
+        width,
+        height,
         fps: args.fps,
         codec: match args.codec {
             CodecArg::H264 => VideoCodec::H264,
@@ -122,13 +205,19 @@ fn encoder_config(args: &Args) -> EncoderConfig {
     }
 }
 
-/// Runs the command.
-pub(crate) fn run(args: Args) -> Result<(), String> {
-    if !args.verbose {
-        log::set_level(log::Level::Fatal);
-    }
-    let (width, height) = args.size;
-    let mut encoder = Encoder::new(encoder_config(&args)).map_err(|e| e.to_string())?;
+/// A camera ready to stream: its encoder, its ring and its pattern.
+struct Camera<'a> {
+    spec: &'a CameraSpec,
+    encoder: Encoder,
+    ring: RingWriter,
+    pattern: TestPattern,
+}
+
+/// Creates a camera's encoder and ring, and says what it writes.
+fn open_camera<'a>(args: &Args, spec: &'a CameraSpec) -> Result<Camera<'a>, String> {
+    let (width, height) = spec.size;
+    let prefix = spec.prefix();
+    let encoder = Encoder::new(encoder_config(args, spec.size)).map_err(|e| e.to_string())?;
     let options = WriterOptions {
         layout: match args.layout {
             CreateLayout::V1 => LayoutChoice::V1,
@@ -137,12 +226,12 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         capacity: args.capacity,
         ..WriterOptions::default()
     };
-    let mut ring = RingWriter::create(&args.path, &options).map_err(|e| e.to_string())?;
+    let ring = RingWriter::create(&spec.path, &options).map_err(|e| e.to_string())?;
     for (name, why) in encoder.fallback_reasons() {
-        eprintln!("testsrc: {name} not used: {why}");
+        eprintln!("{prefix} {name} not used: {why}");
     }
     eprintln!(
-        "testsrc: {width}x{height} @ {} fps, {} with {} ({} input, {} into the encoder), {} bit/s, GOP {} -> {} ({:?})",
+        "{prefix} {width}x{height} @ {} fps, {} with {} ({} input, {} into the encoder), {} bit/s, GOP {} -> {} ({:?})",
         args.fps,
         encoder.config().codec,
         encoder.name(),
@@ -150,10 +239,30 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         encoder.encoder_pixel_format(),
         args.bitrate,
         encoder.config().gop,
-        args.path.display(),
+        spec.path.display(),
         args.layout,
     );
-    let pattern = TestPattern::new(width, height, args.format);
+    let mut pattern = TestPattern::new(width, height, args.format);
+    if let Some(name) = &spec.name {
+        pattern = pattern.with_camera(name, spec.index);
+    }
+    Ok(Camera {
+        spec,
+        encoder,
+        ring,
+        pattern,
+    })
+}
+
+/// Encodes the camera's frames into its ring until --count (or forever).
+fn stream(args: &Args, camera: Camera<'_>) -> Result<(), String> {
+    let Camera {
+        spec,
+        mut encoder,
+        mut ring,
+        pattern,
+    } = camera;
+    let prefix = spec.prefix();
     let mut frame = Vec::new();
     let period = Duration::from_secs_f64(1.0 / args.fps.max(1) as f64);
     let start = Instant::now();
@@ -169,13 +278,13 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         pattern.render_into(frames, &mut frame);
         match encoder.encode(&frame, pattern.stride(), frames, &mut ring) {
             Ok(_) => {}
-            Err(e) => eprintln!("testsrc: frame {frames}: {e}"),
+            Err(e) => eprintln!("{prefix} frame {frames}: {e}"),
         }
         frames += 1;
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
             eprintln!(
-                "testsrc: {frames} frames ({:.1} fps)",
+                "{prefix} {frames} frames ({:.1} fps)",
                 frames as f64 / start.elapsed().as_secs_f64()
             );
         }
@@ -183,9 +292,52 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     encoder.flush(&mut ring).map_err(|e| e.to_string())?;
     let elapsed = start.elapsed().as_secs_f64();
     eprintln!(
-        "testsrc: {frames} frames in {elapsed:.2} s ({:.1} fps), {} access units in the ring",
+        "{prefix} {frames} frames in {elapsed:.2} s ({:.1} fps), {} access units in the ring",
         frames as f64 / elapsed.max(1e-9),
         encoder.frames_out()
     );
     Ok(())
+}
+
+/// Runs the command: every camera's ring is created first (a bad one stops the command
+/// before any streams), then each camera streams from its own thread.
+pub(crate) fn run(args: Args) -> Result<(), String> {
+    if !args.verbose {
+        log::set_level(log::Level::Fatal);
+    }
+    let specs = camera_specs(&args)?;
+    let mut cameras = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        let camera = open_camera(&args, spec).map_err(|e| match &spec.name {
+            Some(name) => format!("camera {name}: {e}"),
+            None => e,
+        })?;
+        cameras.push(camera);
+    }
+    if cameras.len() == 1 {
+        return stream(&args, cameras.pop().expect("one camera"));
+    }
+    let args = &args;
+    std::thread::scope(|scope| {
+        let running: Vec<_> = cameras
+            .into_iter()
+            .map(|camera| {
+                let name = camera.spec.name.clone().unwrap_or_default();
+                (name, scope.spawn(move || stream(args, camera)))
+            })
+            .collect();
+        let mut failures = Vec::new();
+        for (name, handle) in running {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.push(format!("camera {name}: {e}")),
+                Err(_) => failures.push(format!("camera {name}: its thread panicked")),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
+    })
 }

@@ -243,11 +243,12 @@ fn missing_and_foreign_files_are_clear_errors() {
         (&short, "shorter than"),
         (&folder, "directory"),
     ] {
-        for args in [
-            vec!["stat", path],
+        // `stat` lists a directory (see stat_lists_the_rings_of_a_directory).
+        let stat = (path != &folder).then(|| vec!["stat", path.as_str()]);
+        for args in stat.into_iter().chain([
             vec!["tail", path, "--count", "1", "--idle-timeout", "0.2"],
             vec!["dump", path, "--out", &out_file, "--idle-timeout", "0.2"],
-        ] {
+        ]) {
             let out = shmring(&args);
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
@@ -472,4 +473,323 @@ fn dump_and_tail_wait_for_a_writer_that_reopened_a_ring_with_old_frames() {
     let tailed = tail.wait_with_output().unwrap();
     assert!(tailed.status.success());
     assert_eq!(json_lines(&String::from_utf8_lossy(&tailed.stdout)).len(), 8);
+}
+
+/// Decodes the first frame of a raw H.264 file to RGB24 bytes with ffmpeg.
+fn first_frame_rgb(h264: &str) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-i",
+            h264,
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg is installed (scripts/setup)");
+    assert!(
+        out.status.success(),
+        "ffmpeg on {h264}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn testsrc_writes_several_cameras_each_its_own_ring_and_picture() {
+    let dir = Dir::new("cameras");
+    let rings = dir.0.join("rings");
+    let out = shmring(&[
+        "testsrc",
+        "--cameras",
+        "front,wrist,depth",
+        "--dir",
+        rings.to_str().unwrap(),
+        "--size",
+        "320x240,160x120,320x240",
+        "--count",
+        "30",
+        "--gop",
+        "15",
+        "--no-pace",
+        "--encoder",
+        "libx264",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for name in ["front", "wrist", "depth"] {
+        assert!(
+            err.contains(&format!("testsrc {name}: 30 frames")),
+            "{name} says what it wrote: {err}"
+        );
+    }
+    let mut pictures = Vec::new();
+    for (name, size) in [("front", (320, 240)), ("wrist", (160, 120)), ("depth", (320, 240))] {
+        let ring = rings.join(name);
+        let stat: Value = serde_json::from_str(&ok(&["stat", ring.to_str().unwrap(), "--json"])).unwrap();
+        assert_eq!(stat["sequence_number"], 30, "{name}: {stat}");
+        assert_eq!(
+            stat["latest_keyframe"]["frame_id"], 15,
+            "{name}: its own frame ids 0..30"
+        );
+        let dump = dir.file(&format!("{name}.h264"));
+        ok(&["dump", ring.to_str().unwrap(), "--out", &dump, "--idle-timeout", "0.3"]);
+        let picture = first_frame_rgb(&dump);
+        assert_eq!(picture.len(), size.0 * size.1 * 3, "{name} is {size:?}");
+        pictures.push(picture);
+    }
+    // Same size, same frame (15), different cameras: the label and colours tell them apart.
+    let differing = pictures[0]
+        .iter()
+        .zip(&pictures[2])
+        .filter(|(a, b)| a.abs_diff(**b) > 40)
+        .count();
+    assert!(
+        differing > pictures[0].len() / 4,
+        "front and depth look alike: {differing} of {} bytes differ",
+        pictures[0].len()
+    );
+}
+
+#[test]
+fn testsrc_cameras_refuses_bad_command_lines_before_writing() {
+    let dir = Dir::new("badcams");
+    let rings = dir.file("rings");
+    for (args, says) in [
+        (
+            vec!["--cameras", "front,../x", "--dir", &rings],
+            "\"../x\" is not usable",
+        ),
+        (vec!["--cameras", "front,front", "--dir", &rings], "named twice"),
+        (
+            vec!["--cameras", "a,b,c", "--dir", &rings, "--size", "320x240,160x120"],
+            "2 sizes for 3 cameras",
+        ),
+        (vec![&rings, "--size", "320x240,160x120"], "one ring takes one --size"),
+    ] {
+        let out = shmring(&[&["testsrc", "--count", "1", "--encoder", "libx264"], &args[..]].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.starts_with("shmring: ") && err.contains(says), "{args:?}: {err}");
+    }
+    assert!(!Path::new(&rings).exists(), "nothing written for a bad command line");
+    // Flags that need each other: clap's usage error.
+    for args in [
+        vec!["--cameras", "a"],
+        vec!["--dir", &rings],
+        vec![&rings, "--cameras", "a", "--dir", &rings],
+    ] {
+        let out = shmring(&[&["testsrc"], &args[..]].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Usage:"), "{args:?}");
+    }
+    // A camera whose ring cannot be made stops the command before any camera streams.
+    std::fs::create_dir_all(Path::new(&rings).join("wrist")).unwrap();
+    let out = shmring(&[
+        "testsrc",
+        "--cameras",
+        "front,wrist",
+        "--dir",
+        &rings,
+        "--count",
+        "1",
+        "--encoder",
+        "libx264",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("shmring: camera wrist: "), "{err}");
+    assert!(!err.contains("frames in"), "no camera streamed: {err}");
+}
+
+#[test]
+fn stat_lists_the_rings_of_a_directory() {
+    let dir = Dir::new("statdir");
+    let rings = dir.0.join("rings");
+    let rings_arg = rings.to_str().unwrap();
+    ok(&[
+        "testsrc",
+        "--cameras",
+        "front,wrist",
+        "--dir",
+        rings_arg,
+        "--size",
+        "160x120",
+        "--count",
+        "12",
+        "--no-pace",
+        "--encoder",
+        "libx264",
+    ]);
+    ok(&[
+        "testsrc",
+        &dir.file("rings/old"),
+        "--layout",
+        "legacy",
+        "--size",
+        "160x120",
+        "--count",
+        "3",
+        "--no-pace",
+        "--encoder",
+        "libx264",
+    ]);
+    std::fs::write(rings.join("notes.txt"), b"not a ring").unwrap();
+    std::fs::write(rings.join(".hidden"), b"a writer's temporary file").unwrap();
+
+    let text = ok(&["stat", rings_arg]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "a header and one line per visible file: {text}");
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("FPS"), "{text}");
+    let line = |name: &str| {
+        *lines
+            .iter()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name}: {text}"))
+    };
+    for name in ["front", "wrist"] {
+        let words: Vec<&str> = line(name).split_whitespace().collect();
+        assert_eq!(words, [name, "v1", "dead", "12", "-"], "{text}");
+    }
+    assert_eq!(
+        line("old").split_whitespace().collect::<Vec<_>>(),
+        ["old", "legacy", "dead", "3", "-"]
+    );
+    assert!(
+        line("notes.txt").contains("not a ring: ") && line("notes.txt").contains("shorter than"),
+        "{text}"
+    );
+
+    // Live writers: alive, with their pid and a measured rate.
+    let mut writer = Command::new(env!("CARGO_BIN_EXE_shmring"))
+        .args([
+            "testsrc",
+            "--cameras",
+            "front,wrist",
+            "--dir",
+            rings_arg,
+            "--size",
+            "160x120",
+            "--fps",
+            "30",
+            "--encoder",
+            "libx264",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Each new ring starts at 0 frames: wait until both have frames of the new writer.
+    let started = |ring: &str| {
+        let stat: Value = serde_json::from_str(&ok(&["stat", &dir.file(&format!("rings/{ring}")), "--json"])).unwrap();
+        stat["writer"]["pid"] == writer.id() && stat["sequence_number"].as_u64().unwrap() > 0
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !(started("front") && started("wrist")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 60 s for the live writer's first frames"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let rows = json_lines(&ok(&["stat", rings_arg, "--json", "--sample", "0.3"]));
+    writer.kill().ok();
+    writer.wait().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["front", "notes.txt", "old", "wrist"]);
+    for r in [&rows[0], &rows[3]] {
+        assert_eq!(r["ring"], true, "{r}");
+        assert_eq!(r["writer"]["alive"], true, "{r}");
+        assert_eq!(r["writer"]["pid"], writer.id(), "{r}");
+        assert!(
+            r["fps"].as_f64().is_some_and(|f| f >= 0.0),
+            "a live writer's rate is measured: {r}"
+        );
+    }
+    assert_eq!(rows[2]["fps"], Value::Null, "no rate for a dead writer: {}", rows[2]);
+    assert_eq!(rows[1]["ring"], false);
+    assert!(
+        rows[1]["error"].as_str().unwrap().contains("shorter than"),
+        "{}",
+        rows[1]
+    );
+
+    let empty = dir.0.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = shmring(&["stat", empty.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no files"));
+}
+
+/// Writes legacy single-slot frames into `path` as SDR_OS's Python writer does: no
+/// writer lock, the frame at offset 16, `sequence_number` written last. One frame every
+/// 10 ms until `stop`.
+fn legacy_writer_without_lock(path: PathBuf, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(4096).unwrap();
+    let payload = [0u8, 0, 0, 1, 0x65, 0x88, 0x84, 0x00];
+    let mut seq = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        seq += 1;
+        let mut record = Vec::new();
+        record.extend_from_slice(&seq.to_le_bytes()); // frame_id
+        record.extend_from_slice(&seq.to_le_bytes()); // frame_seq
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&1u16.to_le_bytes()); // KEYFRAME
+        record.extend_from_slice(&1u16.to_le_bytes()); // H.264
+        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        record.extend_from_slice(&0u32.to_le_bytes());
+        record.extend_from_slice(&payload);
+        file.write_all_at(&record, 16).unwrap();
+        file.write_all_at(&((32 + payload.len()) as u64).to_le_bytes(), 8)
+            .unwrap();
+        file.write_all_at(&seq.to_le_bytes(), 0).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// SDR_OS's Python writer holds no lock: `stat DIR` tells it from a dead writer by its
+/// frames arriving while watched.
+#[test]
+fn stat_of_a_directory_sees_a_legacy_writer_without_a_lock() {
+    let dir = Dir::new("statlegacy");
+    let ring = dir.0.join("frames");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (ring, stop) = (ring.clone(), stop.clone());
+        std::thread::spawn(move || legacy_writer_without_lock(ring, stop))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let rows = loop {
+        // Frames keep coming while it is watched (one every 10 ms, watched for 1 s).
+        let rows = json_lines(&ok(&["stat", dir.0.to_str().unwrap(), "--json", "--sample", "1"]));
+        let watched_frames = rows[0]["fps"].as_f64().is_some_and(|f| f > 0.0);
+        if watched_frames || std::time::Instant::now() > deadline {
+            break rows;
+        }
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let r = &rows[0];
+    assert_eq!(
+        (&r["name"], &r["layout"], &r["writer"]["alive"]),
+        (&"frames".into(), &"legacy".into(), &false.into()),
+        "{r}"
+    );
+    assert!(
+        r["fps"].as_f64().is_some_and(|f| f > 0.0),
+        "frames arrived while watched: {r}"
+    );
+    let text = ok(&["stat", dir.0.to_str().unwrap(), "--sample", "0"]);
+    assert!(
+        text.contains("dead"),
+        "not watched, nothing tells it from a dead writer: {text}"
+    );
 }
