@@ -30,6 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::cameras::{Cameras, Feed};
 use crate::client::{Batch, ClientQueue, DirectSink};
 use crate::foxglove;
 use crate::framing::{close_code, close_frame, text_frame, CloseReason};
@@ -50,7 +51,10 @@ use crate::wire::{wire, Head, Protocol, WRITEV_MESSAGES};
 
 /// State every connection shares (the server's).
 pub(crate) struct Shared {
+    /// The default camera's hub (the server's own).
     pub(crate) hub: Arc<Hub>,
+    /// Every camera (the default one on `hub`).
+    pub(crate) cameras: Arc<Cameras>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) keyframes: Arc<KeyframeRequests>,
     /// Where client commands wait for the NATS relay, if NATS is configured.
@@ -309,10 +313,11 @@ async fn reader(
     ws: &mut WebSocketStream<ProtocolSide>,
     client: &Arc<ClientQueue>,
     ctx: &Shared,
+    keyframes: &KeyframeRequests,
     role: ClientRole,
     peer_gone: &AtomicBool,
 ) {
-    let mut session = ClientSession::new(client, ctx, role);
+    let mut session = ClientSession::new(client, ctx, keyframes, role);
     loop {
         let gated = session.gated();
         let next = tokio::select! {
@@ -394,6 +399,8 @@ impl MessageRate {
 struct ClientSession<'a> {
     client: &'a Arc<ClientQueue>,
     ctx: &'a Shared,
+    /// The keyframe requests of the camera the client watches.
+    keyframes: &'a KeyframeRequests,
     role: ClientRole,
     rate: MessageRate,
     client_gate: Option<ClientGate>,
@@ -403,10 +410,11 @@ struct ClientSession<'a> {
 }
 
 impl<'a> ClientSession<'a> {
-    fn new(client: &'a Arc<ClientQueue>, ctx: &'a Shared, role: ClientRole) -> Self {
+    fn new(client: &'a Arc<ClientQueue>, ctx: &'a Shared, keyframes: &'a KeyframeRequests, role: ClientRole) -> Self {
         ClientSession {
             client,
             ctx,
+            keyframes,
             role,
             rate: MessageRate::new(ctx.options.max_messages_per_sec),
             client_gate: ctx.gate.as_ref().map(|g| g.client_gate()),
@@ -516,7 +524,7 @@ impl<'a> ClientSession<'a> {
         if cmd.action == ACTION_REQUEST_IDR {
             // Any client may ask (its decoder failed), at most once per interval.
             if self.keyframe_limiter.allow(Instant::now()) {
-                self.ctx.keyframes.request("a viewer asked (decoder error)");
+                self.keyframes.request("a viewer asked (decoder error)");
             } else {
                 metrics.keyframe_requests_coalesced.inc();
             }
@@ -659,12 +667,14 @@ async fn drain(read: &mut OwnedReadHalf) {
 
 /// Runs an upgraded WebSocket connection to its end. `prefix` holds bytes the client
 /// sent after its HTTP request.
+/// `feed`: the camera it watches (a Foxglove client: the default camera);
 /// `burst`: the client asked to start with the GOP cache (`?burst=gop`); `grant`: what its
 /// token lets it do (the connection is closed if that is revoked).
 pub(crate) async fn run(
     stream: TcpStream,
     prefix: Bytes,
     ctx: Arc<Shared>,
+    feed: Feed,
     protocol: Protocol,
     burst: bool,
     mut grant: Grant,
@@ -674,8 +684,8 @@ pub(crate) async fn run(
     let (read, write) = stream.into_split();
     let write = Arc::new(write);
     let client = match protocol {
-        Protocol::Sdr => ctx.hub.join(burst),
-        Protocol::Foxglove => ctx
+        Protocol::Sdr => feed.hub.join(burst),
+        Protocol::Foxglove => feed
             .hub
             .join_subscriber(protocol, &text_frame(&foxglove::server_info(&ctx.session_id))),
     };
@@ -707,7 +717,7 @@ pub(crate) async fn run(
     let mut ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(config)).await;
     {
         let writer = writer(&write, &client, &ctx, &peer_gone);
-        let reader = reader(&mut ws, &client, &ctx, role, &peer_gone);
+        let reader = reader(&mut ws, &client, &ctx, &feed.keyframes, role, &peer_gone);
         let pinger = pinger(&client, &liveness, ctx.options.ping_interval);
         tokio::pin!(writer);
         tokio::select! {
@@ -725,7 +735,7 @@ pub(crate) async fn run(
     // No direct writes after this: the close frame (if any) was the last message.
     client.finish();
     shutdown_write(&write);
-    ctx.hub.leave(&client);
+    feed.hub.leave(&client);
     // Lingering close: our side is shut down for writing; read (and discard) whatever
     // the client still sends, its close reply or a flood in flight, until it closes.
     // Dropping a socket with unread input would reset the connection, and the client's

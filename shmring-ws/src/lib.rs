@@ -70,6 +70,7 @@
 //! ```
 
 pub mod annexb;
+mod cameras;
 mod client;
 mod connection;
 mod defaults;
@@ -95,9 +96,10 @@ mod wire;
 
 // The server and how to run it.
 pub use options::ServerOptions;
-pub use server::{Server, ServerError, STREAM_PATH, VIEWER_HTML};
+pub use server::{Server, ServerError, CAMERAS_PATH, STREAM_PATH, VIEWER_HTML};
 
 // ServerOptions' parts.
+pub use cameras::{is_valid_camera_name, CameraOptions, MAX_CAMERA_NAME_LEN};
 pub use client::QueueLimits;
 pub use gate::{GateSettings, GateSettingsError};
 pub use nats::video::NatsVideoTarget;

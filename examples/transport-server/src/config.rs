@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 
 use shmring_ws::{default_listen, FrameSource, GateSettings, HostPolicy, NatsOptions, NatsPublishOptions};
+use shmring_ws::{is_valid_camera_name, CameraOptions, MAX_CAMERA_NAME_LEN};
 use shmring_ws::{NatsSourceOptions, NatsVideoTarget, OriginPolicy, QueueLimits, RingSource, ServerOptions};
 use shmring_ws::{TlsFiles, TokenSource, Tokens, TrustPolicy, GOP_CACHE_MAX_BYTES};
 use shmring_ws::{
@@ -24,9 +25,22 @@ use shmring_ws::{
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct Config {
     /// Ring file to read [default: /dev/shm/sdr_os_ipc/frames; with --demo, a private
-    /// ring in /dev/shm].
+    /// ring in /dev/shm]. Repeat it to serve several rings, each a camera named by its
+    /// file name (the first is the default camera).
     #[arg(long, env = "SDR_SHM_PATH")]
-    pub shm_path: Option<PathBuf>,
+    pub shm_path: Vec<PathBuf>,
+    /// Serve every ring file in this directory as a camera (its name: the file name),
+    /// watching for rings that appear and go [default: none].
+    #[arg(long, env = "SDR_SHM_DIR", value_name = "DIR")]
+    pub shm_dir: Option<PathBuf>,
+    /// The camera /stream/ws (and Foxglove's /video) serves [default: the first
+    /// --shm-path, else the first name in --shm-dir in sorted order].
+    #[arg(long, env = "SDR_DEFAULT_CAMERA", value_name = "NAME")]
+    pub default_camera: Option<String>,
+    /// The camera(s) the video gate judges motion by, comma-separated: motion is held
+    /// while any of them is stale [default: the default camera].
+    #[arg(long, env = "SDR_DRIVE_CAMERAS", value_name = "NAME[,NAME]", value_delimiter = ',')]
+    pub drive_camera: Vec<String>,
     /// Address to listen on for HTTP and WebSocket [default: 127.0.0.1:8080, this
     /// machine only; inside a container 0.0.0.0:8080].
     #[arg(long, env = "SDR_LISTEN_ADDR")]
@@ -249,7 +263,7 @@ impl Config {
     /// The ring to read (with `--demo`, to write too): `--shm-path`, else with `--demo`
     /// a private ring in /dev/shm, else the SDR_OS ring.
     pub(crate) fn ring_path(&self, demo: bool) -> PathBuf {
-        match (&self.shm_path, demo) {
+        match (self.shm_path.first(), demo) {
             (Some(p), _) => p.clone(),
             (None, true) => PathBuf::from(format!("/dev/shm/shmring-demo-{}", std::process::id())),
             (None, false) => PathBuf::from(DEFAULT_SHM_PATH),
@@ -270,6 +284,7 @@ impl Config {
         Ok(ServerOptions {
             listen: self.listen(),
             source,
+            cameras: self.cameras(demo)?,
             publish,
             limits: self.queue_limits()?,
             keyframe_interval: Duration::from_millis(self.idr_coalesce_ms),
@@ -332,6 +347,44 @@ impl Config {
             }
         }
         Ok((source, publish))
+    }
+
+    /// The cameras: several `--shm-path`s or a `--shm-dir` make each ring a camera;
+    /// one ring (or none named) is served as before. Fails on a camera name that cannot
+    /// be one, or a default camera that is none of the rings named.
+    fn cameras(&self, demo: bool) -> Result<CameraOptions, String> {
+        let several = self.shm_path.len() > 1 || self.shm_dir.is_some();
+        if several && (demo || self.source.is_some()) {
+            return Err(
+                "several rings (--shm-path repeated, --shm-dir) cannot be combined with --demo or --source".into(),
+            );
+        }
+        let names = [&self.default_camera]
+            .into_iter()
+            .flatten()
+            .chain(self.drive_camera.iter().filter(|n| !n.is_empty()));
+        for name in names {
+            if !is_valid_camera_name(name) {
+                return Err(format!(
+                    "{name:?} cannot name a camera: use 1 to {MAX_CAMERA_NAME_LEN} characters of A-Z a-z 0-9 . _ -"
+                ));
+            }
+        }
+        if let (Some(name), false) = (&self.default_camera, self.shm_dir.is_some()) {
+            let rings: Vec<String> = self.shm_path.iter().filter_map(|p| file_name(p)).collect();
+            if several && !rings.contains(name) {
+                return Err(format!(
+                    "--default-camera {name} is none of the rings: {}",
+                    rings.join(", ")
+                ));
+            }
+        }
+        Ok(CameraOptions {
+            shm_paths: if several { self.shm_path.clone() } else { Vec::new() },
+            watch_dir: self.shm_dir.clone(),
+            default_camera: self.default_camera.clone(),
+            drive: self.drive_camera.iter().filter(|n| !n.is_empty()).cloned().collect(),
+        })
     }
 
     /// Warns when the ring file is smaller than SDR_OS's SDR_SHM_SIZE.
@@ -418,4 +471,9 @@ impl Config {
             _ => None,
         }
     }
+}
+
+/// A path's file name, as text.
+fn file_name(path: &std::path::Path) -> Option<String> {
+    path.file_name()?.to_str().map(str::to_owned)
 }

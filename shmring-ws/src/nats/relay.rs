@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::hub::Hub;
+use crate::cameras::Cameras;
 use crate::keyframe::KeyframeRequests;
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::{encode_telemetry, Command, COMMAND_SUBJECT_PREFIX};
@@ -51,12 +51,16 @@ pub struct NatsOptions {
     pub keyframe_request_subjects: Vec<String>,
 }
 
-/// The payload of a keyframe request on `subject`.
-fn keyframe_request(subject: &str) -> Bytes {
-    if subject.starts_with(COMMAND_SUBJECT_PREFIX) {
-        return Bytes::from_static(br#"{"cmd_seq":0}"#);
+/// The payload of a keyframe request on `subject` (for `camera`, if not the default one).
+fn keyframe_request(subject: &str, camera: Option<&str>) -> Bytes {
+    let mut body = if subject.starts_with(COMMAND_SUBJECT_PREFIX) {
+        serde_json::json!({ "cmd_seq": 0 })
+    } else {
+        serde_json::json!({ "source": "transport-server", "ts_ns": shmring_core::monotonic_ns() })
+    };
+    if let Some(camera) = camera {
+        body["camera"] = camera.into();
     }
-    let body = serde_json::json!({ "source": "transport-server", "ts_ns": shmring_core::monotonic_ns() });
     Bytes::from(body.to_string())
 }
 
@@ -79,11 +83,11 @@ pub(crate) fn on_state(metrics: Arc<Metrics>) -> impl Fn(bool) + Send + Sync + '
 const ROUND_TRIP_RETRY: Duration = Duration::from_secs(1);
 
 /// Relays the telemetry `options` names from NATS to every client.
-async fn relay_telemetry(options: &NatsOptions, client: &Client, hub: &Arc<Hub>, metrics: &Arc<Metrics>) {
+async fn relay_telemetry(options: &NatsOptions, client: &Client, cameras: &Arc<Cameras>, metrics: &Arc<Metrics>) {
     for subject in &options.telemetry_subjects {
         match client.subscribe(subject.clone()).await {
             Ok(mut sub) => {
-                let hub = hub.clone();
+                let cameras = cameras.clone();
                 let metrics = metrics.clone();
                 let max = options.telemetry_max_size;
                 tokio::spawn(async move {
@@ -93,7 +97,7 @@ async fn relay_telemetry(options: &NatsOptions, client: &Client, hub: &Arc<Hub>,
                             continue;
                         }
                         match encode_telemetry(msg.subject.as_str(), &msg.payload) {
-                            Some(m) => hub.publish_telemetry(m),
+                            Some(m) => cameras.publish_telemetry(m),
                             None => metrics.dropped(DropReason::Telemetry, 1),
                         }
                     }
@@ -262,7 +266,7 @@ impl CommandRelay {
 
     /// Waits for the next thing to do: a gate publication, a queued command, the
     /// motion round trip, or a keyframe request (published here).
-    async fn wait(&mut self, keyframes: &KeyframeRequests, subjects: &[String]) {
+    async fn wait(&mut self, keyframes: &KeyframeRequests, cameras: &Cameras, subjects: &[String]) {
         let CommandRelay {
             client,
             outbox,
@@ -282,10 +286,12 @@ impl CommandRelay {
             () = outbox.ready() => None,
             () = round_trip.settle(client) => None,
             () = keyframes.next_for_nats() => {
-                for subject in subjects {
-                    if let Err(e) = client.publish(subject.clone(), keyframe_request(subject)).await {
-                        tracing::debug!("keyframe request not published on {subject}: {e}");
-                    }
+                publish_keyframe_requests(client, subjects, None).await;
+                None
+            }
+            names = cameras.keyframe_requests.next() => {
+                for name in names {
+                    publish_keyframe_requests(client, subjects, Some(&name)).await;
                 }
                 None
             }
@@ -296,19 +302,36 @@ impl CommandRelay {
     }
 }
 
+/// Publishes a keyframe request on each of `subjects`: as they are for the default
+/// camera, on `<subject>.<camera>` for another.
+async fn publish_keyframe_requests(client: &Client, subjects: &[String], camera: Option<&str>) {
+    for subject in subjects {
+        let subject = match camera {
+            Some(name) => format!("{subject}.{name}"),
+            None => subject.clone(),
+        };
+        if let Err(e) = client
+            .publish(subject.clone(), keyframe_request(&subject, camera))
+            .await
+        {
+            tracing::debug!("keyframe request not published on {subject}: {e}");
+        }
+    }
+}
+
 /// Runs the relay over `client` until the process ends: telemetry to the clients,
 /// the clients' commands from `outbox` and the video gate's publications (`gate`) to
 /// NATS.
 pub(crate) async fn run(
     options: NatsOptions,
     client: Client,
-    hub: Arc<Hub>,
+    cameras: Arc<Cameras>,
     metrics: Arc<Metrics>,
     keyframes: Arc<KeyframeRequests>,
     outbox: Arc<Outbox>,
     gate: Option<GateFeed>,
 ) {
-    relay_telemetry(&options, &client, &hub, &metrics).await;
+    relay_telemetry(&options, &client, &cameras, &metrics).await;
     let round_trip = RoundTrip::start(&client).await;
     let (gate, publications) = match gate {
         Some(feed) => (Some(feed.gate), Some(feed.publications)),
@@ -324,6 +347,8 @@ pub(crate) async fn run(
     };
     loop {
         relay.publish_ready().await;
-        relay.wait(&keyframes, &options.keyframe_request_subjects).await;
+        relay
+            .wait(&keyframes, &cameras, &options.keyframe_request_subjects)
+            .await;
     }
 }

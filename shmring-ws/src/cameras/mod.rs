@@ -1,0 +1,411 @@
+//! The cameras a server serves: one per ring, named by the ring's file name, each with
+//! its own futex-woken reader thread, hub (GOP cache, clients), keyframe requests and
+//! per-stream metrics. The registry lists them (`/cameras`), routes a WebSocket to one
+//! (`/stream/ws/<camera>`), and notices rings that appear and go ([`watch`]).
+//!
+//! The default camera (the one `/stream/ws` and the Foxglove `/video` channel serve)
+//! always uses the server's own hub, keyframe requests and metrics, so with one ring
+//! everything is as it was before there were cameras: `/health`, `/metrics` and the
+//! video gate describe that ring.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+
+use crate::client::QueueLimits;
+use crate::framing::{close_code, CloseReason};
+use crate::hub::Hub;
+use crate::keyframe::{CameraRequests, KeyframeRequests};
+use crate::metrics::Metrics;
+use crate::ring::RingSource;
+
+pub(crate) mod watch;
+
+/// Longest camera name, in bytes.
+pub const MAX_CAMERA_NAME_LEN: usize = 64;
+
+/// Which rings a server serves as cameras, besides (or instead of) its one
+/// [`crate::ServerOptions::source`].
+///
+/// With no `shm_paths` and no `watch_dir`, the server serves its `source` alone, as one
+/// camera named after the ring file (or the NATS stream). Otherwise each ring is a
+/// camera and `source` only lends its reader settings (CRC checks, what frame_id means).
+#[derive(Clone, Debug, Default)]
+pub struct CameraOptions {
+    /// Rings to serve, in the order given (`--shm-path` repeated); a camera's name is
+    /// its file name.
+    pub shm_paths: Vec<PathBuf>,
+    /// A directory whose ring files are cameras, watched for rings that appear and go
+    /// (`--shm-dir`).
+    pub watch_dir: Option<PathBuf>,
+    /// The camera `/stream/ws` serves (`--default-camera`) [default: the first of
+    /// `shm_paths`, else the first name in the directory in sorted order].
+    pub default_camera: Option<String>,
+    /// The cameras the video safety gate judges motion by (`--drive-camera`) [default:
+    /// the default camera]. Motion is held when any of them is stale.
+    pub drive: Vec<String>,
+}
+
+impl CameraOptions {
+    /// True when rings are named here (several cameras, or a directory), not only by
+    /// the server's `source`.
+    pub fn names_rings(&self) -> bool {
+        !self.shm_paths.is_empty() || self.watch_dir.is_some()
+    }
+}
+
+/// True if `name` may name a camera: 1 to [`MAX_CAMERA_NAME_LEN`] characters of
+/// `[A-Za-z0-9._-]` (it appears in URLs, Foxglove topics and NATS subjects).
+pub fn is_valid_camera_name(name: &str) -> bool {
+    (1..=MAX_CAMERA_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name != "."
+        && name != ".."
+}
+
+/// The camera name of a ring file: its file name, if that is a valid camera name.
+pub(crate) fn name_of(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    is_valid_camera_name(name).then(|| name.to_owned())
+}
+
+/// What a connection reads from: a camera's hub and its keyframe requests.
+#[derive(Clone, Debug)]
+pub(crate) struct Feed {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) keyframes: Arc<KeyframeRequests>,
+}
+
+/// A running reader thread and the flag that stops it.
+type Reader = (Arc<AtomicBool>, JoinHandle<()>);
+
+/// One camera.
+#[derive(Debug)]
+pub(crate) struct Camera {
+    pub(crate) name: String,
+    pub(crate) feed: Feed,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Its ring (`None`: the server's own source feeds it).
+    path: Option<PathBuf>,
+    reader: Mutex<Option<Reader>>,
+    /// Its ring file was seen since the camera (re)started.
+    seen: AtomicBool,
+    /// Its ring file went away: clients were closed, the reader stopped.
+    gone: AtomicBool,
+}
+
+impl Camera {
+    /// `live`, `waiting` or `gone` (removed, or its writer is dead).
+    pub(crate) fn state(&self) -> &'static str {
+        if self.gone.load(Ordering::Relaxed) {
+            return "gone";
+        }
+        match self.metrics.stream_status(&self.metrics.snapshot()) {
+            "ok" => "live",
+            "writer_down" => "gone",
+            _ => "waiting",
+        }
+    }
+
+    /// The codec of its newest frame, by name (`None` before the first).
+    fn codec(&self) -> Option<&'static str> {
+        match self.metrics.last_codec.load(Ordering::Relaxed) {
+            0 => None,
+            1 => Some("h264"),
+            2 => Some("hevc"),
+            3 => Some("jpeg"),
+            _ => Some("other"),
+        }
+    }
+
+    fn stop_reader(&self) {
+        if let Some((stop, _thread)) = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            // The thread sees the flag within one read slice and ends; nobody waits.
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How new cameras are built: the default camera's parts, and the settings of the
+/// others'.
+#[derive(Debug)]
+pub(crate) struct CameraParts {
+    /// The server's own hub, keyframe requests and metrics (the default camera's).
+    pub(crate) main: Feed,
+    pub(crate) main_metrics: Arc<Metrics>,
+    pub(crate) ring: RingSource,
+    pub(crate) limits: QueueLimits,
+    pub(crate) keyframe_interval: std::time::Duration,
+    pub(crate) fanout_threads: usize,
+}
+
+/// The registry of cameras.
+#[derive(Debug)]
+pub(crate) struct Cameras {
+    list: RwLock<BTreeMap<String, Arc<Camera>>>,
+    default: RwLock<Option<String>>,
+    drive: Vec<String>,
+    parts: CameraParts,
+    options: CameraOptions,
+    /// Keyframe requests of the cameras besides the default one, for NATS.
+    pub(crate) keyframe_requests: Arc<CameraRequests>,
+}
+
+impl Cameras {
+    /// The registry for `options`; with no rings named there, one camera named
+    /// `single_name` fed by the server's own source (started elsewhere).
+    pub(crate) fn new(options: CameraOptions, parts: CameraParts, single_name: &str) -> Arc<Cameras> {
+        let default = options.default_camera.clone().or_else(|| {
+            let first = options.shm_paths.iter().find_map(|p| name_of(p));
+            if options.names_rings() {
+                first
+            } else {
+                Some(single_name.to_owned())
+            }
+        });
+        let cameras = Arc::new(Cameras {
+            list: RwLock::new(BTreeMap::new()),
+            default: RwLock::new(default),
+            drive: options.drive.clone(),
+            parts,
+            options,
+            keyframe_requests: Arc::default(),
+        });
+        if !cameras.options.names_rings() {
+            let camera = cameras.build(single_name, None);
+            cameras.write().insert(single_name.to_owned(), camera);
+        }
+        cameras
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Camera>>> {
+        self.list.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Camera>>> {
+        self.list.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The default camera's name, once known.
+    pub(crate) fn default_name(&self) -> Option<String> {
+        self.default.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The names of the driving cameras: the configured ones, else the default camera.
+    pub(crate) fn drive_names(&self) -> Vec<String> {
+        if self.drive.is_empty() {
+            self.default_name().into_iter().collect()
+        } else {
+            self.drive.clone()
+        }
+    }
+
+    /// A camera by name (gone ones included).
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Camera>> {
+        self.read().get(name).cloned()
+    }
+
+    /// Every camera, in name order.
+    pub(crate) fn all(&self) -> Vec<Arc<Camera>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// The feed of the default camera: the server's own hub, whether or not its ring
+    /// is there yet.
+    pub(crate) fn default_feed(&self) -> Feed {
+        self.parts.main.clone()
+    }
+
+    /// The feed of camera `name`, or the 404 body naming the cameras there are.
+    pub(crate) fn feed(&self, name: &str) -> Result<Feed, String> {
+        match self.get(name) {
+            Some(c) if !c.gone.load(Ordering::Relaxed) => Ok(c.feed.clone()),
+            found => {
+                let known: Vec<String> = self
+                    .all()
+                    .iter()
+                    .filter(|c| !c.gone.load(Ordering::Relaxed))
+                    .map(|c| c.name.clone())
+                    .collect();
+                let what = if found.is_some() {
+                    "is gone"
+                } else {
+                    "is not served here"
+                };
+                Err(format!(
+                    "camera {name:?} {what}; cameras: {}\n",
+                    if known.is_empty() {
+                        "none yet".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            }
+        }
+    }
+
+    /// Builds camera `name` (the default one on the server's own parts).
+    fn build(&self, name: &str, path: Option<PathBuf>) -> Arc<Camera> {
+        let is_default = self.default_name().as_deref() == Some(name);
+        let (feed, metrics) = if is_default {
+            (self.parts.main.clone(), self.parts.main_metrics.clone())
+        } else {
+            let metrics = Arc::new(Metrics::default());
+            let keyframes = Arc::new(KeyframeRequests::new(self.parts.keyframe_interval, metrics.clone()));
+            let (requests, camera) = (self.keyframe_requests.clone(), name.to_owned());
+            keyframes.set_direct(Box::new(move || requests.push(&camera)));
+            let hub = Hub::new(self.parts.limits, metrics.clone(), keyframes.clone());
+            // Fan-out threads are a speed-up only: without them the reader thread writes.
+            let hub = hub.with_fanout_threads(self.parts.fanout_threads).unwrap_or_else(|e| {
+                tracing::warn!("camera {name}: no fan-out threads ({e}); its reader thread writes to clients");
+                Hub::new(self.parts.limits, metrics.clone(), keyframes.clone())
+            });
+            (
+                Feed {
+                    hub: Arc::new(hub),
+                    keyframes,
+                },
+                metrics,
+            )
+        };
+        Arc::new(Camera {
+            name: name.to_owned(),
+            feed,
+            metrics,
+            path,
+            reader: Mutex::new(None),
+            seen: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+        })
+    }
+
+    /// Starts (or restarts, if it went away) camera `name` reading the ring at `path`.
+    pub(crate) fn start(&self, name: &str, path: &Path) {
+        if let Some(c) = self.get(name) {
+            if !c.gone.load(Ordering::Relaxed) {
+                return;
+            }
+        }
+        {
+            let mut default = self.default.write().unwrap_or_else(|e| e.into_inner());
+            if default.is_none() {
+                tracing::info!("camera {name} is the default camera (/stream/ws)");
+                *default = Some(name.to_owned());
+            }
+        }
+        let camera = self.build(name, Some(path.to_owned()));
+        let source = RingSource {
+            path: path.to_owned(),
+            ..self.parts.ring.clone()
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        match crate::ring::spawn_reader(source, camera.feed.hub.clone(), camera.metrics.clone(), stop.clone()) {
+            Ok(thread) => *camera.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some((stop, thread)),
+            Err(e) => tracing::error!("camera {name}: cannot start its reader thread: {e}"),
+        }
+        tracing::info!("camera {name}: serving ring {}", path.display());
+        self.write().insert(name.to_owned(), camera);
+    }
+
+    /// Camera `name`'s ring went away: its clients are closed (1001, naming it), its
+    /// reader stops, and it is listed as gone until its ring comes back.
+    pub(crate) fn remove(&self, name: &str) {
+        let Some(camera) = self.get(name) else { return };
+        if camera.gone.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::warn!("camera {name}: its ring went away; its clients are closed");
+        camera.stop_reader();
+        camera.feed.hub.close_all(&CloseReason {
+            code: close_code::GOING_AWAY,
+            reason: format!("camera {name} went away"),
+        });
+        camera.feed.hub.discontinuity();
+    }
+
+    /// Every distinct hub (the server's own first).
+    fn hubs(&self) -> Vec<Arc<Hub>> {
+        let mut hubs = vec![self.parts.main.hub.clone()];
+        for camera in self.read().values() {
+            if !hubs.iter().any(|h| Arc::ptr_eq(h, &camera.feed.hub)) {
+                hubs.push(camera.feed.hub.clone());
+            }
+        }
+        hubs
+    }
+
+    /// Hands a telemetry message to the clients of every camera.
+    pub(crate) fn publish_telemetry(&self, message: Bytes) {
+        for hub in self.hubs() {
+            hub.publish_telemetry(message.clone());
+        }
+    }
+
+    /// Closes the clients of every camera with `reason` (shutdown).
+    pub(crate) fn close_all(&self, reason: &CloseReason) {
+        for hub in self.hubs() {
+            hub.close_all(reason);
+        }
+    }
+
+    /// Stops every reader thread this registry started.
+    pub(crate) fn stop_readers(&self) {
+        for camera in self.all() {
+            camera.stop_reader();
+        }
+    }
+
+    /// The `/cameras` document.
+    pub(crate) fn json(&self) -> String {
+        let cameras: Vec<serde_json::Value> = self
+            .all()
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name,
+                    "state": c.state(),
+                    "codec": c.codec(),
+                    // The ring does not record picture sizes; a client reads them from
+                    // the stream (its decoder configuration).
+                    "width": serde_json::Value::Null,
+                    "height": serde_json::Value::Null,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "default": self.default_name(),
+            "drive": self.drive_names(),
+            "cameras": cameras,
+        })
+        .to_string()
+    }
+
+    /// Each camera's name and state, for `/health`.
+    pub(crate) fn states(&self) -> serde_json::Value {
+        self.all()
+            .iter()
+            .map(|c| serde_json::json!({ "name": c.name, "state": c.state() }))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn camera_names_are_url_and_subject_safe() {
+        for good in ["front", "wrist_cam", "depth-1", "cam.0", &"a".repeat(64)] {
+            assert!(is_valid_camera_name(good), "{good}");
+        }
+        for bad in ["", ".", "..", "a b", "a/b", "caméra", "a*", "a>", &"a".repeat(65)] {
+            assert!(!is_valid_camera_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,291 @@
+"""Many cameras, one server (issue 22): several rings, each written by its own writer
+process, served by one transport-server as cameras (`--shm-path` repeated, `--shm-dir`
+watched), listed at /cameras and chosen with /stream/ws/<camera> or ?camera=<camera>.
+
+The two test videos differ in size (320x240 and 160x120), so their SPS (the first NAL
+unit of every keyframe access unit) tells which ring a frame came from."""
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from conftest import REPLAY, SERVER, Proc, check_gated, free_port, parse_video, run
+
+# Generous deadlines: the machine may be loaded; each names what it waits for.
+START_DEADLINE = 20
+APPEAR_DEADLINE = 20
+FRAMES_DEADLINE = 60
+
+
+@pytest.fixture(scope="module")
+def small_h264(tmp_path_factory):
+    """5 s of 160x120 testsrc2 at 30 fps, a keyframe every 30 frames (Annex B)."""
+    out = tmp_path_factory.mktemp("video-small") / "small.h264"
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+         "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30", "-t", "5",
+         "-pix_fmt", "yuv420p", "-c:v", "libx264", "-profile:v", "baseline",
+         "-tune", "zerolatency", "-g", "30", "-bsf:v", "h264_mp4toannexb", "-f", "h264", str(out)],
+        check=True, timeout=120)
+    return out
+
+
+def first_sps(data):
+    """The first SPS NAL unit (type 7) of an Annex B stream, without its start code."""
+    i = 0
+    while True:
+        i = data.find(b"\x00\x00\x01", i)
+        assert i >= 0, "no SPS in the stream"
+        i += 3
+        if data[i] & 0x1F == 7:
+            end = data.find(b"\x00\x00\x01", i)
+            sps = data[i:end if end >= 0 else len(data)]
+            return sps.rstrip(b"\x00")
+
+
+def wait_for(pred, what, timeout):
+    deadline = time.time() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        assert time.time() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.05)
+
+
+class Cameras:
+    """Writers on rings in a private directory under /dev/shm and one server."""
+
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.dir = Path("/dev/shm") / f"shmring-cams-{os.getpid()}-{tmp_path.name}"
+        self.dir.mkdir()
+        self.port = free_port()
+        self.writers = {}
+        self.server = None
+
+    def ring(self, name):
+        return self.dir / name
+
+    def start_writer(self, name, h264):
+        p = Proc([REPLAY, self.ring(name), h264, "--fps", 30], self.tmp / f"writer-{name}.log")
+        self.writers[name] = p
+        wait_for(lambda: self.ring(name).exists(), f"writer {name} to create its ring", START_DEADLINE)
+        return p
+
+    def stop_writer(self, name):
+        self.writers.pop(name).kill()
+
+    def start_server(self, *args):
+        env = dict(os.environ, RUST_LOG="info")
+        for k in ("SDR_NATS_URL", "SDR_SHM_PATH", "SDR_LISTEN_ADDR", "SDR_DEFAULT_CAMERA", "SDR_DRIVE_CAMERAS"):
+            env.pop(k, None)
+        self.server = Proc([SERVER, "--listen", f"127.0.0.1:{self.port}", *args], self.tmp / "server.log", env=env)
+
+        def up():
+            try:
+                return self.http("/health")
+            except OSError:
+                assert self.server.alive(), self.log()
+                return None
+        wait_for(up, "the server to answer /health", START_DEADLINE)
+
+    def http(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+            return json.loads(r.read().decode())
+
+    def cameras(self):
+        return self.http("/cameras")
+
+    def state(self, name):
+        for c in self.cameras()["cameras"]:
+            if c["name"] == name:
+                return c["state"]
+        return None
+
+    def url(self, path="/stream/ws"):
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def log(self):
+        try:
+            return (self.tmp / "server.log").read_text()[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.server:
+            self.server.kill()
+        for p in self.writers.values():
+            p.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cams(tmp_path):
+    c = Cameras(tmp_path)
+    yield c
+    c.stop()
+
+
+async def frames_of(url, n):
+    """The first n video frames on `url`, parsed, and the SPS of the first keyframe."""
+    frames, sps = [], None
+    async with connect(url, max_size=None, open_timeout=10) as ws:
+        while len(frames) < n:
+            msg = await asyncio.wait_for(ws.recv(), FRAMES_DEADLINE)
+            if msg[0] != 1:
+                continue
+            frame = parse_video(msg)
+            if frame["key"] and sps is None:
+                sps = first_sps(bytes(msg[33:]))
+            frames.append(frame)
+    return frames, sps
+
+
+def test_two_rings_each_served_with_its_own_bytes(cams, h264_file, small_h264):
+    """Two writers, two --shm-path: /cameras lists both (the first is the default);
+    /stream/ws serves the first, /stream/ws/<camera> and ?camera=<camera> each its own
+    ring's bytes, gated at a keyframe; an unknown camera is a 404 naming the cameras."""
+    cams.start_writer("front", h264_file)
+    cams.start_writer("wrist", small_h264)
+    cams.start_server("--shm-path", cams.ring("front"), "--shm-path", cams.ring("wrist"))
+    wait_for(lambda: cams.state("front") == "live" and cams.state("wrist") == "live",
+             "both cameras live on /cameras", APPEAR_DEADLINE)
+    doc = cams.cameras()
+    assert doc["default"] == "front" and doc["drive"] == ["front"], doc
+    assert [c["name"] for c in doc["cameras"]] == ["front", "wrist"], doc
+    assert all(c["codec"] == "h264" for c in doc["cameras"]), doc
+
+    async def main():
+        return await asyncio.gather(
+            frames_of(cams.url(), 45),
+            frames_of(cams.url("/stream/ws/front"), 45),
+            frames_of(cams.url("/stream/ws/wrist"), 45),
+            frames_of(cams.url("/stream/ws?camera=wrist&burst=gop"), 45),
+        )
+
+    (default, front, wrist, wrist_q) = run(main())
+    front_sps, wrist_sps = first_sps(h264_file.read_bytes()), first_sps(small_h264.read_bytes())
+    assert front_sps != wrist_sps
+    for frames, sps in (default, front):
+        assert check_gated(frames) == 0 and sps == front_sps, "front's clients got another ring's stream"
+    for frames, sps in (wrist, wrist_q):
+        assert check_gated(frames) == 0 and sps == wrist_sps, "wrist's clients got another ring's stream"
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{cams.port}/stream/ws/depth",
+            headers={"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                     "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}), timeout=10)
+    assert refused.value.code == 404
+    body = refused.value.read().decode()
+    assert "depth" in body and "front" in body and "wrist" in body, body
+
+
+def test_a_ring_added_at_runtime_appears_and_is_served(cams, h264_file, small_h264):
+    """--shm-dir: the ring there at start is the default camera; a ring created while
+    the server runs is listed and served (its own bytes) without a restart."""
+    cams.start_writer("a-front", h264_file)
+    cams.start_server("--shm-dir", cams.dir)
+    wait_for(lambda: cams.state("a-front") == "live", "a-front live", APPEAR_DEADLINE)
+    assert cams.cameras()["default"] == "a-front"
+    assert cams.state("b-side") is None
+    cams.start_writer("b-side", small_h264)
+    wait_for(lambda: cams.state("b-side") == "live", "the new ring b-side listed live", APPEAR_DEADLINE)
+    frames, sps = run(frames_of(cams.url("/stream/ws/b-side"), 30))
+    assert check_gated(frames) == 0 and sps == first_sps(small_h264.read_bytes())
+    assert "camera b-side: serving ring" in cams.log()
+
+
+def test_a_removed_ring_closes_its_clients_and_the_other_keeps_streaming(cams, h264_file, small_h264):
+    """A camera whose writer dies and whose ring is removed: its clients get a 1001
+    close naming it, /cameras and /health say it is gone, the log says so; the other
+    camera's client keeps getting frames and the server keeps running."""
+    cams.start_writer("left", h264_file)
+    cams.start_writer("right", small_h264)
+    cams.start_server("--shm-dir", cams.dir)
+    wait_for(lambda: cams.state("left") == "live" and cams.state("right") == "live",
+             "both cameras live", APPEAR_DEADLINE)
+
+    async def main():
+        async with connect(cams.url("/stream/ws/left"), max_size=None) as left, \
+                connect(cams.url("/stream/ws/right"), max_size=None) as right:
+            for ws in (left, right):
+                while (await asyncio.wait_for(ws.recv(), FRAMES_DEADLINE))[0] != 1:
+                    pass
+            cams.stop_writer("right")
+            cams.ring("right").unlink()
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(right.recv(), FRAMES_DEADLINE)
+            # The left camera goes on: 60 more frames, in order, after the right one went.
+            frames = []
+            while len(frames) < 60:
+                msg = await asyncio.wait_for(left.recv(), FRAMES_DEADLINE)
+                if msg[0] == 1:
+                    frames.append(parse_video(msg))
+            return closed.value, frames
+
+    closed, frames = run(main())
+    assert closed.rcvd is not None and closed.rcvd.code == 1001, closed
+    assert "right" in closed.rcvd.reason, closed.rcvd.reason
+    assert all(b["seq"] == a["seq"] + 1 for a, b in zip(frames, frames[1:])), "the left camera lost frames"
+    assert cams.state("right") == "gone" and cams.state("left") == "live"
+    health = cams.http("/health")
+    assert {"name": "right", "state": "gone"} in health["cameras"], health
+    assert "camera right: its ring went away" in cams.log()
+    assert cams.server.alive()
+
+    # The ring comes back: served again.
+    cams.start_writer("right", small_h264)
+    wait_for(lambda: cams.state("right") == "live", "the returned ring live again", APPEAR_DEADLINE)
+    frames, sps = run(frames_of(cams.url("/stream/ws/right"), 30))
+    assert check_gated(frames) == 0 and sps == first_sps(small_h264.read_bytes())
+
+
+def test_one_ring_is_one_camera_named_after_its_file(cams, h264_file):
+    """One --shm-path (today's deployment): /cameras lists that ring as the one, default
+    camera; /stream/ws and /stream/ws/<name> serve it; /health has no camera list."""
+    cams.start_writer("frames", h264_file)
+    cams.start_server("--shm-path", cams.ring("frames"))
+    wait_for(lambda: cams.state("frames") == "live", "the one camera live", APPEAR_DEADLINE)
+    doc = cams.cameras()
+    assert doc["default"] == "frames" and doc["drive"] == ["frames"], doc
+    assert [c["name"] for c in doc["cameras"]] == ["frames"], doc
+    assert "cameras" not in cams.http("/health")
+
+    async def main():
+        return await asyncio.gather(frames_of(cams.url(), 30), frames_of(cams.url("/stream/ws/frames"), 30))
+
+    sps = first_sps(h264_file.read_bytes())
+    for frames, got in run(main()):
+        assert check_gated(frames) == 0 and got == sps
+
+
+def test_bad_camera_names_are_refused_in_words(cams, h264_file):
+    """A --default-camera that is none of the rings, or not a camera name, stops the
+    server at start with a message saying why; a ring file whose name cannot be a
+    camera's is skipped with a log line."""
+    for args, says in (
+        (["--shm-path", cams.ring("a"), "--shm-path", cams.ring("b"), "--default-camera", "c"],
+         "--default-camera c is none of the rings: a, b"),
+        (["--shm-dir", cams.dir, "--default-camera", "a b"], "cannot name a camera"),
+    ):
+        out = subprocess.run([SERVER, "--listen", f"127.0.0.1:{free_port()}", *args],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0 and says in out.stderr, out.stderr
+    cams.start_writer("ok", h264_file)
+    cams.start_writer("not ok", h264_file)
+    cams.start_server("--shm-dir", cams.dir)
+    wait_for(lambda: cams.state("ok") == "live", "the valid camera live", APPEAR_DEADLINE)
+    assert [c["name"] for c in cams.cameras()["cameras"]] == ["ok"]
+    wait_for(lambda: "skipping" in cams.log() and "not ok" in cams.log(), "the skip in the log", APPEAR_DEADLINE)
