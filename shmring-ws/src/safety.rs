@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::cameras::Cameras;
 use crate::gate::{command_kind, CommandKind, GateEffect, GateMode, GateSettings, VideoGate, GATE_TELEMETRY_SUBJECT};
 use crate::gate::{ESTOP_ACTION, ESTOP_PAYLOAD, ZERO_VELOCITY_ACTION, ZERO_VELOCITY_PAYLOAD};
 use crate::metrics::Metrics;
@@ -64,11 +65,14 @@ struct RingState {
     fresh_since: Option<u64>,
 }
 
-/// The server-wide gate on the age of the newest frame read from the source.
+/// The server-wide gate on the age of the newest frame of the driving camera(s) (the
+/// picture the operator drives by; with several, the stalest of them).
 #[derive(Debug)]
 pub(crate) struct SafetyGate {
     ring: Mutex<RingState>,
     metrics: Arc<Metrics>,
+    /// The cameras, to find the driving ones (`None`: the source of `metrics` alone).
+    cameras: Option<Arc<Cameras>>,
     publish: mpsc::Sender<Publication>,
     /// Zero velocities and ESTOPs sent so far (by the ring gate or any client gate):
     /// motion accepted before the latest one is never published after it.
@@ -88,7 +92,12 @@ pub(crate) struct GateFeed {
 impl SafetyGate {
     /// A gate with `settings`, started now; returns it and what the NATS relay takes
     /// from it.
-    pub(crate) fn new(settings: GateSettings, metrics: Arc<Metrics>) -> (Arc<Self>, GateFeed) {
+    /// `cameras`: where the driving cameras' frames are seen (`None`: `metrics`' source).
+    pub(crate) fn new(
+        settings: GateSettings,
+        metrics: Arc<Metrics>,
+        cameras: Option<Arc<Cameras>>,
+    ) -> (Arc<Self>, GateFeed) {
         let (tx, rx) = mpsc::channel(PUBLICATION_QUEUE);
         let gate = Arc::new(SafetyGate {
             ring: Mutex::new(RingState {
@@ -96,6 +105,7 @@ impl SafetyGate {
                 fresh_since: None,
             }),
             metrics,
+            cameras,
             publish: tx,
             generation: AtomicU64::new(0),
         });
@@ -151,7 +161,7 @@ impl SafetyGate {
 
     /// Feeds the ring gate the newest frame's time and codec; publishes a recovery.
     fn observe(&self, now: u64) {
-        let frame = self.metrics.last_frame_ns.load(Ordering::Relaxed);
+        let (frame, codec) = self.driving_frame();
         let effect = {
             let mut ring = self.lock();
             let hold = ring.gate.settings().hold;
@@ -160,12 +170,41 @@ impl SafetyGate {
             } else if ring.fresh_since.is_none() {
                 ring.fresh_since = Some(frame);
             }
-            ring.gate.observe(now, frame, newest_codec(&self.metrics))
+            ring.gate.observe(now, frame, codec)
         };
         if let Some(effect) = effect {
             tracing::info!("video gate open: frames flow again");
             self.send(&[effect]);
         }
+    }
+
+    /// The time of the driving picture's newest frame (the oldest of the driving
+    /// cameras' newest frames; 0 if one has none or is gone) and its codec.
+    fn driving_frame(&self) -> (u64, Option<u16>) {
+        let main = || {
+            (
+                self.metrics.last_frame_ns.load(Ordering::Relaxed),
+                newest_codec(&self.metrics),
+            )
+        };
+        let Some(cameras) = &self.cameras else { return main() };
+        let names = cameras.drive_names();
+        if names.is_empty() {
+            return main();
+        }
+        let mut frame = u64::MAX;
+        let mut codec = None;
+        for name in &names {
+            match cameras.get(name) {
+                // A removed ring, or one not there yet, proves nothing fresh.
+                Some(camera) if !camera.is_removed() => {
+                    frame = frame.min(camera.metrics.last_frame_ns.load(Ordering::Relaxed));
+                    codec = codec.or_else(|| newest_codec(&camera.metrics));
+                }
+                _ => frame = 0,
+            }
+        }
+        (frame, codec)
     }
 
     /// The time a client gate counts from: the time of the newest frame the client was
@@ -302,7 +341,7 @@ mod tests {
             estop: Duration::from_millis(hold_ms * 5),
             codec_change_grace: Duration::ZERO,
         };
-        let (gate, feed) = SafetyGate::new(settings, metrics.clone());
+        let (gate, feed) = SafetyGate::new(settings, metrics.clone(), None);
         (gate, feed, metrics)
     }
 

@@ -346,7 +346,7 @@ fn shared_state(options: ServerOptions) -> Result<(Arc<Shared>, Option<Arc<Outbo
     };
     let (gate, gate_rx) = match options.video_gate {
         Some(settings) => {
-            let (gate, rx) = SafetyGate::new(settings, metrics.clone());
+            let (gate, rx) = SafetyGate::new(settings, metrics.clone(), Some(cameras.clone()));
             (Some(gate), Some(rx))
         }
         None => (None, None),

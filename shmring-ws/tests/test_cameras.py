@@ -289,3 +289,110 @@ def test_bad_camera_names_are_refused_in_words(cams, h264_file):
     wait_for(lambda: cams.state("ok") == "live", "the valid camera live", APPEAR_DEADLINE)
     assert [c["name"] for c in cams.cameras()["cameras"]] == ["ok"]
     wait_for(lambda: "skipping" in cams.log() and "not ok" in cams.log(), "the skip in the log", APPEAR_DEADLINE)
+
+
+# --- The driving camera(s) and the video safety gate ----------------------------------
+
+
+def motion(seq):
+    body = {"action": "set_cmd_vel", "cmd_seq": seq,
+            "data": {"linear_x": 0.5, "linear_y": 0, "angular_z": 0, "who": "op"}}
+    return b"\x04" + json.dumps(body).encode()
+
+
+def metric(cams, name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{cams.port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    raise AssertionError(f"metric {name} not found")
+
+
+GATED = "shmring_ws_commands_gated_total"
+
+
+def gate_stack(cams, tmp_path, h264_file, small_h264, drive):
+    """nats-server, writers front and wrist, a server driving by `drive`."""
+    from test_nats import NatsServer
+    nats = NatsServer(tmp_path, free_port())
+    nats.start()
+    cams.writers["nats-server"] = nats.proc
+    cams.start_writer("front", h264_file)
+    cams.start_writer("wrist", small_h264)
+    cams.start_server("--shm-path", cams.ring("front"), "--shm-path", cams.ring("wrist"),
+                      "--nats-url", nats.url, "--drive-camera", drive)
+    wait_for(lambda: cams.state("front") == "live" and cams.state("wrist") == "live",
+             "both cameras live", APPEAR_DEADLINE)
+    assert cams.cameras()["drive"] == [drive]
+    return nats
+
+
+async def drive_until(cams, nats_url, stalled, verdict, what):
+    """Watches the front camera and sends motion at 30 Hz: first until motion reaches
+    NATS, then `stalled()` (a camera stalls), then until `verdict(log, marks)` is true."""
+    from test_drop_in import NatsLog
+    log = NatsLog()
+    await log.start(nats_url, "command.genesis.set_cmd_vel")
+
+    def ops():
+        return log.of("command.genesis.set_cmd_vel", lambda d: isinstance(d, dict)
+                      and d.get("data", {}).get("who") == "op")
+
+    def holds():
+        return log.of("command.genesis.set_cmd_vel", lambda d: isinstance(d, dict) and d.get("_safety") == "hold")
+
+    async with connect(cams.url("/stream/ws/front"), max_size=None) as ws:
+        async def drain():
+            try:
+                async for _ in ws:
+                    pass
+            except ConnectionClosed:
+                pass
+        reader = asyncio.create_task(drain())
+        seq, marks, phase = 0, {}, "fresh"
+        deadline = time.monotonic() + FRAMES_DEADLINE
+        while True:
+            assert time.monotonic() < deadline, f"timed out in phase {phase!r} waiting for {what}"
+            seq += 1
+            await ws.send(motion(seq))
+            await asyncio.sleep(1 / 30)
+            if phase == "fresh" and ops():
+                stalled()
+                marks = {"ops": len(ops()), "gated": metric(cams, GATED)}
+                phase, deadline = "stalled", time.monotonic() + FRAMES_DEADLINE
+            elif phase == "stalled" and verdict(ops, holds, marks):
+                break
+        reader.cancel()
+    await log.nc.drain()
+    return ops(), holds(), marks
+
+
+def test_motion_is_held_when_the_driving_camera_stalls_though_another_is_live(cams, tmp_path, h264_file,
+                                                                             small_h264):
+    """--drive-camera wrist: the operator watches front (live) and drives; the wrist
+    writer dies: the gate publishes the hold and gates the motion that follows, although
+    the picture the client watches is fresh."""
+    nats = gate_stack(cams, tmp_path, h264_file, small_h264, "wrist")
+
+    def verdict(ops, holds, marks):
+        return holds() and metric(cams, GATED) >= marks["gated"] + 30
+
+    ops, holds, marks = run(drive_until(cams, nats.url, lambda: cams.stop_writer("wrist"), verdict,
+                                        "the hold and 30 gated commands"), timeout=3 * FRAMES_DEADLINE)
+    assert holds, "no hold published"
+    assert cams.state("front") == "live", "the watched camera stayed live"
+
+
+def test_motion_is_not_held_when_a_camera_not_driven_by_stalls(cams, tmp_path, h264_file, small_h264):
+    """--drive-camera front: the wrist writer dies; motion keeps reaching NATS (60
+    commands after the wrist camera is down), no hold is published."""
+    nats = gate_stack(cams, tmp_path, h264_file, small_h264, "front")
+
+    def verdict(ops, holds, marks):
+        return cams.state("wrist") == "gone" and len(ops()) >= marks["ops"] + 60
+
+    ops, holds, marks = run(drive_until(cams, nats.url, lambda: cams.stop_writer("wrist"), verdict,
+                                        "60 motion commands after the wrist camera stalled"),
+                            timeout=3 * FRAMES_DEADLINE)
+    assert not holds, f"motion was held: {holds}"
+    assert metric(cams, GATED) == marks["gated"], "commands were gated"

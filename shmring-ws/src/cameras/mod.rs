@@ -113,6 +113,11 @@ impl Camera {
         }
     }
 
+    /// True once its ring went away (until it comes back).
+    pub(crate) fn is_removed(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
+
     /// The codec of its newest frame, by name (`None` before the first).
     fn codec(&self) -> Option<&'static str> {
         match self.metrics.last_codec.load(Ordering::Relaxed) {
@@ -180,6 +185,7 @@ impl Cameras {
         if !cameras.options.names_rings() {
             let camera = cameras.build(single_name, None);
             cameras.write().insert(single_name.to_owned(), camera);
+            cameras.warn_unknown_drive();
         }
         cameras
     }
@@ -203,6 +209,16 @@ impl Cameras {
             self.default_name().into_iter().collect()
         } else {
             self.drive.clone()
+        }
+    }
+
+    /// Says in the log which driving cameras are not served (yet): until they are,
+    /// the video gate holds motion.
+    pub(crate) fn warn_unknown_drive(&self) {
+        for name in self.drive_names() {
+            if self.get(&name).is_none() {
+                tracing::warn!("driving camera {name} is not served (yet): motion is held until its ring is read");
+            }
         }
     }
 

@@ -64,6 +64,7 @@ impl Cameras {
             tracing::warn!("--default-camera {name:?} cannot name a camera");
         }
         self.scan(skipped);
+        self.warn_unknown_drive();
     }
 
     /// One look at the rings: new ones start, removed ones go, returned ones restart.
