@@ -376,15 +376,46 @@ async fn start_publisher(ctx: &Arc<Shared>, nats: &mut Connections, running: &mu
     };
     let role = crate::nats::publish::role(&publish);
     match nats.client(&publish.target.servers, &role, true, |_| {}).await {
-        Ok(client) => running.spawn(crate::nats::publish::run(
-            publish,
-            client,
-            ctx.hub.clone(),
-            ctx.metrics.clone(),
-            ctx.keyframes.clone(),
-        )),
+        Ok(client) => {
+            if ctx.options.cameras.names_rings() {
+                publish_other_cameras(ctx, &publish, &client);
+            }
+            running.spawn(crate::nats::publish::run(
+                publish,
+                client,
+                ctx.hub.clone(),
+                ctx.metrics.clone(),
+                ctx.keyframes.clone(),
+            ))
+        }
         Err(e) => tracing::error!("{role}: NATS unusable: {e}; frames are not published"),
     }
+}
+
+/// With several cameras, each besides the default one is published on its own subject
+/// ([`crate::nats::video::camera_subject`]), with its own keyframe store.
+fn publish_other_cameras(ctx: &Shared, publish: &crate::nats::NatsPublishOptions, client: &async_nats::Client) {
+    let (publish, client) = (publish.clone(), client.clone());
+    let runtime = tokio::runtime::Handle::current();
+    ctx.cameras.add_task(Box::new(move |name, feed, metrics| {
+        let subject = crate::nats::video::camera_subject(&publish.target.subject, name);
+        if subject == publish.target.subject {
+            tracing::error!(
+                "camera {name} would be published on {subject}, the default camera's subject; it is not published"
+            );
+            return None;
+        }
+        let mut options = publish.clone();
+        options.target.subject = subject;
+        let task = crate::nats::publish::run(
+            options,
+            client.clone(),
+            feed.hub.clone(),
+            metrics.clone(),
+            feed.keyframes.clone(),
+        );
+        Some(runtime.spawn(task).abort_handle())
+    }));
 }
 
 /// Starts the NATS relay (telemetry in, commands and the gate's publications out).

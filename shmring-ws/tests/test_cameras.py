@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 import urllib.error
@@ -52,6 +53,14 @@ def first_sps(data):
             return sps.rstrip(b"\x00")
 
 
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def wait_for(pred, what, timeout):
     deadline = time.time() + timeout
     while True:
@@ -65,10 +74,11 @@ def wait_for(pred, what, timeout):
 class Cameras:
     """Writers on rings in a private directory under /dev/shm and one server."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, rings=True):
         self.tmp = tmp_path
         self.dir = Path("/dev/shm") / f"shmring-cams-{os.getpid()}-{tmp_path.name}"
-        self.dir.mkdir()
+        if rings:
+            self.dir.mkdir()
         self.port = free_port()
         self.writers = {}
         self.server = None
@@ -396,3 +406,82 @@ def test_motion_is_not_held_when_a_camera_not_driven_by_stalls(cams, tmp_path, h
                             timeout=3 * FRAMES_DEADLINE)
     assert not holds, f"motion was held: {holds}"
     assert metric(cams, GATED) == marks["gated"], "commands were gated"
+
+
+# --- NATS: every camera on its own subject, its own keyframe store and requests -------
+
+
+def test_publish_puts_every_camera_on_its_own_subject_with_its_own_keyframe_store(cams, tmp_path, h264_file,
+                                                                                 small_h264):
+    """Server A reads front and wrist and publishes (`--publish .../video.front`): the
+    default camera on video.front, wrist on video.wrist, each keyframe kept in its own
+    JetStream stream. Servers B and C serve video.wrist and video.front from NATS
+    (`--source`): each gets its own camera's bytes. A client of wrist on A waits for a
+    keyframe: the request goes out on control.request_idr.wrist, naming the camera."""
+    import nats as nats_py
+    store = tmp_path / "js"
+    store.mkdir()
+    port = free_port()
+    broker = Proc(["nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", store], tmp_path / "nats.log")
+    cams.writers["nats-server"] = broker
+    url = f"nats://127.0.0.1:{port}"
+    cams.start_writer("front", h264_file)
+    cams.start_writer("wrist", small_h264)
+    wait_for(lambda: listening(port), "nats-server to listen", START_DEADLINE)
+    cams.start_server("--shm-path", cams.ring("front"), "--shm-path", cams.ring("wrist"),
+                      "--publish", f"{url}/video.front", "--nats-url", url)
+    wait_for(lambda: cams.state("front") == "live" and cams.state("wrist") == "live", "both cameras live",
+             APPEAR_DEADLINE)
+
+    async def stored_keyframes():
+        nc = await nats_py.connect(url)
+        js = nc.jetstream()
+        found = {}
+        deadline = time.monotonic() + APPEAR_DEADLINE
+        while len(found) < 2:
+            assert time.monotonic() < deadline, f"keyframe stores: only {sorted(found)} within {APPEAR_DEADLINE} s"
+            for name in ("SHMRING_KEY_video_front", "SHMRING_KEY_video_wrist"):
+                try:
+                    info = await js.stream_info(name)
+                    if info.state.messages > 0:
+                        found[name] = info.config.subjects
+                except Exception:
+                    pass
+            await asyncio.sleep(0.2)
+        await nc.close()
+        return found
+
+    stores = run(stored_keyframes())
+    assert stores["SHMRING_KEY_video_wrist"] == ["video.wrist.key.*"], stores
+
+    others = []
+    for name, subject in (("b", "video.wrist"), ("c", "video.front")):
+        (tmp_path / name).mkdir()
+        other = Cameras(tmp_path / name, rings=False)
+        other.start_server("--source", f"{url}/{subject}")
+        cams.writers[f"server-{name}"] = other.server
+        others.append(other)
+
+    async def via_nats():
+        return await asyncio.gather(frames_of(others[0].url(), 30), frames_of(others[1].url(), 30))
+
+    (wrist, wrist_sps), (front, front_sps) = run(via_nats())
+    assert check_gated(wrist) == 0 and wrist_sps == first_sps(small_h264.read_bytes()), "B got another camera"
+    assert check_gated(front) == 0 and front_sps == first_sps(h264_file.read_bytes()), "C got another camera"
+
+    async def keyframe_request():
+        from test_drop_in import NatsLog
+        log = NatsLog()
+        await log.start(url, "control.request_idr.>", "command.genesis.force_idr.>")
+        deadline = time.monotonic() + FRAMES_DEADLINE
+        while not (log.of("control.request_idr.wrist") and log.of("command.genesis.force_idr.wrist")):
+            assert time.monotonic() < deadline, "no keyframe request for camera wrist on NATS"
+            # A client without ?burst=gop waits for the next keyframe: one is requested.
+            async with connect(cams.url("/stream/ws/wrist"), max_size=None) as ws:
+                await asyncio.wait_for(ws.recv(), FRAMES_DEADLINE)
+            await asyncio.sleep(0.3)
+        await log.nc.drain()
+        return log.of("control.request_idr.wrist")[0]["data"]
+
+    request = run(keyframe_request())
+    assert request["camera"] == "wrist", request

@@ -320,7 +320,7 @@ impl Config {
         }
         let publish = match &self.publish {
             Some(url) => Some(NatsPublishOptions {
-                target: NatsVideoTarget::parse(url, Some(&default_subject(shm_path)))
+                target: NatsVideoTarget::parse(url, Some(&self.publish_subject(shm_path)))
                     .map_err(|e| format!("--publish: {e}"))?,
                 keyframe_replicas: self.keyframe_replicas.max(1),
             }),
@@ -385,6 +385,16 @@ impl Config {
             default_camera: self.default_camera.clone(),
             drive: self.drive_camera.iter().filter(|n| !n.is_empty()).cloned().collect(),
         })
+    }
+
+    /// The subject `--publish` uses without one in its URL: `video.<default camera>`
+    /// when `--default-camera` names it, else `video.<ring file name>` (the first
+    /// `--shm-path`); other cameras go on `video.<camera>`.
+    fn publish_subject(&self, shm_path: &std::path::Path) -> String {
+        match &self.default_camera {
+            Some(name) => format!("{VIDEO_SUBJECT_PREFIX}{name}"),
+            None => default_subject(shm_path),
+        }
     }
 
     /// Warns when the ring file is smaller than SDR_OS's SDR_SHM_SIZE.

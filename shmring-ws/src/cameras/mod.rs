@@ -82,6 +82,10 @@ pub(crate) struct Feed {
     pub(crate) keyframes: Arc<KeyframeRequests>,
 }
 
+/// Started for each camera besides the default one (its name, feed and metrics), e.g.
+/// its NATS publisher; the task it returns is aborted when the camera goes.
+pub(crate) type CameraTask = Box<dyn Fn(&str, &Feed, &Arc<Metrics>) -> Option<tokio::task::AbortHandle> + Send + Sync>;
+
 /// A running reader thread and the flag that stops it.
 type Reader = (Arc<AtomicBool>, JoinHandle<()>);
 
@@ -94,6 +98,8 @@ pub(crate) struct Camera {
     /// Its ring (`None`: the server's own source feeds it).
     path: Option<PathBuf>,
     reader: Mutex<Option<Reader>>,
+    /// Tasks started for it ([`CameraTask`]), aborted when it goes.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Its ring file was seen since the camera (re)started.
     seen: AtomicBool,
     /// Its ring file went away: clients were closed, the reader stopped.
@@ -129,10 +135,20 @@ impl Camera {
         }
     }
 
+    fn run_task(&self, task: &CameraTask) {
+        if let Some(handle) = task(&self.name, &self.feed, &self.metrics) {
+            self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
+        }
+    }
+
+    /// Stops its reader thread and aborts its tasks.
     fn stop_reader(&self) {
         if let Some((stop, _thread)) = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take() {
             // The thread sees the flag within one read slice and ends; nobody waits.
             stop.store(true, Ordering::Relaxed);
+        }
+        for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
         }
     }
 }
@@ -151,7 +167,6 @@ pub(crate) struct CameraParts {
 }
 
 /// The registry of cameras.
-#[derive(Debug)]
 pub(crate) struct Cameras {
     list: RwLock<BTreeMap<String, Arc<Camera>>>,
     default: RwLock<Option<String>>,
@@ -160,6 +175,18 @@ pub(crate) struct Cameras {
     options: CameraOptions,
     /// Keyframe requests of the cameras besides the default one, for NATS.
     pub(crate) keyframe_requests: Arc<CameraRequests>,
+    /// What each camera besides the default one starts with (its NATS publisher).
+    tasks: RwLock<Vec<CameraTask>>,
+}
+
+impl std::fmt::Debug for Cameras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cameras")
+            .field("list", &self.list)
+            .field("default", &self.default)
+            .field("drive", &self.drive)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Cameras {
@@ -181,6 +208,7 @@ impl Cameras {
             parts,
             options,
             keyframe_requests: Arc::default(),
+            tasks: RwLock::new(Vec::new()),
         });
         if !cameras.options.names_rings() {
             let camera = cameras.build(single_name, None);
@@ -296,9 +324,22 @@ impl Cameras {
             metrics,
             path,
             reader: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
             seen: AtomicBool::new(false),
             gone: AtomicBool::new(false),
         })
+    }
+
+    /// Adds a task every camera besides the default one runs (those already there start
+    /// it now).
+    pub(crate) fn add_task(&self, task: CameraTask) {
+        let default = self.default_name();
+        for camera in self.all() {
+            if Some(&camera.name) != default.as_ref() && !camera.is_removed() {
+                camera.run_task(&task);
+            }
+        }
+        self.tasks.write().unwrap_or_else(|e| e.into_inner()).push(task);
     }
 
     /// Starts (or restarts, if it went away) camera `name` reading the ring at `path`.
@@ -326,6 +367,11 @@ impl Cameras {
             Err(e) => tracing::error!("camera {name}: cannot start its reader thread: {e}"),
         }
         tracing::info!("camera {name}: serving ring {}", path.display());
+        if self.default_name().as_deref() != Some(name) {
+            for task in self.tasks.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                camera.run_task(task);
+            }
+        }
         self.write().insert(name.to_owned(), camera);
     }
 
