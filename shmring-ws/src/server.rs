@@ -267,7 +267,8 @@ async fn start_source(
     nats: &mut Connections,
     workers: &mut Running,
 ) -> Result<crate::source::RunningSource, ServerError> {
-    if ctx.options.cameras.names_rings() {
+    if ctx.options.cameras.names_cameras() {
+        start_nats_cameras(ctx, nats).await;
         let cameras = ctx.cameras.clone();
         let skipped = tokio::task::spawn_blocking(move || {
             let mut skipped = std::collections::BTreeSet::new();
@@ -284,6 +285,32 @@ async fn start_source(
         .start(ctx.hub.clone(), ctx.metrics.clone(), ctx.keyframes.clone(), nats)
         .await
         .map_err(ServerError::Source)
+}
+
+/// Starts each NATS stream of `--source` (several) as a camera.
+async fn start_nats_cameras(ctx: &Arc<Shared>, nats: &mut Connections) {
+    for options in &ctx.options.cameras.sources {
+        let subject = &options.target.subject;
+        let Some(name) = crate::cameras::stream_name(subject) else {
+            tracing::warn!("skipping --source {subject}: its last token cannot name a camera (A-Z a-z 0-9 _ -)");
+            continue;
+        };
+        let Some(camera) = ctx.cameras.add_fed(&name) else {
+            tracing::warn!("skipping --source {subject}: camera {name} is already served");
+            continue;
+        };
+        let source = crate::source::FrameSource::Nats(options.clone());
+        let feed = &camera.feed;
+        match source
+            .start(feed.hub.clone(), camera.metrics.clone(), feed.keyframes.clone(), nats)
+            .await
+        {
+            Ok(crate::source::RunningSource::Nats(task)) => camera.keep_task(task.abort_handle()),
+            Ok(_) => {}
+            Err(e) => tracing::error!("camera {name}: cannot start --source {subject}: {e}"),
+        }
+        tracing::info!("camera {name}: serving {subject} from NATS");
+    }
 }
 
 /// The registry of cameras, its default camera on the server's own hub.
@@ -377,7 +404,7 @@ async fn start_publisher(ctx: &Arc<Shared>, nats: &mut Connections, running: &mu
     let role = crate::nats::publish::role(&publish);
     match nats.client(&publish.target.servers, &role, true, |_| {}).await {
         Ok(client) => {
-            if ctx.options.cameras.names_rings() {
+            if ctx.options.cameras.names_cameras() {
                 publish_other_cameras(ctx, &publish, &client);
             }
             running.spawn(crate::nats::publish::run(
@@ -398,7 +425,7 @@ fn publish_other_cameras(ctx: &Shared, publish: &crate::nats::NatsPublishOptions
     let (publish, client) = (publish.clone(), client.clone());
     let runtime = tokio::runtime::Handle::current();
     ctx.cameras.add_task(Box::new(move |name, feed, metrics| {
-        let subject = crate::nats::video::camera_subject(&publish.target.subject, name);
+        let subject = crate::camera_subject(&publish.target.subject, name);
         if subject == publish.target.subject {
             tracing::error!(
                 "camera {name} would be published on {subject}, the default camera's subject; it is not published"
@@ -532,7 +559,7 @@ async fn serve_metrics(listener: TcpListener, ctx: Arc<Shared>) {
 /// camera's state.
 fn health_json(ctx: &Shared) -> String {
     let body = ctx.metrics.health_json();
-    if !ctx.options.cameras.names_rings() {
+    if !ctx.options.cameras.names_cameras() {
         return body;
     }
     match serde_json::from_str::<serde_json::Value>(&body) {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 
+use shmring_ws::{camera_subject, is_valid_camera_name, CameraOptions, MAX_CAMERA_NAME_LEN};
 use shmring_ws::{default_listen, FrameSource, GateSettings, HostPolicy, NatsOptions, NatsPublishOptions};
-use shmring_ws::{is_valid_camera_name, CameraOptions, MAX_CAMERA_NAME_LEN};
 use shmring_ws::{NatsSourceOptions, NatsVideoTarget, OriginPolicy, QueueLimits, RingSource, ServerOptions};
 use shmring_ws::{TlsFiles, TokenSource, Tokens, TrustPolicy, GOP_CACHE_MAX_BYTES};
 use shmring_ws::{
@@ -156,9 +156,10 @@ pub(crate) struct Config {
     pub publish: Option<String>,
     /// Serve a stream from NATS instead of a ring:
     /// `nats://HOST:PORT[,nats://HOST2:PORT2...]/video.<stream>` [default: none: the
-    /// ring is read].
+    /// ring is read]. Repeat it to serve several streams, each a camera named by the
+    /// last token of its subject (the first is the default camera).
     #[arg(long, env = "SDR_SOURCE_URL", value_name = "URL")]
-    pub source: Option<String>,
+    pub source: Vec<String>,
     /// JetStream replicas of the keyframe store created by --publish (3 on a 3-node
     /// cluster keeps it through the loss of a node).
     #[arg(long, env = "SDR_KEYFRAME_REPLICAS", default_value_t = DEFAULT_KEYFRAME_REPLICAS)]
@@ -276,7 +277,7 @@ impl Config {
     /// `--source`, a malformed `--publish`/`--source` URL, or when a server would
     /// publish the subject it reads.
     pub(crate) fn server_options(&self, demo: bool) -> Result<ServerOptions, String> {
-        if demo && self.source.is_some() {
+        if demo && !self.source.is_empty() {
             return Err("--demo writes a local ring; it cannot be combined with --source".to_owned());
         }
         let shm_path = self.ring_path(demo);
@@ -315,7 +316,7 @@ impl Config {
         shm_path: &std::path::Path,
         demo: bool,
     ) -> Result<(FrameSource, Option<NatsPublishOptions>), String> {
-        if self.source.is_none() && !demo {
+        if self.source.is_empty() && !demo {
             self.check_ring_size(shm_path);
         }
         let publish = match &self.publish {
@@ -326,13 +327,8 @@ impl Config {
             }),
             None => None,
         };
-        let source = match &self.source {
-            Some(url) => FrameSource::Nats(NatsSourceOptions {
-                target: NatsVideoTarget::parse(url, None).map_err(|e| format!("--source: {e}"))?,
-                verify_crc: self.crc,
-                max_frame: GOP_CACHE_MAX_BYTES,
-                frame_id_is_time: self.frame_id_time,
-            }),
+        let source = match self.sources()?.into_iter().next() {
+            Some(nats) => FrameSource::Nats(nats),
             None => FrameSource::Ring(RingSource {
                 path: shm_path.to_owned(),
                 verify_crc: self.crc,
@@ -341,20 +337,40 @@ impl Config {
                 frame_id_is_time: self.frame_id_time,
             }),
         };
-        if let (FrameSource::Nats(s), Some(p)) = (&source, &publish) {
-            if s.target.subject == p.target.subject {
+        if let Some(p) = &publish {
+            let published = |s: &NatsSourceOptions| {
+                let camera = stream_camera(&s.target.subject).unwrap_or_default();
+                s.target.subject == p.target.subject || s.target.subject == camera_subject(&p.target.subject, &camera)
+            };
+            if let Some(s) = self.sources()?.iter().find(|s| published(s)) {
                 return Err(format!("--source and --publish both use {}: a loop", s.target.subject));
             }
         }
         Ok((source, publish))
     }
 
+    /// The NATS streams of `--source`, in the order given.
+    fn sources(&self) -> Result<Vec<NatsSourceOptions>, String> {
+        self.source
+            .iter()
+            .map(|url| {
+                Ok(NatsSourceOptions {
+                    target: NatsVideoTarget::parse(url, None).map_err(|e| format!("--source: {e}"))?,
+                    verify_crc: self.crc,
+                    max_frame: GOP_CACHE_MAX_BYTES,
+                    frame_id_is_time: self.frame_id_time,
+                })
+            })
+            .collect()
+    }
+
     /// The cameras: several `--shm-path`s or a `--shm-dir` make each ring a camera;
     /// one ring (or none named) is served as before. Fails on a camera name that cannot
     /// be one, or a default camera that is none of the rings named.
     fn cameras(&self, demo: bool) -> Result<CameraOptions, String> {
-        let several = self.shm_path.len() > 1 || self.shm_dir.is_some();
-        if several && (demo || self.source.is_some()) {
+        let several_rings = self.shm_path.len() > 1 || self.shm_dir.is_some();
+        let several = several_rings || self.source.len() > 1;
+        if several_rings && (demo || !self.source.is_empty()) {
             return Err(
                 "several rings (--shm-path repeated, --shm-dir) cannot be combined with --demo or --source".into(),
             );
@@ -371,7 +387,14 @@ impl Config {
             }
         }
         if let (Some(name), false) = (&self.default_camera, self.shm_dir.is_some()) {
-            let rings: Vec<String> = self.shm_path.iter().filter_map(|p| file_name(p)).collect();
+            let rings: Vec<String> = match self.source.len() {
+                0 => self.shm_path.iter().filter_map(|p| file_name(p)).collect(),
+                _ => self
+                    .sources()?
+                    .iter()
+                    .filter_map(|s| stream_camera(&s.target.subject))
+                    .collect(),
+            };
             if several && !rings.contains(name) {
                 return Err(format!(
                     "--default-camera {name} is none of the rings: {}",
@@ -380,7 +403,16 @@ impl Config {
             }
         }
         Ok(CameraOptions {
-            shm_paths: if several { self.shm_path.clone() } else { Vec::new() },
+            shm_paths: if several_rings {
+                self.shm_path.clone()
+            } else {
+                Vec::new()
+            },
+            sources: if several && !several_rings {
+                self.sources()?
+            } else {
+                Vec::new()
+            },
             watch_dir: self.shm_dir.clone(),
             default_camera: self.default_camera.clone(),
             drive: self.drive_camera.iter().filter(|n| !n.is_empty()).cloned().collect(),
@@ -486,4 +518,9 @@ impl Config {
 /// A path's file name, as text.
 fn file_name(path: &std::path::Path) -> Option<String> {
     path.file_name()?.to_str().map(str::to_owned)
+}
+
+/// The camera a NATS stream's subject names: its last token.
+fn stream_camera(subject: &str) -> Option<String> {
+    subject.rsplit('.').next().map(str::to_owned)
 }

@@ -21,6 +21,7 @@ use crate::framing::{close_code, CloseReason};
 use crate::hub::Hub;
 use crate::keyframe::{CameraRequests, KeyframeRequests};
 use crate::metrics::Metrics;
+use crate::nats::NatsSourceOptions;
 use crate::ring::RingSource;
 
 pub(crate) mod watch;
@@ -28,12 +29,13 @@ pub(crate) mod watch;
 /// Longest camera name, in bytes.
 pub const MAX_CAMERA_NAME_LEN: usize = 64;
 
-/// Which rings a server serves as cameras, besides (or instead of) its one
+/// Which rings (or NATS streams) a server serves as cameras, instead of its one
 /// [`crate::ServerOptions::source`].
 ///
-/// With no `shm_paths` and no `watch_dir`, the server serves its `source` alone, as one
-/// camera named after the ring file (or the NATS stream). Otherwise each ring is a
-/// camera and `source` only lends its reader settings (CRC checks, what frame_id means).
+/// With no `shm_paths`, no `watch_dir` and no `sources`, the server serves its `source`
+/// alone, as one camera named after the ring file (or the NATS stream). Otherwise each
+/// ring or stream is a camera and `source` only lends its reader settings (CRC checks,
+/// what frame_id means).
 #[derive(Clone, Debug, Default)]
 pub struct CameraOptions {
     /// Rings to serve, in the order given (`--shm-path` repeated); a camera's name is
@@ -42,8 +44,12 @@ pub struct CameraOptions {
     /// A directory whose ring files are cameras, watched for rings that appear and go
     /// (`--shm-dir`).
     pub watch_dir: Option<PathBuf>,
+    /// Streams published on NATS by other servers (`--source` repeated), each a camera
+    /// named by the last token of its subject (`video.wrist`: `wrist`).
+    pub sources: Vec<NatsSourceOptions>,
     /// The camera `/stream/ws` serves (`--default-camera`) [default: the first of
-    /// `shm_paths`, else the first name in the directory in sorted order].
+    /// `shm_paths`, else of `sources`, else the first name in the directory in sorted
+    /// order].
     pub default_camera: Option<String>,
     /// The cameras the video safety gate judges motion by (`--drive-camera`) [default:
     /// the default camera]. Motion is held when any of them is stale.
@@ -51,10 +57,10 @@ pub struct CameraOptions {
 }
 
 impl CameraOptions {
-    /// True when rings are named here (several cameras, or a directory), not only by
+    /// True when cameras are named here (rings, a directory, NATS streams), not only by
     /// the server's `source`.
-    pub fn names_rings(&self) -> bool {
-        !self.shm_paths.is_empty() || self.watch_dir.is_some()
+    pub fn names_cameras(&self) -> bool {
+        !self.shm_paths.is_empty() || self.watch_dir.is_some() || !self.sources.is_empty()
     }
 }
 
@@ -67,6 +73,13 @@ pub fn is_valid_camera_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         && name != "."
         && name != ".."
+}
+
+/// The camera name of a NATS stream: the last token of its subject, if that is a valid
+/// camera name.
+pub(crate) fn stream_name(subject: &str) -> Option<String> {
+    let name = subject.rsplit('.').next()?;
+    is_valid_camera_name(name).then(|| name.to_owned())
 }
 
 /// The camera name of a ring file: its file name, if that is a valid camera name.
@@ -135,6 +148,11 @@ impl Camera {
         }
     }
 
+    /// Keeps `task` (one feeding this camera) to abort when the camera stops.
+    pub(crate) fn keep_task(&self, task: tokio::task::AbortHandle) {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+    }
+
     fn run_task(&self, task: &CameraTask) {
         if let Some(handle) = task(&self.name, &self.feed, &self.metrics) {
             self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
@@ -194,8 +212,9 @@ impl Cameras {
     /// `single_name` fed by the server's own source (started elsewhere).
     pub(crate) fn new(options: CameraOptions, parts: CameraParts, single_name: &str) -> Arc<Cameras> {
         let default = options.default_camera.clone().or_else(|| {
-            let first = options.shm_paths.iter().find_map(|p| name_of(p));
-            if options.names_rings() {
+            let first = (options.shm_paths.iter().find_map(|p| name_of(p)))
+                .or_else(|| options.sources.iter().find_map(|s| stream_name(&s.target.subject)));
+            if options.names_cameras() {
                 first
             } else {
                 Some(single_name.to_owned())
@@ -210,7 +229,7 @@ impl Cameras {
             keyframe_requests: Arc::default(),
             tasks: RwLock::new(Vec::new()),
         });
-        if !cameras.options.names_rings() {
+        if !cameras.options.names_cameras() {
             let camera = cameras.build(single_name, None);
             cameras.write().insert(single_name.to_owned(), camera);
             cameras.warn_unknown_drive();
@@ -340,6 +359,22 @@ impl Cameras {
             }
         }
         self.tasks.write().unwrap_or_else(|e| e.into_inner()).push(task);
+    }
+
+    /// Adds camera `name`, fed by the caller (a NATS source); `None` if the name is
+    /// taken.
+    pub(crate) fn add_fed(&self, name: &str) -> Option<Arc<Camera>> {
+        if self.get(name).is_some() {
+            return None;
+        }
+        let camera = self.build(name, None);
+        if self.default_name().as_deref() != Some(name) {
+            for task in self.tasks.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                camera.run_task(task);
+            }
+        }
+        self.write().insert(name.to_owned(), camera.clone());
+        Some(camera)
     }
 
     /// Starts (or restarts, if it went away) camera `name` reading the ring at `path`.

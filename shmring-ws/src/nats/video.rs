@@ -30,7 +30,7 @@ pub const VIDEO_SUBJECT_PREFIX: &str = "video.";
 /// The subject camera `camera` is published on when the default camera's is
 /// `default_subject`: its last token replaced by the camera's name
 /// (`video.front` -> `video.wrist`; a subject of one token: `video.<camera>`).
-pub(crate) fn camera_subject(default_subject: &str, camera: &str) -> String {
+pub fn camera_subject(default_subject: &str, camera: &str) -> String {
     match default_subject.rsplit_once('.') {
         Some((prefix, _)) => format!("{prefix}.{camera}"),
         None => format!("{VIDEO_SUBJECT_PREFIX}{camera}"),
