@@ -14,7 +14,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::cameras::Cameras;
 use crate::gate::{command_kind, CommandKind, GateEffect, GateMode, GateSettings, VideoGate, GATE_TELEMETRY_SUBJECT};
 use crate::gate::{ESTOP_ACTION, ESTOP_PAYLOAD, ZERO_VELOCITY_ACTION, ZERO_VELOCITY_PAYLOAD};
 use crate::metrics::Metrics;
@@ -48,8 +47,18 @@ fn command_publication(effect: &GateEffect) -> Option<Publication> {
     })
 }
 
+/// The newest frame of the picture the operator drives by: its read time (CLOCK_MONOTONIC
+/// ns, 0 before one) and codec; `None`: the server's own source's, from its metrics.
+pub(crate) struct DrivingFrame(pub(crate) Box<dyn Fn() -> Option<(u64, Option<u16>)> + Send + Sync>);
+
+impl std::fmt::Debug for DrivingFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DrivingFrame")
+    }
+}
+
 /// The codec of the newest frame, as the metrics recorded it (0: none yet).
-fn newest_codec(metrics: &Metrics) -> Option<u16> {
+pub(crate) fn newest_codec(metrics: &Metrics) -> Option<u16> {
     u16::try_from(metrics.last_codec.load(Ordering::Relaxed))
         .ok()
         .filter(|&c| c != 0)
@@ -71,8 +80,8 @@ struct RingState {
 pub(crate) struct SafetyGate {
     ring: Mutex<RingState>,
     metrics: Arc<Metrics>,
-    /// The cameras, to find the driving ones (`None`: the source of `metrics` alone).
-    cameras: Option<Arc<Cameras>>,
+    /// The driving picture's newest frame time and codec (`None`: `metrics`' source's).
+    driving: Option<DrivingFrame>,
     publish: mpsc::Sender<Publication>,
     /// Zero velocities and ESTOPs sent so far (by the ring gate or any client gate):
     /// motion accepted before the latest one is never published after it.
@@ -92,11 +101,11 @@ pub(crate) struct GateFeed {
 impl SafetyGate {
     /// A gate with `settings`, started now; returns it and what the NATS relay takes
     /// from it.
-    /// `cameras`: where the driving cameras' frames are seen (`None`: `metrics`' source).
+    /// `driving`: the driving picture's newest frame (`None`: `metrics`' source's).
     pub(crate) fn new(
         settings: GateSettings,
         metrics: Arc<Metrics>,
-        cameras: Option<Arc<Cameras>>,
+        driving: Option<DrivingFrame>,
     ) -> (Arc<Self>, GateFeed) {
         let (tx, rx) = mpsc::channel(PUBLICATION_QUEUE);
         let gate = Arc::new(SafetyGate {
@@ -105,7 +114,7 @@ impl SafetyGate {
                 fresh_since: None,
             }),
             metrics,
-            cameras,
+            driving,
             publish: tx,
             generation: AtomicU64::new(0),
         });
@@ -178,33 +187,14 @@ impl SafetyGate {
         }
     }
 
-    /// The time of the driving picture's newest frame (the oldest of the driving
-    /// cameras' newest frames; 0 if one has none or is gone) and its codec.
+    /// The time of the driving picture's newest frame (0 before one) and its codec.
     fn driving_frame(&self) -> (u64, Option<u16>) {
-        let main = || {
+        self.driving.as_ref().and_then(|f| (f.0)()).unwrap_or_else(|| {
             (
                 self.metrics.last_frame_ns.load(Ordering::Relaxed),
                 newest_codec(&self.metrics),
             )
-        };
-        let Some(cameras) = &self.cameras else { return main() };
-        let names = cameras.drive_names();
-        if names.is_empty() {
-            return main();
-        }
-        let mut frame = u64::MAX;
-        let mut codec = None;
-        for name in &names {
-            match cameras.get(name) {
-                // A removed ring, or one not there yet, proves nothing fresh.
-                Some(camera) if !camera.is_removed() => {
-                    frame = frame.min(camera.metrics.last_frame_ns.load(Ordering::Relaxed));
-                    codec = codec.or_else(|| newest_codec(&camera.metrics));
-                }
-                _ => frame = 0,
-            }
-        }
-        (frame, codec)
+        })
     }
 
     /// The time a client gate counts from: the time of the newest frame the client was

@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::nats::connection::Connections;
 use crate::nats::outbox::Outbox;
 use crate::options::ServerOptions;
-use crate::safety::{GateFeed, SafetyGate};
+use crate::safety::{DrivingFrame, GateFeed, SafetyGate};
 use crate::trust::tls::TlsError;
 use crate::trust::tokens::response_subprotocol;
 use crate::wire::Protocol;
@@ -373,7 +373,12 @@ fn shared_state(options: ServerOptions) -> Result<(Arc<Shared>, Option<Arc<Outbo
     };
     let (gate, gate_rx) = match options.video_gate {
         Some(settings) => {
-            let (gate, rx) = SafetyGate::new(settings, metrics.clone(), Some(cameras.clone()));
+            let drive = cameras.clone();
+            let (gate, rx) = SafetyGate::new(
+                settings,
+                metrics.clone(),
+                Some(DrivingFrame(Box::new(move || drive.driving_frame()))),
+            );
             (Some(gate), Some(rx))
         }
         None => (None, None),
@@ -459,10 +464,15 @@ async fn start_relay(ctx: &Arc<Shared>, nats: &mut Connections, commands: Option
     match nats.client(&servers, crate::nats::relay::ROLE, false, on_state).await {
         // Not aborted at shutdown: it ends with the runtime, after the last command.
         Ok(client) => {
+            let cameras = ctx.cameras.clone();
+            let others = crate::nats::relay::OtherCameras {
+                telemetry: Arc::new(move |m| cameras.publish_telemetry(m)),
+                keyframes: ctx.cameras.keyframe_requests.clone(),
+            };
             tokio::spawn(crate::nats::relay::run(
                 relay.clone(),
                 client,
-                ctx.cameras.clone(),
+                others,
                 ctx.metrics.clone(),
                 ctx.keyframes.clone(),
                 rx,
@@ -542,7 +552,7 @@ async fn serve_metrics(listener: TcpListener, ctx: Arc<Shared>) {
             let only = head.head_only;
             match head.path.split('?').next().unwrap_or("/") {
                 "/metrics" => {
-                    let body = ctx.metrics.render_prometheus();
+                    let body = metrics_text(&ctx);
                     respond_to(&mut stream, only, "200 OK", PROMETHEUS_TYPE, body.as_bytes()).await
                 }
                 "/health" => {
@@ -569,6 +579,16 @@ fn health_json(ctx: &Shared) -> String {
         }
         Err(_) => body,
     }
+}
+
+/// The `/metrics` document: the server's families, and with several cameras each
+/// camera's (labelled `camera="<name>"`).
+fn metrics_text(ctx: &Shared) -> String {
+    let mut body = ctx.metrics.render_prometheus();
+    if ctx.options.cameras.names_cameras() {
+        ctx.cameras.render_prometheus(&mut body);
+    }
+    body
 }
 
 /// The content type of `/metrics`.
@@ -727,7 +747,7 @@ async fn serve_http(stream: &mut TcpStream, head: &RequestHead, ctx: &Shared) {
         "/metrics" if ctx.options.metrics_listen.is_none() => {
             match head.auth.with_credentials(|c| ctx.options.trust.admit_metrics(c)) {
                 Ok(()) => {
-                    let body = ctx.metrics.render_prometheus();
+                    let body = metrics_text(ctx);
                     respond_to(stream, only, "200 OK", PROMETHEUS_TYPE, body.as_bytes()).await
                 }
                 Err(why) => {

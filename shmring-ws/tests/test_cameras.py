@@ -191,6 +191,12 @@ def test_two_rings_each_served_with_its_own_bytes(cams, h264_file, small_h264):
     for frames, sps in (wrist, wrist_q):
         assert check_gated(frames) == 0 and sps == wrist_sps, "wrist's clients got another ring's stream"
 
+    # Per-camera metrics, labelled by camera.
+    wrist_read = metric(cams, 'shmring_ws_camera_frames_read_total{camera="wrist"}')
+    front_read = metric(cams, 'shmring_ws_camera_frames_read_total{camera="front"}')
+    assert wrist_read > 0 and front_read > 0
+    assert metric(cams, 'shmring_ws_camera_up{camera="wrist"}') == 1
+
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(urllib.request.Request(
             f"http://127.0.0.1:{cams.port}/stream/ws/depth",

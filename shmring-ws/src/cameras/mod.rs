@@ -269,6 +269,27 @@ impl Cameras {
         }
     }
 
+    /// The driving picture's newest frame: the oldest of the driving cameras' newest
+    /// frames (0 if one has none, is not served or went away) and the codec of the
+    /// first; `None` while no camera drives (no default camera yet).
+    pub(crate) fn driving_frame(&self) -> Option<(u64, Option<u16>)> {
+        let names = self.drive_names();
+        let mut frame = u64::MAX;
+        let mut codec = None;
+        for name in &names {
+            match self.get(name) {
+                Some(camera) if !camera.is_removed() => {
+                    frame = frame.min(camera.metrics.last_frame_ns.load(Ordering::Relaxed));
+                    let newest = camera.metrics.last_codec.load(Ordering::Relaxed);
+                    codec = codec.or(u16::try_from(newest).ok().filter(|&c| c != 0));
+                }
+                // A removed ring, or one not there yet, proves nothing fresh.
+                _ => frame = 0,
+            }
+        }
+        (!names.is_empty()).then_some((frame, codec))
+    }
+
     /// A camera by name (gone ones included).
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Camera>> {
         self.read().get(name).cloned()
@@ -481,6 +502,64 @@ impl Cameras {
             "cameras": cameras,
         })
         .to_string()
+    }
+
+    /// Per-camera families for `/metrics` (labelled `camera="<name>"`).
+    pub(crate) fn render_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let cameras = self.all();
+        type Value = fn(&Camera) -> u64;
+        let families: [(&str, &str, &str, Value); 5] = [
+            (
+                "shmring_ws_camera_frames_read_total",
+                "counter",
+                "Frames read from the camera's ring or stream.",
+                |c| c.metrics.frames_read.get(),
+            ),
+            (
+                "shmring_ws_camera_frames_broadcast_total",
+                "counter",
+                "Frames of the camera handed to its clients.",
+                |c| c.metrics.frames_broadcast.get(),
+            ),
+            (
+                "shmring_ws_camera_bytes_broadcast_total",
+                "counter",
+                "Payload bytes of those frames.",
+                |c| c.metrics.bytes_broadcast.get(),
+            ),
+            (
+                "shmring_ws_camera_keyframe_requests_total",
+                "counter",
+                "Keyframe requests for the camera (after coalescing).",
+                |c| c.metrics.keyframe_requests.get(),
+            ),
+            (
+                "shmring_ws_camera_clients",
+                "gauge",
+                "Clients of the camera (the NATS publisher included).",
+                |c| c.feed.hub.client_count() as u64,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for camera in &cameras {
+                let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", camera.name, value(camera));
+            }
+        }
+        let name = "shmring_ws_camera_up";
+        let _ = writeln!(
+            out,
+            "# HELP {name} 1 if the camera is live (fresh frames), else 0.\n# TYPE {name} gauge"
+        );
+        for camera in &cameras {
+            let _ = writeln!(
+                out,
+                "{name}{{camera=\"{}\"}} {}",
+                camera.name,
+                u8::from(camera.state() == "live")
+            );
+        }
     }
 
     /// Each camera's name and state, for `/health`.

@@ -21,8 +21,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::cameras::Cameras;
-use crate::keyframe::KeyframeRequests;
+use crate::keyframe::{CameraRequests, KeyframeRequests};
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::{encode_telemetry, Command, COMMAND_SUBJECT_PREFIX};
 use crate::safety::{GateFeed, Publication, SafetyGate};
@@ -83,11 +82,21 @@ pub(crate) fn on_state(metrics: Arc<Metrics>) -> impl Fn(bool) + Send + Sync + '
 const ROUND_TRIP_RETRY: Duration = Duration::from_secs(1);
 
 /// Relays the telemetry `options` names from NATS to every client.
-async fn relay_telemetry(options: &NatsOptions, client: &Client, cameras: &Arc<Cameras>, metrics: &Arc<Metrics>) {
+/// Where relayed telemetry goes: every camera's clients.
+pub(crate) type TelemetrySink = Arc<dyn Fn(Bytes) + Send + Sync>;
+
+/// What the relay does for every camera: telemetry to their clients, and the keyframe
+/// requests of the cameras besides the default one (on `<subject>.<camera>`).
+pub(crate) struct OtherCameras {
+    pub(crate) telemetry: TelemetrySink,
+    pub(crate) keyframes: Arc<CameraRequests>,
+}
+
+async fn relay_telemetry(options: &NatsOptions, client: &Client, sink: &TelemetrySink, metrics: &Arc<Metrics>) {
     for subject in &options.telemetry_subjects {
         match client.subscribe(subject.clone()).await {
             Ok(mut sub) => {
-                let cameras = cameras.clone();
+                let sink = sink.clone();
                 let metrics = metrics.clone();
                 let max = options.telemetry_max_size;
                 tokio::spawn(async move {
@@ -97,7 +106,7 @@ async fn relay_telemetry(options: &NatsOptions, client: &Client, cameras: &Arc<C
                             continue;
                         }
                         match encode_telemetry(msg.subject.as_str(), &msg.payload) {
-                            Some(m) => cameras.publish_telemetry(m),
+                            Some(m) => sink(m),
                             None => metrics.dropped(DropReason::Telemetry, 1),
                         }
                     }
@@ -266,7 +275,7 @@ impl CommandRelay {
 
     /// Waits for the next thing to do: a gate publication, a queued command, the
     /// motion round trip, or a keyframe request (published here).
-    async fn wait(&mut self, keyframes: &KeyframeRequests, cameras: &Cameras, subjects: &[String]) {
+    async fn wait(&mut self, keyframes: &KeyframeRequests, cameras: &CameraRequests, subjects: &[String]) {
         let CommandRelay {
             client,
             outbox,
@@ -289,7 +298,7 @@ impl CommandRelay {
                 publish_keyframe_requests(client, subjects, None).await;
                 None
             }
-            names = cameras.keyframe_requests.next() => {
+            names = cameras.next() => {
                 for name in names {
                     publish_keyframe_requests(client, subjects, Some(&name)).await;
                 }
@@ -325,13 +334,13 @@ async fn publish_keyframe_requests(client: &Client, subjects: &[String], camera:
 pub(crate) async fn run(
     options: NatsOptions,
     client: Client,
-    cameras: Arc<Cameras>,
+    cameras: OtherCameras,
     metrics: Arc<Metrics>,
     keyframes: Arc<KeyframeRequests>,
     outbox: Arc<Outbox>,
     gate: Option<GateFeed>,
 ) {
-    relay_telemetry(&options, &client, &cameras, &metrics).await;
+    relay_telemetry(&options, &client, &cameras.telemetry, &metrics).await;
     let round_trip = RoundTrip::start(&client).await;
     let (gate, publications) = match gate {
         Some(feed) => (Some(feed.gate), Some(feed.publications)),
@@ -348,7 +357,7 @@ pub(crate) async fn run(
     loop {
         relay.publish_ready().await;
         relay
-            .wait(&keyframes, &cameras, &options.keyframe_request_subjects)
+            .wait(&keyframes, &cameras.keyframes, &options.keyframe_request_subjects)
             .await;
     }
 }
