@@ -313,11 +313,11 @@ async fn reader(
     ws: &mut WebSocketStream<ProtocolSide>,
     client: &Arc<ClientQueue>,
     ctx: &Shared,
-    keyframes: &KeyframeRequests,
+    feed: &Feed,
     role: ClientRole,
     peer_gone: &AtomicBool,
 ) {
-    let mut session = ClientSession::new(client, ctx, keyframes, role);
+    let mut session = ClientSession::new(client, ctx, feed, role);
     loop {
         let gated = session.gated();
         let next = tokio::select! {
@@ -399,8 +399,8 @@ impl MessageRate {
 struct ClientSession<'a> {
     client: &'a Arc<ClientQueue>,
     ctx: &'a Shared,
-    /// The keyframe requests of the camera the client watches.
-    keyframes: &'a KeyframeRequests,
+    /// The camera the client watches: its hub and keyframe requests.
+    feed: &'a Feed,
     role: ClientRole,
     rate: MessageRate,
     client_gate: Option<ClientGate>,
@@ -410,11 +410,11 @@ struct ClientSession<'a> {
 }
 
 impl<'a> ClientSession<'a> {
-    fn new(client: &'a Arc<ClientQueue>, ctx: &'a Shared, keyframes: &'a KeyframeRequests, role: ClientRole) -> Self {
+    fn new(client: &'a Arc<ClientQueue>, ctx: &'a Shared, feed: &'a Feed, role: ClientRole) -> Self {
         ClientSession {
             client,
             ctx,
-            keyframes,
+            feed,
             role,
             rate: MessageRate::new(ctx.options.max_messages_per_sec),
             client_gate: ctx.gate.as_ref().map(|g| g.client_gate()),
@@ -473,6 +473,7 @@ impl<'a> ClientSession<'a> {
         let session = FoxgloveSession {
             client: self.client,
             ctx: self.ctx,
+            hub: &self.feed.hub,
             channels: &self.channels,
         };
         foxglove::handle_request(text, &session);
@@ -524,7 +525,7 @@ impl<'a> ClientSession<'a> {
         if cmd.action == ACTION_REQUEST_IDR {
             // Any client may ask (its decoder failed), at most once per interval.
             if self.keyframe_limiter.allow(Instant::now()) {
-                self.keyframes.request("a viewer asked (decoder error)");
+                self.feed.keyframes.request("a viewer asked (decoder error)");
             } else {
                 metrics.keyframe_requests_coalesced.inc();
             }
@@ -617,17 +618,19 @@ impl<'a> ClientSession<'a> {
 struct FoxgloveSession<'a> {
     client: &'a ClientQueue,
     ctx: &'a Shared,
+    /// The hub of the camera the connection serves.
+    hub: &'a Hub,
     /// The channels the client advertised to publish on (`clientPublish`).
     channels: &'a RefCell<HashMap<u32, foxglove::ClientTopic>>,
 }
 
 impl foxglove::Session for FoxgloveSession<'_> {
     fn subscribe(&self, channel: u32, subscription: u32) -> bool {
-        self.ctx.hub.subscribe(self.client, channel, subscription)
+        self.hub.subscribe(self.client, channel, subscription)
     }
 
     fn unsubscribe(&self, subscription: u32) {
-        self.ctx.hub.unsubscribe(self.client, subscription);
+        self.hub.unsubscribe(self.client, subscription);
     }
 
     /// A control frame, so it goes out between whole messages.
@@ -667,7 +670,7 @@ async fn drain(read: &mut OwnedReadHalf) {
 
 /// Runs an upgraded WebSocket connection to its end. `prefix` holds bytes the client
 /// sent after its HTTP request.
-/// `feed`: the camera it watches (a Foxglove client: the default camera);
+/// `feed`: the camera it watches (Foxglove: the one its URL names, else the default);
 /// `burst`: the client asked to start with the GOP cache (`?burst=gop`); `grant`: what its
 /// token lets it do (the connection is closed if that is revoked).
 pub(crate) async fn run(
@@ -717,7 +720,7 @@ pub(crate) async fn run(
     let mut ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(config)).await;
     {
         let writer = writer(&write, &client, &ctx, &peer_gone);
-        let reader = reader(&mut ws, &client, &ctx, &feed.keyframes, role, &peer_gone);
+        let reader = reader(&mut ws, &client, &ctx, &feed, role, &peer_gone);
         let pinger = pinger(&client, &liveness, ctx.options.ping_interval);
         tokio::pin!(writer);
         tokio::select! {

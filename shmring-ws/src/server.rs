@@ -635,8 +635,10 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, front: Arc<Front>) {
     let path = head.path.split('?').next().unwrap_or("/");
     // Foxglove clients connect to the root (or any path we serve WebSocket on) and ask
     // for their subprotocol; a plain GET of / is the viewer page.
-    let foxglove = head.foxglove && head.upgrade_websocket && (path == "/" || path == STREAM_PATH);
     let camera_path = path.strip_prefix(STREAM_PATH).and_then(|p| p.strip_prefix('/'));
+    // A Foxglove client on /stream/ws/<camera> gets that camera as its /video channel.
+    let foxglove =
+        head.foxglove && head.upgrade_websocket && (path == "/" || path == STREAM_PATH || camera_path.is_some());
     if path == STREAM_PATH || foxglove || camera_path.is_some() {
         let protocol = if foxglove { Protocol::Foxglove } else { Protocol::Sdr };
         return upgrade(stream, head, rest, &front, protocol).await;

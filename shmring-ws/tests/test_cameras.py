@@ -5,6 +5,7 @@ watched), listed at /cameras and chosen with /stream/ws/<camera> or ?camera=<cam
 The two test videos differ in size (320x240 and 160x120), so their SPS (the first NAL
 unit of every keyframe access unit) tells which ring a frame came from."""
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -513,3 +514,34 @@ def test_publish_puts_every_camera_on_its_own_subject_with_its_own_keyframe_stor
     check_gated(front)
     check_gated(wrist)
     assert front_sps == first_sps(h264_file.read_bytes()) and wrist_sps == first_sps(small_h264.read_bytes())
+
+
+# --- Foxglove: a camera per connection URL ---------------------------------------------
+
+
+def test_the_official_foxglove_client_gets_each_camera_on_its_url(cams, h264_file, small_h264):
+    """The official @foxglove/ws-protocol client on /stream/ws/front and
+    /stream/ws/wrist at once: each connection's /video channel carries its camera,
+    decoding (with the advertised schema) to h264 whose first message is a keyframe
+    with that camera's SPS."""
+    from test_foxglove import message_class, nal_types
+    cams.start_writer("front", h264_file)
+    cams.start_writer("wrist", small_h264)
+    cams.start_server("--shm-path", cams.ring("front"), "--shm-path", cams.ring("wrist"))
+    wait_for(lambda: cams.state("front") == "live" and cams.state("wrist") == "live", "both cameras live",
+             APPEAR_DEADLINE)
+    script = Path(__file__).resolve().parent / "browser" / "foxglove-cameras.mjs"
+    out = subprocess.run(["node", str(script), "20", cams.url("/stream/ws/front"), cams.url("/stream/ws/wrist")],
+                         capture_output=True, text=True, timeout=120, cwd=script.parent)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    got = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert len(got) == 2, out.stdout
+    for watched, h264 in zip(got, (h264_file, small_h264)):
+        channel = watched["channel"]
+        assert channel["schemaName"] == "foxglove.CompressedVideo", channel
+        Video = message_class(channel["schema"], "foxglove.CompressedVideo")
+        frames = [Video.FromString(base64.b64decode(m)) for m in watched["messages"]]
+        assert all(f.format == "h264" for f in frames)
+        first = frames[0].data
+        assert {5, 7, 8} <= set(nal_types(first)), f"{watched['url']}: the first message is not an IDR"
+        assert first_sps(first) == first_sps(h264.read_bytes()), f"{watched['url']}: another camera's stream"
