@@ -575,6 +575,70 @@ impl Cameras {
 mod tests {
     use super::*;
 
+    fn registry(options: CameraOptions) -> Arc<Cameras> {
+        let metrics = Arc::new(Metrics::default());
+        let keyframes = Arc::new(KeyframeRequests::new(
+            std::time::Duration::from_millis(100),
+            metrics.clone(),
+        ));
+        let hub = Arc::new(Hub::new(QueueLimits::default(), metrics.clone(), keyframes.clone()));
+        let parts = CameraParts {
+            main: Feed { hub, keyframes },
+            main_metrics: metrics,
+            ring: RingSource::default(),
+            limits: QueueLimits::default(),
+            keyframe_interval: std::time::Duration::from_millis(100),
+            fanout_threads: 0,
+        };
+        Cameras::new(options, parts, "frames")
+    }
+
+    #[test]
+    fn one_ring_is_one_camera_on_the_servers_own_hub() {
+        let cameras = registry(CameraOptions::default());
+        assert_eq!(cameras.default_name().as_deref(), Some("frames"));
+        assert_eq!(cameras.drive_names(), ["frames"]);
+        let camera = cameras.get("frames").expect("the one camera");
+        assert!(Arc::ptr_eq(&camera.feed.hub, &cameras.default_feed().hub));
+        let unknown = cameras.feed("wrist").expect_err("no such camera");
+        assert!(
+            unknown.contains("\"wrist\" is not served here; cameras: frames"),
+            "{unknown}"
+        );
+    }
+
+    #[test]
+    fn a_removed_camera_is_gone_and_refused_until_it_comes_back() {
+        let dir = std::env::temp_dir().join(format!("shmring-cameras-unit-{}", std::process::id()));
+        let cameras = registry(CameraOptions {
+            shm_paths: vec![dir.join("front"), dir.join("wrist")],
+            drive: vec!["wrist".into()],
+            ..CameraOptions::default()
+        });
+        assert_eq!(cameras.default_name().as_deref(), Some("front"));
+        cameras.start("front", &dir.join("front"));
+        cameras.start("wrist", &dir.join("wrist"));
+        let wrist = cameras.get("wrist").expect("wrist");
+        assert!(
+            !Arc::ptr_eq(&wrist.feed.hub, &cameras.default_feed().hub),
+            "its own hub"
+        );
+        assert_eq!(cameras.driving_frame(), Some((0, None)), "no frame yet: stale");
+        wrist.metrics.last_frame_ns.store(7, Ordering::Relaxed);
+        assert_eq!(cameras.driving_frame(), Some((7, None)));
+        cameras.remove("wrist");
+        assert_eq!(wrist.state(), "gone");
+        assert_eq!(
+            cameras.driving_frame(),
+            Some((0, None)),
+            "a removed driving camera is stale"
+        );
+        assert!(cameras.feed("wrist").unwrap_err().contains("is gone; cameras: front"));
+        cameras.start("wrist", &dir.join("wrist"));
+        assert!(cameras.feed("wrist").is_ok(), "served again");
+        cameras.stop_readers();
+    }
+
     #[test]
     fn camera_names_are_url_and_subject_safe() {
         for good in ["front", "wrist_cam", "depth-1", "cam.0", &"a".repeat(64)] {

@@ -447,6 +447,13 @@ impl Reassembler {
 mod tests {
     use super::*;
     use crate::protocol::MSG_VIDEO;
+
+    #[test]
+    fn other_cameras_replace_the_last_token_of_the_default_subject() {
+        assert_eq!(camera_subject("video.front", "wrist"), "video.wrist");
+        assert_eq!(camera_subject("site1.video.front", "wrist"), "site1.video.wrist");
+        assert_eq!(camera_subject("frames", "wrist"), "video.wrist");
+    }
     use shmring_core::layout::FLAG_KEYFRAME;
     use zerocopy::IntoBytes;
 
