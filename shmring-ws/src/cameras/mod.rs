@@ -211,15 +211,18 @@ impl Cameras {
     /// The registry for `options`; with no rings named there, one camera named
     /// `single_name` fed by the server's own source (started elsewhere).
     pub(crate) fn new(options: CameraOptions, parts: CameraParts, single_name: &str) -> Arc<Cameras> {
-        let default = options.default_camera.clone().or_else(|| {
-            let first = (options.shm_paths.iter().find_map(|p| name_of(p)))
-                .or_else(|| options.sources.iter().find_map(|s| stream_name(&s.target.subject)));
-            if options.names_cameras() {
-                first
-            } else {
-                Some(single_name.to_owned())
+        let default = if options.names_cameras() {
+            options.default_camera.clone().or_else(|| {
+                (options.shm_paths.iter().find_map(|p| name_of(p)))
+                    .or_else(|| options.sources.iter().find_map(|s| stream_name(&s.target.subject)))
+            })
+        } else {
+            // One source: it is the default camera, whatever else was asked.
+            if let Some(asked) = options.default_camera.as_ref().filter(|n| *n != single_name) {
+                tracing::warn!("--default-camera {asked}: the one camera served is {single_name}; it is the default");
             }
-        });
+            Some(single_name.to_owned())
+        };
         let cameras = Arc::new(Cameras {
             list: RwLock::new(BTreeMap::new()),
             default: RwLock::new(default),
@@ -604,6 +607,20 @@ mod tests {
         assert!(
             unknown.contains("\"wrist\" is not served here; cameras: frames"),
             "{unknown}"
+        );
+    }
+
+    #[test]
+    fn one_ring_stays_the_default_whatever_default_camera_says() {
+        let cameras = registry(CameraOptions {
+            default_camera: Some("wrist".into()),
+            ..CameraOptions::default()
+        });
+        assert_eq!(cameras.default_name().as_deref(), Some("frames"));
+        let camera = cameras.get("frames").expect("the one camera");
+        assert!(
+            Arc::ptr_eq(&camera.feed.hub, &cameras.default_feed().hub),
+            "fed by the server's source"
         );
     }
 
