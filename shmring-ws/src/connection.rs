@@ -30,6 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::cameras::{Cameras, Feed};
 use crate::client::{Batch, ClientQueue, DirectSink};
 use crate::foxglove;
 use crate::framing::{close_code, close_frame, text_frame, CloseReason};
@@ -50,7 +51,10 @@ use crate::wire::{wire, Head, Protocol, WRITEV_MESSAGES};
 
 /// State every connection shares (the server's).
 pub(crate) struct Shared {
+    /// The default camera's hub (the server's own).
     pub(crate) hub: Arc<Hub>,
+    /// Every camera (the default one on `hub`).
+    pub(crate) cameras: Arc<Cameras>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) keyframes: Arc<KeyframeRequests>,
     /// Where client commands wait for the NATS relay, if NATS is configured.
@@ -309,10 +313,11 @@ async fn reader(
     ws: &mut WebSocketStream<ProtocolSide>,
     client: &Arc<ClientQueue>,
     ctx: &Shared,
+    feed: &Feed,
     role: ClientRole,
     peer_gone: &AtomicBool,
 ) {
-    let mut session = ClientSession::new(client, ctx, role);
+    let mut session = ClientSession::new(client, ctx, feed, role);
     loop {
         let gated = session.gated();
         let next = tokio::select! {
@@ -394,6 +399,8 @@ impl MessageRate {
 struct ClientSession<'a> {
     client: &'a Arc<ClientQueue>,
     ctx: &'a Shared,
+    /// The camera the client watches: its hub and keyframe requests.
+    feed: &'a Feed,
     role: ClientRole,
     rate: MessageRate,
     client_gate: Option<ClientGate>,
@@ -403,10 +410,11 @@ struct ClientSession<'a> {
 }
 
 impl<'a> ClientSession<'a> {
-    fn new(client: &'a Arc<ClientQueue>, ctx: &'a Shared, role: ClientRole) -> Self {
+    fn new(client: &'a Arc<ClientQueue>, ctx: &'a Shared, feed: &'a Feed, role: ClientRole) -> Self {
         ClientSession {
             client,
             ctx,
+            feed,
             role,
             rate: MessageRate::new(ctx.options.max_messages_per_sec),
             client_gate: ctx.gate.as_ref().map(|g| g.client_gate()),
@@ -465,6 +473,7 @@ impl<'a> ClientSession<'a> {
         let session = FoxgloveSession {
             client: self.client,
             ctx: self.ctx,
+            hub: &self.feed.hub,
             channels: &self.channels,
         };
         foxglove::handle_request(text, &session);
@@ -516,7 +525,7 @@ impl<'a> ClientSession<'a> {
         if cmd.action == ACTION_REQUEST_IDR {
             // Any client may ask (its decoder failed), at most once per interval.
             if self.keyframe_limiter.allow(Instant::now()) {
-                self.ctx.keyframes.request("a viewer asked (decoder error)");
+                self.feed.keyframes.request("a viewer asked (decoder error)");
             } else {
                 metrics.keyframe_requests_coalesced.inc();
             }
@@ -609,17 +618,19 @@ impl<'a> ClientSession<'a> {
 struct FoxgloveSession<'a> {
     client: &'a ClientQueue,
     ctx: &'a Shared,
+    /// The hub of the camera the connection serves.
+    hub: &'a Hub,
     /// The channels the client advertised to publish on (`clientPublish`).
     channels: &'a RefCell<HashMap<u32, foxglove::ClientTopic>>,
 }
 
 impl foxglove::Session for FoxgloveSession<'_> {
     fn subscribe(&self, channel: u32, subscription: u32) -> bool {
-        self.ctx.hub.subscribe(self.client, channel, subscription)
+        self.hub.subscribe(self.client, channel, subscription)
     }
 
     fn unsubscribe(&self, subscription: u32) {
-        self.ctx.hub.unsubscribe(self.client, subscription);
+        self.hub.unsubscribe(self.client, subscription);
     }
 
     /// A control frame, so it goes out between whole messages.
@@ -659,12 +670,14 @@ async fn drain(read: &mut OwnedReadHalf) {
 
 /// Runs an upgraded WebSocket connection to its end. `prefix` holds bytes the client
 /// sent after its HTTP request.
+/// `feed`: the camera it watches (Foxglove: the one its URL names, else the default);
 /// `burst`: the client asked to start with the GOP cache (`?burst=gop`); `grant`: what its
 /// token lets it do (the connection is closed if that is revoked).
 pub(crate) async fn run(
     stream: TcpStream,
     prefix: Bytes,
     ctx: Arc<Shared>,
+    feed: Feed,
     protocol: Protocol,
     burst: bool,
     mut grant: Grant,
@@ -674,8 +687,8 @@ pub(crate) async fn run(
     let (read, write) = stream.into_split();
     let write = Arc::new(write);
     let client = match protocol {
-        Protocol::Sdr => ctx.hub.join(burst),
-        Protocol::Foxglove => ctx
+        Protocol::Sdr => feed.hub.join(burst),
+        Protocol::Foxglove => feed
             .hub
             .join_subscriber(protocol, &text_frame(&foxglove::server_info(&ctx.session_id))),
     };
@@ -707,7 +720,7 @@ pub(crate) async fn run(
     let mut ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(config)).await;
     {
         let writer = writer(&write, &client, &ctx, &peer_gone);
-        let reader = reader(&mut ws, &client, &ctx, role, &peer_gone);
+        let reader = reader(&mut ws, &client, &ctx, &feed, role, &peer_gone);
         let pinger = pinger(&client, &liveness, ctx.options.ping_interval);
         tokio::pin!(writer);
         tokio::select! {
@@ -725,7 +738,7 @@ pub(crate) async fn run(
     // No direct writes after this: the close frame (if any) was the last message.
     client.finish();
     shutdown_write(&write);
-    ctx.hub.leave(&client);
+    feed.hub.leave(&client);
     // Lingering close: our side is shut down for writing; read (and discard) whatever
     // the client still sends, its close reply or a flood in flight, until it closes.
     // Dropping a socket with unread input would reset the connection, and the client's

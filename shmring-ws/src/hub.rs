@@ -218,6 +218,11 @@ impl Hub {
         }
     }
 
+    /// How many clients (connections and the NATS publisher) it has.
+    pub(crate) fn client_count(&self) -> usize {
+        self.lock().clients.len()
+    }
+
     /// Removes a client (when its connection ends).
     pub(crate) fn leave(&self, client: &ClientQueue) {
         let mut hub = self.lock();

@@ -75,6 +75,37 @@ impl KeyframeRequests {
     }
 }
 
+/// Keyframe requests of the cameras besides the default one, by camera name, waiting
+/// for the NATS relay (which publishes each on `<subject>.<camera>`). A camera's
+/// [`KeyframeRequests`] coalesce before anything lands here.
+#[derive(Debug, Default)]
+pub(crate) struct CameraRequests {
+    waiting: Mutex<std::collections::BTreeSet<String>>,
+    ready: Notify,
+}
+
+impl CameraRequests {
+    /// Camera `name` wants a keyframe.
+    pub(crate) fn push(&self, name: &str) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned());
+        self.ready.notify_one();
+    }
+
+    /// Waits until some camera wants a keyframe; takes every waiting name.
+    pub(crate) async fn next(&self) -> Vec<String> {
+        loop {
+            let names = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+            if !names.is_empty() {
+                return names.into_iter().collect();
+            }
+            self.ready.notified().await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

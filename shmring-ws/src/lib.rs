@@ -24,6 +24,9 @@
 //!   ([`GateSettings`], `docs/video-gate.md`).
 //! - [`Server`] also serves a WebCodecs viewer page at `/`, `/health` and `/metrics`,
 //!   and the Foxglove WebSocket protocol (`foxglove.websocket.v1`) on the same port.
+//! - Several rings (or NATS streams) are cameras ([`CameraOptions`]): each has its own
+//!   reader, hub, GOP cache and keyframe requests; `/stream/ws/<camera>` serves one,
+//!   `/stream/ws` the default camera, [`CAMERAS_PATH`] lists them.
 //!
 //! The message format is described in `docs/architecture.md`; every default is named
 //! at the crate root (`DEFAULT_*`).
@@ -33,7 +36,7 @@
 //! The crate root is the whole public API: what a program embedding the server needs.
 //!
 //! - The server: [`Server`], [`ServerError`], [`ServerOptions`] and its parts
-//!   ([`FrameSource`], [`RingSource`], [`QueueLimits`], [`GateSettings`],
+//!   ([`FrameSource`], [`RingSource`], [`CameraOptions`] with [`is_valid_camera_name`], [`QueueLimits`], [`GateSettings`],
 //!   [`NatsOptions`], [`NatsPublishOptions`], [`NatsSourceOptions`],
 //!   [`NatsVideoTarget`], [`TrustPolicy`] with [`Tokens`], [`OriginPolicy`] and
 //!   [`HostPolicy`], [`TlsFiles`]), and the errors of building them ([`NatsError`],
@@ -43,7 +46,7 @@
 //!   [`default_listen`].
 //! - The names a client or another program sees: [`FOXGLOVE_SUBPROTOCOL`] and the
 //!   Foxglove topics, [`SUBPROTOCOL_TOKEN_PREFIX`], the NATS subjects
-//!   ([`VIDEO_SUBJECT_PREFIX`], [`DEFAULT_KEYFRAME_REQUEST_SUBJECTS`],
+//!   ([`VIDEO_SUBJECT_PREFIX`], [`camera_subject`], [`DEFAULT_KEYFRAME_REQUEST_SUBJECTS`],
 //!   [`GATE_TELEMETRY_SUBJECT`]).
 //! - Keyframe requests ([`KeyframeRequests`]) and read-only metrics
 //!   ([`Metrics::snapshot`]).
@@ -70,6 +73,7 @@
 //! ```
 
 pub mod annexb;
+mod cameras;
 mod client;
 mod connection;
 mod defaults;
@@ -95,9 +99,10 @@ mod wire;
 
 // The server and how to run it.
 pub use options::ServerOptions;
-pub use server::{Server, ServerError, STREAM_PATH, VIEWER_HTML};
+pub use server::{Server, ServerError, CAMERAS_PATH, STREAM_PATH, VIEWER_HTML};
 
 // ServerOptions' parts.
+pub use cameras::{is_valid_camera_name, CameraOptions, MAX_CAMERA_NAME_LEN};
 pub use client::QueueLimits;
 pub use gate::{GateSettings, GateSettingsError};
 pub use nats::video::NatsVideoTarget;
@@ -132,7 +137,7 @@ pub use foxglove::{
     IMAGE_TOPIC as FOXGLOVE_IMAGE_TOPIC, SUBPROTOCOL as FOXGLOVE_SUBPROTOCOL, VIDEO_TOPIC as FOXGLOVE_VIDEO_TOPIC,
 };
 pub use gate::GATE_TELEMETRY_SUBJECT;
-pub use nats::video::VIDEO_SUBJECT_PREFIX;
+pub use nats::video::{camera_subject, VIDEO_SUBJECT_PREFIX};
 pub use nats::{FORCE_IDR_SUBJECT, REQUEST_IDR_SUBJECT};
 pub use trust::tokens::SUBPROTOCOL_TOKEN_PREFIX;
 

@@ -358,14 +358,7 @@ impl Metrics {
     /// `writer_down` or `waiting_for_ring` otherwise.
     pub fn health_json(&self) -> String {
         let s = self.snapshot();
-        let status = match (s.writer_alive, s.last_frame_age_ms) {
-            (1 | -1, Some(a)) if a < STALE_AFTER_MS => "ok",
-            (1, None) => "starting",
-            (1, Some(_)) if self.writer_starting.load(Ordering::Relaxed) => "starting",
-            (-1, None) => "waiting_for_ring",
-            (0, _) => "writer_down",
-            _ => "stale",
-        };
+        let status = self.stream_status(&s);
         let lag = s.dropped(DropReason::QueueOverflow) + s.dropped(DropReason::AwaitingKeyframe);
         serde_json::json!({
             "status": status,
@@ -382,6 +375,19 @@ impl Metrics {
             "uptime_s": s.uptime_s,
         })
         .to_string()
+    }
+
+    /// The stream's state as `/health` names it: `ok`, `starting`, `waiting_for_ring`,
+    /// `writer_down` or `stale` (see [`Metrics::health_json`]).
+    pub(crate) fn stream_status(&self, s: &MetricsSnapshot) -> &'static str {
+        match (s.writer_alive, s.last_frame_age_ms) {
+            (1 | -1, Some(a)) if a < STALE_AFTER_MS => "ok",
+            (1, None) => "starting",
+            (1, Some(_)) if self.writer_starting.load(Ordering::Relaxed) => "starting",
+            (-1, None) => "waiting_for_ring",
+            (0, _) => "writer_down",
+            _ => "stale",
+        }
     }
 
     /// The `/metrics` document (Prometheus text exposition format 0.0.4).

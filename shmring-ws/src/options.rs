@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cameras::CameraOptions;
 use crate::client::QueueLimits;
 use crate::defaults;
 use crate::gate::GateSettings;
@@ -21,6 +22,9 @@ pub struct ServerOptions {
     pub listen: SocketAddr,
     /// Where frames come from: a ring, or NATS (`--source`).
     pub source: FrameSource,
+    /// Several rings as cameras (`--shm-path` repeated, `--shm-dir`); empty: `source`
+    /// is the one camera.
+    pub cameras: CameraOptions,
     /// Publish every frame to NATS (`--publish`); `None` does not.
     pub publish: Option<NatsPublishOptions>,
     /// Per-client queue limits and keyframe timeout.
@@ -73,6 +77,7 @@ impl Default for ServerOptions {
         ServerOptions {
             listen: defaults::DEFAULT_LISTEN,
             source: FrameSource::Ring(RingSource::default()),
+            cameras: CameraOptions::default(),
             publish: None,
             limits: QueueLimits::default(),
             keyframe_interval: defaults::DEFAULT_KEYFRAME_INTERVAL,

@@ -47,8 +47,18 @@ fn command_publication(effect: &GateEffect) -> Option<Publication> {
     })
 }
 
+/// The newest frame of the picture the operator drives by: its read time (CLOCK_MONOTONIC
+/// ns, 0 before one) and codec; `None`: the server's own source's, from its metrics.
+pub(crate) struct DrivingFrame(pub(crate) Box<dyn Fn() -> Option<(u64, Option<u16>)> + Send + Sync>);
+
+impl std::fmt::Debug for DrivingFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DrivingFrame")
+    }
+}
+
 /// The codec of the newest frame, as the metrics recorded it (0: none yet).
-fn newest_codec(metrics: &Metrics) -> Option<u16> {
+pub(crate) fn newest_codec(metrics: &Metrics) -> Option<u16> {
     u16::try_from(metrics.last_codec.load(Ordering::Relaxed))
         .ok()
         .filter(|&c| c != 0)
@@ -64,11 +74,14 @@ struct RingState {
     fresh_since: Option<u64>,
 }
 
-/// The server-wide gate on the age of the newest frame read from the source.
+/// The server-wide gate on the age of the newest frame of the driving camera(s) (the
+/// picture the operator drives by; with several, the stalest of them).
 #[derive(Debug)]
 pub(crate) struct SafetyGate {
     ring: Mutex<RingState>,
     metrics: Arc<Metrics>,
+    /// The driving picture's newest frame time and codec (`None`: `metrics`' source's).
+    driving: Option<DrivingFrame>,
     publish: mpsc::Sender<Publication>,
     /// Zero velocities and ESTOPs sent so far (by the ring gate or any client gate):
     /// motion accepted before the latest one is never published after it.
@@ -88,7 +101,12 @@ pub(crate) struct GateFeed {
 impl SafetyGate {
     /// A gate with `settings`, started now; returns it and what the NATS relay takes
     /// from it.
-    pub(crate) fn new(settings: GateSettings, metrics: Arc<Metrics>) -> (Arc<Self>, GateFeed) {
+    /// `driving`: the driving picture's newest frame (`None`: `metrics`' source's).
+    pub(crate) fn new(
+        settings: GateSettings,
+        metrics: Arc<Metrics>,
+        driving: Option<DrivingFrame>,
+    ) -> (Arc<Self>, GateFeed) {
         let (tx, rx) = mpsc::channel(PUBLICATION_QUEUE);
         let gate = Arc::new(SafetyGate {
             ring: Mutex::new(RingState {
@@ -96,6 +114,7 @@ impl SafetyGate {
                 fresh_since: None,
             }),
             metrics,
+            driving,
             publish: tx,
             generation: AtomicU64::new(0),
         });
@@ -151,7 +170,7 @@ impl SafetyGate {
 
     /// Feeds the ring gate the newest frame's time and codec; publishes a recovery.
     fn observe(&self, now: u64) {
-        let frame = self.metrics.last_frame_ns.load(Ordering::Relaxed);
+        let (frame, codec) = self.driving_frame();
         let effect = {
             let mut ring = self.lock();
             let hold = ring.gate.settings().hold;
@@ -160,12 +179,22 @@ impl SafetyGate {
             } else if ring.fresh_since.is_none() {
                 ring.fresh_since = Some(frame);
             }
-            ring.gate.observe(now, frame, newest_codec(&self.metrics))
+            ring.gate.observe(now, frame, codec)
         };
         if let Some(effect) = effect {
             tracing::info!("video gate open: frames flow again");
             self.send(&[effect]);
         }
+    }
+
+    /// The time of the driving picture's newest frame (0 before one) and its codec.
+    fn driving_frame(&self) -> (u64, Option<u16>) {
+        self.driving.as_ref().and_then(|f| (f.0)()).unwrap_or_else(|| {
+            (
+                self.metrics.last_frame_ns.load(Ordering::Relaxed),
+                newest_codec(&self.metrics),
+            )
+        })
     }
 
     /// The time a client gate counts from: the time of the newest frame the client was
@@ -302,7 +331,7 @@ mod tests {
             estop: Duration::from_millis(hold_ms * 5),
             codec_change_grace: Duration::ZERO,
         };
-        let (gate, feed) = SafetyGate::new(settings, metrics.clone());
+        let (gate, feed) = SafetyGate::new(settings, metrics.clone(), None);
         (gate, feed, metrics)
     }
 

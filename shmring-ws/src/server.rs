@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::cameras::{CameraParts, Cameras, Feed};
 use crate::connection::Shared;
 use crate::framing::{close_code, CloseReason};
 use crate::http::{read_head, refuse, respond, respond_to, switching_protocols, RequestHead, HEAD_TIMEOUT};
@@ -25,15 +26,17 @@ use crate::metrics::Metrics;
 use crate::nats::connection::Connections;
 use crate::nats::outbox::Outbox;
 use crate::options::ServerOptions;
-use crate::safety::{GateFeed, SafetyGate};
+use crate::safety::{DrivingFrame, GateFeed, SafetyGate};
 use crate::trust::tls::TlsError;
 use crate::trust::tokens::response_subprotocol;
 use crate::wire::Protocol;
 
 /// The viewer page served at `/`.
 pub const VIEWER_HTML: &str = include_str!("viewer.html");
-/// The WebSocket endpoint.
+/// The WebSocket endpoint (the default camera; `/stream/ws/<camera>` serves another).
 pub const STREAM_PATH: &str = "/stream/ws";
+/// The list of cameras (JSON).
+pub const CAMERAS_PATH: &str = "/cameras";
 /// Pause between the 101 response and the first WebSocket frame.
 const UPGRADE_PAUSE: Duration = Duration::from_millis(5);
 
@@ -185,13 +188,8 @@ impl Server {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let ctx = self.front.ctx.clone();
         let mut nats = Connections::new(ctx.metrics.clone());
-        let source = ctx
-            .options
-            .source
-            .start(ctx.hub.clone(), ctx.metrics.clone(), ctx.keyframes.clone(), &mut nats)
-            .await
-            .map_err(ServerError::Source)?;
         let mut workers = Running::default();
+        let source = start_source(&ctx, &mut nats, &mut workers).await?;
         start_publisher(&ctx, &mut nats, &mut workers).await;
         start_relay(&ctx, &mut nats, self.commands_rx.take(), self.gate_rx.take()).await;
         if let Some(gate) = ctx.gate.clone() {
@@ -210,6 +208,7 @@ impl Server {
         close_clients(&ctx).await;
         workers.stop();
         source.stop().await;
+        ctx.cameras.stop_readers();
         Ok(())
     }
 
@@ -261,6 +260,90 @@ impl Server {
     }
 }
 
+/// Starts the frames: the server's own source (one ring or NATS stream), or each named
+/// ring as a camera and the watcher of rings that appear and go.
+async fn start_source(
+    ctx: &Arc<Shared>,
+    nats: &mut Connections,
+    workers: &mut Running,
+) -> Result<crate::source::RunningSource, ServerError> {
+    if ctx.options.cameras.names_cameras() {
+        start_nats_cameras(ctx, nats).await;
+        let cameras = ctx.cameras.clone();
+        let skipped = tokio::task::spawn_blocking(move || {
+            let mut skipped = std::collections::BTreeSet::new();
+            cameras.start_named(&mut skipped);
+            skipped
+        })
+        .await
+        .map_err(|e| ServerError::Source(io::Error::other(e)))?;
+        workers.spawn(ctx.cameras.clone().watch(skipped));
+        return Ok(crate::source::RunningSource::Idle);
+    }
+    ctx.options
+        .source
+        .start(ctx.hub.clone(), ctx.metrics.clone(), ctx.keyframes.clone(), nats)
+        .await
+        .map_err(ServerError::Source)
+}
+
+/// Starts each NATS stream of `--source` (several) as a camera.
+async fn start_nats_cameras(ctx: &Arc<Shared>, nats: &mut Connections) {
+    for options in &ctx.options.cameras.sources {
+        let subject = &options.target.subject;
+        let Some(name) = crate::cameras::stream_name(subject) else {
+            tracing::warn!("skipping --source {subject}: its last token cannot name a camera (A-Z a-z 0-9 _ -)");
+            continue;
+        };
+        let Some(camera) = ctx.cameras.add_fed(&name) else {
+            tracing::warn!("skipping --source {subject}: camera {name} is already served");
+            continue;
+        };
+        let source = crate::source::FrameSource::Nats(options.clone());
+        let feed = &camera.feed;
+        match source
+            .start(feed.hub.clone(), camera.metrics.clone(), feed.keyframes.clone(), nats)
+            .await
+        {
+            Ok(crate::source::RunningSource::Nats(task)) => camera.keep_task(task.abort_handle()),
+            Ok(_) => {}
+            Err(e) => tracing::error!("camera {name}: cannot start --source {subject}: {e}"),
+        }
+        tracing::info!("camera {name}: serving {subject} from NATS");
+    }
+}
+
+/// The registry of cameras, its default camera on the server's own hub.
+fn camera_registry(options: &ServerOptions, main: Feed, metrics: Arc<Metrics>, fanout_threads: usize) -> Arc<Cameras> {
+    let (ring, single_name) = match &options.source {
+        crate::source::FrameSource::Ring(r) => (r.clone(), crate::cameras::name_of(&r.path)),
+        crate::source::FrameSource::Nats(n) => (
+            crate::source::RingSource::default(),
+            n.target
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|s| crate::cameras::name_of(s.as_ref())),
+        ),
+    };
+    let parts = CameraParts {
+        main,
+        main_metrics: metrics,
+        ring,
+        limits: options.limits,
+        keyframe_interval: options.keyframe_interval,
+        fanout_threads,
+    };
+    Cameras::new(
+        options.cameras.clone(),
+        parts,
+        single_name.as_deref().unwrap_or(DEFAULT_CAMERA_NAME),
+    )
+}
+
+/// The name of the one camera when its ring's file name cannot be a camera name.
+const DEFAULT_CAMERA_NAME: &str = "default";
+
 /// The state every connection shares, and the receivers of the command queue and the
 /// gate's publications (for the NATS relay).
 #[allow(clippy::type_complexity)]
@@ -271,9 +354,16 @@ fn shared_state(options: ServerOptions) -> Result<(Arc<Shared>, Option<Arc<Outbo
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
-    let hub = Hub::new(options.limits, metrics.clone(), keyframes.clone())
-        .with_fanout_threads(fanout_threads)
-        .map_err(ServerError::Fanout)?;
+    let hub = Arc::new(
+        Hub::new(options.limits, metrics.clone(), keyframes.clone())
+            .with_fanout_threads(fanout_threads)
+            .map_err(ServerError::Fanout)?,
+    );
+    let main = Feed {
+        hub: hub.clone(),
+        keyframes: keyframes.clone(),
+    };
+    let cameras = camera_registry(&options, main, metrics.clone(), fanout_threads);
     let (commands, commands_rx) = match options.nats {
         Some(_) => {
             let outbox = Outbox::new();
@@ -283,13 +373,19 @@ fn shared_state(options: ServerOptions) -> Result<(Arc<Shared>, Option<Arc<Outbo
     };
     let (gate, gate_rx) = match options.video_gate {
         Some(settings) => {
-            let (gate, rx) = SafetyGate::new(settings, metrics.clone());
+            let drive = cameras.clone();
+            let (gate, rx) = SafetyGate::new(
+                settings,
+                metrics.clone(),
+                Some(DrivingFrame(Box::new(move || drive.driving_frame()))),
+            );
             (Some(gate), Some(rx))
         }
         None => (None, None),
     };
     let ctx = Arc::new(Shared {
-        hub: Arc::new(hub),
+        hub,
+        cameras,
         metrics,
         keyframes,
         commands,
@@ -312,15 +408,46 @@ async fn start_publisher(ctx: &Arc<Shared>, nats: &mut Connections, running: &mu
     };
     let role = crate::nats::publish::role(&publish);
     match nats.client(&publish.target.servers, &role, true, |_| {}).await {
-        Ok(client) => running.spawn(crate::nats::publish::run(
-            publish,
-            client,
-            ctx.hub.clone(),
-            ctx.metrics.clone(),
-            ctx.keyframes.clone(),
-        )),
+        Ok(client) => {
+            if ctx.options.cameras.names_cameras() {
+                publish_other_cameras(ctx, &publish, &client);
+            }
+            running.spawn(crate::nats::publish::run(
+                publish,
+                client,
+                ctx.hub.clone(),
+                ctx.metrics.clone(),
+                ctx.keyframes.clone(),
+            ))
+        }
         Err(e) => tracing::error!("{role}: NATS unusable: {e}; frames are not published"),
     }
+}
+
+/// With several cameras, each besides the default one is published on its own subject
+/// ([`crate::nats::video::camera_subject`]), with its own keyframe store.
+fn publish_other_cameras(ctx: &Shared, publish: &crate::nats::NatsPublishOptions, client: &async_nats::Client) {
+    let (publish, client) = (publish.clone(), client.clone());
+    let runtime = tokio::runtime::Handle::current();
+    ctx.cameras.add_task(Box::new(move |name, feed, metrics| {
+        let subject = crate::camera_subject(&publish.target.subject, name);
+        if subject == publish.target.subject {
+            tracing::error!(
+                "camera {name} would be published on {subject}, the default camera's subject; it is not published"
+            );
+            return None;
+        }
+        let mut options = publish.clone();
+        options.target.subject = subject;
+        let task = crate::nats::publish::run(
+            options,
+            client.clone(),
+            feed.hub.clone(),
+            metrics.clone(),
+            feed.keyframes.clone(),
+        );
+        Some(runtime.spawn(task).abort_handle())
+    }));
 }
 
 /// Starts the NATS relay (telemetry in, commands and the gate's publications out).
@@ -337,10 +464,15 @@ async fn start_relay(ctx: &Arc<Shared>, nats: &mut Connections, commands: Option
     match nats.client(&servers, crate::nats::relay::ROLE, false, on_state).await {
         // Not aborted at shutdown: it ends with the runtime, after the last command.
         Ok(client) => {
+            let cameras = ctx.cameras.clone();
+            let others = crate::nats::relay::OtherCameras {
+                telemetry: Arc::new(move |m| cameras.publish_telemetry(m)),
+                keyframes: ctx.cameras.keyframe_requests.clone(),
+            };
             tokio::spawn(crate::nats::relay::run(
                 relay.clone(),
                 client,
-                ctx.hub.clone(),
+                others,
                 ctx.metrics.clone(),
                 ctx.keyframes.clone(),
                 rx,
@@ -368,7 +500,7 @@ async fn out_of_sockets(ctx: &Shared, e: &io::Error) {
 
 /// Tells every client why it goes (1001), and gives them a moment to take it.
 async fn close_clients(ctx: &Shared) {
-    ctx.hub.close_all(&CloseReason {
+    ctx.cameras.close_all(&CloseReason {
         code: close_code::GOING_AWAY,
         reason: "the server is shutting down".into(),
     });
@@ -420,17 +552,43 @@ async fn serve_metrics(listener: TcpListener, ctx: Arc<Shared>) {
             let only = head.head_only;
             match head.path.split('?').next().unwrap_or("/") {
                 "/metrics" => {
-                    let body = ctx.metrics.render_prometheus();
+                    let body = metrics_text(&ctx);
                     respond_to(&mut stream, only, "200 OK", PROMETHEUS_TYPE, body.as_bytes()).await
                 }
                 "/health" => {
-                    let body = ctx.metrics.health_json();
+                    let body = health_json(&ctx);
                     respond_to(&mut stream, only, "200 OK", "application/json", body.as_bytes()).await
                 }
                 _ => respond_to(&mut stream, only, "404 Not Found", "text/plain", b"not found").await,
             }
         });
     }
+}
+
+/// The `/health` document: the default camera's stream, and with several rings each
+/// camera's state.
+fn health_json(ctx: &Shared) -> String {
+    let body = ctx.metrics.health_json();
+    if !ctx.options.cameras.names_cameras() {
+        return body;
+    }
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(mut doc) => {
+            doc["cameras"] = ctx.cameras.states();
+            doc.to_string()
+        }
+        Err(_) => body,
+    }
+}
+
+/// The `/metrics` document: the server's families, and with several cameras each
+/// camera's (labelled `camera="<name>"`).
+fn metrics_text(ctx: &Shared) -> String {
+    let mut body = ctx.metrics.render_prometheus();
+    if ctx.options.cameras.names_cameras() {
+        ctx.cameras.render_prometheus(&mut body);
+    }
+    body
 }
 
 /// The content type of `/metrics`.
@@ -477,8 +635,11 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, front: Arc<Front>) {
     let path = head.path.split('?').next().unwrap_or("/");
     // Foxglove clients connect to the root (or any path we serve WebSocket on) and ask
     // for their subprotocol; a plain GET of / is the viewer page.
-    let foxglove = head.foxglove && head.upgrade_websocket && (path == "/" || path == STREAM_PATH);
-    if path == STREAM_PATH || foxglove {
+    let camera_path = path.strip_prefix(STREAM_PATH).and_then(|p| p.strip_prefix('/'));
+    // A Foxglove client on /stream/ws/<camera> gets that camera as its /video channel.
+    let foxglove =
+        head.foxglove && head.upgrade_websocket && (path == "/" || path == STREAM_PATH || camera_path.is_some());
+    if path == STREAM_PATH || foxglove || camera_path.is_some() {
         let protocol = if foxglove { Protocol::Foxglove } else { Protocol::Sdr };
         return upgrade(stream, head, rest, &front, protocol).await;
     }
@@ -511,6 +672,10 @@ async fn upgrade(mut stream: TcpStream, head: RequestHead, rest: Bytes, front: &
             return refuse(&mut stream, why).await;
         }
     };
+    let feed = match camera_feed(&head.path, &ctx.cameras) {
+        Ok(feed) => feed,
+        Err(body) => return respond_to(&mut stream, false, "404 Not Found", "text/plain", body.as_bytes()).await,
+    };
     // Reserved before the 101, held until the connection ends.
     let Some(_slot) = front.slots.reserve() else {
         return respond(
@@ -534,7 +699,22 @@ async fn upgrade(mut stream: TcpStream, head: RequestHead, rest: Bytes, front: &
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(ctx.options.send_buffer);
     }
     let burst = wants_burst(&head.path);
-    crate::connection::run(stream, rest, ctx.clone(), protocol, burst, grant).await;
+    crate::connection::run(stream, rest, ctx.clone(), feed, protocol, burst, grant).await;
+}
+
+/// The camera a WebSocket request target names (`/stream/ws/<camera>` or
+/// `?camera=<camera>`), or the default camera; the 404 body if there is no such camera.
+fn camera_feed(target: &str, cameras: &Cameras) -> Result<Feed, String> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let named = path
+        .strip_prefix(STREAM_PATH)
+        .and_then(|p| p.strip_prefix('/'))
+        .filter(|p| !p.is_empty())
+        .or_else(|| query.split('&').find_map(|p| p.strip_prefix("camera=")));
+    match named {
+        Some(name) => cameras.feed(name),
+        None => Ok(cameras.default_feed()),
+    }
 }
 
 /// Serves a plain HTTP request: the viewer page, `/health`, `/metrics`.
@@ -552,14 +732,24 @@ async fn serve_http(stream: &mut TcpStream, head: &RequestHead, ctx: &Shared) {
             .await
         }
         "/health" => {
-            let body = ctx.metrics.health_json();
+            let body = health_json(ctx);
             respond_to(stream, only, "200 OK", "application/json", body.as_bytes()).await
         }
+        CAMERAS_PATH => match head.auth.with_credentials(|c| ctx.options.trust.admit_metrics(c)) {
+            Ok(()) => {
+                let body = ctx.cameras.json();
+                respond_to(stream, only, "200 OK", "application/json", body.as_bytes()).await
+            }
+            Err(why) => {
+                ctx.metrics.trust.refused(why);
+                refuse(stream, why).await
+            }
+        },
         // On its own address when one is set (then not here); with tokens, any token.
         "/metrics" if ctx.options.metrics_listen.is_none() => {
             match head.auth.with_credentials(|c| ctx.options.trust.admit_metrics(c)) {
                 Ok(()) => {
-                    let body = ctx.metrics.render_prometheus();
+                    let body = metrics_text(ctx);
                     respond_to(stream, only, "200 OK", PROMETHEUS_TYPE, body.as_bytes()).await
                 }
                 Err(why) => {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 
+use shmring_ws::{camera_subject, is_valid_camera_name, CameraOptions, MAX_CAMERA_NAME_LEN};
 use shmring_ws::{default_listen, FrameSource, GateSettings, HostPolicy, NatsOptions, NatsPublishOptions};
 use shmring_ws::{NatsSourceOptions, NatsVideoTarget, OriginPolicy, QueueLimits, RingSource, ServerOptions};
 use shmring_ws::{TlsFiles, TokenSource, Tokens, TrustPolicy, GOP_CACHE_MAX_BYTES};
@@ -24,9 +25,22 @@ use shmring_ws::{
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct Config {
     /// Ring file to read [default: /dev/shm/sdr_os_ipc/frames; with --demo, a private
-    /// ring in /dev/shm].
+    /// ring in /dev/shm]. Repeat it to serve several rings, each a camera named by its
+    /// file name (the first is the default camera).
     #[arg(long, env = "SDR_SHM_PATH")]
-    pub shm_path: Option<PathBuf>,
+    pub shm_path: Vec<PathBuf>,
+    /// Serve every ring file in this directory as a camera (its name: the file name),
+    /// watching for rings that appear and go [default: none].
+    #[arg(long, env = "SDR_SHM_DIR", value_name = "DIR")]
+    pub shm_dir: Option<PathBuf>,
+    /// The camera /stream/ws (and Foxglove's /video) serves [default: the first
+    /// --shm-path, else the first name in --shm-dir in sorted order].
+    #[arg(long, env = "SDR_DEFAULT_CAMERA", value_name = "NAME")]
+    pub default_camera: Option<String>,
+    /// The camera(s) the video gate judges motion by, comma-separated: motion is held
+    /// while any of them is stale [default: the default camera].
+    #[arg(long, env = "SDR_DRIVE_CAMERAS", value_name = "NAME[,NAME]", value_delimiter = ',')]
+    pub drive_camera: Vec<String>,
     /// Address to listen on for HTTP and WebSocket [default: 127.0.0.1:8080, this
     /// machine only; inside a container 0.0.0.0:8080].
     #[arg(long, env = "SDR_LISTEN_ADDR")]
@@ -142,9 +156,10 @@ pub(crate) struct Config {
     pub publish: Option<String>,
     /// Serve a stream from NATS instead of a ring:
     /// `nats://HOST:PORT[,nats://HOST2:PORT2...]/video.<stream>` [default: none: the
-    /// ring is read].
+    /// ring is read]. Repeat it to serve several streams, each a camera named by the
+    /// last token of its subject (the first is the default camera).
     #[arg(long, env = "SDR_SOURCE_URL", value_name = "URL")]
-    pub source: Option<String>,
+    pub source: Vec<String>,
     /// JetStream replicas of the keyframe store created by --publish (3 on a 3-node
     /// cluster keeps it through the loss of a node).
     #[arg(long, env = "SDR_KEYFRAME_REPLICAS", default_value_t = DEFAULT_KEYFRAME_REPLICAS)]
@@ -249,7 +264,7 @@ impl Config {
     /// The ring to read (with `--demo`, to write too): `--shm-path`, else with `--demo`
     /// a private ring in /dev/shm, else the SDR_OS ring.
     pub(crate) fn ring_path(&self, demo: bool) -> PathBuf {
-        match (&self.shm_path, demo) {
+        match (self.shm_path.first(), demo) {
             (Some(p), _) => p.clone(),
             (None, true) => PathBuf::from(format!("/dev/shm/shmring-demo-{}", std::process::id())),
             (None, false) => PathBuf::from(DEFAULT_SHM_PATH),
@@ -262,7 +277,7 @@ impl Config {
     /// `--source`, a malformed `--publish`/`--source` URL, or when a server would
     /// publish the subject it reads.
     pub(crate) fn server_options(&self, demo: bool) -> Result<ServerOptions, String> {
-        if demo && self.source.is_some() {
+        if demo && !self.source.is_empty() {
             return Err("--demo writes a local ring; it cannot be combined with --source".to_owned());
         }
         let shm_path = self.ring_path(demo);
@@ -270,6 +285,7 @@ impl Config {
         Ok(ServerOptions {
             listen: self.listen(),
             source,
+            cameras: self.cameras(demo)?,
             publish,
             limits: self.queue_limits()?,
             keyframe_interval: Duration::from_millis(self.idr_coalesce_ms),
@@ -300,24 +316,19 @@ impl Config {
         shm_path: &std::path::Path,
         demo: bool,
     ) -> Result<(FrameSource, Option<NatsPublishOptions>), String> {
-        if self.source.is_none() && !demo {
+        if self.source.is_empty() && !demo {
             self.check_ring_size(shm_path);
         }
         let publish = match &self.publish {
             Some(url) => Some(NatsPublishOptions {
-                target: NatsVideoTarget::parse(url, Some(&default_subject(shm_path)))
+                target: NatsVideoTarget::parse(url, Some(&self.publish_subject(shm_path)))
                     .map_err(|e| format!("--publish: {e}"))?,
                 keyframe_replicas: self.keyframe_replicas.max(1),
             }),
             None => None,
         };
-        let source = match &self.source {
-            Some(url) => FrameSource::Nats(NatsSourceOptions {
-                target: NatsVideoTarget::parse(url, None).map_err(|e| format!("--source: {e}"))?,
-                verify_crc: self.crc,
-                max_frame: GOP_CACHE_MAX_BYTES,
-                frame_id_is_time: self.frame_id_time,
-            }),
+        let source = match self.sources()?.into_iter().next() {
+            Some(nats) => FrameSource::Nats(nats),
             None => FrameSource::Ring(RingSource {
                 path: shm_path.to_owned(),
                 verify_crc: self.crc,
@@ -326,12 +337,96 @@ impl Config {
                 frame_id_is_time: self.frame_id_time,
             }),
         };
-        if let (FrameSource::Nats(s), Some(p)) = (&source, &publish) {
-            if s.target.subject == p.target.subject {
+        if let Some(p) = &publish {
+            let published = |s: &NatsSourceOptions| {
+                let camera = stream_camera(&s.target.subject).unwrap_or_default();
+                s.target.subject == p.target.subject || s.target.subject == camera_subject(&p.target.subject, &camera)
+            };
+            if let Some(s) = self.sources()?.iter().find(|s| published(s)) {
                 return Err(format!("--source and --publish both use {}: a loop", s.target.subject));
             }
         }
         Ok((source, publish))
+    }
+
+    /// The NATS streams of `--source`, in the order given.
+    fn sources(&self) -> Result<Vec<NatsSourceOptions>, String> {
+        self.source
+            .iter()
+            .map(|url| {
+                Ok(NatsSourceOptions {
+                    target: NatsVideoTarget::parse(url, None).map_err(|e| format!("--source: {e}"))?,
+                    verify_crc: self.crc,
+                    max_frame: GOP_CACHE_MAX_BYTES,
+                    frame_id_is_time: self.frame_id_time,
+                })
+            })
+            .collect()
+    }
+
+    /// The cameras: several `--shm-path`s or a `--shm-dir` make each ring a camera;
+    /// one ring (or none named) is served as before. Fails on a camera name that cannot
+    /// be one, or a default camera that is none of the rings named.
+    fn cameras(&self, demo: bool) -> Result<CameraOptions, String> {
+        let several_rings = self.shm_path.len() > 1 || self.shm_dir.is_some();
+        let several = several_rings || self.source.len() > 1;
+        if several_rings && (demo || !self.source.is_empty()) {
+            return Err(
+                "several rings (--shm-path repeated, --shm-dir) cannot be combined with --demo or --source".into(),
+            );
+        }
+        let names = [&self.default_camera]
+            .into_iter()
+            .flatten()
+            .chain(self.drive_camera.iter().filter(|n| !n.is_empty()));
+        for name in names {
+            if !is_valid_camera_name(name) {
+                return Err(format!(
+                    "{name:?} cannot name a camera: use 1 to {MAX_CAMERA_NAME_LEN} characters of A-Z a-z 0-9 . _ -"
+                ));
+            }
+        }
+        if let (Some(name), false) = (&self.default_camera, self.shm_dir.is_some()) {
+            let rings: Vec<String> = match self.source.len() {
+                0 => self.shm_path.iter().filter_map(|p| file_name(p)).collect(),
+                _ => self
+                    .sources()?
+                    .iter()
+                    .filter_map(|s| stream_camera(&s.target.subject))
+                    .collect(),
+            };
+            if several && !rings.contains(name) {
+                return Err(format!(
+                    "--default-camera {name} is none of the rings: {}",
+                    rings.join(", ")
+                ));
+            }
+        }
+        Ok(CameraOptions {
+            shm_paths: if several_rings {
+                self.shm_path.clone()
+            } else {
+                Vec::new()
+            },
+            sources: if several && !several_rings {
+                self.sources()?
+            } else {
+                Vec::new()
+            },
+            watch_dir: self.shm_dir.clone(),
+            default_camera: self.default_camera.clone(),
+            drive: self.drive_camera.iter().filter(|n| !n.is_empty()).cloned().collect(),
+        })
+    }
+
+    /// The subject `--publish` uses without one in its URL: `video.<default camera>`
+    /// when `--default-camera` names it, else `video.<ring file name>` (the first
+    /// `--shm-path`); other cameras go on `video.<camera>`.
+    fn publish_subject(&self, shm_path: &std::path::Path) -> String {
+        match &self.default_camera {
+            Some(name) => format!("{VIDEO_SUBJECT_PREFIX}{name}"),
+            None => default_subject(shm_path),
+        }
     }
 
     /// Warns when the ring file is smaller than SDR_OS's SDR_SHM_SIZE.
@@ -418,4 +513,14 @@ impl Config {
             _ => None,
         }
     }
+}
+
+/// A path's file name, as text.
+fn file_name(path: &std::path::Path) -> Option<String> {
+    path.file_name()?.to_str().map(str::to_owned)
+}
+
+/// The camera a NATS stream's subject names: its last token.
+fn stream_camera(subject: &str) -> Option<String> {
+    subject.rsplit('.').next().map(str::to_owned)
 }

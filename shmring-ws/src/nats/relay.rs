@@ -21,8 +21,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::hub::Hub;
-use crate::keyframe::KeyframeRequests;
+use crate::keyframe::{CameraRequests, KeyframeRequests};
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::{encode_telemetry, Command, COMMAND_SUBJECT_PREFIX};
 use crate::safety::{GateFeed, Publication, SafetyGate};
@@ -51,12 +50,16 @@ pub struct NatsOptions {
     pub keyframe_request_subjects: Vec<String>,
 }
 
-/// The payload of a keyframe request on `subject`.
-fn keyframe_request(subject: &str) -> Bytes {
-    if subject.starts_with(COMMAND_SUBJECT_PREFIX) {
-        return Bytes::from_static(br#"{"cmd_seq":0}"#);
+/// The payload of a keyframe request on `subject` (for `camera`, if not the default one).
+fn keyframe_request(subject: &str, camera: Option<&str>) -> Bytes {
+    let mut body = if subject.starts_with(COMMAND_SUBJECT_PREFIX) {
+        serde_json::json!({ "cmd_seq": 0 })
+    } else {
+        serde_json::json!({ "source": "transport-server", "ts_ns": shmring_core::monotonic_ns() })
+    };
+    if let Some(camera) = camera {
+        body["camera"] = camera.into();
     }
-    let body = serde_json::json!({ "source": "transport-server", "ts_ns": shmring_core::monotonic_ns() });
     Bytes::from(body.to_string())
 }
 
@@ -79,11 +82,21 @@ pub(crate) fn on_state(metrics: Arc<Metrics>) -> impl Fn(bool) + Send + Sync + '
 const ROUND_TRIP_RETRY: Duration = Duration::from_secs(1);
 
 /// Relays the telemetry `options` names from NATS to every client.
-async fn relay_telemetry(options: &NatsOptions, client: &Client, hub: &Arc<Hub>, metrics: &Arc<Metrics>) {
+/// Where relayed telemetry goes: every camera's clients.
+pub(crate) type TelemetrySink = Arc<dyn Fn(Bytes) + Send + Sync>;
+
+/// What the relay does for every camera: telemetry to their clients, and the keyframe
+/// requests of the cameras besides the default one (on `<subject>.<camera>`).
+pub(crate) struct OtherCameras {
+    pub(crate) telemetry: TelemetrySink,
+    pub(crate) keyframes: Arc<CameraRequests>,
+}
+
+async fn relay_telemetry(options: &NatsOptions, client: &Client, sink: &TelemetrySink, metrics: &Arc<Metrics>) {
     for subject in &options.telemetry_subjects {
         match client.subscribe(subject.clone()).await {
             Ok(mut sub) => {
-                let hub = hub.clone();
+                let sink = sink.clone();
                 let metrics = metrics.clone();
                 let max = options.telemetry_max_size;
                 tokio::spawn(async move {
@@ -93,7 +106,7 @@ async fn relay_telemetry(options: &NatsOptions, client: &Client, hub: &Arc<Hub>,
                             continue;
                         }
                         match encode_telemetry(msg.subject.as_str(), &msg.payload) {
-                            Some(m) => hub.publish_telemetry(m),
+                            Some(m) => sink(m),
                             None => metrics.dropped(DropReason::Telemetry, 1),
                         }
                     }
@@ -262,7 +275,7 @@ impl CommandRelay {
 
     /// Waits for the next thing to do: a gate publication, a queued command, the
     /// motion round trip, or a keyframe request (published here).
-    async fn wait(&mut self, keyframes: &KeyframeRequests, subjects: &[String]) {
+    async fn wait(&mut self, keyframes: &KeyframeRequests, cameras: &CameraRequests, subjects: &[String]) {
         let CommandRelay {
             client,
             outbox,
@@ -282,10 +295,12 @@ impl CommandRelay {
             () = outbox.ready() => None,
             () = round_trip.settle(client) => None,
             () = keyframes.next_for_nats() => {
-                for subject in subjects {
-                    if let Err(e) = client.publish(subject.clone(), keyframe_request(subject)).await {
-                        tracing::debug!("keyframe request not published on {subject}: {e}");
-                    }
+                publish_keyframe_requests(client, subjects, None).await;
+                None
+            }
+            names = cameras.next() => {
+                for name in names {
+                    publish_keyframe_requests(client, subjects, Some(&name)).await;
                 }
                 None
             }
@@ -296,19 +311,36 @@ impl CommandRelay {
     }
 }
 
+/// Publishes a keyframe request on each of `subjects`: as they are for the default
+/// camera, on `<subject>.<camera>` for another.
+async fn publish_keyframe_requests(client: &Client, subjects: &[String], camera: Option<&str>) {
+    for subject in subjects {
+        let subject = match camera {
+            Some(name) => format!("{subject}.{name}"),
+            None => subject.clone(),
+        };
+        if let Err(e) = client
+            .publish(subject.clone(), keyframe_request(&subject, camera))
+            .await
+        {
+            tracing::debug!("keyframe request not published on {subject}: {e}");
+        }
+    }
+}
+
 /// Runs the relay over `client` until the process ends: telemetry to the clients,
 /// the clients' commands from `outbox` and the video gate's publications (`gate`) to
 /// NATS.
 pub(crate) async fn run(
     options: NatsOptions,
     client: Client,
-    hub: Arc<Hub>,
+    cameras: OtherCameras,
     metrics: Arc<Metrics>,
     keyframes: Arc<KeyframeRequests>,
     outbox: Arc<Outbox>,
     gate: Option<GateFeed>,
 ) {
-    relay_telemetry(&options, &client, &hub, &metrics).await;
+    relay_telemetry(&options, &client, &cameras.telemetry, &metrics).await;
     let round_trip = RoundTrip::start(&client).await;
     let (gate, publications) = match gate {
         Some(feed) => (Some(feed.gate), Some(feed.publications)),
@@ -324,6 +356,8 @@ pub(crate) async fn run(
     };
     loop {
         relay.publish_ready().await;
-        relay.wait(&keyframes, &options.keyframe_request_subjects).await;
+        relay
+            .wait(&keyframes, &cameras.keyframes, &options.keyframe_request_subjects)
+            .await;
     }
 }

@@ -27,6 +27,16 @@ pub(crate) const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
 /// The subject prefix of live video.
 pub const VIDEO_SUBJECT_PREFIX: &str = "video.";
 
+/// The subject camera `camera` is published on when the default camera's is
+/// `default_subject`: its last token replaced by the camera's name
+/// (`video.front` -> `video.wrist`; a subject of one token: `video.<camera>`).
+pub fn camera_subject(default_subject: &str, camera: &str) -> String {
+    match default_subject.rsplit_once('.') {
+        Some((prefix, _)) => format!("{prefix}.{camera}"),
+        None => format!("{VIDEO_SUBJECT_PREFIX}{camera}"),
+    }
+}
+
 /// Where a stream travels, and the NATS servers to reach it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NatsVideoTarget {
@@ -437,6 +447,13 @@ impl Reassembler {
 mod tests {
     use super::*;
     use crate::protocol::MSG_VIDEO;
+
+    #[test]
+    fn other_cameras_replace_the_last_token_of_the_default_subject() {
+        assert_eq!(camera_subject("video.front", "wrist"), "video.wrist");
+        assert_eq!(camera_subject("site1.video.front", "wrist"), "site1.video.wrist");
+        assert_eq!(camera_subject("frames", "wrist"), "video.wrist");
+    }
     use shmring_core::layout::FLAG_KEYFRAME;
     use zerocopy::IntoBytes;
 
