@@ -83,17 +83,24 @@ fn tighten_timer_slack() -> bool {
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, READER_TIMER_SLACK_NS, 0, 0, 0) == 0 }
 }
 
-fn open(source: &RingSource, stop: &AtomicBool) -> Option<RingReader> {
+/// How the server reads a ring, of either layout.
+fn reader_options(source: &RingSource) -> ReaderOptions {
     // Every frame, from the newest: a producer that encodes with intra refresh (one
     // IDR, then none unless asked, as SDR_OS's sim does) may have no keyframe in the ring
     // at all. Each client waits for a keyframe itself, and after every gap (see
-    // `crate::client`), and a keyframe is requested for it.
-    let options = ReaderOptions {
+    // `crate::client`), and a keyframe is requested for it. The wake-up is the default
+    // cadence-aware one on both layouts: a legacy ring, which has no futex, is then
+    // polled in a short window around each expected frame, not only every 500 us.
+    ReaderOptions {
         start: StartPosition::Latest,
         verify_crc: source.verify_crc,
         resync_at_keyframe: false,
         ..Default::default()
-    };
+    }
+}
+
+fn open(source: &RingSource, stop: &AtomicBool) -> Option<RingReader> {
+    let options = reader_options(source);
     let mut said = false;
     while !stop.load(Ordering::Relaxed) {
         match RingReader::open(&source.path, &options) {
@@ -312,6 +319,23 @@ fn run(source: RingSource, hub: &Hub, metrics: &Metrics, stop: &AtomicBool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_server_reads_rings_of_both_layouts_with_the_cadence_wake_up() {
+        let source = RingSource {
+            path: PathBuf::from("unused"),
+            verify_crc: true,
+            frame_id_is_commit_time: false,
+            frame_id_is_time: false,
+        };
+        // The options carry no layout: the same wake-up serves v1 and legacy rings.
+        let wake = reader_options(&source).wake;
+        assert_eq!(wake, shmring_core::WakePolicy::default());
+        assert!(
+            wake.max_window().is_some(),
+            "the default wake-up is {wake:?}, not a cadence"
+        );
+    }
 
     #[test]
     fn the_reader_thread_sleeps_with_a_fine_timer_slack() {
