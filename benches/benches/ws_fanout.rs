@@ -16,8 +16,14 @@
 //! ```
 //!
 //! `--extra-server LABEL=PATH` also measures another transport-server binary (started
-//! with the same flags), for before/after comparisons in one run. `--layout legacy`
-//! writes the legacy single-slot layout (SDR_OS's writer) instead of a v1 ring.
+//! with the same flags), for before/after comparisons in one run; a server that takes
+//! its settings another way gets a wrapper that maps `--shm-path RING --listen ADDR` to
+//! them, as `benches/sdr_os.sh` does for SDR_OS's server. `--layout legacy` writes the
+//! legacy single-slot layout (SDR_OS's writer) instead of a v1 ring.
+//!
+//! With `SHMRING_WS_STAGE_TIMES=1` in the environment the servers inherit it and are
+//! told that frame_id is the commit time (`--frame-id-commit-time`): a transport-server
+//! then prints per-stage times from the commit on.
 //!
 //! `--cameras 1,8` measures one server of several cameras, for each count in the list:
 //! N rings (`cam0`..) in one directory, written by N producers, served with
@@ -640,6 +646,16 @@ fn describe_stream(units: &[SplitUnit]) {
     );
 }
 
+/// With stage times asked for (`SHMRING_WS_STAGE_TIMES=1`, inherited by the server):
+/// the flag that makes the server's stages start at the commit time in frame_id.
+fn stage_time_flags() -> &'static [&'static str] {
+    if std::env::var_os("SHMRING_WS_STAGE_TIMES").is_some_and(|v| v == "1") {
+        &["--frame-id-commit-time"]
+    } else {
+        &[]
+    }
+}
+
 /// Starts the server named `server` on `addr`, reading `feeds`: its label and process.
 fn start_server(
     server: &str,
@@ -652,6 +668,7 @@ fn start_server(
         Command::new(bin)
             .args(&feeds.server_args)
             .args(["--listen", &addr.to_string()])
+            .args(stage_time_flags())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()

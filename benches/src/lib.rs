@@ -51,24 +51,35 @@ pub fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1e6
 }
 
-/// The release `transport-server` binary next to the running benchmark, built first
+/// The release `transport-server` binary, built first from the current source
 /// (`cargo build --release -p transport-server`: a no-op when it is up to date), so
 /// `cargo bench -p shmring-benches --bench NAME` measures the current source.
+///
+/// It is built in its own target directory, `target/bench-server`: in the benchmark's
+/// own one, that build and the benchmark's would each rebuild the dependencies the other
+/// compiled with another feature set (async-nats against rustls, ...), minutes every
+/// run, and under `cargo bench` it would wait for the build lock the outer cargo holds.
 pub fn transport_server() -> PathBuf {
     let exe = std::env::current_exe().expect("the benchmark's own path");
-    // target/release/deps/<bench>-<hash> -> target/release
-    let profile_dir = exe
+    // target/release/deps/<bench>-<hash> -> target
+    let target = exe
         .parent()
         .and_then(|deps| deps.parent())
+        .and_then(|profile| profile.parent())
         .expect("the benchmark runs from target/<profile>/deps")
-        .to_path_buf();
+        .join("bench-server");
+    eprintln!(
+        "building the release transport-server in {} (the first time takes minutes)...",
+        target.display()
+    );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .args(["build", "--release", "-q", "-p", "transport-server"])
+        .env("CARGO_TARGET_DIR", &target)
         .status()
         .expect("run cargo to build transport-server");
     assert!(status.success(), "cargo build --release -p transport-server failed");
-    let bin = profile_dir.join("transport-server");
+    let bin = target.join("release").join("transport-server");
     assert!(bin.exists(), "{} is missing after the build", bin.display());
     bin
 }

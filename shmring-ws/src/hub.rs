@@ -242,9 +242,12 @@ impl Hub {
         }
         let mut hub = self.lock();
         let len = frame.message.len();
+        // The previous GOP (about a hundred messages, megabytes) is freed after this
+        // frame is delivered, not before: a keyframe reaches the sockets without waiting
+        // for the allocator.
+        let mut retired = Vec::new();
         if frame.keyframe {
-            hub.gop.clear();
-            hub.gop_bytes = 0;
+            retired = retire_gop(&mut hub);
         }
         // Cache only a GOP that starts at a keyframe and fits the cache limits.
         let fits = hub.gop.len() < GOP_CACHE_MAX_FRAMES && hub.gop_bytes + len <= GOP_CACHE_MAX_BYTES;
@@ -252,10 +255,10 @@ impl Hub {
             hub.gop_bytes += len;
             hub.gop.push(frame.clone());
         } else if !fits {
-            hub.gop.clear();
-            hub.gop_bytes = 0;
+            retired = retire_gop(&mut hub);
         }
         self.push_to_all(hub, Outgoing::Video(frame));
+        drop(retired);
     }
 
     /// Hands a telemetry message to every client.
@@ -339,6 +342,14 @@ impl Hub {
         drop(hub);
         self.keyframes.request("stream discontinuity");
     }
+}
+
+/// Empties the GOP cache, returning what it held (for the caller to drop later, outside
+/// the hub lock).
+fn retire_gop(hub: &mut HubState) -> Vec<VideoFrame> {
+    hub.gop_bytes = 0;
+    let capacity = hub.gop.len();
+    std::mem::replace(&mut hub.gop, Vec::with_capacity(capacity))
 }
 
 /// Delivers `jobs` (in order) to the clients of the newest snapshot that belong to
