@@ -305,11 +305,13 @@ async fn start_nats_cameras(ctx: &Arc<Shared>, nats: &mut Connections) {
             .start(feed.hub.clone(), camera.metrics.clone(), feed.keyframes.clone(), nats)
             .await
         {
-            Ok(crate::source::RunningSource::Nats(task)) => camera.keep_task(task.abort_handle()),
+            Ok(crate::source::RunningSource::Nats(task)) => {
+                camera.keep_task(task.abort_handle());
+                tracing::info!("camera {name}: serving {subject} from NATS");
+            }
             Ok(_) => {}
             Err(e) => tracing::error!("camera {name}: cannot start --source {subject}: {e}"),
         }
-        tracing::info!("camera {name}: serving {subject} from NATS");
     }
 }
 
@@ -319,11 +321,7 @@ fn camera_registry(options: &ServerOptions, main: Feed, metrics: Arc<Metrics>, f
         crate::source::FrameSource::Ring(r) => (r.clone(), crate::cameras::name_of(&r.path)),
         crate::source::FrameSource::Nats(n) => (
             crate::source::RingSource::default(),
-            n.target
-                .subject
-                .rsplit('.')
-                .next()
-                .and_then(|s| crate::cameras::name_of(s.as_ref())),
+            crate::cameras::stream_name(&n.target.subject),
         ),
     };
     let parts = CameraParts {
