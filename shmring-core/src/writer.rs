@@ -132,7 +132,6 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
             return Err(RingStateError::Damaged("write position is beyond 2^63 bytes"));
         }
         let mut sequence = words::load(&words, at.sequence_number, Ordering::Acquire);
-        let mut latest_keyframe = NO_POSITION;
         // Positions published before a crash but not committed (>= write_index) point at
         // bytes about to be covered by padding, and so do records the dead writer had
         // started to overwrite (the intent check: `tail_intent > pos + capacity`, the
@@ -147,9 +146,6 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
             if pos != NO_POSITION && !usable {
                 words::store(&words, at.trailer + hint, NO_POSITION, Ordering::Relaxed);
             }
-            if usable && hint == trailer::LATEST_KEYFRAME {
-                latest_keyframe = pos;
-            }
             if usable && hint == trailer::LATEST_RECORD {
                 // A writer that died between storing write_index and sequence_number left
                 // the newest frame_seq only in that record's header. The header is intact:
@@ -159,6 +155,8 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
                 sequence = sequence.max(header.frame_seq.get());
             }
         }
+        // What the loop above kept (or NO_POSITION).
+        let latest_keyframe = words::load(&words, at.trailer + trailer::LATEST_KEYFRAME, Ordering::Relaxed);
         let notify = words::load(&words, at.trailer + trailer::NOTIFY, Ordering::Relaxed);
         let epoch = words::load(&words, at.trailer + trailer::WRITER_EPOCH, Ordering::Relaxed);
         words::store(
