@@ -5,9 +5,7 @@ use core::ops::Deref;
 
 use crate::error::ReadError;
 use crate::frame::FrameInfo;
-use crate::layout::{
-    record_len, trailer, FrameHeader, Geometry, FRAME_REGION_OFFSET, HEADER_SIZE, NO_POSITION, RECORD_ALIGN,
-};
+use crate::layout::{record_len, trailer, FrameHeader, Geometry, HEADER_SIZE, NO_POSITION, RECORD_ALIGN};
 use crate::reading::{ReaderOptions, ReaderStats, StartPosition};
 use crate::region::{read_geometry, RegionOffsets};
 use crate::sync::{fence, AtomicU64, Ordering};
@@ -133,7 +131,6 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
             // write_index; every record below `tail` is fully stored as of this load.
             let tail = self.load(self.at.write_index, Ordering::Acquire);
             if tail == self.pos || tail == self.reported_tail {
-                self.touch_next_record();
                 return Ok(None);
             }
             if !tail.is_multiple_of(RECORD_ALIGN as u64) {
@@ -176,23 +173,6 @@ impl<M: Deref<Target = [AtomicU64]>> RegionReader<M> {
             }
         }
         Ok(None)
-    }
-
-    /// Loads a word of each of the two lines at `pos`, where the writer's next record
-    /// starts unless it wraps. A reader polling for the next frame thus keeps asking for
-    /// the record's first lines along with the write index: when the writer commits, its
-    /// header and the start of its payload are on their way already, instead of being
-    /// fetched only after the new write index arrived (one more transfer between the
-    /// cores). The values are not used; the record is read as usual once committed.
-    #[inline]
-    fn touch_next_record(&self) {
-        let off = self.at.frame_offset(self.pos, self.cap);
-        // SYNC POINT (none needed): the loaded values are discarded.
-        core::hint::black_box(self.load(off, Ordering::Relaxed));
-        let next_line = (off | 63) + 1;
-        if next_line < FRAME_REGION_OFFSET + self.cap as usize {
-            core::hint::black_box(self.load(next_line, Ordering::Relaxed));
-        }
     }
 
     /// "Latest wins": jumps to the newest committed frame and reads it (keyframe or not),
