@@ -348,12 +348,12 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
     /// core and back per frame (readers load it after each copy), so a write that runs
     /// past the published intent publishes `new_tail` plus up to `reserve` bytes more,
     /// and the next small writes find themselves covered already. The reservation never
-    /// passes `capacity` beyond this write's record, the newest keyframe before it (which
-    /// a keyframe written now does not replace in this bound: the keyframe before it must
-    /// survive this write, docs/protocol.md §1.4) or the current write index: a reader's intent check and
-    /// resync, and a resuming writer's hint check, then judge those exactly as without
-    /// it. Only a reader that is almost a whole lap behind may be judged lapped up to
-    /// `reserve` bytes early (docs/protocol.md §3).
+    /// passes `capacity` beyond this write's record, the newest keyframe before it (a
+    /// keyframe written now does not replace it in this bound: the keyframe before it
+    /// must survive this write, docs/protocol.md §1.4) or the current write index: a
+    /// reader's intent check and resync, and a resuming writer's hint check, then judge
+    /// those exactly as without it. Only a reader that is almost a whole lap behind may
+    /// be judged lapped up to `reserve` bytes early (docs/protocol.md §3).
     fn publish_intent(&mut self, start: u64, new_tail: u64) {
         if new_tail <= self.intent {
             return;

@@ -101,7 +101,8 @@ proptest! {
                     prop_assert_eq!(seq, sizes.len() as u64 + 1);
                     sizes.push(size);
                     ring.write(size, keyframe);
-                    prop_assert_eq!(words[intent_word].load(std::sync::atomic::Ordering::Relaxed), ring.intent, "the published intent");
+                    let published = words[intent_word].load(std::sync::atomic::Ordering::Relaxed);
+                    prop_assert_eq!(published, ring.intent, "the published intent");
                 }
                 Op::Read { reader: i } | Op::ReadLatest { reader: i } => {
                     let latest = matches!(op, Op::ReadLatest { .. });
@@ -112,7 +113,8 @@ proptest! {
                     // bytes beyond the last record, says so), a plain read must return
                     // exactly that frame.
                     let stands_at = if m.last == 0 { 0 } else { ring.records[m.last as usize - 1].1 };
-                    let must_get_next = i == 1 && !latest && m.last < sizes.len() as u64 && ring.intent <= stands_at + CAPACITY;
+                    let must_get_next =
+                        i == 1 && !latest && m.last < sizes.len() as u64 && ring.intent <= stands_at + CAPACITY;
                     let got = if latest { readers[i].read_latest(&mut buf) } else { readers[i].try_read(&mut buf) };
                     let got = got.unwrap();
                     if must_get_next {

@@ -806,7 +806,7 @@ fn latency() {
     println!("vCPU placement judged from the cache-line floor: {placement}");
     if let Some(p50) = small {
         println!(
-            "shmring 64 B p50 / cache-line floor p50, this run: {:.2}x (a 64-byte message moves 3.5 lines, docs/protocol.md section 2.1)",
+            "shmring 64 B p50 / cache-line floor p50, this run: {:.2}x (lines per message: docs/protocol.md 2.1)",
             p50 / floor.p50
         );
     }
