@@ -43,6 +43,8 @@ mod error;
 mod frame;
 pub mod layout;
 mod legacy;
+#[cfg(feature = "test-hooks")]
+pub mod lines;
 mod reader;
 mod reading;
 mod region;

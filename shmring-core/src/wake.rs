@@ -7,9 +7,10 @@
 //! [`WAKE_GAP_NS`]), and a reader that sees a recent commit sleeps only until the gap
 //! has passed since it, then looks again:
 //!
-//! - The writer stores the heartbeat word with a stamp `pre(c)` taken before each commit
-//!   `c` (before `c`'s Release store of `notify`), and after the commit reads the clock
-//!   again, `post(c)`. It wakes iff `post(c) - pre(prev) >= WAKE_GAP_NS`, where `prev` is
+//! - The writer stores the heartbeat word with a stamp `pre(c)` taken for each commit `c`
+//!   before `c`'s Release store of `notify` (after its `write_index` store, so a spinning
+//!   reader does not wait for the clock), and after that store reads the clock again,
+//!   `post(c)`. It wakes iff `post(c) - pre(prev) >= WAKE_GAP_NS`, where `prev` is
 //!   its previous commit (a fresh writer always wakes).
 //! - A reader about to sleep has Acquire-loaded `notify` = the value of the last commit
 //!   `k` before it sleeps (the futex compares that value, so no commit falls between),

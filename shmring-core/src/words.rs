@@ -20,12 +20,16 @@ use zerocopy::{FromBytes, IntoBytes};
 /// Loads the word at byte offset `off` (a multiple of 8).
 #[inline]
 pub(crate) fn load(words: &[AtomicU64], off: usize, order: Ordering) -> u64 {
+    #[cfg(feature = "test-hooks")]
+    crate::lines::note(off, 8, false);
     words[off / 8].load(order)
 }
 
 /// Stores the word at byte offset `off` (a multiple of 8).
 #[inline]
 pub(crate) fn store(words: &[AtomicU64], off: usize, value: u64, order: Ordering) {
+    #[cfg(feature = "test-hooks")]
+    crate::lines::note(off, 8, true);
     words[off / 8].store(value, order)
 }
 
@@ -38,6 +42,8 @@ const BULK_MIN: usize = 256;
 /// region.
 #[inline]
 pub(crate) fn copy_out(words: &[AtomicU64], off: usize, dst: &mut [u8]) {
+    #[cfg(feature = "test-hooks")]
+    crate::lines::note(off, dst.len(), false);
     #[cfg(all(target_arch = "x86_64", not(miri), not(shmring_loom)))]
     if dst.len() >= BULK_MIN && bulk::usable() {
         bulk::copy_out(words, off, dst);
@@ -50,6 +56,8 @@ pub(crate) fn copy_out(words: &[AtomicU64], off: usize, dst: &mut [u8]) {
 /// word is padded with zeros.
 #[inline]
 pub(crate) fn copy_in(words: &[AtomicU64], off: usize, src: &[u8]) {
+    #[cfg(feature = "test-hooks")]
+    crate::lines::note(off, src.len(), true);
     #[cfg(all(target_arch = "x86_64", not(miri), not(shmring_loom)))]
     if src.len() >= BULK_MIN && bulk::usable() {
         bulk::copy_in(words, off, src);

@@ -34,9 +34,15 @@ pub struct RegionWriter<M: Deref<Target = [AtomicU64]>> {
     words: M,
     geometry: Geometry,
     at: RegionOffsets,
-    /// Monotonic byte position just past the last committed record (== tail_intent
-    /// between writes).
+    /// Monotonic byte position just past the last committed record.
     tail: u64,
+    /// The `tail_intent` last stored: at least `tail`, and possibly up to `reserve` bytes
+    /// ahead of it (see [`Self::publish_intent`]).
+    intent: u64,
+    /// Position of the newest committed keyframe (`NO_POSITION`: none).
+    latest_keyframe: u64,
+    /// How far ahead of a write's end the intent is published, at most.
+    reserve: u64,
     /// frame_seq of the next frame.
     next_seq: u64,
     /// Value last stored in the notify word.
@@ -89,6 +95,9 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
             geometry,
             at,
             tail: 0,
+            intent: 0,
+            latest_keyframe: NO_POSITION,
+            reserve: intent_reserve(&geometry),
             next_seq: 1,
             notify: 0,
             compute_crc: true,
@@ -146,6 +155,8 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
                 sequence = sequence.max(header.frame_seq.get());
             }
         }
+        // What the loop above kept (or NO_POSITION).
+        let latest_keyframe = words::load(&words, at.trailer + trailer::LATEST_KEYFRAME, Ordering::Relaxed);
         let notify = words::load(&words, at.trailer + trailer::NOTIFY, Ordering::Relaxed);
         let epoch = words::load(&words, at.trailer + trailer::WRITER_EPOCH, Ordering::Relaxed);
         words::store(
@@ -165,6 +176,9 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
             geometry,
             at,
             tail: committed,
+            intent,
+            latest_keyframe,
+            reserve: intent_reserve(&geometry),
             next_seq: sequence.saturating_add(1),
             notify,
             compute_crc: true,
@@ -197,7 +211,8 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
             self.store_padding(pos, len as usize);
             pos += len;
         }
-        self.commit_position(intent);
+        self.store_write_index(intent);
+        self.publish_notify();
     }
 
     fn store_padding(&self, pos: u64, len: usize) {
@@ -209,12 +224,15 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
         );
     }
 
-    fn commit_position(&mut self, new_tail: u64) {
+    fn store_write_index(&mut self, new_tail: u64) {
         // SYNC POINT (commit): Release pairs with the reader's Acquire load of
         // write_index; everything stored for the record happens-before a reader that
         // sees the new position.
         words::store(&self.words, self.at.write_index, new_tail, Ordering::Release);
         self.tail = new_tail;
+    }
+
+    fn publish_notify(&mut self) {
         self.notify = self.notify.wrapping_add(1);
         // SYNC POINT (notify): Release pairs with the blocking reader's Acquire load of
         // notify before it re-checks write_index and sleeps on the futex.
@@ -235,6 +253,21 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
     /// Writes one frame and returns its frame_seq. Never blocks: readers that fall a
     /// lap behind lose frames, the writer does not wait for them.
     pub fn write(&mut self, payload: &[u8], meta: FrameMeta) -> Result<u64, WriteError> {
+        self.write_stamped(payload, meta, || None).map(|(seq, _)| seq)
+    }
+
+    /// [`Self::write`], storing a heartbeat after the frame is committed: `stamp` is called
+    /// once the frame is visible to readers (after `write_index` and `sequence_number`),
+    /// and its time (CLOCK_MONOTONIC ns), if any, is stored in `heartbeat_ns` before the
+    /// `notify` word, so a reader that sees this commit's notify value sees that
+    /// heartbeat too. Reading the clock there keeps it off the path between the write
+    /// call and a spinning reader having the frame. Returns the frame_seq and the stamp.
+    pub fn write_stamped(
+        &mut self,
+        payload: &[u8],
+        meta: FrameMeta,
+        stamp: impl FnOnce() -> Option<u64>,
+    ) -> Result<(u64, Option<u64>), WriteError> {
         if payload.len() > self.geometry.max_frame_size {
             return Err(WriteError::FrameTooLarge {
                 size: payload.len(),
@@ -256,16 +289,13 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
         let new_tail = start + rec;
         let seq = self.next_seq;
 
-        // SYNC POINT (intent publish): the relaxed store plus the Release fence pair with
-        // the reader's fence(Acquire) + relaxed tail_intent load after its copy. A reader
-        // that saw any byte stored below therefore sees tail_intent >= new_tail and
-        // discards what it copied if new_tail reaches into its record's lap.
-        words::store(
-            &self.words,
-            self.at.trailer + trailer::TAIL_INTENT,
-            new_tail,
-            Ordering::Relaxed,
-        );
+        self.publish_intent(start, new_tail);
+        // SYNC POINT (intent publish): the Release fence pairs with the reader's
+        // fence(Acquire) + relaxed tail_intent load after its copy; the intent it orders
+        // before every store below is the one stored now or by an earlier write (the
+        // fence of every write follows it in program order). A reader that saw any byte
+        // stored below therefore sees tail_intent >= new_tail and discards what it copied
+        // if new_tail reaches into its record's lap.
         fence(Ordering::Release);
 
         if pad > 0 {
@@ -292,13 +322,58 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
                 start,
                 Ordering::Release,
             );
+            self.latest_keyframe = start;
         }
-        self.commit_position(new_tail);
-        // SYNC POINT (seed commit marker): stored last with Release for readers of the
-        // seed protocol, which Acquire-load sequence_number first.
+        self.store_write_index(new_tail);
+        // SYNC POINT (seed commit marker): Release, paired with the Acquire load of
+        // sequence_number that seed readers make first (and v1 readers make before
+        // write_index when they start). Stored right after write_index, which shares its
+        // cache line: the line leaves this core once per frame, not twice (a reader
+        // spinning on write_index would otherwise take it between the two stores).
         words::store(&self.words, self.at.sequence_number, seq, Ordering::Release);
+        let stamp = stamp();
+        if let Some(now) = stamp {
+            // SYNC POINT (wake gap): Relaxed, ordered before the Release store of notify
+            // below, which the blocking reader Acquire-loads before it loads the
+            // heartbeat (`RingReader::wait_until`).
+            self.heartbeat(now);
+        }
+        self.publish_notify();
         self.next_seq = seq.wrapping_add(1);
-        Ok(seq)
+        Ok((seq, stamp))
+    }
+
+    /// W1: makes sure `tail_intent` covers the write of `[tail, new_tail)` (record at
+    /// `start`). Storing the intent line for every frame would move it to every reader's
+    /// core and back per frame (readers load it after each copy), so a write that runs
+    /// past the published intent publishes `new_tail` plus up to `reserve` bytes more,
+    /// and the next small writes find themselves covered already. The reservation never
+    /// passes `capacity` beyond this write's record, the newest keyframe before it (a
+    /// keyframe written now does not replace it in this bound: the keyframe before it
+    /// must survive this write, docs/protocol.md §1.4) or the current write index: a
+    /// reader's intent check and resync, and a resuming writer's hint check, then judge
+    /// those exactly as without it. Only a reader that is almost a whole lap behind may
+    /// be judged lapped up to `reserve` bytes early (docs/protocol.md §3).
+    fn publish_intent(&mut self, start: u64, new_tail: u64) {
+        if new_tail <= self.intent {
+            return;
+        }
+        let cap = self.geometry.capacity as u64;
+        let intent = new_tail
+            .saturating_add(self.reserve)
+            .min(self.latest_keyframe.saturating_add(cap))
+            .min(start.saturating_add(cap))
+            .min(self.tail.saturating_add(cap))
+            .max(new_tail);
+        // SYNC POINT (intent publish): Relaxed; the Release fence after this call (in
+        // `write_stamped`) orders it before the record's stores.
+        words::store(
+            &self.words,
+            self.at.trailer + trailer::TAIL_INTENT,
+            intent,
+            Ordering::Relaxed,
+        );
+        self.intent = intent;
     }
 
     /// Records the writer's identity: `pid` and a heartbeat time (CLOCK_MONOTONIC ns).
@@ -359,3 +434,12 @@ impl<M: Deref<Target = [AtomicU64]>> RegionWriter<M> {
 // The frame region starts at offset 16; a record at position `pos` lives at
 // FRAME_REGION_OFFSET + (pos mod capacity).
 const _: () = assert!(FRAME_REGION_OFFSET.is_multiple_of(8));
+
+/// How far ahead of a write's end the writer publishes its intent at most: a sixteenth of
+/// the capacity (so a reader is judged lapped early only in the last sixteenth of a lap),
+/// at least one record alignment unit, at most 64 KiB. A multiple of 32, as every
+/// position is.
+fn intent_reserve(geometry: &Geometry) -> u64 {
+    let r = (geometry.capacity / 16).clamp(RECORD_ALIGN, 64 << 10);
+    (r - r % RECORD_ALIGN) as u64
+}

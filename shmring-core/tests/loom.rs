@@ -17,9 +17,14 @@
 //!   padding) and writes while the reader reads.
 //! - `read_latest_races_the_writer`: a "latest wins" read of the newest frame while the
 //!   next write (after a WRAP pad) overwrites it.
+//! - `a_write_covered_by_a_reserved_intent_overwrites_a_reader`: the write that overwrites
+//!   the reader's record stores no intent (an earlier write reserved it); the reader's
+//!   intent check must still see it.
 //! - `loom_catches_intent_published_after_payload`: a deliberately broken writer (intent
 //!   published after the payload) must be caught delivering a frame whose payload bytes
 //!   differ from what was written, so the models are known to have teeth.
+//! - `loom_catches_a_reservation_that_does_not_cover_the_write`: the same for a writer
+//!   that believes its reserved intent covers a write when the stored one does not.
 //!
 //! Run: `RUSTFLAGS="--cfg shmring_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p shmring-core --release --test loom`
 #![cfg(shmring_loom)]
@@ -403,5 +408,76 @@ fn loom_catches_intent_published_after_payload() {
     assert!(
         TORN_SEEN.load(std::sync::atomic::Ordering::SeqCst),
         "loom accepted a writer that publishes its intent after the payload: no torn frame was delivered"
+    );
+}
+
+/// Empty payloads: 32-byte records, the only size whose writes a 128-byte ring's 32-byte
+/// intent reservation can cover.
+fn empty(_seq: u64) -> usize {
+    0
+}
+
+/// A 128-byte ring of 32-byte records, frames 1-5 written (none a keyframe) with a reader
+/// at frame 2 (32..64). Frame 5 (128..160) ran past the intent and reserved up to 192,
+/// so the write of frame 6 (a keyframe, 160..192, over frame 2) stores no intent. With
+/// `lower_intent`, the stored intent is then put back to 160 behind the writer's back: a
+/// writer whose reservation does not cover the write.
+fn model_covered_write(strict: bool, lower_intent: bool) {
+    loom::model(move || {
+        let (words, g) = region(128);
+        let checks = Checks {
+            size: empty,
+            frames: 6,
+            strict,
+        };
+        let intent_word = (g.trailer_offset() + trailer::TAIL_INTENT) / 8;
+        let mut writer = RegionWriter::format(words.clone(), g, 0).unwrap();
+        writer.set_crc(false);
+        let mut reader = None;
+        for seq in 1..=5 {
+            writer.write(&payload(seq, empty), meta(seq, false)).unwrap();
+            if seq == 2 {
+                reader = Some(RegionReader::new(words.clone(), options(StartPosition::Latest, false)).unwrap());
+            }
+        }
+        assert_eq!(
+            words[intent_word].load(Ordering::Relaxed),
+            192,
+            "frame 5 reserved up to 192"
+        );
+        if lower_intent {
+            words[intent_word].store(160, Ordering::Relaxed);
+        }
+        let reader = reader.unwrap();
+        let w = thread::spawn(move || {
+            writer.write(&payload(6, empty), meta(6, true)).unwrap();
+        });
+        let r = thread::spawn(move || concurrent_reads(reader, 1, checks));
+        w.join().unwrap();
+        let expected_intent = if lower_intent { 160 } else { 192 };
+        assert_eq!(
+            words[intent_word].load(Ordering::Relaxed),
+            expected_intent,
+            "the write of frame 6 stored no intent"
+        );
+        let (mut reader, last) = r.join().unwrap();
+        checks.drain(&mut reader, last, Some(2));
+    });
+}
+
+#[test]
+fn a_write_covered_by_a_reserved_intent_overwrites_a_reader() {
+    model_covered_write(true, false);
+}
+
+/// Loom must find the torn frame when the stored intent does not cover a write the
+/// writer thinks it covers.
+#[test]
+fn loom_catches_a_reservation_that_does_not_cover_the_write() {
+    TORN_SEEN.store(false, std::sync::atomic::Ordering::SeqCst);
+    model_covered_write(false, true);
+    assert!(
+        TORN_SEEN.load(std::sync::atomic::Ordering::SeqCst),
+        "loom accepted a write whose intent was not published: no torn frame was delivered"
     );
 }

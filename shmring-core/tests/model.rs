@@ -9,6 +9,9 @@ use shmring_core::{FrameMeta, Geometry, ReaderOptions, RegionReader, RegionWrite
 
 const CAPACITY: u64 = 1024;
 const MAX: usize = 200;
+/// How far the writer reserves its intent ahead (docs/protocol.md §3 step 2):
+/// `clamp(capacity / 16, 32, 65536)`, a multiple of 32.
+const RESERVE: u64 = 64;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -31,9 +34,15 @@ fn payload(seq: u64, size: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Where the writer puts each record: the model's copy of the layout rules.
+/// Where the writer puts each record and what intent it publishes: the model's copy of
+/// the layout rules.
 struct ModelRing {
     tail: u64,
+    /// The tail_intent the writer published (§3 step 2: stored only when a record runs
+    /// past it, then reserved ahead).
+    intent: u64,
+    /// Start of the newest keyframe.
+    keyframe: Option<u64>,
     /// (start, end, keyframe) of frame seq (index = seq - 1).
     records: Vec<(u64, u64, bool)>,
 }
@@ -43,7 +52,20 @@ impl ModelRing {
         let rec = record_len(size) as u64;
         let room = CAPACITY - self.tail % CAPACITY;
         let start = if room < rec { self.tail + room } else { self.tail };
-        self.tail = start + rec;
+        let end = start + rec;
+        if end > self.intent {
+            let bound = [
+                Some(end + RESERVE),
+                self.keyframe.map(|k| k + CAPACITY),
+                Some(start + CAPACITY),
+                Some(self.tail + CAPACITY),
+            ];
+            self.intent = bound.into_iter().flatten().min().unwrap().max(end);
+        }
+        if keyframe {
+            self.keyframe = Some(start);
+        }
+        self.tail = end;
         self.records.push((start, self.tail, keyframe));
     }
 }
@@ -67,7 +89,8 @@ proptest! {
         ];
         let mut readers: Vec<_> = options.iter().map(|o| RegionReader::new(&words[..], *o).unwrap()).collect();
         let mut models: Vec<_> = (0..2).map(|_| ModelReader { last: 0, delivered: 0 }).collect();
-        let mut ring = ModelRing { tail: 0, records: vec![] };
+        let mut ring = ModelRing { tail: 0, intent: 0, keyframe: None, records: vec![] };
+        let intent_word = (g.trailer_offset() + shmring_core::layout::trailer::TAIL_INTENT) / 8;
         let mut sizes = vec![];
         let mut buf = vec![0u8; MAX];
 
@@ -78,15 +101,20 @@ proptest! {
                     prop_assert_eq!(seq, sizes.len() as u64 + 1);
                     sizes.push(size);
                     ring.write(size, keyframe);
+                    let published = words[intent_word].load(std::sync::atomic::Ordering::Relaxed);
+                    prop_assert_eq!(published, ring.intent, "the published intent");
                 }
                 Op::Read { reader: i } | Op::ReadLatest { reader: i } => {
                     let latest = matches!(op, Op::ReadLatest { .. });
                     let m = &mut models[i];
                     // Reader 1 never skips frames, so it stands at the end of the last
-                    // frame it delivered; if the next frame is still intact from there,
-                    // a plain read must return exactly that frame.
+                    // frame it delivered; if the next frame is still intact from there
+                    // (and the published intent, which may be reserved up to RESERVE
+                    // bytes beyond the last record, says so), a plain read must return
+                    // exactly that frame.
                     let stands_at = if m.last == 0 { 0 } else { ring.records[m.last as usize - 1].1 };
-                    let must_get_next = i == 1 && !latest && m.last < sizes.len() as u64 && ring.tail <= stands_at + CAPACITY;
+                    let must_get_next =
+                        i == 1 && !latest && m.last < sizes.len() as u64 && ring.intent <= stands_at + CAPACITY;
                     let got = if latest { readers[i].read_latest(&mut buf) } else { readers[i].try_read(&mut buf) };
                     let got = got.unwrap();
                     if must_get_next {

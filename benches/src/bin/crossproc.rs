@@ -787,8 +787,11 @@ fn latency() {
     println!("|------------------------------|--------|------------|------------|------------|");
     let floor = cacheline_pingpong();
     row("bare cache-line ping-pong", 8, &floor);
+    let mut small = None;
     for size in [64usize, 64 << 10] {
-        row("shmring (spinning reader)", size, &shmring_pingpong(size));
+        let ring = shmring_pingpong(size);
+        row("shmring (spinning reader)", size, &ring);
+        small.get_or_insert(ring.p50);
         row("Unix socket (blocking)", size, &unix_pingpong(size));
         #[cfg(feature = "iceoryx2")]
         row("iceoryx2 0.10 (spinning)", size, &ipc_iceoryx2::pingpong(size));
@@ -801,6 +804,12 @@ fn latency() {
         "far"
     };
     println!("vCPU placement judged from the cache-line floor: {placement}");
+    if let Some(p50) = small {
+        println!(
+            "shmring 64 B p50 / cache-line floor p50, this run: {:.2}x (lines per message: docs/protocol.md 2.1)",
+            p50 / floor.p50
+        );
+    }
 }
 
 fn main() {

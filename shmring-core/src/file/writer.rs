@@ -326,13 +326,15 @@ impl RingWriter {
     pub fn write(&mut self, payload: &[u8], meta: FrameMeta) -> Result<u64, Error> {
         let seq = match &mut self.inner {
             WriterInner::V1(w) => {
-                let stamp = monotonic_ns();
-                // SYNC POINT (wake gap): this relaxed heartbeat store precedes the commit's
-                // Release store of notify, so a reader that Acquire-loads this commit's
-                // notify value then reads a heartbeat of at least `stamp` (its load in
-                // `RingReader::wait_until`).
-                w.heartbeat(stamp);
-                let seq = w.write(payload, meta).map_err(Error::Write)?;
+                // The heartbeat stamp is read after the frame is committed and stored
+                // before the commit's Release store of notify (`write_stamped`), so a
+                // reader that Acquire-loads this commit's notify value reads a heartbeat
+                // of at least `stamp` (its load in `RingReader::wait_until`), and a
+                // spinning reader has the frame without waiting for the clock.
+                let (seq, stamp) = w
+                    .write_stamped(payload, meta, || Some(monotonic_ns()))
+                    .map_err(Error::Write)?;
+                let stamp = stamp.unwrap_or_default();
                 if wake::writer_must_wake(self.last_commit_stamp, monotonic_ns()) {
                     futex::wake_all(w.notify_word());
                 }
