@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -31,7 +31,7 @@ pub(crate) struct Args {
 
 /// Reads the header of the record at byte position `pos` of a v1 ring straight from the
 /// file (a snapshot for display: the writer may be overwriting it).
-fn header_at(path: &PathBuf, capacity: usize, pos: u64) -> Option<FrameHeader> {
+fn header_at(path: &Path, capacity: usize, pos: u64) -> Option<FrameHeader> {
     let file = File::open(path).ok()?;
     let mut buf = [0u8; HEADER_SIZE];
     let offset = FRAME_REGION_OFFSET as u64 + pos % capacity as u64;
@@ -48,6 +48,20 @@ fn state_name(s: WriterState) -> String {
     }
 }
 
+/// The newest keyframe's header as JSON, if the ring has one that is still intact.
+fn latest_keyframe(path: &Path, capacity: Option<usize>, position: Option<u64>) -> Option<Value> {
+    let (cap, pos) = (capacity?, position?);
+    header_at(path, cap, pos).filter(|h| h.is_keyframe()).map(|h| {
+        json!({
+            "position": pos,
+            "frame_seq": h.frame_seq.get(),
+            "frame_id": h.frame_id.get(),
+            "size": h.size.get(),
+            "codec": codec_name(h.codec.get()),
+        })
+    })
+}
+
 /// Runs the command.
 pub(crate) fn run(args: Args) -> Result<(), String> {
     if args.path.is_dir() {
@@ -60,18 +74,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         RingKind::V1(g) => ("v1", Some(g.capacity)),
         RingKind::Legacy { .. } => ("legacy", None),
     };
-    let keyframe = match (capacity, status.latest_keyframe) {
-        (Some(cap), Some(pos)) => header_at(&args.path, cap, pos).filter(|h| h.is_keyframe()).map(|h| {
-            json!({
-                "position": pos,
-                "frame_seq": h.frame_seq.get(),
-                "frame_id": h.frame_id.get(),
-                "size": h.size.get(),
-                "codec": codec_name(h.codec.get()),
-            })
-        }),
-        _ => None,
-    };
+    let keyframe = latest_keyframe(&args.path, capacity, status.latest_keyframe);
     let w = status.writer;
     let report = json!({
         "path": args.path.display().to_string(),
