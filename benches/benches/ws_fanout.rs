@@ -12,10 +12,10 @@
 //!
 //! ```text
 //! ulimit -n 65536
-//! cargo bench -p shmring-benches --bench ws_fanout -- [--clients 1,50,200,500,1000] [--seconds 10] [--servers shmring,baseline] [--extra-server LABEL=PATH] [--layout ring|legacy] [--cameras 1,8 [--camera-fps F]]
+//! cargo bench -p shmring-benches --bench ws_fanout -- [--clients 1,50,200,500,1000] [--seconds 10] [--servers shmring,baseline] [--extra-server LABEL=PATH]... [--layout ring|legacy] [--cameras 1,8 [--camera-fps F]]
 //! ```
 //!
-//! `--extra-server LABEL=PATH` also measures another transport-server binary (started
+//! `--extra-server LABEL=PATH` (repeatable) also measures another transport-server binary (started
 //! with the same flags), for before/after comparisons in one run; a server that takes
 //! its settings another way gets a wrapper that maps `--shm-path RING --listen ADDR` to
 //! them, as `benches/sdr_os.sh` does for SDR_OS's server. `--layout legacy` writes the
@@ -762,9 +762,9 @@ fn options(args: &[String]) -> Options {
         list(name, default).into_iter().map(parse).collect()
     };
     let mut servers = list("--servers", "shmring,baseline");
-    if let Some(extra) = arg(args, "--extra-server") {
-        servers.push(format!("extra:{extra}"));
-    }
+    // Repeatable: every `--extra-server LABEL=PATH` is measured, in the order given.
+    let extras = args.windows(2).filter(|w| w[0] == "--extra-server").map(|w| &w[1]);
+    servers.extend(extras.map(|extra| format!("extra:{extra}")));
     let cameras = arg(args, "--cameras").map(|_| numbers("--cameras", ""));
     if cameras.is_some() && arg(args, "--servers").is_none() {
         servers.retain(|s| s != "baseline"); // it reads one ring
