@@ -49,6 +49,22 @@ fn state_name(s: WriterState) -> String {
 }
 
 /// Runs the command.
+/// The latest keyframe's header as JSON, if it is still there (a v1 ring's).
+fn latest_keyframe(path: &PathBuf, capacity: Option<usize>, position: Option<u64>) -> Option<Value> {
+    let (Some(cap), Some(pos)) = (capacity, position) else {
+        return None;
+    };
+    header_at(path, cap, pos).filter(|h| h.is_keyframe()).map(|h| {
+        json!({
+            "position": pos,
+            "frame_seq": h.frame_seq.get(),
+            "frame_id": h.frame_id.get(),
+            "size": h.size.get(),
+            "codec": codec_name(h.codec.get()),
+        })
+    })
+}
+
 pub(crate) fn run(args: Args) -> Result<(), String> {
     if args.path.is_dir() {
         return crate::stat_dir::run(&args.path, args.layout, args.json, args.sample);
@@ -60,18 +76,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         RingKind::V1(g) => ("v1", Some(g.capacity)),
         RingKind::Legacy { .. } => ("legacy", None),
     };
-    let keyframe = match (capacity, status.latest_keyframe) {
-        (Some(cap), Some(pos)) => header_at(&args.path, cap, pos).filter(|h| h.is_keyframe()).map(|h| {
-            json!({
-                "position": pos,
-                "frame_seq": h.frame_seq.get(),
-                "frame_id": h.frame_id.get(),
-                "size": h.size.get(),
-                "codec": codec_name(h.codec.get()),
-            })
-        }),
-        _ => None,
-    };
+    let keyframe = latest_keyframe(&args.path, capacity, status.latest_keyframe);
     let w = status.writer;
     let report = json!({
         "path": args.path.display().to_string(),
