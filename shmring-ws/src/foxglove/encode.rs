@@ -341,6 +341,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn camera_channels_are_advertised_by_codec_and_unadvertised_by_id() {
+        let first: serde_json::Value =
+            serde_json::from_str(&advertise(&[(1 << 24, "front", false)], &[(3, "telemetry.x")])).unwrap();
+        let topics: Vec<&str> = first["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["topic"].as_str().unwrap())
+            .collect();
+        assert_eq!(topics, ["/video", "/image", "/camera/front", "telemetry.x"]);
+        let later: serde_json::Value = serde_json::from_str(&advertise_cameras(&[(7, "wrist", true)])).unwrap();
+        let wrist = &later["channels"][0];
+        assert_eq!(
+            (wrist["id"].as_u64(), wrist["topic"].as_str()),
+            (Some(7), Some("/camera/wrist"))
+        );
+        assert_eq!(wrist["schemaName"], IMAGE_SCHEMA_NAME);
+        assert_eq!(wrist["schema"], compressed_image_schema());
+        assert_eq!(unadvertise(&[7, 9]), r#"{"channelIds":[7,9],"op":"unadvertise"}"#);
+    }
+
+    #[test]
     fn base64_matches_the_rfc_4648_vectors() {
         for (raw, enc) in [
             ("", ""),
