@@ -63,22 +63,6 @@ fn latest_keyframe(path: &Path, capacity: Option<usize>, position: Option<u64>) 
 }
 
 /// Runs the command.
-/// The latest keyframe's header as JSON, if it is still there (a v1 ring's).
-fn latest_keyframe(path: &PathBuf, capacity: Option<usize>, position: Option<u64>) -> Option<Value> {
-    let (Some(cap), Some(pos)) = (capacity, position) else {
-        return None;
-    };
-    header_at(path, cap, pos).filter(|h| h.is_keyframe()).map(|h| {
-        json!({
-            "position": pos,
-            "frame_seq": h.frame_seq.get(),
-            "frame_id": h.frame_id.get(),
-            "size": h.size.get(),
-            "codec": codec_name(h.codec.get()),
-        })
-    })
-}
-
 pub(crate) fn run(args: Args) -> Result<(), String> {
     if args.path.is_dir() {
         return crate::stat_dir::run(&args.path, args.layout, args.json, args.sample);
