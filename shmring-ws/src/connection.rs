@@ -30,7 +30,8 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::cameras::{Cameras, Feed};
+use crate::camera_channels::{self, CameraRelays};
+use crate::cameras::{CameraChannel, Cameras, Feed, FIRST_CAMERA_CHANNEL};
 use crate::client::{Batch, ClientQueue, DirectSink};
 use crate::foxglove;
 use crate::framing::{close_code, close_frame, text_frame, CloseReason};
@@ -406,6 +407,8 @@ struct ClientSession<'a> {
     client_gate: Option<ClientGate>,
     /// The channels a Foxglove client advertised to publish on (`clientPublish`).
     channels: RefCell<HashMap<u32, foxglove::ClientTopic>>,
+    /// The camera channels (`/camera/<name>`) a Foxglove client subscribed to.
+    cameras: CameraRelays,
     keyframe_limiter: KeyframeRequestLimiter,
 }
 
@@ -419,6 +422,7 @@ impl<'a> ClientSession<'a> {
             rate: MessageRate::new(ctx.options.max_messages_per_sec),
             client_gate: ctx.gate.as_ref().map(|g| g.client_gate()),
             channels: RefCell::new(HashMap::new()),
+            cameras: CameraRelays::default(),
             keyframe_limiter: KeyframeRequestLimiter::new(
                 crate::defaults::DEFAULT_CLIENT_KEYFRAME_INTERVAL.max(ctx.options.keyframe_interval),
             ),
@@ -475,6 +479,7 @@ impl<'a> ClientSession<'a> {
             ctx: self.ctx,
             hub: &self.feed.hub,
             channels: &self.channels,
+            cameras: &self.cameras,
         };
         foxglove::handle_request(text, &session);
     }
@@ -616,21 +621,28 @@ impl<'a> ClientSession<'a> {
 
 /// A Foxglove client's requests act on its queue, through the hub.
 struct FoxgloveSession<'a> {
-    client: &'a ClientQueue,
+    client: &'a Arc<ClientQueue>,
     ctx: &'a Shared,
     /// The hub of the camera the connection serves.
     hub: &'a Hub,
     /// The channels the client advertised to publish on (`clientPublish`).
     channels: &'a RefCell<HashMap<u32, foxglove::ClientTopic>>,
+    /// The camera channels it subscribed to.
+    cameras: &'a CameraRelays,
 }
 
 impl foxglove::Session for FoxgloveSession<'_> {
     fn subscribe(&self, channel: u32, subscription: u32) -> bool {
+        if channel >= FIRST_CAMERA_CHANNEL && self.ctx.options.cameras.names_cameras() {
+            return (self.cameras).subscribe(self.client, &self.ctx.cameras, channel, subscription);
+        }
         self.hub.subscribe(self.client, channel, subscription)
     }
 
     fn unsubscribe(&self, subscription: u32) {
-        self.hub.unsubscribe(self.client, subscription);
+        if !self.cameras.unsubscribe(self.client, subscription) {
+            self.hub.unsubscribe(self.client, subscription);
+        }
     }
 
     /// A control frame, so it goes out between whole messages.
@@ -668,6 +680,31 @@ async fn drain(read: &mut OwnedReadHalf) {
     }
 }
 
+/// Joins the client to its camera's hub; a Foxglove client `with_cameras` is told
+/// about the camera channels too (returned: the ones it was told about).
+fn join(
+    ctx: &Shared,
+    feed: &Feed,
+    protocol: Protocol,
+    burst: bool,
+    with_cameras: bool,
+) -> (Arc<ClientQueue>, Vec<CameraChannel>) {
+    let shown = if with_cameras {
+        ctx.cameras.channels()
+    } else {
+        Vec::new()
+    };
+    let client = match protocol {
+        Protocol::Sdr => feed.hub.join(burst),
+        Protocol::Foxglove => feed.hub.join_subscriber_with(
+            protocol,
+            &text_frame(&foxglove::server_info(&ctx.session_id)),
+            &camera_channels::joining(&shown),
+        ),
+    };
+    (client, shown)
+}
+
 /// Runs an upgraded WebSocket connection to its end. `prefix` holds bytes the client
 /// sent after its HTTP request.
 /// `feed`: the camera it watches (Foxglove: the one its URL names, else the default);
@@ -686,12 +723,9 @@ pub(crate) async fn run(
     let subscribe_timeout = (protocol == Protocol::Foxglove).then_some(ctx.options.subscribe_timeout);
     let (read, write) = stream.into_split();
     let write = Arc::new(write);
-    let client = match protocol {
-        Protocol::Sdr => feed.hub.join(burst),
-        Protocol::Foxglove => feed
-            .hub
-            .join_subscriber(protocol, &text_frame(&foxglove::server_info(&ctx.session_id))),
-    };
+    // Camera channels with several cameras; one ring is served as before.
+    let with_cameras = protocol == Protocol::Foxglove && ctx.options.cameras.names_cameras();
+    let (client, shown) = join(&ctx, &feed, protocol, burst, with_cameras);
     client.attach_sink(write.clone());
     ctx.metrics.clients.fetch_add(1, Ordering::Relaxed);
     ctx.metrics.connections_total.inc();
@@ -730,6 +764,7 @@ pub(crate) async fn run(
             }
             () = pinger => {}
             () = crate::standing::watch(&mut grant, &client, subscribe_timeout, &ctx.metrics) => {}
+            () = camera_channels::advertise(&client, &ctx.cameras, shown), if with_cameras => {}
         }
     }
     if peer_gone.load(Ordering::Relaxed) {

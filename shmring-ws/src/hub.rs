@@ -168,10 +168,21 @@ impl Hub {
     /// every telemetry channel its protocol makes (queued under the hub lock, so a
     /// channel announced later comes after them).
     pub(crate) fn join_subscriber(&self, protocol: Protocol, greeting: &[u8]) -> Arc<ClientQueue> {
+        self.join_subscriber_with(protocol, greeting, &[])
+    }
+
+    /// [`Hub::join_subscriber`], with the camera channels `cameras` `(id, name, jpeg)`
+    /// in the first announcement.
+    pub(crate) fn join_subscriber_with(
+        &self,
+        protocol: Protocol,
+        greeting: &[u8],
+        cameras: &[(u32, &str, bool)],
+    ) -> Arc<ClientQueue> {
         let client = self.new_client(protocol);
         let mut hub = self.lock();
         client.push_server_control(greeting);
-        if let Some(announcement) = announce_channels(protocol, &hub.channels.list(), true) {
+        if let Some(announcement) = announce_channels(protocol, cameras, &hub.channels.list(), true) {
             client.push_server_control(&announcement);
         }
         client.set_first_seq(hub.next_seq);
@@ -216,6 +227,11 @@ impl Hub {
         for client in self.lock().clients.iter() {
             client.close(reason.clone());
         }
+    }
+
+    /// The per-client queue limits.
+    pub(crate) fn limits(&self) -> QueueLimits {
+        self.limits
     }
 
     /// How many clients (connections and the NATS publisher) it has.
@@ -272,7 +288,7 @@ impl Hub {
         let (channel, new) = hub.channels.channel_of(subject, json);
         if let (Some(channel), true) = (channel, new) {
             for client in hub.clients.iter() {
-                if let Some(announcement) = announce_channels(client.protocol(), &[(channel, subject)], false) {
+                if let Some(announcement) = announce_channels(client.protocol(), &[], &[(channel, subject)], false) {
                     client.push_server_control(&announcement);
                 }
             }

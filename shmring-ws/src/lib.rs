@@ -73,6 +73,7 @@
 //! ```
 
 pub mod annexb;
+mod camera_channels;
 mod cameras;
 mod client;
 mod connection;
@@ -134,7 +135,8 @@ pub use trust::DEFAULT_PORT;
 // Names a client or another program sees: NATS subjects, the Foxglove subprotocol and
 // topics, the token subprotocol prefix.
 pub use foxglove::{
-    IMAGE_TOPIC as FOXGLOVE_IMAGE_TOPIC, SUBPROTOCOL as FOXGLOVE_SUBPROTOCOL, VIDEO_TOPIC as FOXGLOVE_VIDEO_TOPIC,
+    CAMERA_TOPIC_PREFIX as FOXGLOVE_CAMERA_TOPIC_PREFIX, IMAGE_TOPIC as FOXGLOVE_IMAGE_TOPIC,
+    SUBPROTOCOL as FOXGLOVE_SUBPROTOCOL, VIDEO_TOPIC as FOXGLOVE_VIDEO_TOPIC,
 };
 pub use gate::GATE_TELEMETRY_SUBJECT;
 pub use nats::video::{camera_subject, VIDEO_SUBJECT_PREFIX};

@@ -66,6 +66,10 @@ pub(crate) enum Outgoing {
     Video(VideoFrame),
     /// A telemetry message, never held back.
     Telemetry(Telemetry),
+    /// A frame of a camera a Foxglove client subscribed to on its `/camera/<name>`
+    /// channel, under that subscription id. Relayed from the camera's own queue, which
+    /// applied that camera's keyframe wait; this client's own keyframe wait skips it.
+    Camera(u32, VideoFrame),
 }
 
 impl Outgoing {
@@ -74,6 +78,7 @@ impl Outgoing {
         match self {
             Outgoing::Video(f) => &f.message,
             Outgoing::Telemetry(t) => &t.message,
+            Outgoing::Camera(_, f) => &f.message,
         }
     }
 }

@@ -85,7 +85,7 @@ impl SentTally {
     pub(crate) fn sent(&mut self, item: &Outgoing, now_ns: u64) {
         self.bytes += item.message().len() as u64;
         match item {
-            Outgoing::Video(frame) => {
+            Outgoing::Video(frame) | Outgoing::Camera(_, frame) => {
                 self.frames += 1;
                 if let Some(commit) = frame.commit_ns {
                     self.commit_to_send.observe_ns(now_ns.saturating_sub(commit));

@@ -66,6 +66,7 @@ pub(crate) fn wire<'a>(protocol: Protocol, sub: Option<u32>, item: &'a Outgoing,
             let (fl, body) = match item {
                 Outgoing::Video(frame) => crate::foxglove::message_data_head(sub?, frame, &mut fx)?,
                 Outgoing::Telemetry(t) => crate::foxglove::telemetry_data_head(sub?, t, &mut fx)?,
+                Outgoing::Camera(_, frame) => crate::foxglove::message_data_head(sub?, frame, &mut fx)?,
             };
             let (h, hl) = binary_frame_header(fl + body.len());
             head.buf[..hl].copy_from_slice(&h[..hl]);
@@ -83,8 +84,14 @@ pub(crate) const CHANNELS_PER_ANNOUNCEMENT: usize = 100;
 /// What a client speaking `protocol` is told about telemetry channels `(id, subject)`
 /// that appeared (`first`: all channels known when it joins, as its first messages), as
 /// WebSocket frames (one message per [`CHANNELS_PER_ANNOUNCEMENT`] channels), or `None`
-/// if its protocol has no such message.
-pub(crate) fn announce_channels(protocol: Protocol, channels: &[(u32, &str)], first: bool) -> Option<Vec<u8>> {
+/// if its protocol has no such message. With `first`, the camera channels `cameras`
+/// `(id, name, jpeg)` are in the first message too.
+pub(crate) fn announce_channels(
+    protocol: Protocol,
+    cameras: &[(u32, &str, bool)],
+    channels: &[(u32, &str)],
+    first: bool,
+) -> Option<Vec<u8>> {
     if protocol == Protocol::Sdr {
         return None;
     }
@@ -92,7 +99,7 @@ pub(crate) fn announce_channels(protocol: Protocol, channels: &[(u32, &str)], fi
     if first {
         // The video channel and the first channels, then the rest.
         let head = channels.len().min(CHANNELS_PER_ANNOUNCEMENT);
-        frames.extend(text_frame(&crate::foxglove::advertise(&channels[..head])));
+        frames.extend(text_frame(&crate::foxglove::advertise(cameras, &channels[..head])));
         for chunk in channels[head..].chunks(CHANNELS_PER_ANNOUNCEMENT) {
             frames.extend(text_frame(&crate::foxglove::advertise_telemetry(chunk)));
         }

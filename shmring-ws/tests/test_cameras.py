@@ -545,3 +545,123 @@ def test_the_official_foxglove_client_gets_each_camera_on_its_url(cams, h264_fil
         first = frames[0].data
         assert {5, 7, 8} <= set(nal_types(first)), f"{watched['url']}: the first message is not an IDR"
         assert first_sps(first) == first_sps(h264.read_bytes()), f"{watched['url']}: another camera's stream"
+
+
+# --- Foxglove: every camera a channel on one connection --------------------------------
+
+CHANNELS_SCRIPT = Path(__file__).resolve().parent / "browser" / "foxglove-camera-channels.mjs"
+
+
+def camera_channels(url, n, *cameras):
+    """The official client on one connection subscribed to /camera/<camera> for each of
+    `cameras`: per camera, its advertised channel and first n messages, decoded."""
+    from test_foxglove import message_class
+    out = subprocess.run(["node", str(CHANNELS_SCRIPT), "subscribe", str(n), url, *cameras],
+                         capture_output=True, text=True, timeout=120, cwd=CHANNELS_SCRIPT.parent)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    got = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [g["camera"] for g in got] == list(cameras), out.stdout[-2000:]
+    decoded = {}
+    for watched in got:
+        channel = watched["channel"]
+        assert channel["topic"] == f"/camera/{watched['camera']}", channel
+        assert channel["encoding"] == "protobuf", channel
+        assert channel["schemaName"] == "foxglove.CompressedVideo", channel
+        Video = message_class(channel["schema"], "foxglove.CompressedVideo")
+        decoded[watched["camera"]] = [Video.FromString(base64.b64decode(m)) for m in watched["messages"]]
+    return decoded
+
+
+def assert_camera_stream(frames, h264, camera):
+    """Every message is h264 of `camera`'s stream: the first an IDR, every SPS `h264`'s."""
+    from test_foxglove import nal_types
+    assert all(f.format == "h264" for f in frames), camera
+    assert {5, 7, 8} <= set(nal_types(frames[0].data)), f"{camera}: the first message is not an IDR"
+    want = first_sps(h264.read_bytes())
+    keyframes = [f.data for f in frames if 7 in nal_types(f.data)]
+    assert keyframes and all(first_sps(k) == want for k in keyframes), f"{camera}: another camera's stream"
+
+
+def test_one_foxglove_connection_gets_both_cameras_on_their_channels(cams, h264_file, small_h264):
+    """Two cameras, one connection of the official client: it subscribes to
+    /camera/front and /camera/wrist, and each subscription delivers that camera's own
+    h264, starting at its keyframe. The /video channel still serves the default camera
+    on that connection."""
+    cams.start_writer("front", h264_file)
+    cams.start_writer("wrist", small_h264)
+    cams.start_server("--shm-path", cams.ring("front"), "--shm-path", cams.ring("wrist"))
+    wait_for(lambda: cams.state("front") == "live" and cams.state("wrist") == "live", "both cameras live",
+             APPEAR_DEADLINE)
+    got = camera_channels(cams.url(), 40, "front", "wrist")
+    assert_camera_stream(got["front"], h264_file, "front")
+    assert_camera_stream(got["wrist"], small_h264, "wrist")
+
+
+def test_a_camera_channel_carries_no_frame_of_another_camera(cams, h264_file, small_h264):
+    """Subscribed to /camera/wrist only, on a connection whose URL names front: every
+    message comes under that subscription and is wrist's (70 messages: past wrist's
+    next keyframe, while front streams too)."""
+    cams.start_writer("front", h264_file)
+    cams.start_writer("wrist", small_h264)
+    cams.start_server("--shm-path", cams.ring("front"), "--shm-path", cams.ring("wrist"))
+    wait_for(lambda: cams.state("front") == "live" and cams.state("wrist") == "live", "both cameras live",
+             APPEAR_DEADLINE)
+    got = camera_channels(cams.url("/stream/ws/front"), 70, "wrist")
+    assert list(got) == ["wrist"]
+    assert_camera_stream(got["wrist"], small_h264, "wrist")
+
+
+class Watcher:
+    """The official client's `watch` mode: camera channel (un)advertisements, as read."""
+
+    def __init__(self, url, log):
+        import queue
+        import threading
+        self.lines = queue.Queue()
+        self.proc = subprocess.Popen(["node", str(CHANNELS_SCRIPT), "watch", url], stdout=subprocess.PIPE,
+                                     stderr=open(log, "w"), text=True, cwd=CHANNELS_SCRIPT.parent)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.lines.put(json.loads(line))
+
+    def next_event(self, what):
+        import queue
+        try:
+            return self.lines.get(timeout=APPEAR_DEADLINE)
+        except queue.Empty:
+            raise AssertionError(f"timed out after {APPEAR_DEADLINE} s waiting for {what}") from None
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def test_camera_channels_are_advertised_and_unadvertised_live(cams, h264_file, small_h264):
+    """--shm-dir: an open connection of the official client is told about a ring that
+    appears (advertise /camera/b-side) and one that goes (unadvertise /camera/b-side),
+    without reconnecting; the new camera's channel serves its own stream."""
+    cams.start_writer("a-front", h264_file)
+    cams.start_server("--shm-dir", cams.dir)
+    wait_for(lambda: cams.state("a-front") == "live", "a-front live", APPEAR_DEADLINE)
+    watcher = Watcher(cams.url(), cams.tmp / "watch.log")
+    try:
+        first = watcher.next_event("the advertisement of /camera/a-front")
+        assert first["event"] == "advertise", first
+        assert [c["topic"] for c in first["channels"]] == ["/camera/a-front"], first
+        cams.start_writer("b-side", small_h264)
+        added = watcher.next_event("the advertisement of /camera/b-side")
+        assert added["event"] == "advertise" and [c["topic"] for c in added["channels"]] == ["/camera/b-side"]
+        assert added["channels"][0]["schemaName"] == "foxglove.CompressedVideo", added
+        wait_for(lambda: cams.state("b-side") == "live", "b-side live", APPEAR_DEADLINE)
+        got = camera_channels(cams.url(), 20, "b-side")
+        assert_camera_stream(got["b-side"], small_h264, "b-side")
+        cams.stop_writer("b-side")
+        cams.ring("b-side").unlink()
+        gone = watcher.next_event("the unadvertisement of /camera/b-side")
+        assert gone == {"event": "unadvertise", "topics": ["/camera/b-side"]}, gone
+        assert watcher.proc.poll() is None, "the watching connection ended"
+    finally:
+        watcher.stop()

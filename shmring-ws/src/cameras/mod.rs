@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -25,6 +25,23 @@ use crate::nats::NatsSourceOptions;
 use crate::ring::RingSource;
 
 pub(crate) mod watch;
+
+/// The Foxglove channel id of the first camera channel (`/camera/<name>`); each camera
+/// the registry builds takes the next one, so an id never names two cameras. Far above
+/// the telemetry channels' ids.
+pub(crate) const FIRST_CAMERA_CHANNEL: u32 = 1 << 24;
+
+/// A camera as a Foxglove channel: `/camera/<name>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CameraChannel {
+    /// Its channel id (from [`FIRST_CAMERA_CHANNEL`]).
+    pub(crate) id: u32,
+    /// The camera's name.
+    pub(crate) name: String,
+    /// Its newest frame is JPEG (`foxglove.CompressedImage`); else, and before its
+    /// first frame, it is video (`foxglove.CompressedVideo`).
+    pub(crate) jpeg: bool,
+}
 
 /// Longest camera name, in bytes.
 pub const MAX_CAMERA_NAME_LEN: usize = 64;
@@ -106,6 +123,8 @@ type Reader = (Arc<AtomicBool>, JoinHandle<()>);
 #[derive(Debug)]
 pub(crate) struct Camera {
     pub(crate) name: String,
+    /// Its Foxglove channel id (`/camera/<name>`).
+    pub(crate) channel: u32,
     pub(crate) feed: Feed,
     pub(crate) metrics: Arc<Metrics>,
     /// Its ring (`None`: the server's own source feeds it).
@@ -195,6 +214,10 @@ pub(crate) struct Cameras {
     pub(crate) keyframe_requests: Arc<CameraRequests>,
     /// What each camera besides the default one starts with (its NATS publisher).
     tasks: RwLock<Vec<CameraTask>>,
+    /// The channel id of the next camera built.
+    next_channel: AtomicU32,
+    /// Bumped each time a camera comes or goes (Foxglove connections re-advertise).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Cameras {
@@ -231,6 +254,8 @@ impl Cameras {
             options,
             keyframe_requests: Arc::default(),
             tasks: RwLock::new(Vec::new()),
+            next_channel: AtomicU32::new(FIRST_CAMERA_CHANNEL),
+            changes: tokio::sync::watch::Sender::new(0),
         });
         if !cameras.options.names_cameras() {
             let camera = cameras.build(single_name, None);
@@ -363,6 +388,7 @@ impl Cameras {
         };
         Arc::new(Camera {
             name: name.to_owned(),
+            channel: self.next_channel.fetch_add(1, Ordering::Relaxed),
             feed,
             metrics,
             path,
@@ -398,6 +424,7 @@ impl Cameras {
             }
         }
         self.write().insert(name.to_owned(), camera.clone());
+        self.changed();
         Some(camera)
     }
 
@@ -432,6 +459,39 @@ impl Cameras {
             }
         }
         self.write().insert(name.to_owned(), camera);
+        self.changed();
+    }
+
+    /// Tells the watchers ([`Cameras::changes`]) that a camera came or went.
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Changes whenever a camera comes or goes.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The Foxglove channels of the cameras served now (gone ones excluded), in name
+    /// order.
+    pub(crate) fn channels(&self) -> Vec<CameraChannel> {
+        self.read()
+            .values()
+            .filter(|c| !c.is_removed())
+            .map(|c| CameraChannel {
+                id: c.channel,
+                name: c.name.clone(),
+                jpeg: c.codec() == Some("jpeg"),
+            })
+            .collect()
+    }
+
+    /// The camera served now on Foxglove channel `id`.
+    pub(crate) fn by_channel(&self, id: u32) -> Option<Arc<Camera>> {
+        self.read()
+            .values()
+            .find(|c| c.channel == id && !c.is_removed())
+            .cloned()
     }
 
     /// Camera `name`'s ring went away: its clients are closed (1001, naming it), its
@@ -448,6 +508,7 @@ impl Cameras {
             reason: format!("camera {name} went away"),
         });
         camera.feed.hub.discontinuity();
+        self.changed();
     }
 
     /// Every distinct hub (the server's own first).

@@ -80,6 +80,9 @@ struct QueueState {
     subs: Subscriptions,
     /// The subscription the partly written front item was started with.
     front_subscription: Option<u32>,
+    /// Camera subscriptions that lost frames here (an overflow): each skips its frames
+    /// until its own next keyframe ([`ClientQueue::push_camera`]).
+    lost_cameras: Vec<u32>,
 }
 
 /// A socket the publishing thread may write to without blocking (the write half of a
@@ -155,6 +158,17 @@ impl Batch {
         self.subs = Subscriptions::default();
         self.front_subscription = None;
     }
+}
+
+/// What [`ClientQueue::push_camera`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Relayed {
+    /// Queued (or, for a subscription that ended, ignored).
+    Queued,
+    /// Frames were lost: the camera's queue should skip to its next keyframe.
+    Resync,
+    /// The client is closing: relay no more.
+    Ended,
 }
 
 /// What [`ClientQueue::start_video`] did.
@@ -244,7 +258,68 @@ impl ClientQueue {
     /// True while the client is subscribed to any channel (Foxglove).
     pub(crate) fn subscribed(&self) -> bool {
         let q = self.lock();
-        q.subs.video.is_some() || q.subs.image.is_some() || !q.subs.telemetry.is_empty()
+        q.subs.video.is_some() || q.subs.image.is_some() || !q.subs.telemetry.is_empty() || !q.subs.cameras.is_empty()
+    }
+
+    /// Records the client's subscription `subscription` to a `/camera/<name>` channel,
+    /// whose frames [`ClientQueue::push_camera`] brings; false if the id is taken.
+    pub(crate) fn subscribe_camera(&self, subscription: u32) -> bool {
+        let mut q = self.lock();
+        let s = &q.subs;
+        let taken = s.video == Some(subscription)
+            || s.image == Some(subscription)
+            || s.telemetry.iter().any(|(_, sub)| *sub == subscription)
+            || s.cameras.contains(&subscription);
+        if !taken {
+            q.subs.cameras.push(subscription);
+        }
+        !taken
+    }
+
+    /// Queues `frames` of a camera the client subscribed to under `subscription`, already
+    /// through that camera's own keyframe wait, for the writer task. With this queue over
+    /// its limits they are dropped; then, and after an overflow dropped some of them,
+    /// that subscription skips its frames until its next keyframe. Returns
+    /// [`Relayed::Resync`] when the camera's queue should wait for a keyframe.
+    pub(crate) fn push_camera(
+        &self,
+        subscription: u32,
+        frames: impl Iterator<Item = VideoFrame>,
+        limits: &QueueLimits,
+    ) -> Relayed {
+        let mut s = self.lock();
+        if s.close.is_some() || s.finished || s.end {
+            return Relayed::Ended;
+        }
+        if !s.subs.cameras.contains(&subscription) {
+            return Relayed::Queued;
+        }
+        let full = s.items.len() > limits.max_frames + s.credit_frames || s.bytes > limits.max_bytes + s.credit_bytes;
+        let mut lost = full || s.lost_cameras.contains(&subscription);
+        let mut queued = false;
+        for frame in frames {
+            if full || (lost && !frame.keyframe) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            lost = false;
+            s.bytes += frame.message.len();
+            s.items.push_back(Outgoing::Camera(subscription, frame));
+            queued = true;
+        }
+        s.lost_cameras.retain(|sub| *sub != subscription);
+        if lost {
+            s.lost_cameras.push(subscription);
+        }
+        drop(s);
+        if queued {
+            self.notify.notify_one();
+        }
+        if lost {
+            Relayed::Resync
+        } else {
+            Relayed::Queued
+        }
     }
 
     /// Subscribes the client to telemetry `channel` under `subscription`; false if it
@@ -263,6 +338,17 @@ impl ClientQueue {
     pub(crate) fn unsubscribe(&self, subscription: u32) {
         let mut s = self.lock();
         s.subs.telemetry.retain(|(_, sub)| *sub != subscription);
+        if s.subs.cameras.contains(&subscription) {
+            s.subs.cameras.retain(|sub| *sub != subscription);
+            s.lost_cameras.retain(|sub| *sub != subscription);
+            let keep = usize::from(s.front_written > 0).min(s.items.len());
+            let mut i = 0;
+            s.items.retain(|item| {
+                i += 1;
+                i <= keep || !matches!(item, Outgoing::Camera(sub, _) if *sub == subscription)
+            });
+            s.bytes = s.items.iter().map(|i| i.message().len()).sum();
+        }
         if s.subs.image == Some(subscription) {
             s.subs.image = None;
         }
@@ -590,6 +676,20 @@ impl ClientQueue {
                 .filter(|i| matches!(i, Outgoing::Video(_)))
                 .count() as u64;
             let lost_other = (s.items.len() - keep) as u64 - lost_video;
+            let lost_cameras: Vec<u32> = s
+                .items
+                .iter()
+                .skip(keep)
+                .filter_map(|i| match i {
+                    Outgoing::Camera(sub, _) => Some(*sub),
+                    _ => None,
+                })
+                .collect();
+            for sub in lost_cameras {
+                if !s.lost_cameras.contains(&sub) {
+                    s.lost_cameras.push(sub);
+                }
+            }
             s.items.truncate(keep);
             s.bytes = kept_bytes;
             s.credit_frames = 0;
@@ -607,7 +707,7 @@ impl ClientQueue {
                     s.skipping_since = Some(Instant::now());
                     return true;
                 }
-                Outgoing::Telemetry(_) => {
+                Outgoing::Telemetry(_) | Outgoing::Camera(..) => {
                     metrics.dropped(DropReason::QueueOverflow, lost_video);
                     self.dropped.fetch_add(lost_video, Ordering::Relaxed);
                     if lost_video > 0 {

@@ -41,7 +41,7 @@ pub(crate) fn take(c: &ClientQueue) -> Vec<u64> {
         .items
         .drain(..)
         .map(|i| match i {
-            Outgoing::Video(f) => f.frame_seq,
+            Outgoing::Video(f) | Outgoing::Camera(_, f) => f.frame_seq,
             Outgoing::Telemetry(_) => 0,
         })
         .collect();
@@ -95,7 +95,7 @@ pub(crate) fn seqs(b: &Batch) -> Vec<u64> {
     b.items
         .iter()
         .map(|i| match i {
-            Outgoing::Video(f) => f.frame_seq,
+            Outgoing::Video(f) | Outgoing::Camera(_, f) => f.frame_seq,
             Outgoing::Telemetry(_) => 0,
         })
         .collect()
@@ -302,4 +302,43 @@ fn without_a_burst_a_client_starts_at_the_next_keyframe() {
     assert_eq!(take(&c), vec![4, 5]);
     let burst = h.join(true);
     assert_eq!(take(&burst), vec![4, 5], "the burst, for a client that asked");
+}
+
+#[test]
+fn a_camera_subscription_that_loses_frames_resumes_at_its_own_keyframe() {
+    let c = ClientQueue::new(1, Protocol::Foxglove);
+    let limits = QueueLimits {
+        max_frames: 2,
+        max_bytes: 1 << 20,
+        keyframe_timeout: Duration::from_secs(5),
+    };
+    assert!(c.subscribe_camera(7) && c.subscribe_camera(8));
+    assert!(!c.subscribe_camera(7), "an id is one subscription");
+    let push = |sub, frames: Vec<VideoFrame>| c.push_camera(sub, frames.into_iter(), &limits);
+    assert_eq!(
+        push(7, vec![frame(1, true, 10), frame(2, false, 10), frame(3, false, 10)]),
+        Relayed::Queued
+    );
+    // Over the limits: camera 8's frames are dropped, and it skips to its next keyframe.
+    assert_eq!(push(8, vec![frame(50, true, 10)]), Relayed::Resync);
+    assert_eq!(take(&c), [1, 2, 3]);
+    assert_eq!(
+        push(8, vec![frame(51, false, 10)]),
+        Relayed::Resync,
+        "a delta frame without its keyframe"
+    );
+    assert_eq!(
+        push(7, vec![frame(4, false, 10)]),
+        Relayed::Queued,
+        "camera 7 lost nothing"
+    );
+    assert_eq!(
+        push(8, vec![frame(52, false, 10), frame(60, true, 10), frame(61, false, 10)]),
+        Relayed::Queued
+    );
+    assert_eq!(take(&c), [4, 60, 61]);
+    c.unsubscribe(8);
+    assert_eq!(push(8, vec![frame(62, false, 10)]), Relayed::Queued);
+    assert!(take(&c).is_empty(), "an ended subscription gets nothing");
+    assert!(c.subscribed(), "camera 7 still is");
 }

@@ -53,7 +53,7 @@ fn telemetry_channel(id: u32, subject: &str) -> serde_json::Value {
 
 /// The `advertise` message a client gets first: the video channel and the telemetry
 /// channels `(id, subject)` known so far.
-pub(crate) fn advertise(telemetry: &[(u32, &str)]) -> String {
+pub(crate) fn advertise(cameras: &[(u32, &str, bool)], telemetry: &[(u32, &str)]) -> String {
     let mut channels = vec![serde_json::json!({
         "id": VIDEO_CHANNEL_ID,
         "topic": VIDEO_TOPIC,
@@ -68,6 +68,7 @@ pub(crate) fn advertise(telemetry: &[(u32, &str)]) -> String {
         "schemaName": IMAGE_SCHEMA_NAME,
         "schema": compressed_image_schema(),
     }));
+    channels.extend(cameras.iter().map(|&(id, name, jpeg)| camera_channel(id, name, jpeg)));
     channels.extend(telemetry.iter().map(|(id, subject)| telemetry_channel(*id, subject)));
     serde_json::json!({"op": "advertise", "channels": channels}).to_string()
 }
@@ -79,6 +80,40 @@ pub(crate) fn advertise_telemetry(telemetry: &[(u32, &str)]) -> String {
         .map(|(id, subject)| telemetry_channel(*id, subject))
         .collect();
     serde_json::json!({"op": "advertise", "channels": channels}).to_string()
+}
+
+/// The topic prefix of the camera channels: `/camera/<name>`.
+pub const CAMERA_TOPIC_PREFIX: &str = "/camera/";
+
+/// The `advertise` message for camera channels `(id, name, jpeg)`: `/camera/<name>`,
+/// each `foxglove.CompressedImage` if its codec is JPEG, else `foxglove.CompressedVideo`.
+pub(crate) fn advertise_cameras(cameras: &[(u32, &str, bool)]) -> String {
+    let channels: Vec<_> = cameras
+        .iter()
+        .map(|&(id, name, jpeg)| camera_channel(id, name, jpeg))
+        .collect();
+    serde_json::json!({"op": "advertise", "channels": channels}).to_string()
+}
+
+/// Camera channel `id`, `/camera/<name>`, in an `advertise` message.
+fn camera_channel(id: u32, name: &str, jpeg: bool) -> serde_json::Value {
+    let (schema_name, schema) = if jpeg {
+        (IMAGE_SCHEMA_NAME, compressed_image_schema())
+    } else {
+        (VIDEO_SCHEMA_NAME, compressed_video_schema())
+    };
+    serde_json::json!({
+        "id": id,
+        "topic": format!("{CAMERA_TOPIC_PREFIX}{name}"),
+        "encoding": "protobuf",
+        "schemaName": schema_name,
+        "schema": schema,
+    })
+}
+
+/// The `unadvertise` message for channels `ids`.
+pub(crate) fn unadvertise(ids: &[u32]) -> String {
+    serde_json::json!({"op": "unadvertise", "channelIds": ids}).to_string()
 }
 
 /// CLOCK_REALTIME now, in ns since the Unix epoch (Foxglove log times).
@@ -304,6 +339,28 @@ impl Writer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn camera_channels_are_advertised_by_codec_and_unadvertised_by_id() {
+        let first: serde_json::Value =
+            serde_json::from_str(&advertise(&[(1 << 24, "front", false)], &[(3, "telemetry.x")])).unwrap();
+        let topics: Vec<&str> = first["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["topic"].as_str().unwrap())
+            .collect();
+        assert_eq!(topics, ["/video", "/image", "/camera/front", "telemetry.x"]);
+        let later: serde_json::Value = serde_json::from_str(&advertise_cameras(&[(7, "wrist", true)])).unwrap();
+        let wrist = &later["channels"][0];
+        assert_eq!(
+            (wrist["id"].as_u64(), wrist["topic"].as_str()),
+            (Some(7), Some("/camera/wrist"))
+        );
+        assert_eq!(wrist["schemaName"], IMAGE_SCHEMA_NAME);
+        assert_eq!(wrist["schema"], compressed_image_schema());
+        assert_eq!(unadvertise(&[7, 9]), r#"{"channelIds":[7,9],"op":"unadvertise"}"#);
+    }
 
     #[test]
     fn base64_matches_the_rfc_4648_vectors() {

@@ -27,10 +27,10 @@ mod session;
 #[cfg(test)]
 pub(crate) use encode::OP_MESSAGE_DATA;
 pub(crate) use encode::{
-    advertise, advertise_telemetry, message_data_head, server_info, status, telemetry_data_head, wall_clock_ns,
-    MAX_HEAD, STATUS_WARNING,
+    advertise, advertise_cameras, advertise_telemetry, message_data_head, server_info, status, telemetry_data_head,
+    unadvertise, wall_clock_ns, MAX_HEAD, STATUS_WARNING,
 };
-pub use encode::{IMAGE_TOPIC, SUBPROTOCOL, VIDEO_TOPIC};
+pub use encode::{CAMERA_TOPIC_PREFIX, IMAGE_TOPIC, SUBPROTOCOL, VIDEO_TOPIC};
 pub(crate) use session::{
     client_topic_action, ClientTopic, IMAGE_CHANNEL_ID, OP_CLIENT_MESSAGE_DATA, VIDEO_CHANNEL_ID,
 };

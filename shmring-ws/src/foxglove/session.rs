@@ -73,6 +73,8 @@ pub(crate) struct Subscriptions {
     pub(crate) image: Option<u32>,
     /// (channel, subscription id) of telemetry channels.
     pub(crate) telemetry: Vec<(u32, u32)>,
+    /// Subscription ids of `/camera/<name>` channels.
+    pub(crate) cameras: Vec<u32>,
 }
 
 impl Subscriptions {
@@ -85,6 +87,7 @@ impl Subscriptions {
                 let channel = t.channel?;
                 self.telemetry.iter().find(|(c, _)| *c == channel).map(|(_, s)| *s)
             }
+            Outgoing::Camera(sub, _) => self.cameras.contains(sub).then_some(*sub),
         }
     }
 }
