@@ -664,11 +664,18 @@ fn start_server(
     server_bin: &Path,
     exe: &Path,
 ) -> (String, std::process::Child) {
+    // The producer replays a recording and never answers keyframe requests, so a joining
+    // client waits up to a whole GOP (16 s for a 7.5 fps camera): the server must not
+    // close it first (its default: after 5 s). Set only when the default is too short,
+    // as the variable, so other servers keep their own settings.
+    let keyframe_wait_ms = 2 * feeds.keyframe_interval.as_millis();
+    let longer_keyframe_wait = (keyframe_wait_ms > 5000).then(|| ("SDR_IDR_TIMEOUT_MS", keyframe_wait_ms.to_string()));
     let transport_server = |bin: &Path| {
         Command::new(bin)
             .args(&feeds.server_args)
             .args(["--listen", &addr.to_string()])
             .args(stage_time_flags())
+            .envs(longer_keyframe_wait.clone())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
