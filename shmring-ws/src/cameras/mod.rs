@@ -133,6 +133,10 @@ pub(crate) struct Camera {
     /// Tasks started for it ([`CameraTask`]), aborted when it goes.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Its ring file was seen since the camera (re)started.
+    // SYNC POINT (none): `seen` and `gone` are Relaxed, stored by the directory watch
+    // and read by HTTP handlers, the gate and the watch itself. Each is a state of its
+    // own: no other memory is published through it (the hub and the reader are reached
+    // through the registry's lock), so no load pairs with a store for ordering.
     seen: AtomicBool,
     /// Its ring file went away: clients were closed, the reader stopped.
     gone: AtomicBool,
@@ -215,6 +219,7 @@ pub(crate) struct Cameras {
     /// What each camera besides the default one starts with (its NATS publisher).
     tasks: RwLock<Vec<CameraTask>>,
     /// The channel id of the next camera built.
+    // SYNC POINT (none): Relaxed fetch_add; only uniqueness of the ids matters.
     next_channel: AtomicU32,
     /// Bumped each time a camera comes or goes (Foxglove connections re-advertise).
     changes: tokio::sync::watch::Sender<u64>,
