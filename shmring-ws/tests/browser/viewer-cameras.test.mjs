@@ -9,24 +9,16 @@
 // ring is removed. Prints "RESULT {json}" and "PASS: ...".
 // Usage: node viewer-cameras.test.mjs URL SHMRING_CLI DIR
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, existsSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync, existsSync } from "node:fs";
 import { join } from "node:path";
-import puppeteer from "puppeteer-core";
+import { headlessChromium } from "./headless.mjs";
 
 const [url, cli, dir] = process.argv.slice(2);
-const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
 if (!url || !cli || !dir) {
   console.error("usage: node viewer-cameras.test.mjs URL SHMRING_CLI DIR");
   process.exit(2);
 }
-const profile = mkdtempSync(join(tmpdir(), "shmring-chromium-"));
-const args = [
-  "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  `--user-data-dir=${profile}`,
-];
-if (process.getuid && process.getuid() === 0) args.push("--no-sandbox");
+const chrome = headlessChromium();
 
 let browser, depth;
 const timer = setTimeout(() => {
@@ -60,7 +52,7 @@ const decodedMoreThan = ([name, n]) => {
 };
 
 try {
-  browser = await puppeteer.launch({ executablePath: chromium, args, headless: true, protocolTimeout: 60_000 });
+  browser = await chrome.launch();
   const page = await browser.newPage();
   page.on("console", (m) => console.log("page:", m.text()));
   await page.goto(url, { waitUntil: "load", timeout: 30_000 });
@@ -131,5 +123,5 @@ try {
   clearTimeout(timer);
   if (depth && depth.exitCode === null && depth.signalCode === null) depth.kill("SIGKILL");
   if (browser) await browser.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  chrome.cleanup();
 }

@@ -3,24 +3,14 @@
 // until a full window of such frames was decoded after the join burst, and prints
 // window.viewerStats as JSON on a line starting with "STATS ". The Python side judges
 // the figures against the server's /metrics. Usage: node viewer-latency.test.mjs URL
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import puppeteer from "puppeteer-core";
+import { headlessChromium } from "./headless.mjs";
 
 const url = process.argv[2];
-const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
 if (!url) {
   console.error("usage: node viewer-latency.test.mjs URL");
   process.exit(2);
 }
-const profile = mkdtempSync(join(tmpdir(), "shmring-chromium-"));
-const args = [
-  "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  `--user-data-dir=${profile}`,
-];
-if (process.getuid && process.getuid() === 0) args.push("--no-sandbox");
+const chrome = headlessChromium();
 
 let browser;
 const timer = setTimeout(() => {
@@ -28,7 +18,7 @@ const timer = setTimeout(() => {
   process.exit(1);
 }, 120_000);
 try {
-  browser = await puppeteer.launch({ executablePath: chromium, args, headless: true, protocolTimeout: 60_000 });
+  browser = await chrome.launch();
   const page = await browser.newPage();
   page.on("console", (m) => console.log("page:", m.text()));
   await page.goto(url, { waitUntil: "load", timeout: 30_000 });
@@ -51,5 +41,5 @@ try {
 } finally {
   clearTimeout(timer);
   if (browser) await browser.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  chrome.cleanup();
 }

@@ -1,27 +1,16 @@
 // Issue 5, test 3: headless Chromium opens transport-server's viewer page, which decodes
 // real H.264 from the ring with WebCodecs. Asserts more than 30 decoded frames and a
 // canvas that is not blank. Usage: node viewer.test.mjs http://127.0.0.1:PORT/
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import puppeteer from "puppeteer-core";
+import { headlessChromium } from "./headless.mjs";
 
 const url = process.argv[2];
-const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
 if (!url) {
   console.error("usage: node viewer.test.mjs URL");
   process.exit(2);
 }
 
-const profile = mkdtempSync(join(tmpdir(), "shmring-chromium-"));
-const args = [
-  "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  `--user-data-dir=${profile}`,
-];
-if (process.getuid && process.getuid() === 0) args.push("--no-sandbox");
 // HTTPS tests use a certificate made for the test, which no CA signed.
-if (url.startsWith("https:")) args.push("--ignore-certificate-errors");
+const chrome = headlessChromium({ ignoreCertificateErrors: url.startsWith("https:") });
 
 let browser;
 const timer = setTimeout(() => {
@@ -29,7 +18,7 @@ const timer = setTimeout(() => {
   process.exit(1);
 }, 90_000);
 try {
-  browser = await puppeteer.launch({ executablePath: chromium, args, headless: true, protocolTimeout: 60_000 });
+  browser = await chrome.launch();
   const page = await browser.newPage();
   page.on("console", (m) => console.log("page:", m.text()));
   await page.goto(url, { waitUntil: "load", timeout: 30_000 });
@@ -61,5 +50,5 @@ try {
 } finally {
   clearTimeout(timer);
   if (browser) await browser.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  chrome.cleanup();
 }
