@@ -4,7 +4,10 @@
 //!
 //! - `transport-server` (shmring-ws: one shared `Bytes` per frame, writev), and
 //! - a baseline fan-out built into this benchmark that, as the SDR_OS server does,
-//!   copies each frame into a `Vec` per client and sends it with tokio-tungstenite.
+//!   copies each frame into a `Vec` per client and sends it with tokio-tungstenite;
+//! - with `--servers ...,floor`, the floor server (`ws_fanout/floor.rs`): one thread
+//!   that busy-polls the ring and writes each frame to the sockets itself, the least
+//!   work a server can do, so its latency is this machine's floor for the rest.
 //!
 //! Reports the fraction of frames delivered, commit-to-receive latency percentiles,
 //! the server's CPU (also per frame delivered to a client) and the whole machine's busy
@@ -12,7 +15,7 @@
 //!
 //! ```text
 //! ulimit -n 65536
-//! cargo bench -p shmring-benches --bench ws_fanout -- [--clients 1,50,200,500,1000] [--seconds 10] [--servers shmring,baseline] [--extra-server LABEL=PATH]... [--layout ring|legacy] [--cameras 1,8 [--camera-fps F]]
+//! cargo bench -p shmring-benches --bench ws_fanout -- [--clients 1,50,200,500,1000] [--seconds 10] [--servers shmring,baseline,floor] [--extra-server LABEL=PATH]... [--layout ring|legacy] [--cameras 1,8 [--camera-fps F]]
 //! ```
 //!
 //! `--extra-server LABEL=PATH` (repeatable) also measures another transport-server binary (started
@@ -32,7 +35,7 @@
 //! (and the frame sizes) of one camera and the server CPU per frame delivered to a
 //! client compares across counts; `--camera-fps F` sets each camera's rate instead
 //! (`--cameras 8 --camera-fps 30 --clients 100`: eight 30 fps cameras to 100 clients).
-//! The baseline server reads one ring and is not run with `--cameras`.
+//! The baseline and floor servers read one ring and are not run with `--cameras`.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -52,6 +55,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
 use shmring_benches::{arg, percentile, wait_listening, ChildProcess};
+
+#[path = "ws_fanout/floor.rs"]
+mod floor;
 
 const FPS: u64 = 60;
 
@@ -708,6 +714,22 @@ fn start_server(
                     .expect("start the baseline server"),
             )
         }
+        "floor" => {
+            assert!(
+                feeds.cameras.is_none(),
+                "the floor server reads one ring: run --cameras with --servers shmring"
+            );
+            (
+                "floor (busy-poll, one writev)".to_owned(),
+                Command::new(exe)
+                    .arg("--floor-server")
+                    .arg(&feeds.location)
+                    .args(["--listen", &addr.to_string()])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("start the floor server"),
+            )
+        }
         other => panic!("unknown server {other}"),
     }
 }
@@ -774,7 +796,7 @@ fn options(args: &[String]) -> Options {
     servers.extend(extras.map(|extra| format!("extra:{extra}")));
     let cameras = arg(args, "--cameras").map(|_| numbers("--cameras", ""));
     if cameras.is_some() && arg(args, "--servers").is_none() {
-        servers.retain(|s| s != "baseline"); // it reads one ring
+        servers.retain(|s| s != "baseline" && s != "floor"); // they read one ring
     }
     assert!(
         cameras.as_ref().is_none_or(|c| c.iter().all(|&n| n > 0)),
@@ -829,6 +851,9 @@ fn main() {
     if let (Some(ring), Some(listen)) = (arg(&args, "--baseline-server"), arg(&args, "--listen")) {
         baseline_server(ring, listen);
         return;
+    }
+    if let (Some(ring), Some(listen)) = (arg(&args, "--floor-server"), arg(&args, "--listen")) {
+        floor::floor_server(ring, listen);
     }
     let opts = options(&args);
     let server_bin = shmring_benches::transport_server();
