@@ -24,6 +24,9 @@
 //!   [`MAX_LEAD`]), so timer slack does not make the reader miss the window.
 //! - After [`MAX_MISSES`] expected commits that did not come, the reader stops spinning
 //!   and sleeps until the next arrival: a paused writer costs nothing.
+//! - When the last [`STEADY_ARRIVALS`] arrivals all came inside their windows the cadence
+//!   is *steady*. A legacy ring's reader, which has no futex and polls between windows,
+//!   then polls less often; one arrival outside its window ends the streak.
 //!
 //! The clock is a [`Clock`] so unit tests drive the logic with a fake one.
 
@@ -45,6 +48,9 @@ const WINDOW_MARGIN_NS: u64 = 20_000;
 pub(crate) const MAX_LEAD_NS: u64 = 200_000;
 /// Expected commits missed in a row before the reader stops spinning for them.
 pub(crate) const MAX_MISSES: u64 = 3;
+/// Arrivals in a row inside their window after which the cadence is *steady*: a legacy
+/// ring's reader then polls more slowly between windows.
+pub(crate) const STEADY_ARRIVALS: u32 = HISTORY as u32;
 
 /// A monotonic clock in nanoseconds.
 pub(crate) trait Clock {
@@ -163,6 +169,8 @@ pub(crate) struct WakePlanner<C: Clock> {
     cadence: Cadence,
     /// Decaying maximum of timed sleeps' overshoot.
     overshoot: u64,
+    /// Arrivals in a row that came inside the window planned for them.
+    in_window: u32,
 }
 
 impl<C: Clock> WakePlanner<C> {
@@ -175,6 +183,7 @@ impl<C: Clock> WakePlanner<C> {
             max_window,
             cadence: Cadence::default(),
             overshoot: 0,
+            in_window: 0,
         }
     }
 
@@ -186,8 +195,32 @@ impl<C: Clock> WakePlanner<C> {
     /// The reader delivered commit `seq` and has nothing more unread.
     pub(crate) fn arrived(&mut self, seq: u64) {
         if self.max_window > 0 {
-            self.cadence.arrive(seq, self.clock.now_ns());
+            let now = self.clock.now_ns();
+            self.in_window = if self.inside_a_window(now) {
+                self.in_window.saturating_add(1)
+            } else {
+                0
+            };
+            self.cadence.arrive(seq, now);
         }
+    }
+
+    /// True if `t` lies inside the window of an expected commit (the cadence locked).
+    fn inside_a_window(&self, t: u64) -> bool {
+        let (Some((period, window)), Some((_, t0))) = (self.cadence(), self.cadence.anchor) else {
+            return false;
+        };
+        let (period, window) = (period.as_nanos() as u64, window.as_nanos() as u64);
+        let Some(since) = t.checked_sub(t0) else {
+            return false;
+        };
+        let off = since % period;
+        since >= period.saturating_sub(window) && off.min(period - off) <= window
+    }
+
+    /// The last [`STEADY_ARRIVALS`] arrivals all came inside their windows.
+    pub(crate) fn steady(&self) -> bool {
+        self.in_window >= STEADY_ARRIVALS
     }
 
     /// A timed sleep meant to end at `target_ns` returned with nothing unread: learn the
@@ -451,6 +484,45 @@ mod tests {
         clock.advance(50 * MS);
         p.woke(target);
         assert_eq!(p.lead(), Duration::from_nanos(MAX_LEAD_NS));
+    }
+
+    #[test]
+    fn arrivals_inside_their_windows_make_the_cadence_steady_and_one_outside_ends_it() {
+        let (clock, mut p) = planner();
+        let mut seq = 0;
+        // MIN_SAMPLES samples take one arrival more; the last of them locks the cadence.
+        feed(&clock, &mut p, &mut seq, MIN_SAMPLES + 1, P60);
+        assert!(p.cadence().is_some(), "locked");
+        assert!(!p.steady(), "arrivals before the lock were in no window");
+        feed(&clock, &mut p, &mut seq, STEADY_ARRIVALS as usize - 1, P60);
+        assert!(!p.steady(), "one arrival short of the streak");
+        feed(&clock, &mut p, &mut seq, 1, P60);
+        assert!(p.steady());
+        // A frame half a period late (seen by a poll, far outside its window).
+        clock.advance(P60 + P60 / 2);
+        seq += 1;
+        p.arrived(seq);
+        assert!(!p.steady(), "an arrival outside its window ends the streak");
+        // Back on the grid: the first arrival is half a period from the late anchor
+        // (outside), then a new streak.
+        clock.advance(P60 / 2);
+        feed(&clock, &mut p, &mut seq, STEADY_ARRIVALS as usize, P60);
+        assert!(!p.steady(), "one arrival short of a new streak");
+        feed(&clock, &mut p, &mut seq, 1, P60);
+        assert!(p.steady(), "steady again after a new streak");
+    }
+
+    #[test]
+    fn skipped_commits_still_count_as_inside_a_window() {
+        let (clock, mut p) = planner();
+        let mut seq = 0;
+        feed(&clock, &mut p, &mut seq, 9 + STEADY_ARRIVALS as usize, P60);
+        assert!(p.steady());
+        // Two periods later (the writer skipped one): on the grid, inside a window.
+        clock.advance(2 * P60);
+        seq += 2;
+        p.arrived(seq);
+        assert!(p.steady());
     }
 
     #[test]

@@ -37,11 +37,14 @@ const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 const REPLACED_CHECK: Duration = Duration::from_millis(100);
 /// Sleep between polls of a legacy ring (it has no futex word), without a cadence.
 const LEGACY_POLL: Duration = Duration::from_micros(500);
-/// Longest sleep between polls of a legacy ring while waiting for a cadence window: a
-/// frame that lands outside its window (a jittery writer, a loaded machine) is seen at
-/// most this late, never later than without cadence. A slower poll saved little CPU and
-/// cost latency on a loaded machine (`docs/benchmarks.md`, run 11).
-const LEGACY_SLOW_POLL: Duration = LEGACY_POLL;
+/// Longest sleep between polls of a legacy ring while waiting for a cadence window once
+/// the cadence is steady (its last frames all landed inside their windows). A frame that
+/// then lands outside its window is seen at most this late, once: it ends the steady
+/// streak, and polling goes back to [`LEGACY_POLL`] until a new streak. While the
+/// cadence is not steady (a jittery writer, a loaded machine) the poll stays at
+/// [`LEGACY_POLL`]: a slower one there cost latency (`docs/benchmarks.md`, run 11).
+/// At 60 fps this takes the polls from about 2000 a second to about 500.
+const LEGACY_STEADY_POLL: Duration = Duration::from_millis(2);
 
 /// A reader of a ring file. Maps the file read-only: a reader can never damage the ring.
 ///
@@ -247,7 +250,11 @@ impl RingReader {
     }
 
     fn wait_until(&mut self, deadline: Option<Instant>) -> Result<bool, Error> {
-        if self.spin_until(Instant::now() + self.spin) {
+        // Without a cadence the next message may follow at once: spin briefly first.
+        // With one, the planner knows when the next is due and spins only then; a spin
+        // here, right after a frame, would only keep this CPU busy while the reader's
+        // own consumers (woken by what it just delivered) wait for it.
+        if matches!(self.planner.step(), Step::Sleep) && self.spin_until(Instant::now() + self.spin) {
             return Ok(true);
         }
         loop {
@@ -275,7 +282,14 @@ impl RingReader {
                         return Ok(true);
                     }
                 }
-                Step::SleepAtMost(bound) => self.sleep(slice.min(bound), LEGACY_SLOW_POLL),
+                Step::SleepAtMost(bound) => {
+                    let poll = if self.planner.steady() {
+                        LEGACY_STEADY_POLL
+                    } else {
+                        LEGACY_POLL
+                    };
+                    self.sleep(slice.min(bound), poll)
+                }
                 Step::Sleep => self.sleep(slice, LEGACY_POLL),
             }
         }
