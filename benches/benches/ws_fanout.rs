@@ -35,6 +35,9 @@
 //! (and the frame sizes) of one camera and the server CPU per frame delivered to a
 //! client compares across counts; `--camera-fps F` sets each camera's rate instead
 //! (`--cameras 8 --camera-fps 30 --clients 100`: eight 30 fps cameras to 100 clients).
+//! With two or more client counts a second table gives the marginal server CPU per
+//! client-frame (the slope between consecutive counts), which compares across camera
+//! counts without the fixed cost of the reader threads.
 //! The baseline and floor servers read one ring and are not run with `--cameras`.
 
 use std::collections::HashSet;
@@ -534,6 +537,8 @@ struct Round {
     server_cpu: f64,
     /// Server CPU time per frame delivered to a client, in microseconds.
     cpu_us_per_client_frame: f64,
+    /// Frames delivered to clients per second (all clients together).
+    client_frames_per_s: f64,
     client_cpu: f64,
     machine_busy: f64,
 }
@@ -632,6 +637,7 @@ fn round(
         p999: percentile(&latencies, 0.999),
         server_cpu: server_seconds / wall * 100.0,
         cpu_us_per_client_frame: server_seconds * 1e6 / delivered.max(1) as f64,
+        client_frames_per_s: delivered as f64 / wall,
         client_cpu: (own1 - own0) as f64 / 100.0 / wall * 100.0,
         machine_busy: (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64 * 100.0,
     }
@@ -758,6 +764,40 @@ fn print_table(rounds: &[Round]) {
             r.cpu_us_per_client_frame,
             r.client_cpu,
             r.machine_busy
+        );
+    }
+    print_marginal(rounds);
+}
+
+/// The server CPU each extra client-frame costs, between consecutive client counts of
+/// one server on one camera set: the slope, free of the fixed cost (reader threads,
+/// runtime) that the per-client-frame column divides among however many frames the
+/// clients got. With `--cameras 1,8` this is what compares across camera counts.
+fn print_marginal(rounds: &[Round]) {
+    let pairs: Vec<(&Round, &Round)> = rounds
+        .windows(2)
+        .map(|w| (&w[0], &w[1]))
+        .filter(|(a, b)| {
+            a.server == b.server && a.cameras == b.cameras && b.client_frames_per_s > a.client_frames_per_s
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    println!("\n| server | cameras | clients | extra client-frames/s | extra server CPU (% of a core) | marginal server CPU µs per client-frame |");
+    println!("|---|---|---|---:|---:|---:|");
+    for (a, b) in pairs {
+        let frames = b.client_frames_per_s - a.client_frames_per_s;
+        let cpu = b.server_cpu - a.server_cpu;
+        println!(
+            "| {} | {} | {} -> {} | {:.0} | {:.1} | {:.2} |",
+            a.server,
+            cameras_label(a),
+            a.clients,
+            b.clients,
+            frames,
+            cpu,
+            cpu / 100.0 / frames * 1e6
         );
     }
 }
