@@ -250,11 +250,7 @@ impl RingReader {
     }
 
     fn wait_until(&mut self, deadline: Option<Instant>) -> Result<bool, Error> {
-        // Without a cadence the next message may follow at once: spin briefly first.
-        // With one, the planner knows when the next is due and spins only then; a spin
-        // here, right after a frame, would only keep this CPU busy while the reader's
-        // own consumers (woken by what it just delivered) wait for it.
-        if matches!(self.planner.step(), Step::Sleep) && self.spin_until(Instant::now() + self.spin) {
+        if self.spin_until(Instant::now() + self.spin) {
             return Ok(true);
         }
         loop {
