@@ -37,14 +37,13 @@ const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 const REPLACED_CHECK: Duration = Duration::from_millis(100);
 /// Sleep between polls of a legacy ring (it has no futex word), without a cadence.
 const LEGACY_POLL: Duration = Duration::from_micros(500);
-/// Longest sleep between polls of a legacy ring while waiting for a cadence window once
-/// the cadence is steady (its last frames all landed inside their windows). A frame that
-/// then lands outside its window is seen at most this late, once: it ends the steady
-/// streak, and polling goes back to [`LEGACY_POLL`] until a new streak. While the
-/// cadence is not steady (a jittery writer, a loaded machine) the poll stays at
-/// [`LEGACY_POLL`]: a slower one there cost latency (`docs/benchmarks.md`, run 11).
-/// At 60 fps this takes the polls from about 2000 a second to about 500.
-const LEGACY_STEADY_POLL: Duration = Duration::from_millis(2);
+/// Poll interval of a legacy ring in the guard band of an expected commit (the writer's
+/// jitter around it, [`crate::cadence`]): a frame that lands outside the spin window but
+/// inside the band is seen at most this late.
+const LEGACY_NEAR_POLL: Duration = Duration::from_micros(100);
+/// Poll interval of a legacy ring with a cadence, away from every expected commit: only
+/// a frame far off the writer's rhythm waits for it.
+const LEGACY_FAR_POLL: Duration = Duration::from_millis(2);
 
 /// A reader of a ring file. Maps the file read-only: a reader can never damage the ring.
 ///
@@ -71,6 +70,10 @@ pub struct RingReader {
     spin: Duration,
     /// When to sleep and when to spin, from the writer's cadence.
     planner: WakePlanner<Monotonic>,
+    /// Set before a legacy ring's timed poll: when the ring last held nothing unread
+    /// (monotonic ns). A frame a poll finds landed after it; 0 when the reader would
+    /// have seen the commit at once (spinning, or a v1 ring's futex).
+    blind_since_ns: u64,
     last_replaced_check: Instant,
     reopens: u64,
     /// The mapping's damage flag (the file shrank under it).
@@ -118,6 +121,7 @@ impl RingReader {
             buf: vec![0; kind.max_frame_size()],
             spin: DEFAULT_SPIN,
             planner: WakePlanner::new(Monotonic, options.wake.max_window()),
+            blind_since_ns: 0,
             last_replaced_check: Instant::now(),
             reopens: 0,
             damage,
@@ -197,11 +201,18 @@ impl RingReader {
             ReaderInner::Legacy(r) => r.try_read(&mut self.buf),
         };
         let info = self.checked(read)?;
+        let blind_since = core::mem::take(&mut self.blind_since_ns);
         if let Some(info) = &info {
             // Only a caught-up reader sees frames as they land: a backlog says nothing
             // about when they were committed.
             if !self.has_unread() {
-                self.planner.arrived(info.frame_seq);
+                let now = monotonic_ns();
+                let landed = if blind_since > 0 && blind_since <= now {
+                    blind_since + (now - blind_since) / 2
+                } else {
+                    now
+                };
+                self.planner.arrived_at(info.frame_seq, landed);
             }
         }
         Ok(info)
@@ -279,11 +290,10 @@ impl RingReader {
                     }
                 }
                 Step::SleepAtMost(bound) => {
-                    let poll = if self.planner.steady() {
-                        LEGACY_STEADY_POLL
-                    } else {
-                        LEGACY_POLL
-                    };
+                    let poll = self
+                        .planner
+                        .legacy_poll(LEGACY_NEAR_POLL, LEGACY_FAR_POLL)
+                        .unwrap_or(LEGACY_POLL);
                     self.sleep(slice.min(bound), poll)
                 }
                 Step::Sleep => self.sleep(slice, LEGACY_POLL),
@@ -292,7 +302,13 @@ impl RingReader {
     }
 
     /// Spins until something is unread (true) or `end` passes (false).
-    fn spin_until(&self, end: Instant) -> bool {
+    fn spin_until(&mut self, end: Instant) -> bool {
+        // A frame there at the first look may have landed during the poll before.
+        if self.has_unread() {
+            return true;
+        }
+        // From here spinning sees a commit at once: it is stamped when read.
+        self.blind_since_ns = 0;
         while Instant::now() < end {
             for _ in 0..32 {
                 if self.has_unread() {
@@ -331,6 +347,9 @@ impl RingReader {
             ReaderInner::Legacy(_) => {
                 let slice = slice.min(legacy_poll);
                 let now = monotonic_ns();
+                // Nothing unread now (checked just before): a frame the poll finds
+                // landed after this.
+                self.blind_since_ns = now;
                 std::thread::sleep(slice);
                 (slice, now)
             }
