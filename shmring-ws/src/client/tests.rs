@@ -54,6 +54,8 @@ pub(crate) fn take(c: &ClientQueue) -> Vec<u64> {
 pub(crate) struct FakeSocket {
     pub(crate) written: Mutex<Vec<u8>>,
     pub(crate) room: Mutex<usize>,
+    /// The threads that wrote to it.
+    pub(crate) writers: Mutex<Vec<std::thread::ThreadId>>,
 }
 
 impl DirectSink for FakeSocket {
@@ -63,6 +65,7 @@ impl DirectSink for FakeSocket {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let mut out = self.written.lock().unwrap();
+        self.writers.lock().unwrap().push(std::thread::current().id());
         let mut n = 0;
         for b in bufs {
             let take = b.len().min(*room - n);
