@@ -63,6 +63,8 @@ struct HubState {
     channels: Channels,
     /// The newest keyframe and every frame after it, while they fit the queue limits.
     gop: Vec<VideoFrame>,
+    /// The newest keyframe, cached or not (for its picture size), until a discontinuity.
+    keyframe: Option<VideoFrame>,
     gop_bytes: usize,
 }
 
@@ -230,6 +232,7 @@ impl Hub {
         let mut retired = Vec::new();
         if frame.keyframe {
             retired = retire_gop(&mut hub);
+            hub.keyframe = Some(frame.clone());
         }
         // Cache only a GOP that starts at a keyframe and fits the cache limits.
         let fits = hub.gop.len() < GOP_CACHE_MAX_FRAMES && hub.gop_bytes + len <= GOP_CACHE_MAX_BYTES;
@@ -241,6 +244,14 @@ impl Hub {
         }
         self.push_to_all(hub, Outgoing::Video(frame));
         drop(retired);
+    }
+
+    /// The picture size of the newest keyframe (since the last discontinuity), if its
+    /// bytes tell it ([`crate::picture_size`]); parsed when asked, nothing per frame.
+    pub(crate) fn picture_size(&self) -> Option<(u32, u32)> {
+        let keyframe = self.lock().keyframe.clone()?;
+        let (header, payload) = keyframe.parts()?;
+        crate::picture_size::picture_size(shmring_core::Codec(header.codec.get()), payload)
     }
 
     /// Hands a telemetry message to every client.
@@ -300,6 +311,7 @@ impl Hub {
         let mut hub = self.lock();
         hub.gop.clear();
         hub.gop_bytes = 0;
+        hub.keyframe = None;
         for client in hub.clients.iter() {
             client.await_keyframe();
         }

@@ -20,7 +20,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from conftest import REPLAY, SERVER, Proc, check_gated, free_port, parse_video, run
+from conftest import BIN_DIR, REPLAY, SERVER, Proc, check_gated, free_port, parse_video, run
+
+SHMRING_CLI = BIN_DIR / "shmring"
 
 # Generous deadlines: the machine may be loaded; each names what it waits for.
 START_DEADLINE = 20
@@ -68,7 +70,7 @@ def wait_for(pred, what, timeout):
         value = pred()
         if value:
             return value
-        assert time.time() < deadline, f"timed out after {timeout} s waiting for {what}"
+        assert time.time() < deadline, f"timed out after {timeout} s waiting for {what() if callable(what) else what}"
         time.sleep(0.05)
 
 
@@ -206,6 +208,30 @@ def test_two_rings_each_served_with_its_own_bytes(cams, h264_file, small_h264):
     assert refused.value.code == 404
     body = refused.value.read().decode()
     assert "depth" in body and "front" in body and "wrist" in body, body
+
+
+def test_cameras_lists_each_picture_size_from_its_keyframes(cams, h264_file, small_h264):
+    """/cameras gives each camera's width and height from its keyframes' own bytes:
+    H.264 at 320x240 and at 160x120 (coded 160x128, cropped), and HEVC from `shmring
+    testsrc` at 202x122 (coded in 8-pixel blocks, less its conformance window)."""
+    cams.start_writer("front", h264_file)
+    cams.start_writer("wrist", small_h264)
+    cams.writers["depth"] = Proc(
+        [SHMRING_CLI, "testsrc", cams.ring("depth"), "--codec", "hevc", "--encoder", "libx265",
+         "--size", "202x122", "--fps", "30"], cams.tmp / "writer-depth.log")
+    wait_for(lambda: cams.ring("depth").exists(), "shmring testsrc to create the HEVC ring", START_DEADLINE)
+    cams.start_server(*(a for name in ("front", "wrist", "depth") for a in ("--shm-path", cams.ring(name))))
+
+    last = {}
+
+    def sizes():
+        listed = last["cameras"] = cams.cameras()["cameras"]
+        if len(listed) == 3 and all(c["width"] is not None and c["height"] is not None for c in listed):
+            return {c["name"]: (c["codec"], c["width"], c["height"]) for c in listed}
+        return None
+    got = wait_for(sizes, lambda: f"/cameras to give all three cameras a width and height (last: {last})",
+                   FRAMES_DEADLINE)
+    assert got == {"front": ("h264", 320, 240), "wrist": ("h264", 160, 120), "depth": ("hevc", 202, 122)}, got
 
 
 def test_a_ring_added_at_runtime_appears_and_is_served(cams, h264_file, small_h264):

@@ -551,14 +551,14 @@ impl Cameras {
             .all()
             .iter()
             .map(|c| {
+                // The ring records no picture size: its newest keyframe's bytes tell it.
+                let size = c.feed.hub.picture_size();
                 serde_json::json!({
                     "name": c.name,
                     "state": c.state(),
                     "codec": c.codec(),
-                    // The ring does not record picture sizes; a client reads them from
-                    // the stream (its decoder configuration).
-                    "width": serde_json::Value::Null,
-                    "height": serde_json::Value::Null,
+                    "width": size.map(|s| s.0),
+                    "height": size.map(|s| s.1),
                 })
             })
             .collect();

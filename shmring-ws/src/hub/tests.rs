@@ -253,3 +253,29 @@ fn two_hubs_on_one_pool_keep_each_of_their_clients_in_order() {
         );
     }
 }
+
+#[test]
+fn the_picture_size_is_the_newest_keyframes_until_a_discontinuity() {
+    // libx264's SPS at 160x120 (coded 160x128, cropped), then a stand-in IDR slice.
+    let sps = "6764000bacd942847e5c0440000003004000000f03c50a6580";
+    let mut access_unit = vec![0, 0, 0, 1];
+    access_unit.extend(
+        (0..sps.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&sps[i..i + 2], 16).unwrap()),
+    );
+    access_unit.extend([0, 0, 0, 1, 0x65, 0x88, 0x84]);
+    let mut keyframe = h264_frame(2, true, 0);
+    keyframe.message = [&keyframe.message[..], &access_unit].concat().into();
+    let h = hub(100);
+    assert_eq!(h.picture_size(), None, "no frame yet");
+    h.publish_video(h264_frame(1, false, 50));
+    assert_eq!(h.picture_size(), None, "no keyframe yet");
+    h.publish_video(keyframe);
+    h.publish_video(h264_frame(3, false, 50));
+    assert_eq!(h.picture_size(), Some((160, 120)));
+    h.discontinuity();
+    assert_eq!(h.picture_size(), None, "another stream may have another size");
+    h.publish_video(h264_frame(4, true, 50));
+    assert_eq!(h.picture_size(), None, "a keyframe whose bytes hold no SPS");
+}
