@@ -295,6 +295,34 @@ def test_a_removed_ring_closes_its_clients_and_the_other_keeps_streaming(cams, h
     assert check_gated(frames) == 0 and sps == first_sps(small_h264.read_bytes())
 
 
+def test_a_dead_writer_is_said_once_in_the_log_and_so_is_its_return(cams, h264_file, small_h264):
+    """A writer killed with its ring left in place: /cameras says the camera is gone and
+    the log says once, naming the camera and its ring, that the writer died and what to
+    do; a new writer on that ring is said too, and the camera is live again."""
+    cams.start_writer("front", h264_file)
+    cams.start_writer("wrist", small_h264)
+    cams.start_server("--shm-path", cams.ring("front"), "--shm-path", cams.ring("wrist"))
+    wait_for(lambda: cams.state("front") == "live" and cams.state("wrist") == "live",
+             "both cameras live", APPEAR_DEADLINE)
+
+    def full_log():
+        return (cams.tmp / "server.log").read_text()
+    cams.stop_writer("wrist")  # SIGKILL: no clean-up, the ring file stays
+    assert cams.ring("wrist").exists()
+    died = f"camera wrist: the writer of ring {cams.ring('wrist')} died"
+    wait_for(lambda: died in full_log(), "the log to say that wrist's writer died", APPEAR_DEADLINE)
+    assert "restart it" in full_log()
+    assert cams.state("wrist") == "gone" and cams.state("front") == "live"
+
+    cams.start_writer("wrist", small_h264)
+    wait_for(lambda: f"camera wrist: a writer writes ring {cams.ring('wrist')} again" in full_log(),
+             "the log to say that a writer writes wrist's ring again", APPEAR_DEADLINE)
+    wait_for(lambda: cams.state("wrist") == "live", "wrist live again", APPEAR_DEADLINE)
+    log = full_log()
+    assert log.count(died) == 1, "said once, not at every look at the rings"
+    assert "camera front: the writer" not in log
+
+
 def test_one_ring_is_one_camera_named_after_its_file(cams, h264_file):
     """One --shm-path (today's deployment): /cameras lists that ring as the one, default
     camera; /stream/ws and /stream/ws/<name> serve it; /health has no camera list."""

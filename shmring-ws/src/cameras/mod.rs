@@ -140,6 +140,8 @@ pub(crate) struct Camera {
     seen: AtomicBool,
     /// Its ring file went away: clients were closed, the reader stopped.
     gone: AtomicBool,
+    /// Its ring's writer was last seen dead (said in the log once per death).
+    writer_down: AtomicBool,
 }
 
 impl Camera {
@@ -174,6 +176,29 @@ impl Camera {
     /// Keeps `task` (one feeding this camera) to abort when the camera stops.
     pub(crate) fn keep_task(&self, task: tokio::task::AbortHandle) {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+    }
+
+    /// Says in the log, once each time, that its ring's writer died (the camera is
+    /// `gone` while the ring stays) or that a writer writes it again.
+    fn log_writer_change(&self) {
+        let Some(path) = self.path.as_ref().filter(|_| !self.is_removed()) else {
+            return;
+        };
+        let dead = self.metrics.writer_alive.load(Ordering::Relaxed) == 0;
+        if self.writer_down.swap(dead, Ordering::Relaxed) == dead {
+            return;
+        }
+        let (name, ring) = (&self.name, path.display());
+        if dead {
+            tracing::warn!(
+                "camera {name}: the writer of ring {ring} died; the camera is gone until a writer \
+                 writes the ring again (restart it); its clients stay and resume at the new writer's first keyframe"
+            );
+        } else {
+            tracing::info!(
+                "camera {name}: a writer writes ring {ring} again; its clients resume at its first keyframe"
+            );
+        }
     }
 
     fn run_task(&self, task: &CameraTask) {
@@ -397,6 +422,7 @@ impl Cameras {
             reader: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
             seen: AtomicBool::new(false),
+            writer_down: AtomicBool::new(false),
             gone: AtomicBool::new(false),
         })
     }
