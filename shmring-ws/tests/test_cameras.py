@@ -234,6 +234,37 @@ def test_cameras_lists_each_picture_size_from_its_keyframes(cams, h264_file, sma
     assert got == {"front": ("h264", 320, 240), "wrist": ("h264", 160, 120), "depth": ("hevc", 202, 122)}, got
 
 
+def fanout_threads(pid):
+    """How many fan-out threads (named shmring-fanout-N) process `pid` runs."""
+    names = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:
+            pass  # the thread ended meanwhile
+    return sum(1 for n in names if n.startswith("shmring-fanout"))
+
+
+def test_every_camera_shares_the_servers_fan_out_threads(cams, h264_file, small_h264):
+    """Three cameras, --fanout-threads 2: the server runs two fan-out threads, not two per
+    camera, and every camera's clients get their frames through them."""
+    for name, video in (("front", h264_file), ("wrist", small_h264), ("depth", small_h264)):
+        cams.start_writer(name, video)
+    cams.start_server("--fanout-threads", "2",
+                      *(a for name in ("front", "wrist", "depth") for a in ("--shm-path", cams.ring(name))))
+    wait_for(lambda: all(cams.state(n) == "live" for n in ("front", "wrist", "depth")),
+             "the three cameras live", APPEAR_DEADLINE)
+
+    async def main():
+        # Five clients per camera: more than the reader thread writes itself.
+        return await asyncio.gather(*(frames_of(cams.url(f"/stream/ws/{name}"), 40)
+                                      for name in ("front", "wrist", "depth") for _ in range(5)))
+
+    for frames, _ in run(main()):
+        assert check_gated(frames) == 0 and all(b["seq"] == a["seq"] + 1 for a, b in zip(frames, frames[1:]))
+    assert fanout_threads(cams.server.p.pid) == 2
+
+
 def test_a_ring_added_at_runtime_appears_and_is_served(cams, h264_file, small_h264):
     """--shm-dir: the ring there at start is the default camera; a ring created while
     the server runs is listed and served (its own bytes) without a restart."""
