@@ -348,8 +348,14 @@ fn deliver(jobs: &[FanoutJob], shard: (usize, usize), to: &Delivery) {
     } else {
         0
     };
+    // Video only: the clients none of it is for (Foxglove connections watching other
+    // cameras, or only telemetry) are passed by without their locks.
+    let video_only = jobs.iter().all(|j| matches!(j.item, Outgoing::Video(_)));
     // A client missing from the newest snapshot has left: it gets nothing more.
     for client in newest.clients.iter().filter(|c| c.id() % n == k) {
+        if video_only && !client.takes_pictures() {
+            continue;
+        }
         let items = jobs
             .iter()
             .filter(|j| matches!(j.item, Outgoing::Telemetry(_)) || j.seq >= client.first_seq())
