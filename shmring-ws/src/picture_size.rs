@@ -12,6 +12,8 @@ use h264_reader::nal::sps::SeqParameterSet;
 use h264_reader::rbsp::{BitRead, BitReader, ByteReader};
 use shmring_core::Codec;
 
+use crate::annexb::find_start_code;
+
 /// Largest HEVC width or height: `sqrt(8 * MaxLumaPs)` of the highest level (6.x,
 /// H.265 A.4.1); a larger one is garbage. (`h264-reader` checks H.264 SPS against
 /// their level's limits itself; JPEG sides are 16-bit.)
@@ -37,9 +39,9 @@ pub(crate) fn picture_size(codec: Codec, payload: &[u8]) -> Option<(u32, u32)> {
 fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = data;
     std::iter::from_fn(move || loop {
-        let start = find_start_code(rest)? + 3;
+        let start = find_start_code(rest, 0)? + 3;
         rest = &rest[start..];
-        let end = find_start_code(rest).unwrap_or(rest.len());
+        let end = find_start_code(rest, 0).unwrap_or(rest.len());
         let mut nal = &rest[..end];
         while let [head @ .., 0] = nal {
             nal = head;
@@ -48,11 +50,6 @@ fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
             return Some(nal);
         }
     })
-}
-
-/// Where the next `00 00 01` starts.
-fn find_start_code(data: &[u8]) -> Option<usize> {
-    data.windows(3).position(|w| w == [0, 0, 1])
 }
 
 /// The cropped size an H.264 SPS NAL unit (with its header) gives.
