@@ -32,7 +32,7 @@ pub struct Splitter {
 }
 
 /// Finds the next `00 00 01` at or after `from`; returns its index.
-fn find_start_code(buf: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn find_start_code(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while i + 3 <= buf.len() {
         if buf[i + 2] > 1 {

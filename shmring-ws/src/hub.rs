@@ -1,10 +1,10 @@
 //! The fan-out hub: hands each message, one shared buffer, to every client's queue
 //! ([`crate::client`]), and keeps the GOP cache new clients start from.
 //!
-//! The fan-out runs on its own threads (`fanout_threads`, one per CPU in the server):
-//! each owns a fixed share of the clients (by id), so a client's frames stay in order,
-//! the sockets' send work is spread over the cores, and neither the ring reader nor the
-//! NATS task waits for the system calls. With at most [`INLINE_MAX_CLIENTS`] clients and
+//! The fan-out runs on the server's fan-out threads ([`FanoutPool`], `fanout_threads`,
+//! one per CPU), shared by every camera's hub: each owns a fixed share of the clients
+//! (by id), so a client's frames stay in order, the sockets' send work is spread over the
+//! cores, and neither the ring reader nor the NATS task waits for the system calls. With at most [`INLINE_MAX_CLIENTS`] clients and
 //! no job in flight on those threads, the publishing thread writes itself: a thread
 //! hand-off (a futex wake-up of the fan-out thread, tens of microseconds) costs more than
 //! a few non-blocking `writev`s. Waiting for the in-flight jobs to drain first keeps each
@@ -21,7 +21,6 @@
 //! nothing until they subscribe to a channel ([`Hub::join_subscriber`],
 //! [`Hub::subscribe`]); what a client's wire looks like is [`crate::wire`]'s.
 
-use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -35,9 +34,13 @@ use crate::message::{Outgoing, Telemetry, VideoFrame};
 use crate::metrics::{DropReason, Metrics, SentTally};
 use crate::wire::{announce_channels, Protocol};
 
+mod pool;
 mod stages;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use pool::FanoutPool;
+use pool::{Delivery, FanoutJob};
 
 /// Most clients the publishing thread writes to itself instead of handing the message
 /// to the fan-out threads.
@@ -60,38 +63,22 @@ struct HubState {
     channels: Channels,
     /// The newest keyframe and every frame after it, while they fit the queue limits.
     gop: Vec<VideoFrame>,
+    /// The newest keyframe, cached or not (for its picture size), until a discontinuity.
+    keyframe: Option<VideoFrame>,
     gop_bytes: usize,
 }
-
-/// One message for the fan-out: what the clients get and who they are.
-#[derive(Debug)]
-struct FanoutJob {
-    /// Publication number; clients that joined later already have it (GOP cache) or
-    /// must not get it.
-    seq: u64,
-    /// The clients at publication (a snapshot).
-    clients: Arc<Vec<Arc<ClientQueue>>>,
-    item: Outgoing,
-    /// CLOCK_MONOTONIC ns when it was published, with stage times on (else 0).
-    queued_ns: u64,
-}
-
-/// Most queued jobs a fan-out thread takes in one go when it is behind.
-const FANOUT_BATCH: usize = 256;
 
 /// The fan-out point between the ring reader and the WebSocket clients.
 #[derive(Debug)]
 pub(crate) struct Hub {
     state: Mutex<HubState>,
-    limits: QueueLimits,
     next_id: AtomicU64,
     pub(crate) metrics: Arc<Metrics>,
-    keyframes: Arc<KeyframeRequests>,
-    /// One queue per fan-out thread (client `id % len` is that thread's); empty: the
-    /// publishing thread delivers itself.
-    shards: Vec<std::sync::mpsc::Sender<FanoutJob>>,
-    /// Jobs sent to the fan-out threads and not yet delivered.
-    in_flight: Arc<AtomicUsize>,
+    /// Its limits, metrics, keyframe requests and jobs in flight, for the fan-out.
+    delivery: Arc<Delivery>,
+    /// The fan-out threads (shared with the server's other hubs); none: the publishing
+    /// thread delivers itself.
+    pool: Option<Arc<FanoutPool>>,
 }
 
 impl Hub {
@@ -99,42 +86,23 @@ impl Hub {
     pub(crate) fn new(limits: QueueLimits, metrics: Arc<Metrics>, keyframes: Arc<KeyframeRequests>) -> Self {
         Hub {
             state: Mutex::new(HubState::default()),
-            limits,
             next_id: AtomicU64::new(1),
+            delivery: Arc::new(Delivery {
+                limits,
+                metrics: metrics.clone(),
+                keyframes,
+                in_flight: AtomicUsize::new(0),
+            }),
             metrics,
-            keyframes,
-            shards: Vec::new(),
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            pool: None,
         }
     }
 
-    /// Delivers messages on `threads` fan-out threads instead of the publishing thread
-    /// (0: on the publishing thread). The threads end when the hub is dropped.
-    pub(crate) fn with_fanout_threads(mut self, threads: usize) -> io::Result<Self> {
-        for k in 0..threads {
-            let (tx, rx) = std::sync::mpsc::channel::<FanoutJob>();
-            let (limits, metrics, keyframes) = (self.limits, self.metrics.clone(), self.keyframes.clone());
-            let in_flight = self.in_flight.clone();
-            std::thread::Builder::new()
-                .name(format!("shmring-fanout-{k}"))
-                .spawn(move || {
-                    let mut jobs = Vec::with_capacity(FANOUT_BATCH);
-                    while let Ok(job) = rx.recv() {
-                        // Behind? Take everything waiting: each client then gets all of
-                        // it in one writev instead of one call per message.
-                        jobs.push(job);
-                        jobs.extend(rx.try_iter().take(FANOUT_BATCH - 1));
-                        deliver(&jobs, (k, threads), &limits, &metrics, &keyframes);
-                        // SYNC POINT (in flight): Release pairs with the Acquire load in
-                        // `push_to_all`: a publisher that sees no job in flight writes
-                        // after these deliveries.
-                        in_flight.fetch_sub(jobs.len(), Ordering::Release);
-                        jobs.clear();
-                    }
-                })?;
-            self.shards.push(tx);
-        }
-        Ok(self)
+    /// Delivers messages on the threads of `pool` instead of the publishing thread
+    /// (except to a few clients, see [`INLINE_MAX_CLIENTS`]).
+    pub(crate) fn with_fanout(mut self, pool: Arc<FanoutPool>) -> Self {
+        self.pool = Some(pool).filter(|p| p.threads() > 0);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
@@ -157,7 +125,7 @@ impl Hub {
         Arc::make_mut(&mut hub.clients).push(client.clone());
         drop(hub);
         if start == VideoStart::AwaitingKeyframe {
-            self.keyframes.request("a new client waits for a keyframe");
+            self.delivery.keyframes.request("a new client waits for a keyframe");
         }
         client.wake();
         client
@@ -210,7 +178,7 @@ impl Hub {
         client.set_first_seq(hub.next_seq);
         drop(hub);
         if start == VideoStart::AwaitingKeyframe {
-            self.keyframes.request("new client, no keyframe cached");
+            self.delivery.keyframes.request("new client, no keyframe cached");
         }
         client.wake();
         true
@@ -231,7 +199,7 @@ impl Hub {
 
     /// The per-client queue limits.
     pub(crate) fn limits(&self) -> QueueLimits {
-        self.limits
+        self.delivery.limits
     }
 
     /// How many clients (connections and the NATS publisher) it has.
@@ -264,6 +232,7 @@ impl Hub {
         let mut retired = Vec::new();
         if frame.keyframe {
             retired = retire_gop(&mut hub);
+            hub.keyframe = Some(frame.clone());
         }
         // Cache only a GOP that starts at a keyframe and fits the cache limits.
         let fits = hub.gop.len() < GOP_CACHE_MAX_FRAMES && hub.gop_bytes + len <= GOP_CACHE_MAX_BYTES;
@@ -275,6 +244,14 @@ impl Hub {
         }
         self.push_to_all(hub, Outgoing::Video(frame));
         drop(retired);
+    }
+
+    /// The picture size of the newest keyframe (since the last discontinuity), if its
+    /// bytes tell it ([`crate::picture_size`]); parsed when asked, nothing per frame.
+    pub(crate) fn picture_size(&self) -> Option<(u32, u32)> {
+        let keyframe = self.lock().keyframe.clone()?;
+        let (header, payload) = keyframe.parts()?;
+        crate::picture_size::picture_size(shmring_core::Codec(header.codec.get()), payload)
     }
 
     /// Hands a telemetry message to every client.
@@ -314,35 +291,17 @@ impl Hub {
             } else {
                 0
             },
+            to: self.delivery.clone(),
         };
         hub.next_seq += 1;
         drop(hub);
         // SYNC POINT (in flight): Acquire pairs with the fan-out threads' Release
-        // decrement: no job in flight means every earlier one was delivered.
-        let inline = job.clients.len() <= INLINE_MAX_CLIENTS && self.in_flight.load(Ordering::Acquire) == 0;
-        let Some((last, others)) = self.shards.split_last().filter(|_| !inline) else {
-            deliver(
-                std::slice::from_ref(&job),
-                (0, 1),
-                &self.limits,
-                &self.metrics,
-                &self.keyframes,
-            );
-            return;
-        };
-        self.in_flight.fetch_add(self.shards.len(), Ordering::Relaxed);
-        // A send fails only if that thread is gone (it panicked); its clients then get
-        // nothing more and time out on keyframes (and its jobs stay in flight, so the
-        // publisher no longer writes itself).
-        for shard in others {
-            let _ = shard.send(FanoutJob {
-                seq: job.seq,
-                clients: job.clients.clone(),
-                item: job.item.clone(),
-                queued_ns: job.queued_ns,
-            });
+        // decrement: no job of this hub in flight means every earlier one was delivered.
+        let inline = job.clients.len() <= INLINE_MAX_CLIENTS && self.delivery.in_flight.load(Ordering::Acquire) == 0;
+        match self.pool.as_ref().filter(|_| !inline) {
+            Some(pool) => pool.send(job),
+            None => deliver(std::slice::from_ref(&job), (0, 1), &self.delivery),
         }
-        let _ = last.send(job);
     }
 
     /// The stream was interrupted (a new writer, a replaced ring): forget the GOP cache
@@ -352,11 +311,12 @@ impl Hub {
         let mut hub = self.lock();
         hub.gop.clear();
         hub.gop_bytes = 0;
+        hub.keyframe = None;
         for client in hub.clients.iter() {
             client.await_keyframe();
         }
         drop(hub);
-        self.keyframes.request("stream discontinuity");
+        self.delivery.keyframes.request("stream discontinuity");
     }
 }
 
@@ -368,16 +328,16 @@ fn retire_gop(hub: &mut HubState) -> Vec<VideoFrame> {
     std::mem::replace(&mut hub.gop, Vec::with_capacity(capacity))
 }
 
-/// Delivers `jobs` (in order) to the clients of the newest snapshot that belong to
-/// fan-out thread `shard.0` of `shard.1`, each client's share in one go, then asks the
-/// producer for a keyframe if a client overflowed.
-fn deliver(
-    jobs: &[FanoutJob],
-    shard: (usize, usize),
-    limits: &QueueLimits,
-    metrics: &Metrics,
-    keyframes: &KeyframeRequests,
-) {
+/// Delivers `jobs` (in order, all of the hub of `to`) to the clients of the newest
+/// snapshot that belong to fan-out thread `shard.0` of `shard.1`, each client's share in
+/// one go, then asks the producer for a keyframe if a client overflowed.
+fn deliver(jobs: &[FanoutJob], shard: (usize, usize), to: &Delivery) {
+    let Delivery {
+        limits,
+        metrics,
+        keyframes,
+        ..
+    } = to;
     let Some(newest) = jobs.last() else { return };
     let (k, n) = (shard.0 as u64, shard.1.max(1) as u64);
     let mut want_keyframe = false;
@@ -388,8 +348,14 @@ fn deliver(
     } else {
         0
     };
+    // Video only: the clients none of it is for (Foxglove connections watching other
+    // cameras, or only telemetry) are passed by without their locks.
+    let video_only = jobs.iter().all(|j| matches!(j.item, Outgoing::Video(_)));
     // A client missing from the newest snapshot has left: it gets nothing more.
     for client in newest.clients.iter().filter(|c| c.id() % n == k) {
+        if video_only && !client.takes_pictures() {
+            continue;
+        }
         let items = jobs
             .iter()
             .filter(|j| matches!(j.item, Outgoing::Telemetry(_)) || j.seq >= client.first_seq())

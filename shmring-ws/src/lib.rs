@@ -89,6 +89,7 @@ mod message;
 mod metrics;
 mod nats;
 mod options;
+mod picture_size;
 mod protocol;
 mod ring;
 mod safety;

@@ -48,7 +48,8 @@ pub struct ServerOptions {
     /// one keeps a slow client's backlog in its queue, where it is dropped to a
     /// keyframe, rather than in the kernel, where it only adds latency.
     pub send_buffer: usize,
-    /// Threads writing frames to client sockets (0: one per CPU).
+    /// Threads writing frames to client sockets, one pool shared by every camera (0: one
+    /// per CPU).
     pub fanout_threads: usize,
     /// The video safety gate's thresholds (`None`: no gate, every command passes).
     pub video_gate: Option<GateSettings>,

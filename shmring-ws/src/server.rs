@@ -19,7 +19,7 @@ use crate::cameras::{CameraParts, Cameras, Feed};
 use crate::connection::Shared;
 use crate::framing::{close_code, CloseReason};
 use crate::http::{read_head, refuse, respond, respond_to, switching_protocols, RequestHead, HEAD_TIMEOUT};
-use crate::hub::Hub;
+use crate::hub::{FanoutPool, Hub};
 use crate::keyframe::KeyframeRequests;
 use crate::limits::{ClientSlots, CommandBudget, PendingConnections};
 use crate::metrics::Metrics;
@@ -316,7 +316,12 @@ async fn start_nats_cameras(ctx: &Arc<Shared>, nats: &mut Connections) {
 }
 
 /// The registry of cameras, its default camera on the server's own hub.
-fn camera_registry(options: &ServerOptions, main: Feed, metrics: Arc<Metrics>, fanout_threads: usize) -> Arc<Cameras> {
+fn camera_registry(
+    options: &ServerOptions,
+    main: Feed,
+    metrics: Arc<Metrics>,
+    fanout: Arc<FanoutPool>,
+) -> Arc<Cameras> {
     let (ring, single_name) = match &options.source {
         crate::source::FrameSource::Ring(r) => (r.clone(), crate::cameras::name_of(&r.path)),
         crate::source::FrameSource::Nats(n) => (
@@ -330,7 +335,7 @@ fn camera_registry(options: &ServerOptions, main: Feed, metrics: Arc<Metrics>, f
         ring,
         limits: options.limits,
         keyframe_interval: options.keyframe_interval,
-        fanout_threads,
+        fanout,
     };
     Cameras::new(
         options.cameras.clone(),
@@ -352,16 +357,14 @@ fn shared_state(options: ServerOptions) -> Result<(Arc<Shared>, Option<Arc<Outbo
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
-    let hub = Arc::new(
-        Hub::new(options.limits, metrics.clone(), keyframes.clone())
-            .with_fanout_threads(fanout_threads)
-            .map_err(ServerError::Fanout)?,
-    );
+    // One pool for every camera: the fan-out threads do not multiply with the cameras.
+    let fanout = FanoutPool::new(fanout_threads).map_err(ServerError::Fanout)?;
+    let hub = Arc::new(Hub::new(options.limits, metrics.clone(), keyframes.clone()).with_fanout(fanout.clone()));
     let main = Feed {
         hub: hub.clone(),
         keyframes: keyframes.clone(),
     };
-    let cameras = camera_registry(&options, main, metrics.clone(), fanout_threads);
+    let cameras = camera_registry(&options, main, metrics.clone(), fanout);
     let (commands, commands_rx) = match options.nats {
         Some(_) => {
             let outbox = Outbox::new();

@@ -20,7 +20,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from conftest import REPLAY, SERVER, Proc, check_gated, free_port, parse_video, run
+from conftest import BIN_DIR, REPLAY, SERVER, Proc, check_gated, free_port, parse_video, run
+
+SHMRING_CLI = BIN_DIR / "shmring"
 
 # Generous deadlines: the machine may be loaded; each names what it waits for.
 START_DEADLINE = 20
@@ -68,7 +70,7 @@ def wait_for(pred, what, timeout):
         value = pred()
         if value:
             return value
-        assert time.time() < deadline, f"timed out after {timeout} s waiting for {what}"
+        assert time.time() < deadline, f"timed out after {timeout} s waiting for {what() if callable(what) else what}"
         time.sleep(0.05)
 
 
@@ -208,6 +210,61 @@ def test_two_rings_each_served_with_its_own_bytes(cams, h264_file, small_h264):
     assert "depth" in body and "front" in body and "wrist" in body, body
 
 
+def test_cameras_lists_each_picture_size_from_its_keyframes(cams, h264_file, small_h264):
+    """/cameras gives each camera's width and height from its keyframes' own bytes:
+    H.264 at 320x240 and at 160x120 (coded 160x128, cropped), and HEVC from `shmring
+    testsrc` at 202x122 (coded in 8-pixel blocks, less its conformance window)."""
+    cams.start_writer("front", h264_file)
+    cams.start_writer("wrist", small_h264)
+    cams.writers["depth"] = Proc(
+        [SHMRING_CLI, "testsrc", cams.ring("depth"), "--codec", "hevc", "--encoder", "libx265",
+         "--size", "202x122", "--fps", "30"], cams.tmp / "writer-depth.log")
+    wait_for(lambda: cams.ring("depth").exists(), "shmring testsrc to create the HEVC ring", START_DEADLINE)
+    cams.start_server(*(a for name in ("front", "wrist", "depth") for a in ("--shm-path", cams.ring(name))))
+
+    last = {}
+
+    def sizes():
+        listed = last["cameras"] = cams.cameras()["cameras"]
+        if len(listed) == 3 and all(c["width"] is not None and c["height"] is not None for c in listed):
+            return {c["name"]: (c["codec"], c["width"], c["height"]) for c in listed}
+        return None
+    got = wait_for(sizes, lambda: f"/cameras to give all three cameras a width and height (last: {last})",
+                   FRAMES_DEADLINE)
+    assert got == {"front": ("h264", 320, 240), "wrist": ("h264", 160, 120), "depth": ("hevc", 202, 122)}, got
+
+
+def fanout_threads(pid):
+    """How many fan-out threads (named shmring-fanout-N) process `pid` runs."""
+    names = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:
+            pass  # the thread ended meanwhile
+    return sum(1 for n in names if n.startswith("shmring-fanout"))
+
+
+def test_every_camera_shares_the_servers_fan_out_threads(cams, h264_file, small_h264):
+    """Three cameras, --fanout-threads 2: the server runs two fan-out threads, not two per
+    camera, and every camera's clients get their frames through them."""
+    for name, video in (("front", h264_file), ("wrist", small_h264), ("depth", small_h264)):
+        cams.start_writer(name, video)
+    cams.start_server("--fanout-threads", "2",
+                      *(a for name in ("front", "wrist", "depth") for a in ("--shm-path", cams.ring(name))))
+    wait_for(lambda: all(cams.state(n) == "live" for n in ("front", "wrist", "depth")),
+             "the three cameras live", APPEAR_DEADLINE)
+
+    async def main():
+        # Five clients per camera: more than the reader thread writes itself.
+        return await asyncio.gather(*(frames_of(cams.url(f"/stream/ws/{name}"), 40)
+                                      for name in ("front", "wrist", "depth") for _ in range(5)))
+
+    for frames, _ in run(main()):
+        assert check_gated(frames) == 0 and all(b["seq"] == a["seq"] + 1 for a, b in zip(frames, frames[1:]))
+    assert fanout_threads(cams.server.p.pid) == 2
+
+
 def test_a_ring_added_at_runtime_appears_and_is_served(cams, h264_file, small_h264):
     """--shm-dir: the ring there at start is the default camera; a ring created while
     the server runs is listed and served (its own bytes) without a restart."""
@@ -267,6 +324,34 @@ def test_a_removed_ring_closes_its_clients_and_the_other_keeps_streaming(cams, h
     wait_for(lambda: cams.state("right") == "live", "the returned ring live again", APPEAR_DEADLINE)
     frames, sps = run(frames_of(cams.url("/stream/ws/right"), 30))
     assert check_gated(frames) == 0 and sps == first_sps(small_h264.read_bytes())
+
+
+def test_a_dead_writer_is_said_once_in_the_log_and_so_is_its_return(cams, h264_file, small_h264):
+    """A writer killed with its ring left in place: /cameras says the camera is gone and
+    the log says once, naming the camera and its ring, that the writer died and what to
+    do; a new writer on that ring is said too, and the camera is live again."""
+    cams.start_writer("front", h264_file)
+    cams.start_writer("wrist", small_h264)
+    cams.start_server("--shm-path", cams.ring("front"), "--shm-path", cams.ring("wrist"))
+    wait_for(lambda: cams.state("front") == "live" and cams.state("wrist") == "live",
+             "both cameras live", APPEAR_DEADLINE)
+
+    def full_log():
+        return (cams.tmp / "server.log").read_text()
+    cams.stop_writer("wrist")  # SIGKILL: no clean-up, the ring file stays
+    assert cams.ring("wrist").exists()
+    died = f"camera wrist: the writer of ring {cams.ring('wrist')} died"
+    wait_for(lambda: died in full_log(), "the log to say that wrist's writer died", APPEAR_DEADLINE)
+    assert "restart it" in full_log()
+    assert cams.state("wrist") == "gone" and cams.state("front") == "live"
+
+    cams.start_writer("wrist", small_h264)
+    wait_for(lambda: f"camera wrist: a writer writes ring {cams.ring('wrist')} again" in full_log(),
+             "the log to say that a writer writes wrist's ring again", APPEAR_DEADLINE)
+    wait_for(lambda: cams.state("wrist") == "live", "wrist live again", APPEAR_DEADLINE)
+    log = full_log()
+    assert log.count(died) == 1, "said once, not at every look at the rings"
+    assert "camera front: the writer" not in log
 
 
 def test_one_ring_is_one_camera_named_after_its_file(cams, h264_file):

@@ -143,7 +143,7 @@ pub(crate) struct Config {
     /// milliseconds, is closed (1008): it would hold a client slot watching nothing.
     #[arg(long, env = "SDR_SUBSCRIBE_TIMEOUT_MS", default_value_t = DEFAULT_SUBSCRIBE_TIMEOUT.as_millis() as u64)]
     pub subscribe_timeout_ms: u64,
-    /// Threads writing frames to client sockets (0: one per CPU).
+    /// Threads writing frames to client sockets, shared by every camera (0: one per CPU).
     #[arg(long, env = "SDR_FANOUT_THREADS", default_value_t = DEFAULT_FANOUT_THREADS)]
     pub fanout_threads: usize,
     /// Kernel send buffer per client in bytes (0: system default).

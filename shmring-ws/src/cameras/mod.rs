@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::client::QueueLimits;
 use crate::framing::{close_code, CloseReason};
-use crate::hub::Hub;
+use crate::hub::{FanoutPool, Hub};
 use crate::keyframe::{CameraRequests, KeyframeRequests};
 use crate::metrics::Metrics;
 use crate::nats::NatsSourceOptions;
@@ -140,6 +140,8 @@ pub(crate) struct Camera {
     seen: AtomicBool,
     /// Its ring file went away: clients were closed, the reader stopped.
     gone: AtomicBool,
+    /// Its ring's writer was last seen dead (said in the log once per death).
+    writer_down: AtomicBool,
 }
 
 impl Camera {
@@ -176,6 +178,29 @@ impl Camera {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
     }
 
+    /// Says in the log, once each time, that its ring's writer died (the camera is
+    /// `gone` while the ring stays) or that a writer writes it again.
+    fn log_writer_change(&self) {
+        let Some(path) = self.path.as_ref().filter(|_| !self.is_removed()) else {
+            return;
+        };
+        let dead = self.metrics.writer_alive.load(Ordering::Relaxed) == 0;
+        if self.writer_down.swap(dead, Ordering::Relaxed) == dead {
+            return;
+        }
+        let (name, ring) = (&self.name, path.display());
+        if dead {
+            tracing::warn!(
+                "camera {name}: the writer of ring {ring} died; the camera is gone until a writer \
+                 writes the ring again (restart it); its clients stay and resume at the new writer's first keyframe"
+            );
+        } else {
+            tracing::info!(
+                "camera {name}: a writer writes ring {ring} again; its clients resume at its first keyframe"
+            );
+        }
+    }
+
     fn run_task(&self, task: &CameraTask) {
         if let Some(handle) = task(&self.name, &self.feed, &self.metrics) {
             self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
@@ -204,7 +229,8 @@ pub(crate) struct CameraParts {
     pub(crate) ring: RingSource,
     pub(crate) limits: QueueLimits,
     pub(crate) keyframe_interval: std::time::Duration,
-    pub(crate) fanout_threads: usize,
+    /// The server's fan-out threads, which every camera's hub shares.
+    pub(crate) fanout: Arc<FanoutPool>,
 }
 
 /// The registry of cameras.
@@ -377,12 +403,8 @@ impl Cameras {
             let keyframes = Arc::new(KeyframeRequests::new(self.parts.keyframe_interval, metrics.clone()));
             let (requests, camera) = (self.keyframe_requests.clone(), name.to_owned());
             keyframes.set_direct(Box::new(move || requests.push(&camera)));
-            let hub = Hub::new(self.parts.limits, metrics.clone(), keyframes.clone());
-            // Fan-out threads are a speed-up only: without them the reader thread writes.
-            let hub = hub.with_fanout_threads(self.parts.fanout_threads).unwrap_or_else(|e| {
-                tracing::warn!("camera {name}: no fan-out threads ({e}); its reader thread writes to clients");
-                Hub::new(self.parts.limits, metrics.clone(), keyframes.clone())
-            });
+            let hub =
+                Hub::new(self.parts.limits, metrics.clone(), keyframes.clone()).with_fanout(self.parts.fanout.clone());
             (
                 Feed {
                     hub: Arc::new(hub),
@@ -400,6 +422,7 @@ impl Cameras {
             reader: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
             seen: AtomicBool::new(false),
+            writer_down: AtomicBool::new(false),
             gone: AtomicBool::new(false),
         })
     }
@@ -554,14 +577,14 @@ impl Cameras {
             .all()
             .iter()
             .map(|c| {
+                // The ring records no picture size: its newest keyframe's bytes tell it.
+                let size = c.feed.hub.picture_size();
                 serde_json::json!({
                     "name": c.name,
                     "state": c.state(),
                     "codec": c.codec(),
-                    // The ring does not record picture sizes; a client reads them from
-                    // the stream (its decoder configuration).
-                    "width": serde_json::Value::Null,
-                    "height": serde_json::Value::Null,
+                    "width": size.map(|s| s.0),
+                    "height": size.map(|s| s.1),
                 })
             })
             .collect();
@@ -645,6 +668,11 @@ mod tests {
     use super::*;
 
     fn registry(options: CameraOptions) -> Arc<Cameras> {
+        registry_with_fanout(options, 0)
+    }
+
+    /// The registry, each camera's hub with `fanout_threads` fan-out threads.
+    fn registry_with_fanout(options: CameraOptions, fanout_threads: usize) -> Arc<Cameras> {
         let metrics = Arc::new(Metrics::default());
         let keyframes = Arc::new(KeyframeRequests::new(
             std::time::Duration::from_millis(100),
@@ -657,7 +685,7 @@ mod tests {
             ring: RingSource::default(),
             limits: QueueLimits::default(),
             keyframe_interval: std::time::Duration::from_millis(100),
-            fanout_threads: 0,
+            fanout: FanoutPool::new(fanout_threads).expect("fan-out threads"),
         };
         Cameras::new(options, parts, "frames")
     }
@@ -720,6 +748,45 @@ mod tests {
         cameras.start("wrist", &dir.join("wrist"));
         assert!(cameras.feed("wrist").is_ok(), "served again");
         cameras.stop_readers();
+    }
+
+    #[test]
+    fn every_camera_fans_out_on_the_same_threads() {
+        use crate::client::tests::{frame, seqs, with_socket, writer_step};
+        let cameras = registry_with_fanout(CameraOptions::default(), 2);
+        let mut written_by = std::collections::HashSet::new();
+        for name in ["a", "b", "c"] {
+            let hub = cameras.add_fed(name).expect("a new camera").feed.hub.clone();
+            hub.publish_video(frame(1, true, 10));
+            // More clients than the publishing thread writes itself.
+            let clients: Vec<_> = (0..crate::hub::INLINE_MAX_CLIENTS + 2)
+                .map(|_| hub.join(true))
+                .collect();
+            let sockets: Vec<_> = clients.iter().map(|c| with_socket(c, 1 << 20)).collect();
+            for c in &clients {
+                assert_eq!(seqs(&writer_step(c).expect("the GOP burst")), vec![1]);
+                assert!(writer_step(c).is_none());
+            }
+            for seq in 2..=20 {
+                hub.publish_video(frame(seq, false, 10));
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            // Each frame: [0x82, 10] and ten bytes.
+            while sockets.iter().any(|s| s.written.lock().unwrap().len() < 12 * 19) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "camera {name}: the fan-out did not deliver frames 2..=20 to every client"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            written_by.extend(sockets.iter().flat_map(|s| s.writers.lock().unwrap().clone()));
+        }
+        assert!(!written_by.contains(&std::thread::current().id()), "handed off");
+        assert_eq!(
+            written_by.len(),
+            2,
+            "three cameras' frames written by the server's two fan-out threads, not two per camera"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Rings that appear and go: the registry's rings (named ones, and every ring file in
 //! the watched directory) are looked at every [`SCAN_EVERY`], so a new ring is served
 //! well within a second and a removed one is reported (log, `/health`, `/cameras`) and
-//! its clients closed, never ending the server.
+//! its clients closed, never ending the server. A ring whose writer died (the file left
+//! in place) is said in the log once, and again when a writer writes it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -67,7 +68,8 @@ impl Cameras {
         self.warn_unknown_drive();
     }
 
-    /// One look at the rings: new ones start, removed ones go, returned ones restart.
+    /// One look at the rings: new ones start, removed ones go, returned ones restart;
+    /// a writer that died or came back is said in the log.
     pub(crate) fn scan(&self, skipped: &mut BTreeSet<String>) {
         let mut present: Vec<(String, PathBuf)> = Vec::new();
         if let Some(dir) = self.options.watch_dir.clone() {
@@ -81,6 +83,7 @@ impl Cameras {
             }
         }
         for camera in self.all() {
+            camera.log_writer_change();
             let Some(path) = camera.path.clone() else { continue };
             if present.iter().any(|(n, _)| *n == camera.name) {
                 continue;

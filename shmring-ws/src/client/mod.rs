@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -125,6 +125,15 @@ pub(crate) struct ClientQueue {
     /// before the first: a client with no picture is held): the clock of its video
     /// gate ([`crate::safety::ClientGate`]).
     newest_frame_ns: AtomicU64,
+    /// False while the hub's video frames are for none of its channels (a Foxglove
+    /// client subscribed to neither the video nor the image channel, such as one that
+    /// watches other cameras only): the fan-out then passes it by without its lock.
+    // SYNC POINT (none): Relaxed, stored under the queue lock as the subscriptions
+    // change. A subscription is made under the hub lock, before the publications it
+    // gets (`first_seq`) take that lock, and those reach a fan-out thread through its
+    // job channel: both order the store before the load. A stale `true` only costs
+    // the lock it would have saved.
+    takes_pictures: AtomicBool,
 }
 
 /// What a writer task takes from its queue in one go.
@@ -194,7 +203,19 @@ impl ClientQueue {
             dropped: AtomicU64::new(0),
             sink: OnceLock::new(),
             newest_frame_ns: AtomicU64::new(0),
+            takes_pictures: AtomicBool::new(protocol == Protocol::Sdr),
         }
+    }
+
+    /// False if no video frame of its hub is for it now (see `takes_pictures`).
+    pub(crate) fn takes_pictures(&self) -> bool {
+        self.takes_pictures.load(Ordering::Relaxed)
+    }
+
+    /// Updates `takes_pictures` from the subscriptions `q` (under the queue lock).
+    fn note_pictures(&self, q: &QueueState) {
+        let takes = self.protocol == Protocol::Sdr || q.subs.video.is_some() || q.subs.image.is_some();
+        self.takes_pictures.store(takes, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState> {
@@ -230,6 +251,7 @@ impl ClientQueue {
             return VideoStart::AlreadySubscribed;
         }
         q.subs.video = subscription;
+        self.note_pictures(&q);
         let Some(last) = gop.last().filter(|_| burst) else {
             q.awaiting_keyframe = true;
             return VideoStart::AwaitingKeyframe;
@@ -252,6 +274,7 @@ impl ClientQueue {
             return false;
         }
         q.subs.image = Some(subscription);
+        self.note_pictures(&q);
         true
     }
 
@@ -362,6 +385,7 @@ impl ClientQueue {
             });
             s.bytes = s.items.iter().map(|i| i.message().len()).sum();
         }
+        self.note_pictures(&s);
     }
 
     /// Makes the client skip delta frames until the next keyframe (the stream was

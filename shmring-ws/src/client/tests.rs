@@ -54,6 +54,8 @@ pub(crate) fn take(c: &ClientQueue) -> Vec<u64> {
 pub(crate) struct FakeSocket {
     pub(crate) written: Mutex<Vec<u8>>,
     pub(crate) room: Mutex<usize>,
+    /// The threads that wrote to it.
+    pub(crate) writers: Mutex<Vec<std::thread::ThreadId>>,
 }
 
 impl DirectSink for FakeSocket {
@@ -63,6 +65,7 @@ impl DirectSink for FakeSocket {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let mut out = self.written.lock().unwrap();
+        self.writers.lock().unwrap().push(std::thread::current().id());
         let mut n = 0;
         for b in bufs {
             let take = b.len().min(*room - n);
@@ -341,4 +344,45 @@ fn a_camera_subscription_that_loses_frames_resumes_at_its_own_keyframe() {
     assert_eq!(push(8, vec![frame(62, false, 10)]), Relayed::Queued);
     assert!(take(&c).is_empty(), "an ended subscription gets nothing");
     assert!(c.subscribed(), "camera 7 still is");
+}
+
+/// Publishes video frame `seq` on another thread while the test holds `idle`'s queue
+/// lock; true if the publication finished meanwhile (it did not wait for that lock).
+fn publishes_past(h: &Arc<Hub>, idle: &ClientQueue, seq: u64) -> bool {
+    let held = idle.lock();
+    let publisher = std::thread::spawn({
+        let h = h.clone();
+        move || h.publish_video(h264_frame(seq, false, 10))
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !publisher.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let finished = publisher.is_finished();
+    drop(held);
+    publisher.join().unwrap();
+    finished
+}
+
+#[test]
+fn the_fan_out_passes_by_a_foxglove_client_subscribed_to_no_picture() {
+    use crate::foxglove::VIDEO_CHANNEL_ID;
+    let h = Arc::new(hub(100));
+    h.publish_video(h264_frame(1, true, 10));
+    let watcher = h.join_subscriber(Protocol::Foxglove, b"");
+    let idle = h.join_subscriber(Protocol::Foxglove, b"");
+    assert!(h.subscribe(&watcher, VIDEO_CHANNEL_ID, 1));
+    assert!(
+        publishes_past(&h, &idle, 2),
+        "the frame waited for (visited) a client subscribed to no picture"
+    );
+    assert_eq!(take(&watcher), vec![1, 2]);
+    assert_eq!(take(&idle), Vec::<u64>::new());
+    // Subscribed, it is visited again and gets the frames; unsubscribed, passed by.
+    assert!(h.subscribe(&idle, VIDEO_CHANNEL_ID, 7));
+    h.publish_video(h264_frame(3, false, 10));
+    assert_eq!(take(&idle), vec![1, 2, 3]);
+    h.unsubscribe(&idle, 7);
+    assert!(publishes_past(&h, &idle, 4), "visited after it unsubscribed");
+    assert_eq!(take(&watcher), vec![3, 4]);
 }

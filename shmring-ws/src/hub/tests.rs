@@ -10,7 +10,7 @@ use crate::wire::Protocol;
 
 #[test]
 fn fan_out_threads_deliver_every_frame_in_order_to_every_client() {
-    let h = hub(1000).with_fanout_threads(2).unwrap();
+    let h = hub(1000).with_fanout(crate::hub::FanoutPool::new(2).unwrap());
     h.publish_video(frame(1, true, 10));
     let clients: Vec<_> = (0..5).map(|_| h.join(true)).collect();
     let sockets: Vec<_> = clients.iter().map(|c| with_socket(c, 1 << 20)).collect();
@@ -35,7 +35,7 @@ fn fan_out_threads_deliver_every_frame_in_order_to_every_client() {
 
 #[test]
 fn with_few_clients_the_publishing_thread_writes_itself() {
-    let h = hub(1000).with_fanout_threads(2).unwrap();
+    let h = hub(1000).with_fanout(crate::hub::FanoutPool::new(2).unwrap());
     h.publish_video(frame(1, true, 10));
     let c = h.join(true);
     let sock = with_socket(&c, 1 << 20);
@@ -51,7 +51,7 @@ fn with_few_clients_the_publishing_thread_writes_itself() {
 
 #[test]
 fn crossing_the_inline_limit_keeps_every_client_in_order() {
-    let h = hub(100_000).with_fanout_threads(2).unwrap();
+    let h = hub(100_000).with_fanout(crate::hub::FanoutPool::new(2).unwrap());
     h.publish_video(frame(1, true, 10));
     let first = h.join(true);
     let first_sock = with_socket(&first, 1 << 22);
@@ -214,4 +214,68 @@ fn shutting_down_closes_every_client_with_a_reason() {
             .expect("a close");
         assert_eq!(b.close.unwrap().code, 1001);
     }
+}
+
+#[test]
+fn two_hubs_on_one_pool_keep_each_of_their_clients_in_order() {
+    let pool = crate::hub::FanoutPool::new(2).unwrap();
+    let hubs = [hub(100_000).with_fanout(pool.clone()), hub(100_000).with_fanout(pool)];
+    let mut sockets = Vec::new();
+    for (n, h) in hubs.iter().enumerate() {
+        h.publish_video(frame(1, true, 10));
+        for _ in 0..6 + n {
+            let c = h.join(true);
+            sockets.push((n, with_socket(&c, 1 << 22)));
+            assert_eq!(seqs(&writer_step(&c).unwrap()), vec![1]);
+            assert!(writer_step(&c).is_none());
+        }
+    }
+    // Interleaved: each thread's batches hold jobs of both hubs.
+    for seq in 2..=200 {
+        for h in &hubs {
+            h.publish_video(frame(seq, false, 10));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sockets.iter().any(|(_, s)| s.written.lock().unwrap().len() < 12 * 199) {
+        assert!(
+            Instant::now() < deadline,
+            "the shared pool did not deliver frames 2..=200 to every client"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for (n, sock) in &sockets {
+        let got: Vec<u8> = sock.written.lock().unwrap().chunks(12).map(|f| f[2]).collect();
+        assert_eq!(
+            got,
+            (2..=200).map(|s| s as u8).collect::<Vec<_>>(),
+            "a client of hub {n}"
+        );
+    }
+}
+
+#[test]
+fn the_picture_size_is_the_newest_keyframes_until_a_discontinuity() {
+    // libx264's SPS at 160x120 (coded 160x128, cropped), then a stand-in IDR slice.
+    let sps = "6764000bacd942847e5c0440000003004000000f03c50a6580";
+    let mut access_unit = vec![0, 0, 0, 1];
+    access_unit.extend(
+        (0..sps.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&sps[i..i + 2], 16).unwrap()),
+    );
+    access_unit.extend([0, 0, 0, 1, 0x65, 0x88, 0x84]);
+    let mut keyframe = h264_frame(2, true, 0);
+    keyframe.message = [&keyframe.message[..], &access_unit].concat().into();
+    let h = hub(100);
+    assert_eq!(h.picture_size(), None, "no frame yet");
+    h.publish_video(h264_frame(1, false, 50));
+    assert_eq!(h.picture_size(), None, "no keyframe yet");
+    h.publish_video(keyframe);
+    h.publish_video(h264_frame(3, false, 50));
+    assert_eq!(h.picture_size(), Some((160, 120)));
+    h.discontinuity();
+    assert_eq!(h.picture_size(), None, "another stream may have another size");
+    h.publish_video(h264_frame(4, true, 50));
+    assert_eq!(h.picture_size(), None, "a keyframe whose bytes hold no SPS");
 }
