@@ -620,7 +620,10 @@ mod tests {
             p.arrived(seq);
         }
         let near = Duration::from_micros(100);
-        assert!(p.legacy_poll(near, Duration::from_millis(2)).is_some(), "locked at 50 µs");
+        assert!(
+            p.legacy_poll(near, Duration::from_millis(2)).is_some(),
+            "locked at 50 µs"
+        );
         clock.advance(40 * US);
         assert_eq!(p.legacy_poll(near, Duration::from_millis(2)), Some(near));
     }
