@@ -28,6 +28,12 @@
 //! told that frame_id is the commit time (`--frame-id-commit-time`): a transport-server
 //! then prints per-stage times from the commit on.
 //!
+//! Clients answer the server's pings, as browsers do (transport-server closes a client
+//! that answers nothing for two ping intervals, 30 s by default). A round says how many
+//! clients the server disconnected and why; `SHMRING_WS_PER_CLIENT=1` prints, per
+//! client, its share of the measured window, when its first and last frames came and
+//! how its connection ended.
+//!
 //! `--cameras 1,8` measures one server of several cameras, for each count in the list:
 //! N rings (`cam0`..) in one directory, written by N producers, served with
 //! `--shm-dir`; client `i` watches camera `i mod N` at `/stream/ws/cam<i mod N>`. By
@@ -396,12 +402,18 @@ struct ClientResult {
     camera: usize,
     /// (frame_id, receive time) of every video frame.
     frames: Vec<(u64, u64)>,
+    /// When the server ended the connection before the round did (monotonic ns).
+    ended: Option<u64>,
+    /// The close frame the server sent, if any (code, reason).
+    close: Option<(u16, String)>,
 }
 
 /// A deliberately cheap WebSocket reader, so the load client leaves the CPU to the
 /// servers: a hand-made handshake, then a small state machine over the raw byte stream
 /// that keeps only each message's first 9 bytes (type and frame_id) and skips the rest
-/// without copying it anywhere.
+/// without copying it anywhere. Control frames (at most 125 bytes) are kept whole: a
+/// ping must be answered, as every WebSocket client does, or the server closes the
+/// connection as dead (transport-server: after two ping intervals, 30 s by default).
 #[derive(Default)]
 struct FrameScanner {
     /// Header bytes of the frame being parsed (at most 10: server frames are unmasked).
@@ -411,6 +423,13 @@ struct FrameScanner {
     /// Payload bytes still to come for the current frame.
     remaining: u64,
     in_payload: bool,
+    /// Opcode of the frame being read, and the payload so far if it is a control frame.
+    opcode: u8,
+    control: Vec<u8>,
+    /// Payloads of the pings not answered yet.
+    pings: Vec<Vec<u8>>,
+    /// Payload of the server's close frame (code, then reason), once one came.
+    close: Option<Vec<u8>>,
 }
 
 impl FrameScanner {
@@ -434,29 +453,56 @@ impl FrameScanner {
                     4 => u64::from(u16::from_be_bytes([h[2], h[3]])),
                     _ => u64::from_be_bytes(h[2..10].try_into().unwrap()),
                 };
+                self.opcode = h[0] & 0x0f;
                 self.header.clear();
                 self.prefix.clear();
+                self.control.clear();
                 self.in_payload = true;
                 if self.remaining == 0 {
-                    self.in_payload = false;
+                    self.frame_done();
                 }
                 continue;
             }
             let take = (self.remaining.min(data.len() as u64)) as usize;
-            let want = 9usize.saturating_sub(self.prefix.len()).min(take);
-            self.prefix.extend_from_slice(&data[..want]);
-            if want > 0 && self.prefix.len() == 9 && self.prefix[0] == 0x01 {
-                frames.push((
-                    u64::from_le_bytes(self.prefix[1..9].try_into().unwrap()),
-                    monotonic_ns(),
-                ));
+            if self.opcode >= 0x8 {
+                self.control.extend_from_slice(&data[..take]);
+            } else {
+                let want = 9usize.saturating_sub(self.prefix.len()).min(take);
+                self.prefix.extend_from_slice(&data[..want]);
+                if want > 0 && self.prefix.len() == 9 && self.prefix[0] == 0x01 {
+                    frames.push((
+                        u64::from_le_bytes(self.prefix[1..9].try_into().unwrap()),
+                        monotonic_ns(),
+                    ));
+                }
             }
             self.remaining -= take as u64;
             data = &data[take..];
             if self.remaining == 0 {
-                self.in_payload = false;
+                self.frame_done();
             }
         }
+    }
+
+    /// The current frame's payload is complete: note a ping or a close.
+    fn frame_done(&mut self) {
+        self.in_payload = false;
+        match self.opcode {
+            0x8 => self.close = Some(std::mem::take(&mut self.control)),
+            0x9 => self.pings.push(std::mem::take(&mut self.control)),
+            _ => {}
+        }
+    }
+
+    /// The pongs due (masked, as client frames must be), in one buffer.
+    fn take_pongs(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for payload in self.pings.drain(..) {
+            // A zero masking key leaves the payload as it is.
+            out.extend_from_slice(&[0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0]);
+            out.extend_from_slice(&payload);
+        }
+        out
     }
 }
 
@@ -492,17 +538,39 @@ async fn client(addr: SocketAddr, camera: usize, path: String, stop: Arc<tokio::
     let stopped = stop.notified();
     tokio::pin!(stopped);
     stopped.as_mut().enable();
+    let mut ended = None;
     loop {
         tokio::select! {
             biased;
             () = &mut stopped => break,
             read = stream.read(&mut buf) => match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) => scanner.feed(&buf[..n], &mut frames),
+                Ok(0) | Err(_) => {
+                    ended = Some(monotonic_ns());
+                    break;
+                }
+                Ok(n) => {
+                    scanner.feed(&buf[..n], &mut frames);
+                    let pongs = scanner.take_pongs();
+                    if !pongs.is_empty() && stream.write_all(&pongs).await.is_err() {
+                        ended = Some(monotonic_ns());
+                        break;
+                    }
+                }
             },
         }
     }
-    Some(ClientResult { camera, frames })
+    let close = scanner.close.filter(|c| c.len() >= 2).map(|c| {
+        (
+            u16::from_be_bytes([c[0], c[1]]),
+            String::from_utf8_lossy(&c[2..]).into_owned(),
+        )
+    });
+    Some(ClientResult {
+        camera,
+        frames,
+        ended,
+        close,
+    })
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -562,6 +630,64 @@ fn tally(results: &[ClientResult], written: &[HashSet<u64>]) -> (usize, usize, V
     (delivered, expected, latencies)
 }
 
+/// Reports the clients the server disconnected, and with `SHMRING_WS_PER_CLIENT=1`
+/// each client's share of the window (`times`: clients started, window start and end).
+fn report_clients(results: &[ClientResult], written: &[HashSet<u64>], times: [u64; 3]) {
+    if std::env::var_os("SHMRING_WS_PER_CLIENT").is_some_and(|v| v == "1") {
+        print_clients(results, written, times);
+    }
+    report_ended(results, times[0]);
+}
+
+/// Says how many clients the server disconnected before the round ended (they count as
+/// missing the rest of the window), and why, so a low delivery is not mistaken for a
+/// slow server.
+fn report_ended(results: &[ClientResult], joined: u64) {
+    let ended: Vec<&ClientResult> = results.iter().filter(|r| r.ended.is_some()).collect();
+    let Some(first) = ended.iter().min_by_key(|r| r.ended) else {
+        return;
+    };
+    let why = first
+        .close
+        .as_ref()
+        .map_or("without a close frame".to_owned(), |(code, reason)| {
+            format!("close {code} {reason:?}")
+        });
+    println!(
+        "  {} of {} clients were disconnected by the server during the round (the first {:.1} s after joining, {why})",
+        ended.len(),
+        results.len(),
+        (first.ended.unwrap_or(joined) as f64 - joined as f64) / 1e9
+    );
+}
+
+/// With `SHMRING_WS_PER_CLIENT=1`: per client, what it got of its camera's frames of the
+/// window and when (seconds after the clients were started), and how its connection
+/// ended, to tell a client the server closed from one that stalled.
+fn print_clients(results: &[ClientResult], written: &[HashSet<u64>], [joined, t0, t1]: [u64; 3]) {
+    let at = |ns: u64| (ns as f64 - joined as f64) / 1e9;
+    println!("  clients started at 0 s, window {:.1}..{:.1} s", at(t0), at(t1));
+    for (i, r) in results.iter().enumerate() {
+        let own = &written[r.camera];
+        let got = r.frames.iter().filter(|(id, _)| own.contains(id)).count();
+        let first = r.frames.first().map_or(f64::NAN, |&(_, t)| at(t));
+        let last = r.frames.last().map_or(f64::NAN, |&(_, t)| at(t));
+        let ended = r
+            .ended
+            .map_or("open at the end".to_owned(), |t| format!("ended at {:.1} s", at(t)));
+        let close = r
+            .close
+            .as_ref()
+            .map_or(String::new(), |(code, reason)| format!(", close {code} {reason:?}"));
+        println!(
+            "  client {i:>4} cam{}: {got}/{} of the window, {} frames from {first:.1} to {last:.1} s, {ended}{close}",
+            r.camera,
+            own.len(),
+            r.frames.len()
+        );
+    }
+}
+
 /// Connects `clients` clients (client `i` to camera `i mod N`), lets them join, and
 /// measures `seconds`.
 fn round(
@@ -575,6 +701,7 @@ fn round(
 ) -> Round {
     let stop = Arc::new(tokio::sync::Notify::new());
     let cameras = feeds.paths.len();
+    let joined = monotonic_ns();
     let handles: Vec<_> = (0..clients)
         .map(|i| {
             rt.spawn(client(
@@ -621,6 +748,7 @@ fn round(
         .sum();
     let results: Vec<ClientResult> = results.into_iter().filter_map(Result::ok).collect();
     let (delivered, expected, latencies) = tally(&results, &written);
+    report_clients(&results, &written, [joined, t0, t1]);
     let wall = (t1 - t0) as f64 / 1e9;
     // /proc/PID/stat counts in USER_HZ ticks, 100 per second on Linux.
     let server_seconds = (cpu1 - cpu0) as f64 / 100.0;
