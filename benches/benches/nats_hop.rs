@@ -28,7 +28,7 @@ use shmring_core::{monotonic_ns, FrameMeta, RingWriter, WriterOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use shmring_benches::{arg, free_addr, percentile, wait_listening, ChildProcess};
+use shmring_benches::{arg, free_addr, percentile, pong, wait_listening, ChildProcess};
 
 const KEYFRAME_BYTES: usize = 150_000;
 const DELTA_BYTES: usize = 15_000;
@@ -119,6 +119,7 @@ async fn client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<(u64, u64)> {
             pending.extend_from_slice(&buf[take..n]);
         }
         // Parse whole frame headers (+ 9 payload bytes) out of `pending`.
+        let mut pongs = Vec::new();
         loop {
             if skip > 0 {
                 let take = skip.min(pending.len());
@@ -137,11 +138,15 @@ async fn client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<(u64, u64)> {
                 126 | 127 => break,
                 l => (2, l as usize),
             };
-            if pending.len() < hlen + len.min(9) {
+            // Control frames (at most 125 bytes) are read whole.
+            let control = pending[0] & 0x0f >= 0x8;
+            if pending.len() < hlen + if control { len } else { len.min(9) } {
                 break;
             }
             let body = &pending[hlen..];
-            if len >= 9 && body[0] == 0x01 {
+            if pending[0] & 0x0f == 0x9 {
+                pong(&mut pongs, &body[..len]);
+            } else if !control && len >= 9 && body[0] == 0x01 {
                 got.push((u64::from_le_bytes(body[1..9].try_into().unwrap()), now));
             }
             let have = pending.len() - hlen;
@@ -151,6 +156,9 @@ async fn client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<(u64, u64)> {
                 skip = len - have;
                 pending.clear();
             }
+        }
+        if !pongs.is_empty() && stream.write_all(&pongs).await.is_err() {
+            break;
         }
     }
     got

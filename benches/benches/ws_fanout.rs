@@ -63,7 +63,7 @@ use shmring_ws::annexb::{SplitUnit, Splitter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
-use shmring_benches::{arg, percentile, wait_listening, ChildProcess};
+use shmring_benches::{arg, percentile, pong, wait_listening, ChildProcess};
 
 #[path = "ws_fanout/floor.rs"]
 mod floor;
@@ -494,13 +494,11 @@ impl FrameScanner {
         }
     }
 
-    /// The pongs due (masked, as client frames must be), in one buffer.
+    /// The pongs due, in one buffer.
     fn take_pongs(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
         for payload in self.pings.drain(..) {
-            // A zero masking key leaves the payload as it is.
-            out.extend_from_slice(&[0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0]);
-            out.extend_from_slice(&payload);
+            pong(&mut out, &payload);
         }
         out
     }

@@ -43,6 +43,15 @@ pub fn wait_listening(addr: SocketAddr) {
     }
 }
 
+/// Appends a client's answer to a server ping that carried `payload` (at most 125
+/// bytes, as every control frame): a pong, masked as client frames must be, with a zero
+/// key that leaves the payload as it is. Load clients answer pings as every WebSocket
+/// client does; transport-server closes one silent for two ping intervals (30 s).
+pub fn pong(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(&[0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0]);
+    out.extend_from_slice(payload);
+}
+
 /// The `p` quantile of sorted nanosecond samples, in milliseconds (NaN when empty).
 pub fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
