@@ -15,13 +15,20 @@ use super::{is_valid_camera_name, name_of, Cameras};
 /// How often the rings are looked for.
 pub(crate) const SCAN_EVERY: Duration = Duration::from_millis(250);
 
-/// The ring files in `dir`, by camera name. Names that cannot be camera names are
-/// skipped, each said once in the log (`skipped` remembers them).
+/// The ring files in `dir`, by camera name. Hidden files are left out; other names that
+/// cannot be camera names are skipped, each said once in the log (`skipped` remembers
+/// them).
 fn rings_in(dir: &Path, skipped: &mut BTreeSet<String>) -> std::io::Result<Vec<(String, PathBuf)>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        // Hidden files are not cameras: among them the file a writer formats a new ring
+        // in (`.NAME.PID.NS.tmp`) before it renames it into place, which would otherwise
+        // show as a camera for a scan and vanish at the next.
+        if entry.file_name().as_encoded_bytes().starts_with(b".") {
             continue;
         }
         let path = entry.path();
@@ -121,5 +128,27 @@ impl Cameras {
                 Err(e) => tracing::error!("the ring watcher failed: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ring_being_created_is_not_a_camera() {
+        let dir = std::env::temp_dir().join(format!("shmring-watch-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        // What `RingWriter::create` leaves for a moment: the new ring under a hidden
+        // temporary name, next to a ring already in place.
+        std::fs::write(dir.join("front"), b"ring").expect("front");
+        std::fs::write(dir.join(".side.4242.1796561474531373641.tmp"), b"ring").expect("tmp");
+        std::fs::write(dir.join(".hidden"), b"x").expect("hidden");
+        let mut skipped = BTreeSet::new();
+        let found = rings_in(&dir, &mut skipped);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+        let names: Vec<String> = found.expect("read the dir").into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["front"]);
+        assert!(skipped.is_empty(), "hidden files are not reported: {skipped:?}");
     }
 }
