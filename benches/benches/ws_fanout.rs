@@ -830,40 +830,32 @@ fn start_server(
             "transport-server".to_owned(),
             transport_server(server_bin).expect("start transport-server"),
         ),
-        "baseline" => {
-            assert!(
-                feeds.cameras.is_none(),
-                "the baseline server reads one ring: run --cameras with --servers shmring"
-            );
-            (
-                "baseline (Vec copy per client)".to_owned(),
-                Command::new(exe)
-                    .arg("--baseline-server")
-                    .arg(&feeds.location)
-                    .args(["--listen", &addr.to_string()])
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("start the baseline server"),
-            )
-        }
-        "floor" => {
-            assert!(
-                feeds.cameras.is_none(),
-                "the floor server reads one ring: run --cameras with --servers shmring"
-            );
-            (
-                "floor (busy-poll, one writev)".to_owned(),
-                Command::new(exe)
-                    .arg("--floor-server")
-                    .arg(&feeds.location)
-                    .args(["--listen", &addr.to_string()])
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("start the floor server"),
-            )
-        }
+        "baseline" => in_bench_server("baseline", "baseline (Vec copy per client)", feeds, addr, exe),
+        "floor" => in_bench_server("floor", "floor (busy-poll, one writev)", feeds, addr, exe),
         other => panic!("unknown server {other}"),
     }
+}
+
+/// Starts one of the servers built into this benchmark (`--NAME-server RING`) on `addr`.
+fn in_bench_server(
+    name: &str,
+    label: &str,
+    feeds: &Feeds,
+    addr: SocketAddr,
+    exe: &Path,
+) -> (String, std::process::Child) {
+    assert!(
+        feeds.cameras.is_none(),
+        "the {name} server reads one ring: run --cameras with --servers shmring"
+    );
+    let child = Command::new(exe)
+        .arg(format!("--{name}-server"))
+        .arg(&feeds.location)
+        .args(["--listen", &addr.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start the {name} server: {e}"));
+    (label.to_owned(), child)
 }
 
 /// "N x F fps" for a run of cameras, "-" for today's single ring.
