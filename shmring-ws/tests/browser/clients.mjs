@@ -6,11 +6,10 @@
 // With SHMRING_UNTIL set (a JavaScript condition on the stats object `s`, e.g.
 // "s.decoded > 30"), it then waits, up to 60 s more, for the condition to hold, so a
 // loaded machine that decodes slowly is waited for rather than judged by the clock.
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import puppeteer from "puppeteer-core";
+import { headlessChromium } from "./headless.mjs";
 
 const [kind, base, seconds, option] = process.argv.slice(2);
 if (!["sdr", "viewer"].includes(kind) || !base || !seconds) {
@@ -18,13 +17,7 @@ if (!["sdr", "viewer"].includes(kind) || !base || !seconds) {
   process.exit(2);
 }
 const here = dirname(fileURLToPath(import.meta.url));
-const profile = mkdtempSync(join(tmpdir(), "shmring-chromium-"));
-const args = [
-  "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  `--user-data-dir=${profile}`,
-];
-if (process.getuid && process.getuid() === 0) args.push("--no-sandbox");
+const chrome = headlessChromium();
 let browser;
 const until = process.env.SHMRING_UNTIL;
 const timer = setTimeout(
@@ -32,9 +25,7 @@ const timer = setTimeout(
   (until ? 120_000 : 60_000) + 1000 * Number(seconds),
 );
 try {
-  browser = await puppeteer.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args, headless: true, protocolTimeout: 60_000,
-  });
+  browser = await chrome.launch();
   const page = await browser.newPage();
   page.on("console", (m) => console.log("page:", m.text()));
   if (kind === "sdr") {
@@ -63,5 +54,5 @@ try {
 } finally {
   clearTimeout(timer);
   if (browser) await browser.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  chrome.cleanup();
 }
