@@ -326,13 +326,21 @@ def test_a_foxglove_client_that_never_subscribes_loses_its_slot(stack):
             except ConnectionClosed:
                 return ws.close_code, ws.close_reason
 
+        async def count_video(ws):
+            got = 0
+            deadline = time.monotonic() + 30
+            while got < 100 and time.monotonic() < deadline:
+                if isinstance(await asyncio.wait_for(ws.recv(), 10), bytes):
+                    got += 1
+            return got
+
+        # The watcher is read all along: a client whose messages pile up unread stops
+        # reading its socket (the library's queue is full), so stops answering pings,
+        # and is rightly closed after two ping intervals.
+        watching = asyncio.create_task(count_video(watcher))
         code, reason = await asyncio.wait_for(drain(idle), 30)
         # The subscribed client still gets video, past several timeouts.
-        got = 0
-        deadline = time.monotonic() + 30
-        while got < 100 and time.monotonic() < deadline:
-            if isinstance(await asyncio.wait_for(watcher.recv(), 10), bytes):
-                got += 1
+        got = await watching
         newcomer = await connect(stack.url("/"), subprotocols=[FOXGLOVE], max_size=None, open_timeout=10)
         await newcomer.close()
         await watcher.close()
