@@ -70,9 +70,9 @@ pub struct RingReader {
     spin: Duration,
     /// When to sleep and when to spin, from the writer's cadence.
     planner: WakePlanner<Monotonic>,
-    /// Set before a legacy ring's timed poll: when the ring last held nothing unread
-    /// (monotonic ns). A frame a poll finds landed after it; 0 when the reader would
-    /// have seen the commit at once (spinning, or a v1 ring's futex).
+    /// Set before a sleep (a legacy ring's timed poll, a v1 ring's futex wait): when the
+    /// ring last held nothing unread (monotonic ns). A frame found after the sleep landed
+    /// after it; 0 while spinning, which sees a commit at once.
     blind_since_ns: u64,
     last_replaced_check: Instant,
     reopens: u64,
@@ -206,16 +206,37 @@ impl RingReader {
             // Only a caught-up reader sees frames as they land: a backlog says nothing
             // about when they were committed.
             if !self.has_unread() {
-                let now = monotonic_ns();
-                let landed = if blind_since > 0 && blind_since <= now {
-                    blind_since + (now - blind_since) / 2
-                } else {
-                    now
-                };
+                let landed = self.landed_at(blind_since, monotonic_ns());
                 self.planner.arrived_at(info.frame_seq, landed);
             }
         }
         Ok(info)
+    }
+
+    /// When the frame just read, with nothing more unread, most likely landed: now if
+    /// the reader was spinning (`blind_since` 0); else, on a v1 ring, the writer's
+    /// post-commit stamp (its heartbeat) if it falls in the interval the reader slept
+    /// through, and on a legacy ring, which has no stamp, the middle of that interval.
+    /// Dating a frame by when the reader woke would put the next cadence window a
+    /// wake-up late (tens of µs after a futex wake, up to a poll after a legacy poll).
+    fn landed_at(&self, blind_since: u64, now: u64) -> u64 {
+        if blind_since == 0 || blind_since > now {
+            return now;
+        }
+        match &self.inner {
+            ReaderInner::V1(r) => {
+                // SYNC POINT (arrival stamp): Relaxed; the writer stores it (Relaxed)
+                // right after the commit's Release stores. Only a hint: a stamp older
+                // than the sleep (the store not seen yet) or newer than now is ignored.
+                let heartbeat = crate::region::load_heartbeat(r.words(), &r.geometry());
+                if (blind_since..=now).contains(&heartbeat) {
+                    heartbeat
+                } else {
+                    now
+                }
+            }
+            ReaderInner::Legacy(_) => blind_since + (now - blind_since) / 2,
+        }
     }
 
     /// A read's result, unless the file shrank under the mapping meanwhile: then what
@@ -341,6 +362,8 @@ impl RingReader {
                 let heartbeat = crate::region::load_heartbeat(r.words(), &r.geometry());
                 let now = monotonic_ns();
                 let slice = wake::reader_sleep_bound(heartbeat, now).map_or(slice, |b| slice.min(b));
+                // Nothing unread now: a frame found after the wait landed after this.
+                self.blind_since_ns = now;
                 futex::wait(word, seen, slice);
                 (slice, now)
             }
