@@ -7,7 +7,9 @@
 //!   copies each frame into a `Vec` per client and sends it with tokio-tungstenite;
 //! - with `--servers ...,floor`, the floor server (`ws_fanout/floor.rs`): one thread
 //!   that busy-polls the ring and writes each frame to the sockets itself, the least
-//!   work a server can do, so its latency is this machine's floor for the rest.
+//!   work a server can do, so its latency is this machine's floor for the rest;
+//!   `floor-sleep` and `floor-cadence` wait with a blocking read instead, the floor for
+//!   a server that does not burn a core.
 //!
 //! Reports the fraction of frames delivered, commit-to-receive latency percentiles,
 //! the server's CPU (also per frame delivered to a client) and the whole machine's busy
@@ -57,7 +59,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use shmring_core::{
-    monotonic_ns, FrameMeta, LayoutChoice, ReaderOptions, RingReader, RingWriter, StartPosition, WriterOptions,
+    monotonic_ns, FrameMeta, LayoutChoice, ReaderOptions, RingReader, RingWriter, StartPosition, WakePolicy,
+    WriterOptions,
 };
 use shmring_ws::annexb::{SplitUnit, Splitter};
 use tokio::net::{TcpListener, TcpStream};
@@ -67,6 +70,7 @@ use shmring_benches::{arg, percentile, pong, wait_listening, ChildProcess};
 
 #[path = "ws_fanout/floor.rs"]
 mod floor;
+use floor::FloorWait;
 
 const FPS: u64 = 60;
 
@@ -832,6 +836,20 @@ fn start_server(
         ),
         "baseline" => in_bench_server("baseline", "baseline (Vec copy per client)", feeds, addr, exe),
         "floor" => in_bench_server("floor", "floor (busy-poll, one writev)", feeds, addr, exe),
+        "floor-sleep" => in_bench_server(
+            "floor-sleep",
+            "floor-sleep (futex or poll, one writev)",
+            feeds,
+            addr,
+            exe,
+        ),
+        "floor-cadence" => in_bench_server(
+            "floor-cadence",
+            "floor-cadence (cadence wait, one writev)",
+            feeds,
+            addr,
+            exe,
+        ),
         other => panic!("unknown server {other}"),
     }
 }
@@ -954,7 +972,7 @@ fn options(args: &[String]) -> Options {
     servers.extend(extras.map(|extra| format!("extra:{extra}")));
     let cameras = arg(args, "--cameras").map(|_| numbers("--cameras", ""));
     if cameras.is_some() && arg(args, "--servers").is_none() {
-        servers.retain(|s| s != "baseline" && s != "floor"); // they read one ring
+        servers.retain(|s| s == "shmring"); // the others read one ring
     }
     assert!(
         cameras.as_ref().is_none_or(|c| c.iter().all(|&n| n > 0)),
@@ -1010,8 +1028,15 @@ fn main() {
         baseline_server(ring, listen);
         return;
     }
-    if let (Some(ring), Some(listen)) = (arg(&args, "--floor-server"), arg(&args, "--listen")) {
-        floor::floor_server(ring, listen);
+    let floors = [
+        ("--floor-server", FloorWait::Spin),
+        ("--floor-sleep-server", FloorWait::Block(WakePolicy::Sleep)),
+        ("--floor-cadence-server", FloorWait::Block(WakePolicy::default())),
+    ];
+    for (flag, wait) in floors {
+        if let (Some(ring), Some(listen)) = (arg(&args, flag), arg(&args, "--listen")) {
+            floor::floor_server(ring, listen, wait);
+        }
     }
     let opts = options(&args);
     let server_bin = shmring_benches::transport_server();

@@ -10,13 +10,19 @@
 //! call, the loopback TCP path, and the wake-up of the client's sleeping thread. A
 //! server that sleeps between frames (as transport-server does, to use a few % of a
 //! core) can come close to this figure, never below it.
+//!
+//! Two variants do the same but wait for each frame as a server within a few % of a
+//! core must, with a blocking `read_timeout`: `floor-sleep` (`WakePolicy::Sleep`: the
+//! futex on a v1 ring, a 500 µs poll on a legacy one) and `floor-cadence` (the default
+//! `WakePolicy::Cadence`). They are the floor for a server that does not spin: the
+//! wake-up of a sleeping thread is in their figure and in no busy-polling server's.
 
 use std::io::{IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shmring_core::{FrameHeader, ReaderOptions, RingReader, StartPosition};
+use shmring_core::{FrameHeader, ReaderOptions, RingReader, StartPosition, WakePolicy};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// How long a write to one client may block before the client is dropped.
@@ -24,7 +30,16 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs the floor server on `ring`, accepting WebSocket clients on `listen`. Never
 /// returns.
-pub(crate) fn floor_server(ring: &str, listen: &str) -> ! {
+/// How the floor server waits for the next frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FloorWait {
+    /// Busy-polls `try_read`: a whole core.
+    Spin,
+    /// A blocking read with this wake policy.
+    Block(WakePolicy),
+}
+
+pub(crate) fn floor_server(ring: &str, listen: &str, wait: FloorWait) -> ! {
     let listener = TcpListener::bind(listen).expect("floor server: bind");
     let clients: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
     let accepted = clients.clone();
@@ -39,8 +54,18 @@ pub(crate) fn floor_server(ring: &str, listen: &str) -> ! {
         start: StartPosition::Latest,
         verify_crc: false,
         resync_at_keyframe: false,
-        ..Default::default()
+        wake: match wait {
+            FloorWait::Block(policy) => policy,
+            FloorWait::Spin => WakePolicy::default(),
+        },
     };
+    if let FloorWait::Block(_) = wait {
+        // As transport-server's reader thread does: sleeps end when asked, not up to
+        // 50 µs later.
+        // SAFETY: PR_SET_TIMERSLACK takes an integer and changes only this thread's
+        // timer slack; no memory is passed.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
+    }
     let mut reader = loop {
         match RingReader::open(ring, &options) {
             Ok(r) => break r,
@@ -48,7 +73,11 @@ pub(crate) fn floor_server(ring: &str, listen: &str) -> ! {
         }
     };
     loop {
-        let frame = match reader.try_read() {
+        let read = match wait {
+            FloorWait::Spin => reader.try_read(),
+            FloorWait::Block(_) => reader.read_timeout(Some(Duration::from_millis(100))),
+        };
+        let frame = match read {
             Ok(Some(frame)) => frame,
             _ => {
                 std::hint::spin_loop();
