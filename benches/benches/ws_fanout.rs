@@ -951,6 +951,21 @@ struct Options {
 }
 
 fn options(args: &[String]) -> Options {
+    // cargo bench adds --bench; a misspelt flag would otherwise run the long default.
+    const FLAGS: [&str; 8] = [
+        "--bench",
+        "--clients",
+        "--seconds",
+        "--servers",
+        "--extra-server",
+        "--layout",
+        "--cameras",
+        "--camera-fps",
+    ];
+    if let Some(bad) = args.iter().find(|a| a.starts_with("--") && !FLAGS.contains(&a.as_str())) {
+        eprintln!("ws_fanout: unknown flag {bad}\n{USAGE}");
+        std::process::exit(2);
+    }
     let list = |name: &str, default: &str| -> Vec<String> {
         arg(args, name)
             .unwrap_or(default)
@@ -1022,8 +1037,25 @@ fn measure(rt: &tokio::runtime::Runtime, opts: &Options, feeds: &Feeds, server_b
     rounds
 }
 
+/// What `--help` prints: the flags (the module doc says what each round measures).
+const USAGE: &str = "\
+usage: cargo bench -p shmring-benches --bench ws_fanout -- [FLAGS]
+  --clients N,N,...      client counts, one round each (default 1,50,200,500,1000)
+  --seconds N            measured seconds per round (default 10)
+  --servers A,B,...      shmring, baseline, floor (default shmring,baseline; \"\" for none)
+  --extra-server L=PATH  also measure this server binary, labelled L (repeatable)
+  --layout ring|legacy   the ring layout the producer writes (default ring)
+  --cameras N,N,...      N cameras in one --shm-dir, per count (shmring servers only)
+  --camera-fps F         each camera's rate (default 60/N)
+environment: SHMRING_WS_STAGE_TIMES=1 (per-stage times), SHMRING_WS_PER_CLIENT=1
+(each client's share of the window); raise `ulimit -n` for many clients";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
     if let (Some(ring), Some(listen)) = (arg(&args, "--baseline-server"), arg(&args, "--listen")) {
         baseline_server(ring, listen);
         return;

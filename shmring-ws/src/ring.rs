@@ -194,7 +194,10 @@ impl<'a> RingLoop<'a> {
             self.was_idle = false;
             self.last_status = Instant::now();
             if self.probe() {
-                tracing::info!("a new writer took over the ring; clients resume at its first keyframe");
+                tracing::info!(
+                    "a new writer took over ring {}; clients resume at its first keyframe",
+                    self.source.path.display()
+                );
                 self.hub.discontinuity();
             }
         }
@@ -252,7 +255,7 @@ impl<'a> RingLoop<'a> {
         if self.last_status.elapsed() >= STATUS_EVERY {
             self.last_status = Instant::now();
             if self.probe() {
-                tracing::info!("a new writer took over the ring");
+                tracing::info!("a new writer took over ring {}", self.source.path.display());
             }
         }
     }
@@ -262,7 +265,10 @@ impl<'a> RingLoop<'a> {
         self.was_idle = true;
         self.last_status = Instant::now();
         if self.probe() {
-            tracing::info!("a new writer took over the ring; clients wait for its first keyframe");
+            tracing::info!(
+                "a new writer took over ring {}; clients wait for its first keyframe",
+                self.source.path.display()
+            );
             self.hub.discontinuity();
         }
     }
@@ -271,7 +277,7 @@ impl<'a> RingLoop<'a> {
         self.metrics.ring_read_errors.inc();
         if self.last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
             self.last_error_log = Some(Instant::now());
-            tracing::warn!("skipped a ring record: {e}");
+            tracing::warn!("ring {}: skipped a record: {e}", self.source.path.display());
         }
     }
 

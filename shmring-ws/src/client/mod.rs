@@ -782,12 +782,17 @@ fn keyframe_wait(s: &mut QueueState, item: &Outgoing, limits: &QueueLimits) -> K
     let now = Instant::now();
     let since = *s.skipping_since.get_or_insert(now);
     if now.duration_since(since) > limits.keyframe_timeout {
+        let ms = limits.keyframe_timeout.as_millis();
+        // A client that never got a frame did not fall behind: the stream has no
+        // keyframe often enough (or none since a writer restarted).
+        let reason = if s.last_seq == 0 {
+            format!("no keyframe for {ms} ms since joining (the writer sends too few); reconnect")
+        } else {
+            format!("no keyframe for {ms} ms after falling behind; reconnect")
+        };
         s.close = Some(CloseReason {
             code: close_code::TRY_AGAIN_LATER,
-            reason: format!(
-                "no keyframe for {} ms after falling behind; reconnect",
-                limits.keyframe_timeout.as_millis()
-            ),
+            reason,
         });
         return KeyframeWait::Close;
     }

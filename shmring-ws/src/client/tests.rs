@@ -233,7 +233,29 @@ fn a_client_starved_of_keyframes_is_closed_with_a_reason() {
     h.publish_video(frame(2, false, 10));
     let close = c.lock().close.clone().expect("closed");
     assert_eq!(close.code, 1013);
-    assert!(close.reason.contains("no keyframe"));
+    assert!(close.reason.contains("no keyframe") && close.reason.contains("since joining"), "{}", close.reason);
+}
+
+#[test]
+fn a_client_that_fell_behind_is_told_so_when_no_keyframe_comes() {
+    let metrics = Arc::new(Metrics::default());
+    let keyframes = Arc::new(KeyframeRequests::new(Duration::from_millis(500), metrics.clone()));
+    let limits = QueueLimits {
+        max_frames: 10,
+        max_bytes: 1 << 20,
+        keyframe_timeout: Duration::from_millis(20),
+    };
+    let h = Hub::new(limits, metrics, keyframes);
+    let c = h.join(true);
+    h.publish_video(frame(1, true, 10));
+    h.publish_video(frame(2, false, 10));
+    // Frame 3 never reaches this client (a ring lap): 4 may reference it.
+    h.publish_video(frame(4, false, 10));
+    std::thread::sleep(Duration::from_millis(30));
+    h.publish_video(frame(5, false, 10));
+    let close = c.lock().close.clone().expect("closed");
+    assert_eq!(close.code, 1013);
+    assert!(close.reason.contains("after falling behind"), "{}", close.reason);
 }
 
 #[test]
