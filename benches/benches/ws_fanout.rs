@@ -962,7 +962,10 @@ fn options(args: &[String]) -> Options {
         "--cameras",
         "--camera-fps",
     ];
-    if let Some(bad) = args.iter().find(|a| a.starts_with("--") && !FLAGS.contains(&a.as_str())) {
+    if let Some(bad) = args
+        .iter()
+        .find(|a| a.starts_with("--") && !FLAGS.contains(&a.as_str()))
+    {
         eprintln!("ws_fanout: unknown flag {bad}\n{USAGE}");
         std::process::exit(2);
     }
@@ -1042,7 +1045,8 @@ const USAGE: &str = "\
 usage: cargo bench -p shmring-benches --bench ws_fanout -- [FLAGS]
   --clients N,N,...      client counts, one round each (default 1,50,200,500,1000)
   --seconds N            measured seconds per round (default 10)
-  --servers A,B,...      shmring, baseline, floor (default shmring,baseline; \"\" for none)
+  --servers A,B,...      shmring, baseline, floor, floor-sleep, floor-cadence
+                         (default shmring,baseline; \"\" for none)
   --extra-server L=PATH  also measure this server binary, labelled L (repeatable)
   --layout ring|legacy   the ring layout the producer writes (default ring)
   --cameras N,N,...      N cameras in one --shm-dir, per count (shmring servers only)

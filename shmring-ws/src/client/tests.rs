@@ -233,7 +233,11 @@ fn a_client_starved_of_keyframes_is_closed_with_a_reason() {
     h.publish_video(frame(2, false, 10));
     let close = c.lock().close.clone().expect("closed");
     assert_eq!(close.code, 1013);
-    assert!(close.reason.contains("no keyframe") && close.reason.contains("since joining"), "{}", close.reason);
+    assert!(
+        close.reason.contains("no keyframe") && close.reason.contains("since joining"),
+        "{}",
+        close.reason
+    );
 }
 
 #[test]
