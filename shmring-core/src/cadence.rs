@@ -208,6 +208,9 @@ pub(crate) struct WakePlanner<C: Clock> {
     cadence: Cadence,
     /// Decaying maximum of timed sleeps' overshoot.
     overshoot: u64,
+    /// The last arrival landed within the guard band of an expected commit (or there
+    /// was no cadence to expect it by).
+    on_schedule: bool,
 }
 
 impl<C: Clock> WakePlanner<C> {
@@ -220,6 +223,7 @@ impl<C: Clock> WakePlanner<C> {
             max_window,
             cadence: Cadence::default(),
             overshoot: 0,
+            on_schedule: true,
         }
     }
 
@@ -245,28 +249,46 @@ impl<C: Clock> WakePlanner<C> {
     /// inside a window and is seen exactly.
     pub(crate) fn arrived_at(&mut self, seq: u64, t: u64) {
         if self.max_window > 0 {
+            self.on_schedule = self.guard_band().is_none_or(|(period, centre, guard)| {
+                let off = t.abs_diff(centre) % period;
+                off.min(period - off) <= guard
+            });
             self.cadence.arrive(seq, t);
         }
     }
 
-    /// How long a legacy ring's reader sleeps before its next poll: `near` inside the
-    /// guard band of an expected commit (within 1.5 times the writer's measured jitter
-    /// plus a margin of it: at least the window, at most [`MAX_GUARD_NS`] and a quarter
-    /// of the period), else `far` but never past the opening of the next band. `None` without a
-    /// cadence, or once the writer missed [`MAX_MISSES`] commits.
-    pub(crate) fn legacy_poll(&self, near: Duration, far: Duration) -> Option<Duration> {
-        let (period, t0, jitter) = self.cadence.expected()?;
+    /// `(period, centre, guard)` while locked: the guard band of an expected commit
+    /// reaches `guard` either side of `centre + k × period`: 1.5 times the writer's
+    /// spread plus a margin (at least the window, at most [`MAX_GUARD_NS`] and a quarter
+    /// of the period).
+    fn guard_band(&self) -> Option<(u64, u64, u64)> {
+        let (period, centre, spread) = self.cadence.expected()?;
         // The spread is the largest among the last few arrivals; the next one exceeds
         // it now and then, so the band is half as wide again.
         // (min, not clamp: a writer committing every few µs has a quarter period below
         // the minimum.)
-        let guard = (jitter + jitter / 2 + WINDOW_MARGIN_NS + self.overshoot)
+        let guard = (spread + spread / 2 + WINDOW_MARGIN_NS + self.overshoot)
             .max(MIN_WINDOW_NS)
             .min(MAX_GUARD_NS.min(period / 4));
+        Some((period, centre, guard))
+    }
+
+    /// How long a legacy ring's reader sleeps before its next poll: `near` inside the
+    /// guard band of an expected commit, else `far` but never past the opening of the
+    /// next band. `None` (poll as without cadence) without a cadence, and while the
+    /// writer is off its schedule: its last frame landed outside its band, or the band
+    /// of the next expected commit closed without it. A writer that is late catches up
+    /// by committing its overdue frames close together, and the single slot keeps only
+    /// the last of two commits between polls: polling seldom then loses frames.
+    pub(crate) fn legacy_poll(&self, near: Duration, far: Duration) -> Option<Duration> {
+        let (period, t0, guard) = self.guard_band()?;
+        if !self.on_schedule {
+            return None;
+        }
         let since = self.clock.now_ns().saturating_sub(t0);
         // The first expected commit (not the one just read) whose band has not closed.
         let k = (since.saturating_sub(guard) / period + 1).max(1);
-        if k > MAX_MISSES + 1 {
+        if k > 1 {
             return None;
         }
         let opens = (k * period).saturating_sub(guard);
@@ -697,8 +719,8 @@ mod tests {
                 "jitter {jitter} ns: mean lateness {late_guarded} ns guarded, {late_uniform} ns uniform; \
                  polls {polls_guarded} guarded, {polls_uniform} uniform"
             );
-            // Measured: 0.2 against 1.4 µs and 43 against 124 µs late; 5401 against
-            // 18351 and 8970 against 17915 polls.
+            // Measured: 4 against 4 ns and 26 against 94 µs late; 5400 against 18360
+            // and 7357 against 18064 polls.
             assert!(late_guarded <= late_uniform / 2 + US, "{what}");
             assert!(polls_guarded * 3 <= polls_uniform * 2, "{what}");
         }
@@ -721,9 +743,33 @@ mod tests {
         // At the expected commit: near.
         clock.advance(MS);
         assert_eq!(p.legacy_poll(near, far), Some(near));
-        // A writer that stopped: after MAX_MISSES periods, no cadence to follow.
-        clock.advance((MAX_MISSES + 1) * P60);
+        // A writer that stopped: once the band closed, no schedule to follow.
+        clock.advance(MS);
         assert_eq!(p.legacy_poll(near, far), None);
+    }
+
+    #[test]
+    fn a_writer_off_its_schedule_is_polled_as_without_cadence() {
+        let (clock, mut p) = planner();
+        let (near, far) = (Duration::from_micros(100), Duration::from_millis(2));
+        let mut seq = 0;
+        feed(&clock, &mut p, &mut seq, 9, P60);
+        let t = clock.now_ns();
+        assert_eq!(p.legacy_poll(near, far), Some(far));
+        // The next commit is late: once its band has closed, polls are as without
+        // cadence, so overdue frames committed close together are not lost.
+        clock.set(t + P60 + MS);
+        assert_eq!(p.legacy_poll(near, far), None);
+        // It lands 5 ms late: still off schedule.
+        clock.set(t + P60 + 5 * MS);
+        seq += 1;
+        p.arrived(seq);
+        assert_eq!(p.legacy_poll(near, far), None);
+        // The next one is on time again: polls follow the schedule.
+        clock.set(t + 2 * P60);
+        seq += 1;
+        p.arrived(seq);
+        assert_eq!(p.legacy_poll(near, far), Some(far));
     }
 
     #[test]
