@@ -217,8 +217,8 @@ fn the_join_burst_does_not_count_against_the_limits() {
     assert_eq!(c.dropped(), 0);
 }
 
-#[test]
-fn a_client_starved_of_keyframes_is_closed_with_a_reason() {
+/// A hub whose clients are closed after 20 ms without the keyframe they wait for.
+fn hub_with_a_short_keyframe_timeout() -> Hub {
     let metrics = Arc::new(Metrics::default());
     let keyframes = Arc::new(KeyframeRequests::new(Duration::from_millis(500), metrics.clone()));
     let limits = QueueLimits {
@@ -226,7 +226,12 @@ fn a_client_starved_of_keyframes_is_closed_with_a_reason() {
         max_bytes: 1 << 20,
         keyframe_timeout: Duration::from_millis(20),
     };
-    let h = Hub::new(limits, metrics, keyframes);
+    Hub::new(limits, metrics, keyframes)
+}
+
+#[test]
+fn a_client_starved_of_keyframes_is_closed_with_a_reason() {
+    let h = hub_with_a_short_keyframe_timeout();
     let c = h.join(true); // no keyframe cached: waits for one
     h.publish_video(frame(1, false, 10));
     std::thread::sleep(Duration::from_millis(30));
@@ -242,14 +247,7 @@ fn a_client_starved_of_keyframes_is_closed_with_a_reason() {
 
 #[test]
 fn a_client_that_fell_behind_is_told_so_when_no_keyframe_comes() {
-    let metrics = Arc::new(Metrics::default());
-    let keyframes = Arc::new(KeyframeRequests::new(Duration::from_millis(500), metrics.clone()));
-    let limits = QueueLimits {
-        max_frames: 10,
-        max_bytes: 1 << 20,
-        keyframe_timeout: Duration::from_millis(20),
-    };
-    let h = Hub::new(limits, metrics, keyframes);
+    let h = hub_with_a_short_keyframe_timeout();
     let c = h.join(true);
     h.publish_video(frame(1, true, 10));
     h.publish_video(frame(2, false, 10));
